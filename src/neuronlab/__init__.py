@@ -1,0 +1,28 @@
+"""neuronlab: find, steer and tune the neurons of transformer language models.
+
+    >>> import neuronlab as nl
+    >>> model, tok = nl.load_model("path-or-hub-id")
+    >>> stats = nl.record(model, tok, {"en": en_texts, "fr": fr_texts}, site="act")
+    >>> plan = nl.Plan([nl.Scale(factor=2.0, site="act", neurons=ns.subset(["fr"]))])
+    >>> with nl.apply(model, plan):
+    ...     model(**batch)
+"""
+
+from neuronlab.errors import NeuronlabError
+from neuronlab.intervene.apply import apply
+from neuronlab.intervene.bake import bake
+from neuronlab.intervene.plan import Add, Intervention, Plan, Scale, Set, Zero
+from neuronlab.models.arch import ARCH_SPECS, ArchSpec, arch_spec, register_arch
+from neuronlab.models.load import load_model, model_info
+from neuronlab.models.sites import Site, hooked
+from neuronlab.record.recorder import record
+from neuronlab.record.stats import Stats
+from neuronlab.select.neuron_set import NeuronSet
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ARCH_SPECS", "Add", "ArchSpec", "Intervention", "NeuronSet", "NeuronlabError", "Plan", "Scale", "Set",
+    "Site", "Stats", "Zero", "apply", "arch_spec", "bake", "hooked", "load_model", "model_info", "record",
+    "register_arch",
+]  # fmt: skip

@@ -1,0 +1,52 @@
+"""Read corpora: one text per line, from files or a folder of `GROUP.txt` files.
+
+    >>> texts = read_text_dir("corpus/")                        # {"en": [...], "fr": [...]}
+    >>> texts = read_text_dir("flores200_devtest/", pattern="*.devtest", limit=800)
+    >>> texts = {"en": read_lines("en.txt")}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from neuronlab.errors import NeuronlabError
+
+
+def read_lines(path: str | Path, limit: int | None = None, start: int = 0) -> list[str]:
+    """Non-empty lines of a UTF-8 file (lines `start` .. `start + limit` of the file, blank lines dropped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise NeuronlabError(f"no text file at {path}")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise NeuronlabError(f"{path} is not UTF-8 text: {err}") from err
+    lines = lines[start:] if limit is None else lines[start : start + limit]
+    texts = [line.strip() for line in lines if line.strip()]
+    if not texts:
+        raise NeuronlabError(f"{path} has no text (it is empty or blank in the lines asked for)")
+    return texts
+
+
+def read_text_dir(folder: str | Path, pattern: str = "*.txt", limit: int | None = None, start: int = 0) -> dict[str, list[str]]:
+    """{file stem: lines} for every file in `folder` matching `pattern`, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise NeuronlabError(f"no folder at {folder}")
+    files = sorted(folder.glob(pattern))
+    if not files:
+        raise NeuronlabError(f"no files matching {pattern!r} in {folder}: name them GROUP.txt or pass a pattern")
+    return {f.name.split(".")[0]: read_lines(f, limit, start) for f in files}
+
+
+def parse_group_files(specs: list[str]) -> dict[str, list[str]]:
+    """Read `GROUP=FILE` pairs (the CLI's --text) into {group: lines}."""
+    out: dict[str, list[str]] = {}
+    for spec in specs:
+        group, sep, path = spec.partition("=")
+        if not sep or not group or not path:
+            raise NeuronlabError(f"--text {spec!r}: write it as GROUP=FILE, e.g. --text fr=fr.txt")
+        if group in out:
+            raise NeuronlabError(f"group {group!r} is given twice")
+        out[group] = read_lines(path)
+    return out

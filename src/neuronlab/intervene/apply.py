@@ -1,0 +1,121 @@
+"""apply: run a model with a Plan's interventions in place, inside a context manager only.
+
+    >>> with nl.apply(model, plan):
+    ...     logits = model(**batch).logits
+    ...     out = model.generate(**prompt, max_new_tokens=20)
+
+Hooks are installed on entry and removed on exit, also when the block raises. An empty plan installs
+nothing, so logits are bit-identical to the model's own. Every layer, neuron index and value shape is
+checked before anything runs. See `plan.py` for how positions are counted while generating.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+from neuronlab.errors import NeuronlabError
+from neuronlab.intervene.plan import Intervention, Plan
+from neuronlab.models.arch import ArchSpec
+from neuronlab.models.sites import Site, decoder_layers, hooked, site_width
+
+
+class _Call:
+    """What the current forward call looks like: tokens already in the KV cache and the attention mask."""
+
+    offset: int = 0
+    attention_mask: Tensor | None = None
+
+    def pre_hook(self, _module, args, kwargs) -> None:
+        cache = kwargs.get("past_key_values")
+        self.offset = int(cache.get_seq_length()) if cache is not None and hasattr(cache, "get_seq_length") else 0
+        mask = kwargs.get("attention_mask")
+        self.attention_mask = mask if isinstance(mask, Tensor) and mask.dim() == 2 else None
+
+    def rows(self, positions, batch: int, length: int, device) -> Tensor | None:
+        """bool [batch, length] of the positions to change in this call (None: all of them)."""
+        if isinstance(positions, str) and positions == "all":
+            return None
+        if isinstance(positions, str):  # "last": the last real token of each row
+            mask = self.attention_mask
+            if mask is None or mask.shape[0] != batch:
+                last = torch.full((batch,), length - 1, device=device)
+            else:
+                chunk = mask[:, -length:].to(device).bool()
+                last = length - 1 - chunk.flip(-1).int().argmax(-1)
+            return torch.arange(length, device=device)[None, :] == last[:, None]
+        absolute = torch.arange(self.offset, self.offset + length, device=device)
+        if isinstance(positions, slice):
+            start, stop, step = positions.indices(self.offset + length)
+            wanted = torch.zeros(self.offset + length, dtype=torch.bool, device=device)
+            wanted[start:stop:step] = True
+            return wanted[absolute][None, :].expand(batch, length)
+        mask = positions.to(device)
+        full = torch.zeros(*mask.shape[:-1], self.offset + length, dtype=torch.bool, device=device)
+        n = min(mask.shape[-1], full.shape[-1])
+        full[..., :n] = mask[..., :n]
+        return full[..., absolute].expand(batch, length)
+
+
+def _site_hook(call: _Call, edits: list[tuple[Intervention, Tensor | None, float | Tensor]]):
+    def hook(h: Tensor) -> Tensor:  # h: [batch, pos, width]
+        if torch.is_grad_enabled() and h.requires_grad:
+            h = h.clone()  # keep autograd's saved tensors intact
+        for iv, idx, value in edits:
+            rows = call.rows(iv.positions, h.shape[0], h.shape[1], h.device)
+            x = h if idx is None else h[..., idx]
+            new = iv.edit(x, value)
+            if rows is not None:
+                new = torch.where(rows[..., None], new, x)
+            if idx is None:
+                h.copy_(new)
+            else:
+                h[..., idx] = new.to(h.dtype)
+        return h
+
+    return hook
+
+
+def compile_plan(model: nn.Module, plan: Plan, arch: ArchSpec | None = None) -> dict[Site, list]:
+    """Check a plan against `model` and resolve it to site -> [(intervention, index tensor, value)]."""
+    n_layers = len(decoder_layers(model, arch))
+    out: dict[Site, list] = {}
+    for iv in plan:
+        width = site_width(model, iv.site, arch)
+        for layer, idx in iv.targets(n_layers).items():
+            if idx is not None and idx and idx[-1] >= width:
+                raise NeuronlabError(
+                    f"{type(iv).__name__} on layers.{layer}.{iv.site}: neuron index {idx[-1]} is out of range "
+                    f"(that site has {width} values); was the neuron set made for another model?"
+                )
+            if idx is not None and not idx:
+                continue
+            value = iv.value_at(layer, width if idx is None else len(idx))
+            module = decoder_layers(model, arch)[layer]
+            device = next(module.parameters()).device
+            if isinstance(value, Tensor):
+                value = value.to(device)
+            index = None if idx is None else torch.tensor(idx, dtype=torch.long, device=device)
+            out.setdefault(Site(layer, iv.site), []).append((iv, index, value))
+    return out
+
+
+@contextmanager
+def apply(model: nn.Module, plan: Plan | list[Intervention], arch: ArchSpec | None = None) -> Iterator[None]:
+    """Install the plan's hooks for the duration of the block; see module doc."""
+    if not isinstance(plan, Plan):
+        plan = Plan(list(plan))
+    compiled = compile_plan(model, plan, arch)
+    if not compiled:
+        yield
+        return
+    call = _Call()
+    handle = model.register_forward_pre_hook(call.pre_hook, with_kwargs=True)
+    try:
+        with hooked(model, {site: _site_hook(call, edits) for site, edits in compiled.items()}, arch):
+            yield
+    finally:
+        handle.remove()

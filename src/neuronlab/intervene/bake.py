@@ -1,0 +1,61 @@
+"""bake: write a Plan into weights, for a plain Hugging Face checkpoint any serving engine can run.
+
+    >>> baked = nl.bake(model, nl.Plan([nl.Scale(factor=2.0, neurons=ns)]))   # `model` is left untouched
+    >>> baked.save_pretrained("out/")
+
+Scaling (or zeroing) neuron j at `act` or `neuron` at every position multiplies what it sends through the
+down projection, so it equals scaling column j of that projection's weight (row j for GPT-2's Conv1D).
+Anything else (Set to a non-zero value, Add, other sites, chosen positions) depends on the input and
+cannot be baked: bake refuses it and says so.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from neuronlab.errors import NeuronlabError
+from neuronlab.intervene.apply import compile_plan
+from neuronlab.intervene.plan import Plan, Scale, Set, Zero
+from neuronlab.models.arch import ArchSpec, arch_spec
+from neuronlab.models.sites import NEURON_KINDS, decoder_layers, get_module
+
+
+def _factor(iv) -> float:
+    if isinstance(iv, Scale):
+        return float(iv.factor)
+    if isinstance(iv, Zero) or (isinstance(iv, Set) and isinstance(iv.value, (int, float)) and iv.value == 0):
+        return 0.0
+    raise NeuronlabError(
+        f"bake cannot express {type(iv).__name__}: only Scale, Zero and Set(value=0) on neurons can be written "
+        "into weights; use `with nl.apply(model, plan):` for this plan"
+    )
+
+
+def bake(model: nn.Module, plan: Plan, arch: ArchSpec | None = None) -> nn.Module:
+    """A copy of `model` whose plain forward equals `model` under `apply(model, plan)`."""
+    for iv in plan:
+        _factor(iv)
+        if iv.site not in NEURON_KINDS:
+            raise NeuronlabError(f"bake cannot express an intervention on site {iv.site!r}: only act and neuron")
+        if not (isinstance(iv.positions, str) and iv.positions == "all"):
+            raise NeuronlabError("bake cannot express interventions on chosen positions: use positions='all'")
+    compiled = compile_plan(model, plan, arch)
+    spec = arch_spec(model, arch)
+    baked = copy.deepcopy(model)
+    layers = decoder_layers(baked, arch)
+    with torch.no_grad():
+        for site, edits in compiled.items():
+            down = get_module(layers[site.layer], spec.down)
+            d_ff = down.weight.shape[1] if isinstance(down, nn.Linear) else down.weight.shape[0]
+            scale = torch.ones(d_ff, dtype=torch.float32, device=down.weight.device)
+            for iv, idx, _value in edits:
+                if idx is None:
+                    scale *= _factor(iv)
+                else:
+                    scale[idx] *= _factor(iv)
+            w = down.weight
+            w.copy_(w * (scale[None, :] if isinstance(down, nn.Linear) else scale[:, None]).to(w.dtype))
+    return baked

@@ -1,0 +1,208 @@
+"""Interventions and Plans: serialisable data saying what to change where; `apply` and `bake` act on them.
+
+    >>> plan = Plan([Scale(factor=2.0, site="act", neurons=ns.subset(["fr"]))])
+    >>> plan = Plan([Set(value=0.5, neurons=[3, 9], layers=[4]), Add(value=vec, site="ffn_out", layers=[7],
+    ...              positions="last")])
+    >>> plan.save("plan.json"); plan = Plan.load("plan.json")
+
+Each intervention names a site kind, the neurons (a NeuronSet: its layers and indices, all groups together;
+a list of indices: the same indices in every layer of `layers`; None: every value of the site), the layers
+(None: all, or the NeuronSet's) and the positions:
+- "all": every position of every forward call;
+- "last": the last real token of each row (by the attention mask); while generating with a KV cache each
+  step's single new token is the last, so the prompt's last token and every generated token are changed;
+- a slice or a boolean mask ([pos] or [batch, pos]) over absolute positions in the sequence: with a KV cache,
+  a generation step at position p is changed if p is in the slice / mask[p] is True (beyond the mask: no).
+Values (Set, Add) are a number, a tensor with one value per selected neuron (or per value of the site),
+or a dict layer -> such a tensor, for per-layer values.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from neuronlab.errors import NeuronlabError
+from neuronlab.io import write_json
+from neuronlab.models.sites import KINDS
+from neuronlab.select.neuron_set import NeuronSet
+
+Positions = str | slice | Tensor
+FORMAT = "neuronlab.plan/1"
+
+
+@dataclass(frozen=True, eq=False)
+class Intervention:
+    site: str = "act"
+    neurons: NeuronSet | Sequence[int] | None = None
+    layers: Sequence[int] | None = None
+    positions: Positions = "all"
+
+    def __post_init__(self) -> None:
+        if self.site not in KINDS:
+            raise NeuronlabError(f"unknown site kind {self.site!r}: use one of {', '.join(KINDS)}")
+        p = self.positions
+        if not (p in ("all", "last") if isinstance(p, str) else isinstance(p, (slice, Tensor))):
+            raise NeuronlabError(f"positions must be 'all', 'last', a slice or a boolean mask, not {p!r}")
+        if isinstance(p, Tensor) and (p.dtype != torch.bool or p.dim() not in (1, 2)):
+            raise NeuronlabError("a positions mask must be a bool tensor of shape [pos] or [batch, pos]")
+
+    def targets(self, n_layers: int) -> dict[int, list[int] | None]:
+        """layer -> neuron indices (None: the whole site) this intervention touches."""
+        if isinstance(self.neurons, NeuronSet):
+            chosen = self.neurons.layers()
+            if self.layers is not None:
+                chosen = {layer: idx for layer, idx in chosen.items() if layer in set(self.layers)}
+        else:
+            idx = None if self.neurons is None else sorted({int(i) for i in self.neurons})
+            chosen = {int(layer): idx for layer in (range(n_layers) if self.layers is None else self.layers)}
+        for layer in chosen:
+            if not 0 <= layer < n_layers:
+                raise NeuronlabError(f"layer {layer} is out of range: this model has layers 0..{n_layers - 1}")
+        return chosen
+
+    def value_at(self, layer: int, k: int) -> float | Tensor:
+        """The value for one layer with `k` selected values, checked for shape."""
+        v = getattr(self, "value", None)
+        if v is None:
+            return 0.0
+        if isinstance(v, Mapping):
+            if layer not in v:
+                raise NeuronlabError(f"{type(self).__name__} has per-layer values but none for layer {layer}")
+            v = v[layer]
+        if isinstance(v, (int, float)):
+            return float(v)
+        t = torch.as_tensor(v)
+        if t.dim() == 0:
+            return float(t)
+        if t.shape != (k,):
+            raise NeuronlabError(
+                f"{type(self).__name__} value for layer {layer} has shape {tuple(t.shape)}, "
+                f"but {k} values are selected there: give one number or one value per selected neuron"
+            )
+        return t
+
+    def edit(self, x: Tensor, value: float | Tensor) -> Tensor:  # x: [..., k] the selected values
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, eq=False)
+class Scale(Intervention):
+    """Multiply by `factor`."""
+
+    factor: float = 1.0
+
+    def edit(self, x: Tensor, value) -> Tensor:
+        return x * self.factor
+
+
+@dataclass(frozen=True, eq=False)
+class Set(Intervention):
+    """Replace by `value` (a number, one per neuron, or per layer)."""
+
+    value: float | Tensor | Mapping[int, float | Tensor] = 0.0
+
+    def edit(self, x: Tensor, value) -> Tensor:
+        return torch.zeros_like(x) + value
+
+
+@dataclass(frozen=True, eq=False)
+class Add(Intervention):
+    """Add `value` (a number, a vector over the selected neurons, or per layer)."""
+
+    value: float | Tensor | Mapping[int, float | Tensor] = 0.0
+
+    def edit(self, x: Tensor, value) -> Tensor:
+        return x + value
+
+
+@dataclass(frozen=True, eq=False)
+class Zero(Intervention):
+    """Set to zero (deactivate)."""
+
+    def edit(self, x: Tensor, value) -> Tensor:
+        return torch.zeros_like(x)
+
+
+KINDS_OF_INTERVENTION = {cls.__name__: cls for cls in (Scale, Set, Add, Zero)}
+
+
+@dataclass
+class Plan:
+    """An ordered list of interventions; ones on the same site apply in this order."""
+
+    interventions: list[Intervention] = field(default_factory=list)
+
+    def __iter__(self):
+        return iter(self.interventions)
+
+    def __len__(self) -> int:
+        return len(self.interventions)
+
+    def __add__(self, other: Plan) -> Plan:
+        return Plan(self.interventions + other.interventions)
+
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, "interventions": [_encode(iv) for iv in self.interventions]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Plan:
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise NeuronlabError(f"not a neuronlab plan (no format {FORMAT!r})")
+        return cls([_decode(d) for d in data["interventions"]])
+
+    def save(self, path: str | Path) -> None:
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Plan:
+        path = Path(path)
+        if not path.is_file():
+            raise NeuronlabError(f"no plan file at {path}")
+        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def _encode_value(v):
+    if isinstance(v, Tensor):
+        return {"tensor": v.tolist(), "dtype": str(v.dtype).removeprefix("torch.")}
+    if isinstance(v, slice):
+        return {"slice": [v.start, v.stop, v.step]}
+    if isinstance(v, NeuronSet):
+        return {"neuron_set": {"neurons": v.neurons, "meta": v.meta}}
+    if isinstance(v, Mapping):
+        return {"per_layer": {str(k): _encode_value(x) for k, x in v.items()}}
+    if isinstance(v, (list, tuple)):
+        return [int(i) for i in v]
+    return v
+
+
+def _decode_value(v):
+    if not isinstance(v, dict):
+        return v
+    if "tensor" in v:
+        return torch.tensor(v["tensor"], dtype=getattr(torch, v["dtype"]))
+    if "slice" in v:
+        return slice(*v["slice"])
+    if "neuron_set" in v:
+        return NeuronSet(v["neuron_set"]["neurons"], v["neuron_set"]["meta"])
+    if "per_layer" in v:
+        return {int(k): _decode_value(x) for k, x in v["per_layer"].items()}
+    raise NeuronlabError(f"cannot read plan value {v!r}")
+
+
+def _encode(iv: Intervention) -> dict:
+    fields = {k: _encode_value(v) for k, v in vars(iv).items()}
+    return {"kind": type(iv).__name__, **fields}
+
+
+def _decode(d: dict) -> Intervention:
+    d = dict(d)
+    kind = d.pop("kind", None)
+    if kind not in KINDS_OF_INTERVENTION:
+        raise NeuronlabError(f"unknown intervention kind {kind!r}: use one of {', '.join(KINDS_OF_INTERVENTION)}")
+    return KINDS_OF_INTERVENTION[kind](**{k: _decode_value(v) for k, v in d.items()})

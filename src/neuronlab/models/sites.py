@@ -1,0 +1,168 @@
+"""Sites: where neuronlab reads or writes a model's values, and the one place hooks are installed.
+
+    >>> site = Site.parse("layers.12.act")      # Site(layer=12, kind="act")
+    >>> with hooked(model, {site: lambda h: print(h.shape)}):   # h: [batch, pos, d_ff]
+    ...     model(**batch)
+
+Kinds (see DESIGN.md): `act` the FFN activation output, `neuron` the input of the down projection,
+`ffn_out` / `attn_out` the block outputs added to the residual stream, `resid` the residual stream after
+the layer. A hook function gets the value and returns a replacement, or None to leave it as it is
+(it may change it in place). Hooks exist only inside `hooked`, which removes them in `finally`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from neuronlab.errors import NeuronlabError
+from neuronlab.models.arch import ArchSpec, arch_spec
+
+KINDS = ("act", "neuron", "ffn_out", "attn_out", "resid")
+NEURON_KINDS = ("act", "neuron")  # width d_ff; the other kinds have width d_model
+
+
+@dataclass(frozen=True, order=True)
+class Site:
+    """A layer index and a kind; canonical string form `layers.12.act`."""
+
+    layer: int
+    kind: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise NeuronlabError(f"unknown site kind {self.kind!r}: use one of {', '.join(KINDS)}")
+
+    def __str__(self) -> str:
+        return f"layers.{self.layer}.{self.kind}"
+
+    @classmethod
+    def parse(cls, text: str) -> Site:
+        parts = text.split(".")
+        if len(parts) != 3 or parts[0] != "layers" or not parts[1].lstrip("-").isdigit():
+            raise NeuronlabError(f"cannot read site {text!r}: write it as layers.<index>.<kind>, e.g. layers.3.act")
+        return cls(int(parts[1]), parts[2])
+
+
+def get_module(root: nn.Module, path: str) -> nn.Module:
+    """The submodule at dotted `path`; a clear error if it does not exist."""
+    module = root
+    for name in path.split("."):
+        if not hasattr(module, name):
+            raise NeuronlabError(
+                f"module path {path!r} does not resolve on {type(root).__name__} (no {name!r}); "
+                "the ArchSpec does not match this model: pass arch=ArchSpec(...) with its module names"
+            )
+        module = getattr(module, name)
+    return module
+
+
+def decoder_layers(model: nn.Module, arch: ArchSpec | None = None) -> nn.ModuleList:
+    return get_module(model, arch_spec(model, arch).layers)
+
+
+def _check_layer(model: nn.Module, layer: int, arch: ArchSpec | None) -> None:
+    n = len(decoder_layers(model, arch))
+    if not 0 <= layer < n:
+        raise NeuronlabError(f"layer {layer} is out of range: this model has layers 0..{n - 1}")
+
+
+def site_module(model: nn.Module, site: Site, arch: ArchSpec | None = None) -> tuple[nn.Module, str]:
+    """The module that carries `site` and whether the value is its "input" or its "output"."""
+    spec = arch_spec(model, arch)
+    _check_layer(model, site.layer, arch)
+    layer = decoder_layers(model, arch)[site.layer]
+    if site.kind == "resid":
+        return layer, "output"
+    if site.kind == "neuron":
+        return get_module(layer, spec.down), "input"
+    return get_module(layer, getattr(spec, site.kind)), "output"
+
+
+def down_weight_io(down: nn.Module) -> tuple[int, int]:
+    """(in, out) widths of a down projection: nn.Linear stores [out, in], GPT-2's Conv1D [in, out]."""
+    if isinstance(down, nn.Linear):
+        return down.in_features, down.out_features
+    weight = getattr(down, "weight", None)
+    if weight is not None and weight.dim() == 2 and hasattr(down, "nf"):
+        return weight.shape[0], weight.shape[1]
+    raise NeuronlabError(f"down projection {type(down).__name__} is neither nn.Linear nor Conv1D")
+
+
+def site_width(model: nn.Module, kind: str, arch: ArchSpec | None = None) -> int:
+    """Number of values per token at a site kind: d_ff for `act`/`neuron`, d_model otherwise."""
+    spec = arch_spec(model, arch)
+    d_ff, d_model = down_weight_io(get_module(decoder_layers(model, arch)[0], spec.down))
+    return d_ff if kind in NEURON_KINDS else d_model
+
+
+HookFn = Callable[[Tensor], Tensor | None]
+
+
+def _install(module: nn.Module, where: str, fn: HookFn, shape: list) -> torch.utils.hooks.RemovableHandle:
+    """Hook `fn` on a module's input or output. Some families (OPT) run the FFN on flattened tokens
+    [batch*pos, width]; `fn` always sees [batch, pos, width], using the layer input's shape in `shape`."""
+
+    def call(value: Tensor) -> Tensor | None:
+        flat = value.dim() == 2 and shape and value.shape[0] == shape[0][0] * shape[0][1]
+        view = value.view(*shape[0], value.shape[-1]) if flat else value
+        new = fn(view)
+        if new is None or new is view:
+            return None
+        return new.reshape(value.shape) if flat else new
+
+    if where == "input":
+
+        def pre_hook(_module, args, kwargs):
+            new = call(args[0])
+            return None if new is None else ((new, *args[1:]), kwargs)
+
+        return module.register_forward_pre_hook(pre_hook, with_kwargs=True)
+
+    def hook(_module, _args, output):
+        new = call(output[0] if isinstance(output, tuple) else output)
+        if new is None:
+            return None
+        return (new, *output[1:]) if isinstance(output, tuple) else new
+
+    return module.register_forward_hook(hook)
+
+
+def _shape_hook(shape: list):
+    def pre_hook(_module, args, kwargs):
+        x = args[0] if args else kwargs.get("hidden_states")
+        shape[:] = [tuple(x.shape[:-1])] if isinstance(x, Tensor) and x.dim() == 3 else []
+
+    return pre_hook
+
+
+@contextmanager
+def hooked(model: nn.Module, fns: dict[Site, HookFn], arch: ArchSpec | None = None) -> Iterator[None]:
+    """Install one hook per site for the duration of the block; always removed, also on exceptions."""
+    seen: dict[tuple[int, str], Site] = {}
+    shapes: dict[int, list] = {}  # layer index -> [(batch, pos)] of the layer's current input
+    targets = []
+    for site, fn in fns.items():
+        module, where = site_module(model, site, arch)
+        key = (id(module), where)
+        if key in seen:
+            raise NeuronlabError(
+                f"sites {seen[key]} and {site} resolve to the same module; the ArchSpec must name one module per layer"
+            )
+        seen[key] = site
+        targets.append((module, where, fn, shapes.setdefault(site.layer, [])))
+    layers = decoder_layers(model, arch)
+    handles = []
+    try:
+        for layer, shape in shapes.items():
+            handles.append(layers[layer].register_forward_pre_hook(_shape_hook(shape), with_kwargs=True))
+        for module, where, fn, shape in targets:
+            handles.append(_install(module, where, fn, shape))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

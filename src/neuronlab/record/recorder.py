@@ -1,0 +1,283 @@
+"""record: stream texts through a model and accumulate per-neuron statistics at one site kind.
+
+    >>> stats = nl.record(model, tok, {"en": en_texts, "fr": fr_texts}, site="act", batch_size=8, max_length=512)
+    >>> stats = nl.record(model, tok, texts, checkpoint="s.safetensors")   # resumes from that file if it exists
+
+How tokens are counted
+- Each text is tokenized on its own (with the tokenizer's special tokens, e.g. BOS), split into windows of
+  `max_length` tokens (or cut there with `truncate=True`), and windows are batched with right padding, so
+  positions are never shifted. Padding never counts; special tokens (BOS, EOS, ...) do not count unless
+  `count_special=True`, because BOS activations are outliers that would swamp short texts.
+- `max_tokens` caps the tokens counted per group, exactly.
+- `pooled_texts=N` also keeps, for the first N texts of each group, each neuron's mean and max over the
+  text's counted tokens (Stats.pooled_mean / pooled_max), which LAPE's activation values and the
+  expert-neuron method need.
+- The forward pass stops right after the last recorded layer: the final norm and unembedding never run.
+- With `checkpoint`, the stats are saved there atomically every `checkpoint_every` seconds (at a text
+  boundary) and at the end; a later call with the same path continues where the file ends and never counts
+  a text twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from neuronlab.errors import NeuronlabError
+from neuronlab.models.arch import ArchSpec
+from neuronlab.models.load import model_info
+from neuronlab.models.sites import KINDS, Site, decoder_layers, hooked, site_width
+from neuronlab.record.stats import Stats
+
+
+@dataclass
+class _Batch:
+    input_ids: Tensor  # [batch, pos]
+    attention_mask: Tensor  # [batch, pos]
+    count: Tensor  # bool [batch, pos]: positions that are counted
+    text: list[int]  # text index of each row
+    last_window: list[int]  # 1 where the row is its text's last window
+
+
+class _Stop(Exception):
+    """Raised by the last layer's hook: nothing after it is needed."""
+
+
+def _windows(tokenizer, texts: Iterable[str], skip: int, max_length: int, truncate: bool, chunk: int = 256):
+    """Yield (text index, token ids, is last window) for each window of each text after the first `skip`."""
+
+    def flush(start: int, part: list[str]):
+        for offset, ids in enumerate(tokenizer(part, add_special_tokens=True)["input_ids"]):
+            spans = [ids[:max_length]] if truncate else [ids[s : s + max_length] for s in range(0, len(ids), max_length)]
+            for k, span in enumerate(spans):
+                yield start + offset, span, k == len(spans) - 1
+
+    part, start = [], skip
+    for i, text in enumerate(texts):
+        if i < skip:
+            continue
+        if not isinstance(text, str):
+            raise NeuronlabError(f"text {i} is a {type(text).__name__}, not a string: pass lists of strings")
+        part.append(text)
+        if len(part) == chunk:
+            yield from flush(start, part)
+            part, start = [], i + 1
+    if part:
+        yield from flush(start, part)
+
+
+def _batches(windows, batch_size: int, pad_id: int, special: Tensor, count_special: bool) -> Iterator[_Batch]:
+    rows = []
+    for row in windows:
+        rows.append(row)
+        if len(rows) == batch_size:
+            yield _collate(rows, pad_id, special, count_special)
+            rows = []
+    if rows:
+        yield _collate(rows, pad_id, special, count_special)
+
+
+def _collate(rows, pad_id: int, special: Tensor, count_special: bool) -> _Batch:
+    width = max(len(ids) for _, ids, _ in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, (_, span, _) in enumerate(rows):
+        ids[r, : len(span)] = torch.tensor(span, dtype=torch.long)
+        mask[r, : len(span)] = 1
+    count = mask.bool() if count_special else mask.bool() & ~torch.isin(ids, special)
+    return _Batch(ids, mask, count, [t for t, _, _ in rows], [int(last) for _, _, last in rows])
+
+
+class _Accumulator:
+    """Per-layer sums for one group on the activations' own device; flushed into Stats on the CPU."""
+
+    def __init__(self, pooled_texts: int):
+        self.layers: dict[int, list[Tensor]] = {}
+        self.pooled_texts = pooled_texts
+        self.pooled: dict[int, list] = {}  # text index -> [count, sum [L, W], max [L, W]]
+        self.count: Tensor | None = None  # bool [batch, pos] of the batch being run
+        self.batch: _Batch | None = None
+
+    def add(self, layer: int, h: Tensor) -> None:  # h: [batch, pos, width]
+        count = self.count.to(h.device)
+        x = h[count].float()  # [tokens, width]
+        if x.shape[0] == 0:
+            return
+        parts = [(x > 0).sum(0), x.sum(0), x.square().sum(0), x.amax(0)]
+        acc = self.layers.get(layer)
+        if acc is None:
+            dev = x.device if x.device.type != "mps" else torch.device("cpu")
+            acc = [torch.zeros(x.shape[1], dtype=dt, device=dev) for dt in (torch.int64, torch.float64, torch.float64)]
+            acc.append(torch.full((x.shape[1],), float("-inf"), dtype=torch.float64, device=dev))
+            self.layers[layer] = acc
+        acc[0] += parts[0].to(acc[0].device)
+        acc[1] += parts[1].to(acc[1].device, torch.float64)
+        acc[2] += parts[2].to(acc[2].device, torch.float64)
+        torch.maximum(acc[3], parts[3].to(acc[3].device, torch.float64), out=acc[3])
+        if self.pooled_texts:
+            self._pool(layer, h, count)
+
+    def _pool(self, layer: int, h: Tensor, count: Tensor) -> None:
+        for r, t in enumerate(self.batch.text):
+            if t >= self.pooled_texts or not bool(count[r].any()):
+                continue
+            x = h[r][count[r]].double().cpu()  # [tokens, width]
+            entry = self.pooled.setdefault(t, [0, {}, {}])
+            if layer == 0:  # count each row's tokens once
+                entry[0] += x.shape[0]
+            s, m = entry[1], entry[2]
+            s[layer] = s[layer] + x.sum(0) if layer in s else x.sum(0)
+            m[layer] = torch.maximum(m[layer], x.amax(0)) if layer in m else x.amax(0)
+
+    def flush(self, stats: Stats, g: int, layers: list[int]) -> None:
+        for li, layer in enumerate(layers):
+            if layer not in self.layers:
+                continue
+            active, s, sq, mx = (t.cpu() for t in self.layers[layer])
+            stats.active[g, li] += active
+            stats.sum[g, li] += s
+            stats.sum_sq[g, li] += sq
+            stats.max[g, li] = torch.maximum(stats.max[g, li], mx)
+        self.layers.clear()
+
+    def flush_pooled(self, stats: Stats, g: int, layers: list[int], texts_done: int) -> None:
+        """Move pooled rows of texts that are complete into Stats (in text order)."""
+        for t in sorted(k for k in self.pooled if k < texts_done):
+            n, s, m = self.pooled.pop(t)
+            row = int(stats.pooled_n[g])
+            if n == 0 or row >= stats.pooled_mean.shape[1]:
+                continue
+            for li, layer in enumerate(layers):
+                stats.pooled_mean[g, row, li] = (s[layer] / n).float()
+                stats.pooled_max[g, row, li] = m[layer].float()
+            stats.pooled_n[g] += 1
+
+
+def record(
+    model,
+    tokenizer,
+    texts: Mapping[str, Iterable[str]],
+    site: str = "act",
+    batch_size: int = 8,
+    max_length: int = 512,
+    truncate: bool = False,
+    max_tokens: int | None = None,
+    pooled_texts: int = 0,
+    count_special: bool = False,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: float = 600.0,
+    progress: bool = True,
+    arch: ArchSpec | None = None,
+) -> Stats:
+    """Per-group, per-layer, per-neuron statistics of `site` over `texts` ({group: texts}); see module doc."""
+    if site not in KINDS:
+        raise NeuronlabError(f"unknown site kind {site!r}: use one of {', '.join(KINDS)}")
+    if batch_size < 1 or max_length < 1:
+        raise NeuronlabError("batch_size and max_length must be at least 1")
+    if not texts:
+        raise NeuronlabError("no groups of texts given: pass {group: [text, ...]}")
+    for group, items in texts.items():
+        if isinstance(items, str):
+            raise NeuronlabError(f"group {group!r} is one string: pass a list of texts")
+        if hasattr(items, "__len__") and not any(t.strip() for t in items):
+            raise NeuronlabError(f"group {group!r} has no text: give it at least one non-empty text")
+
+    layers = list(range(len(decoder_layers(model, arch))))
+    settings = dict(max_length=max_length, truncate=truncate, max_tokens=max_tokens, count_special=count_special)
+    meta = {"model": model_info(model, arch), "site": site, "settings": settings, "complete": []}
+    stats = Stats.empty(list(texts), len(layers), site_width(model, site, arch), meta, pooled_texts)
+    if checkpoint is not None and Path(checkpoint).is_file():
+        stats = _resume(stats, Stats.load(checkpoint))
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    special = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
+    device = model.get_input_embeddings().weight.device
+    acc = _Accumulator(pooled_texts)
+    fired: set[int] = set()
+
+    def make_hook(layer: int):
+        def hook(h: Tensor) -> None:
+            fired.add(layer)
+            acc.add(layer, h)
+            if layer == layers[-1]:
+                raise _Stop
+        return hook
+
+    last_save = time.monotonic()
+    bar = _progress(progress)
+    with torch.no_grad(), hooked(model, {Site(layer, site): make_hook(layer) for layer in layers}, arch):
+        for g, group in enumerate(stats.groups):
+            if group in stats.meta["complete"]:
+                continue
+            bar.set_description(group)
+            windows = _windows(tokenizer, texts[group], int(stats.texts[g]), max_length, truncate)
+            for batch in _batches(windows, batch_size, pad_id, special, count_special):
+                count = batch.count
+                if max_tokens is not None:
+                    left = max_tokens - int(stats.tokens[g])
+                    count = count & (count.flatten().cumsum(0).view_as(count) <= left)
+                acc.count, acc.batch = count, batch
+                fired.clear()
+                try:
+                    model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
+                          use_cache=False)  # fmt: skip
+                except _Stop:
+                    pass
+                if fired != set(layers):
+                    missing = ", ".join(str(Site(layer, site)) for layer in layers if layer not in fired)
+                    raise NeuronlabError(f"site(s) {missing} never ran in the forward pass; the ArchSpec does not "
+                                         "match how this model computes its FFN: pass arch=ArchSpec(...)")  # fmt: skip
+                n = int(count.sum())
+                stats.tokens[g] += n
+                bar.update(n)
+                aligned = bool(batch.last_window[-1])
+                done = batch.text[-1] + 1 if aligned else batch.text[-1]
+                stats.texts[g] = done
+                if pooled_texts:
+                    acc.flush_pooled(stats, g, layers, done)
+                capped = max_tokens is not None and int(stats.tokens[g]) >= max_tokens
+                if capped:
+                    break
+                if checkpoint is not None and aligned and time.monotonic() - last_save > checkpoint_every:
+                    acc.flush(stats, g, layers)
+                    stats.save(checkpoint)
+                    last_save = time.monotonic()
+            acc.flush(stats, g, layers)
+            if pooled_texts:
+                acc.flush_pooled(stats, g, layers, 1 << 62)
+            if int(stats.tokens[g]) == 0:
+                raise NeuronlabError(f"group {group!r} has no text that yields countable tokens: give it real text")
+            stats.meta["complete"].append(group)
+            if checkpoint is not None:
+                stats.save(checkpoint)
+                last_save = time.monotonic()
+    bar.close()
+    return stats
+
+
+def _resume(fresh: Stats, saved: Stats) -> Stats:
+    """Continue from a checkpoint: same model, site and settings; groups are taken from `fresh`."""
+    fresh.check_compatible(saved)
+    if saved.meta.get("settings") != fresh.meta["settings"]:
+        raise NeuronlabError(
+            f"the checkpoint was recorded with other settings ({saved.meta.get('settings')}); "
+            "use the same settings to resume, or another checkpoint path to start over"
+        )
+    extra = [g for g in saved.groups if g not in fresh.groups]
+    if extra:
+        raise NeuronlabError(f"the checkpoint holds groups {extra} that this run does not: pass the same groups")
+    merged = saved.merge(fresh)  # adds empty rows for groups not yet started
+    merged = merged.subset(fresh.groups)
+    merged.meta["complete"] = [g for g in saved.meta.get("complete", []) if g in fresh.groups]
+    return merged
+
+
+def _progress(enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(unit="tok", unit_scale=True, disable=not enabled, dynamic_ncols=True)

@@ -1,0 +1,192 @@
+"""Stats: streaming, mergeable per-group, per-layer, per-neuron accumulators.
+
+    >>> stats = nl.record(model, tok, {"en": en, "fr": fr}, site="act")
+    >>> stats.groups, stats.tokens                 # ["en", "fr"], int64 [groups]
+    >>> stats.probability                          # active / tokens, float64 [groups, layers, neurons]
+    >>> stats.save("s.safetensors"); stats = Stats.load("s.safetensors")
+    >>> both = stats_en.merge(stats_fr)            # refuses stats of another model or site
+
+Counts are int64 and sums float64 whatever the model's dtype; memory does not grow with the corpus.
+Optional pooled values keep, for the first `pooled_texts` texts of each group, each neuron's mean and
+max over that text's tokens (NaN where a group has fewer texts).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from neuronlab.errors import NeuronlabError
+from neuronlab.io import atomic_write
+from neuronlab.models.load import model_info, same_model
+
+FORMAT = "neuronlab.stats/1"
+
+
+@dataclass
+class Stats:
+    groups: list[str]
+    tokens: Tensor  # int64 [groups]
+    active: Tensor  # int64 [groups, layers, neurons]: count of values > 0
+    sum: Tensor  # float64 [groups, layers, neurons]
+    sum_sq: Tensor  # float64 [groups, layers, neurons]
+    max: Tensor  # float64 [groups, layers, neurons]; -inf where nothing was counted
+    texts: Tensor  # int64 [groups]: texts counted in full (a resumed run skips these)
+    meta: dict = field(default_factory=dict)  # model info, site, settings
+    pooled_mean: Tensor | None = None  # float32 [groups, pooled_texts, layers, neurons]
+    pooled_max: Tensor | None = None  # float32 [groups, pooled_texts, layers, neurons]
+    pooled_n: Tensor | None = None  # int64 [groups]: rows of pooled_* filled per group
+
+    @classmethod
+    def empty(cls, groups: list[str], n_layers: int, width: int, meta: dict, pooled_texts: int = 0) -> Stats:
+        g = len(groups)
+        shape = (g, n_layers, width)
+        pooled = (g, pooled_texts, n_layers, width)
+        return cls(
+            groups=list(groups),
+            tokens=torch.zeros(g, dtype=torch.int64),
+            active=torch.zeros(shape, dtype=torch.int64),
+            sum=torch.zeros(shape, dtype=torch.float64),
+            sum_sq=torch.zeros(shape, dtype=torch.float64),
+            max=torch.full(shape, float("-inf"), dtype=torch.float64),
+            texts=torch.zeros(g, dtype=torch.int64),
+            meta=dict(meta, pooled_texts=pooled_texts),
+            pooled_mean=torch.full(pooled, float("nan")) if pooled_texts else None,
+            pooled_max=torch.full(pooled, float("nan")) if pooled_texts else None,
+            pooled_n=torch.zeros(g, dtype=torch.int64) if pooled_texts else None,
+        )
+
+    # ---- derived values -------------------------------------------------------------------------
+    @property
+    def n_layers(self) -> int:
+        return self.active.shape[1]
+
+    @property
+    def width(self) -> int:
+        return self.active.shape[2]
+
+    @property
+    def site(self) -> str:
+        return self.meta.get("site", "?")
+
+    def _per_token(self, x: Tensor) -> Tensor:
+        return x / self.tokens.clamp(min=1).to(torch.float64)[:, None, None]
+
+    @property
+    def probability(self) -> Tensor:
+        """Activation probability: share of tokens with value > 0, float64 [groups, layers, neurons]."""
+        return self._per_token(self.active.to(torch.float64))
+
+    @property
+    def mean(self) -> Tensor:
+        return self._per_token(self.sum)
+
+    @property
+    def var(self) -> Tensor:
+        """Population variance per neuron (float64; clamped at 0 against rounding)."""
+        return (self._per_token(self.sum_sq) - self.mean.square()).clamp(min=0)
+
+    def index(self, group: str) -> int:
+        if group not in self.groups:
+            raise NeuronlabError(f"group {group!r} is not in these stats; they hold {', '.join(self.groups)}")
+        return self.groups.index(group)
+
+    # ---- combining ------------------------------------------------------------------------------
+    def check_compatible(self, other: Stats) -> None:
+        """Raise unless `other` was recorded on the same model and site with the same pooling."""
+        differs = same_model(self.meta.get("model", {}), other.meta.get("model", {}))
+        if differs:
+            raise NeuronlabError(f"stats come from different models ({differs}); record both with one model")
+        if self.site != other.site:
+            raise NeuronlabError(f"stats come from different sites ({self.site} vs {other.site})")
+        if self.active.shape[1:] != other.active.shape[1:]:
+            raise NeuronlabError(f"stats shapes differ: {tuple(self.active.shape)} vs {tuple(other.active.shape)}")
+        if self.meta.get("pooled_texts", 0) != other.meta.get("pooled_texts", 0):
+            raise NeuronlabError("stats keep different numbers of pooled texts; record both with the same setting")
+
+    def check_model(self, model, arch=None) -> None:
+        """Raise unless these stats were recorded on `model` (same shape and weights)."""
+        differs = same_model(self.meta.get("model", {}), model_info(model, arch))
+        if differs:
+            raise NeuronlabError(f"these stats were recorded on another model ({differs}); record them on this one")
+
+    def merge(self, other: Stats) -> Stats:
+        """A new Stats holding both: counts and sums add, max takes the max, pooled rows append."""
+        self.check_compatible(other)
+        groups = self.groups + [g for g in other.groups if g not in self.groups]
+        out = Stats.empty(groups, self.n_layers, self.width, self.meta, self.meta.get("pooled_texts", 0))
+        for part in (self, other):
+            for i, g in enumerate(part.groups):
+                j = groups.index(g)
+                out.tokens[j] += part.tokens[i]
+                out.texts[j] += part.texts[i]
+                out.active[j] += part.active[i]
+                out.sum[j] += part.sum[i]
+                out.sum_sq[j] += part.sum_sq[i]
+                out.max[j] = torch.maximum(out.max[j], part.max[i])
+                if out.pooled_n is not None:
+                    start, n = int(out.pooled_n[j]), int(part.pooled_n[i])
+                    take = min(n, out.pooled_mean.shape[1] - start)
+                    out.pooled_mean[j, start : start + take] = part.pooled_mean[i, :take]
+                    out.pooled_max[j, start : start + take] = part.pooled_max[i, :take]
+                    out.pooled_n[j] += take
+        return out
+
+    def subset(self, groups: list[str]) -> Stats:
+        """Stats with only the named groups, in that order."""
+        idx = torch.tensor([self.index(g) for g in groups], dtype=torch.long)
+        pick = lambda t: None if t is None else t[idx].clone()  # noqa: E731
+        return Stats(
+            list(groups), pick(self.tokens), pick(self.active), pick(self.sum), pick(self.sum_sq), pick(self.max),
+            pick(self.texts), dict(self.meta), pick(self.pooled_mean), pick(self.pooled_max), pick(self.pooled_n),
+        )  # fmt: skip
+
+    # ---- disk -----------------------------------------------------------------------------------
+    _TENSORS = ("tokens", "active", "sum", "sum_sq", "max", "texts", "pooled_mean", "pooled_max", "pooled_n")
+
+    def save(self, path: str | Path) -> None:
+        """Write safetensors (tensors) with JSON metadata, atomically: a crash never leaves half a file."""
+        from safetensors.torch import save_file
+
+        tensors = {k: getattr(self, k).contiguous() for k in self._TENSORS if getattr(self, k) is not None}
+        meta = {"format": FORMAT, "groups": json.dumps(self.groups), "meta": json.dumps(self.meta)}
+        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Stats:
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise NeuronlabError(f"no stats file at {path}")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                header = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as err:  # safetensors raises its own error types for corrupt files
+            raise NeuronlabError(f"{path} is not a safetensors file: {err}") from err
+        if header.get("format") != FORMAT:
+            raise NeuronlabError(f"{path} is not a neuronlab stats file (format {header.get('format')!r})")
+        return cls(groups=json.loads(header["groups"]), meta=json.loads(header["meta"]),
+                   **{k: tensors.get(k) for k in cls._TENSORS})  # fmt: skip
+
+    def summary(self) -> str:
+        """A few lines for people: model, site, groups with tokens and texts, mean activation probability."""
+        model = self.meta.get("model", {})
+        lines = [
+            f"stats of {model.get('name_or_path') or '(unnamed model)'} at site {self.site}: "
+            f"{self.n_layers} layers x {self.width} neurons",
+        ]
+        p = self.probability
+        for i, g in enumerate(self.groups):
+            pooled = f", {int(self.pooled_n[i])} pooled texts" if self.pooled_n is not None else ""
+            lines.append(
+                f"  {g}: {int(self.tokens[i])} tokens, {int(self.texts[i])} texts{pooled}, "
+                f"mean P(value>0) {float(p[i].mean()):.3f}"
+            )
+        return "\n".join(lines)
+

@@ -53,7 +53,7 @@ def load_model(
         model = AutoModelForCausalLM.from_pretrained(
             name_or_path, dtype=resolve_dtype(dtype) or "auto", device_map=device_map, **kwargs
         )
-    except OSError as err:
+    except (OSError, ValueError) as err:  # missing folder, unknown hub id, malformed config
         raise NeuronlabError(f"cannot load model {str(name_or_path)!r}: {err}") from err
     if device is not None:
         model = model.to(device)

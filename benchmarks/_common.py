@@ -1,0 +1,55 @@
+"""Shared set-up for the benchmarks: the GPT-2-architecture model of issue 2 and a fair timer."""
+
+from __future__ import annotations
+
+import random
+import string
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from conftest import char_tokenizer  # noqa: E402  (one tokenizer definition for tests and benchmarks)
+
+BATCH, LENGTH = 8, 256
+
+
+def gpt2_model(n_layer: int = 6, d_model: int = 512, vocab: int = 8192):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(n_layer=n_layer, n_embd=d_model, n_head=8, vocab_size=vocab, n_positions=1024,
+                        bos_token_id=1, eos_token_id=2, pad_token_id=0)  # fmt: skip
+    return GPT2LMHeadModel(config).eval()
+
+
+def texts(n: int, length: int = LENGTH - 1, seed: int = 0) -> list[str]:
+    """n texts of `length` characters: with the character tokenizer and BOS, exactly `length + 1` tokens."""
+    rng = random.Random(seed)
+    return ["".join(rng.choice(string.ascii_lowercase + " ") for _ in range(length)) for _ in range(n)]
+
+
+def best_time(fn, repeats: int = 3) -> float:
+    """Shortest of `repeats` timed runs after one warm-up: the least noisy estimate on a shared machine."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def interleaved(fns: dict, rounds: int = 3) -> dict[str, float]:
+    """Best time of each function, measured in alternation so drifts in machine load hit all alike."""
+    for fn in fns.values():
+        fn()
+    best = {k: float("inf") for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            best[k] = min(best[k], time.perf_counter() - start)
+    return best

@@ -1,0 +1,46 @@
+import json
+
+import pytest
+
+import neuronlab as nl
+
+from ..conftest import tiny_model
+
+
+def test_indices_are_sorted_and_sets_combine():
+    a = nl.NeuronSet({"fr": {"2": [9, 1, 1], 0: [3]}, "de": {1: [4]}}, meta={"method": "lape", "site": "act"})
+    b = nl.NeuronSet({"fr": {2: [1, 7]}, "es": {0: [0]}})
+    assert a.groups == ["fr", "de"] and a["fr"][2] == [1, 9] and a["fr"][0] == [3]
+    assert a.counts() == {"fr": {0: 1, 2: 2}, "de": {1: 1}} and a.total() == 4 and a.total("fr") == 3
+    assert (a | b)["fr"] == {0: [3], 2: [1, 7, 9]} and (a | b)["es"] == {0: [0]}
+    assert (a & b)["fr"] == {2: [1]} and (a & b)["de"] == {}
+    assert a.subset(["de"]).groups == ["de"]
+    assert a.layers() == {0: [3], 1: [4], 2: [1, 9]}
+    with pytest.raises(nl.NeuronlabError, match="group 'it' is not in this neuron set"):
+        a["it"]
+
+
+def test_save_load_round_trip(tmp_path):
+    a = nl.NeuronSet({"fr": {12: [5, 40]}}, meta={"method": "lape", "top_rate": 0.01})
+    a.save(tmp_path / "n.json")
+    b = nl.NeuronSet.load(tmp_path / "n.json")
+    assert b.neurons == a.neurons and b.meta == a.meta and b["fr"][12] == [5, 40]
+    (tmp_path / "bad.json").write_text(json.dumps({"fr": {}}))
+    with pytest.raises(nl.NeuronlabError, match="not a neuronlab neuron set"):
+        nl.NeuronSet.load(tmp_path / "bad.json")
+    (tmp_path / "empty.json").write_text("")
+    with pytest.raises(nl.NeuronlabError, match="not JSON"):
+        nl.NeuronSet.load(tmp_path / "empty.json")
+
+
+def test_validate_against_a_model():
+    model = tiny_model("llama")  # 3 layers, d_ff 64, d_model 32
+    nl.NeuronSet({"fr": {2: [63]}}).validate(model)
+    with pytest.raises(nl.NeuronlabError, match="neuron index 64 is out of range"):
+        nl.NeuronSet({"fr": {2: [64]}}).validate(model)
+    with pytest.raises(nl.NeuronlabError, match="layer 3 is out of range"):
+        nl.NeuronSet({"fr": {3: [1]}}).validate(model)
+    with pytest.raises(nl.NeuronlabError, match="index 40 is out of range"):
+        nl.NeuronSet({"fr": {0: [40]}}, meta={"site": "resid"}).validate(model)
+    with pytest.raises(nl.NeuronlabError, match="negative"):
+        nl.NeuronSet({"fr": {0: [-1]}})

@@ -1,0 +1,90 @@
+"""The command line on a tiny model saved to a folder (the same loading path as a hub id)."""
+
+import pytest
+from typer.testing import CliRunner
+
+import neuronlab as nl
+from neuronlab.cli import app
+
+from .conftest import TEXTS, char_tokenizer, tiny_model
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny_gpt2")
+    tiny_model("gpt2").save_pretrained(path)
+    char_tokenizer().save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for g, lines in TEXTS.items():
+        (folder / f"{g}.txt").write_text("\n".join(lines) + "\n\n", encoding="utf-8")
+    return folder
+
+
+def test_every_subcommand_has_help():
+    for cmd in ([], ["record"], ["inspect"]):
+        result = runner.invoke(app, [*cmd, "--help"])
+        assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_record_then_inspect(model_dir, corpus, tmp_path):
+    out = tmp_path / "stats.safetensors"
+    args = ["record", "--model", str(model_dir), "--text", f"en={corpus / 'en.txt'}", "--text",
+            f"fr={corpus / 'fr.txt'}", "--out", str(out), "--batch-size", "2", "--pooled-texts", "2"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    stats = nl.Stats.load(out)
+    model, tok = nl.load_model(model_dir)
+    expected = nl.record(model, tok, TEXTS, batch_size=2, pooled_texts=2, progress=False)
+    assert stats.tokens.tolist() == expected.tokens.tolist()
+    assert (stats.active == expected.active).all()
+    stats.check_model(model)
+
+    result = runner.invoke(app, ["inspect", str(out)])
+    assert result.exit_code == 0 and "en:" in result.output and "2 pooled texts" in result.output
+
+    again = runner.invoke(app, args)  # refuses to overwrite; --resume continues (here: nothing left)
+    assert again.exit_code == 2 and "--resume" in again.output
+    resumed = runner.invoke(app, [*args, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert nl.Stats.load(out).tokens.tolist() == expected.tokens.tolist()
+
+    from_dir = tmp_path / "dir.safetensors"
+    result = runner.invoke(app, ["record", "-m", str(model_dir), "--text-dir", str(corpus), "--out", str(from_dir)])
+    assert result.exit_code == 0 and nl.Stats.load(from_dir).groups == ["en", "fr"]
+
+
+def test_inspect_neuron_sets_and_plans(tmp_path):
+    nl.NeuronSet({"fr": {1: [2, 3]}}, meta={"method": "lape", "site": "act"}).save(tmp_path / "n.json")
+    result = runner.invoke(app, ["inspect", str(tmp_path / "n.json")])
+    assert result.exit_code == 0 and "fr: 2 neurons" in result.output
+    nl.Plan([nl.Scale(factor=2.0)]).save(tmp_path / "p.json")
+    result = runner.invoke(app, ["inspect", str(tmp_path / "p.json")])
+    assert result.exit_code == 0 and "Scale on act" in result.output
+
+
+@pytest.mark.parametrize(
+    "make_args, message",
+    [
+        (lambda d, t: ["record", "-m", str(d), "--text", f"en={t / 'empty.txt'}", "--out", str(t / "o")], "has no text"),
+        (lambda d, t: ["record", "-m", str(d), "--text", "en", "--out", str(t / "o")], "GROUP=FILE"),
+        (lambda d, t: ["record", "-m", str(d), "--out", str(t / "o")], "no texts"),
+        (lambda d, t: ["record", "-m", str(t / "nowhere"), "--text", f"en={t / 'a.txt'}", "--out", str(t / "o")],
+         "cannot load model"),
+        (lambda d, t: ["inspect", str(t / "empty.txt")], "is empty"),
+        (lambda d, t: ["inspect", str(t / "a.txt")], "neither a stats file"),
+    ],
+)
+def test_errors_are_one_clear_line(model_dir, tmp_path, make_args, message):
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "a.txt").write_text("some text\n")
+    result = runner.invoke(app, make_args(model_dir, tmp_path))
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output

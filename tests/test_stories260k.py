@@ -1,0 +1,58 @@
+"""The real pretrained tiny Llama from ../shared: loading, recording and intervening on real weights."""
+
+import pytest
+import torch
+
+import neuronlab as nl
+
+from .conftest import STORIES, needs_shared
+
+pytestmark = needs_shared(STORIES)
+
+STORY_TEXTS = {
+    "girl": ["Lily was a little girl. She liked to play with her ball in the park.",
+             "Once upon a time, there was a girl named Sue. She had a red hat."],
+    "boy": ["Tom was a little boy. He liked to play with his dog.",
+            "Once upon a time, there was a boy named Max. He had a big truck."],
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def stories():
+    return nl.load_model(STORIES)
+
+
+def test_greedy_story_is_unchanged_under_an_empty_plan(stories):
+    model, tok = stories
+    expected = (STORIES / "expected_greedy_200steps.txt").read_text(encoding="utf-8")
+    ids = torch.tensor([[tok.bos_token_id]])
+    with torch.no_grad(), nl.apply(model, nl.Plan([])):
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=200, do_sample=False)
+    assert tok.decode(out[0], skip_special_tokens=True).strip() == expected.strip()
+
+
+def test_record_and_intervene_on_real_weights(stories, tmp_path):
+    model, tok = stories
+    info = nl.model_info(model)
+    assert (info["model_type"], info["n_layers"], info["d_ff"], info["d_model"]) == ("llama", 5, 172, 64)
+    stats = nl.record(model, tok, STORY_TEXTS, batch_size=2, progress=False, pooled_texts=2)
+    # every non-BOS token counted, per group
+    n_tokens = [sum(len(tok(t)["input_ids"]) - 1 for t in texts) for texts in STORY_TEXTS.values()]
+    assert stats.tokens.tolist() == n_tokens
+    p = stats.probability
+    assert ((p > 0) & (p < 1)).float().mean() > 0.5  # SiLU: real neurons fire on some tokens, not all
+    stats.save(tmp_path / "s.safetensors")
+    nl.Stats.load(tmp_path / "s.safetensors").check_model(model)
+
+    # silencing the neurons that fire most for the girl stories changes what the model predicts after "she"
+    top = torch.topk(stats.probability[0] - stats.probability[1], 20, dim=-1).indices
+    ns = nl.NeuronSet({"girl": {layer: top[layer].tolist() for layer in range(5)}}, meta={"site": "act"})
+    ns.validate(model)
+    ids = tok("Lily was a little girl. She", return_tensors="pt").input_ids
+    with torch.no_grad():
+        plain = model(input_ids=ids).logits
+        with nl.apply(model, [nl.Zero(neurons=ns)]):
+            zeroed = model(input_ids=ids).logits
+        baked = nl.bake(model, nl.Plan([nl.Zero(neurons=ns)]))(input_ids=ids).logits
+    assert (plain - zeroed).abs().max() > 1e-2
+    torch.testing.assert_close(baked, zeroed, rtol=1e-4, atol=1e-4)

@@ -67,7 +67,7 @@ def _site_hook(call: _Call, edits: list[tuple[Intervention, Tensor | None, float
         for iv, idx, value in edits:
             rows = call.rows(iv.positions, h.shape[0], h.shape[1], h.device)
             x = h if idx is None else h[..., idx]
-            new = iv.edit(x, value)
+            new = iv.edit(x, value, h)
             if rows is not None:
                 new = torch.where(rows[..., None], new, x)
             if idx is None:

@@ -87,7 +87,8 @@ class Intervention:
             )
         return t
 
-    def edit(self, x: Tensor, value: float | Tensor) -> Tensor:  # x: [..., k] the selected values
+    def edit(self, x: Tensor, value: float | Tensor, h: Tensor) -> Tensor:
+        """New values for `x` ([batch, pos, k], the selected values of `h` [batch, pos, width])."""
         raise NotImplementedError
 
 
@@ -97,7 +98,7 @@ class Scale(Intervention):
 
     factor: float = 1.0
 
-    def edit(self, x: Tensor, value) -> Tensor:
+    def edit(self, x: Tensor, value, h: Tensor) -> Tensor:
         return x * self.factor
 
 
@@ -107,7 +108,7 @@ class Set(Intervention):
 
     value: float | Tensor | Mapping[int, float | Tensor] = 0.0
 
-    def edit(self, x: Tensor, value) -> Tensor:
+    def edit(self, x: Tensor, value, h: Tensor) -> Tensor:
         return torch.zeros_like(x) + value
 
 
@@ -117,7 +118,7 @@ class Add(Intervention):
 
     value: float | Tensor | Mapping[int, float | Tensor] = 0.0
 
-    def edit(self, x: Tensor, value) -> Tensor:
+    def edit(self, x: Tensor, value, h: Tensor) -> Tensor:
         return x + value
 
 
@@ -125,11 +126,41 @@ class Add(Intervention):
 class Zero(Intervention):
     """Set to zero (deactivate)."""
 
-    def edit(self, x: Tensor, value) -> Tensor:
+    def edit(self, x: Tensor, value, h: Tensor) -> Tensor:
         return torch.zeros_like(x)
 
 
-KINDS_OF_INTERVENTION = {cls.__name__: cls for cls in (Scale, Set, Add, Zero)}
+@dataclass(frozen=True, eq=False)
+class LayerStat(Intervention):
+    """Set to (or, with mode="add", add) a statistic of the whole site at the same token, computed on the
+    current input: stat "max" (the layer's largest value) or "pNN" (its NN-th percentile, linear
+    interpolation as numpy). The amplification paper's test-time variants: set to p10, set to / add max."""
+
+    stat: str = "max"
+    mode: str = "set"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        ok = self.stat == "max" or (self.stat.startswith("p") and self.stat[1:].replace(".", "", 1).isdigit())
+        if not ok or not (self.stat == "max" or 0 <= float(self.stat[1:]) <= 100) or self.mode not in ("set", "add"):
+            raise NeuronlabError(f"LayerStat takes stat='max' or 'p0'..'p100' and mode 'set' or 'add', "
+                                 f"not {self.stat!r}, {self.mode!r}")  # fmt: skip
+
+    def edit(self, x: Tensor, value, h: Tensor) -> Tensor:
+        ref = h.amax(-1, keepdim=True) if self.stat == "max" else _quantile(h, float(self.stat[1:]) / 100)
+        return x + ref if self.mode == "add" else torch.zeros_like(x) + ref
+
+
+def _quantile(h: Tensor, q: float) -> Tensor:
+    """q-quantile over the last dimension, linear interpolation; [..., 1] (works on any width)."""
+    s = h.float().sort(-1).values
+    pos = q * (s.shape[-1] - 1)
+    lo, frac = int(pos), pos - int(pos)
+    hi = min(lo + 1, s.shape[-1] - 1)
+    return (s[..., lo : lo + 1] * (1 - frac) + s[..., hi : hi + 1] * frac).to(h.dtype)
+
+
+KINDS_OF_INTERVENTION = {cls.__name__: cls for cls in (Scale, Set, Add, Zero, LayerStat)}
 
 
 @dataclass

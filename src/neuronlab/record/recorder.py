@@ -21,8 +21,7 @@ How tokens are counted
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -32,65 +31,12 @@ from neuronlab.errors import NeuronlabError
 from neuronlab.models.arch import ArchSpec
 from neuronlab.models.load import model_info
 from neuronlab.models.sites import KINDS, Site, decoder_layers, hooked, site_width
+from neuronlab.data.batching import Batch, batches, windows
 from neuronlab.record.stats import Stats
-
-
-@dataclass
-class _Batch:
-    input_ids: Tensor  # [batch, pos]
-    attention_mask: Tensor  # [batch, pos]
-    count: Tensor  # bool [batch, pos]: positions that are counted
-    text: list[int]  # text index of each row
-    last_window: list[int]  # 1 where the row is its text's last window
 
 
 class _Stop(Exception):
     """Raised by the last layer's hook: nothing after it is needed."""
-
-
-def _windows(tokenizer, texts: Iterable[str], skip: int, max_length: int, truncate: bool, chunk: int = 256):
-    """Yield (text index, token ids, is last window) for each window of each text after the first `skip`."""
-
-    def flush(start: int, part: list[str]):
-        for offset, ids in enumerate(tokenizer(part, add_special_tokens=True)["input_ids"]):
-            spans = [ids[:max_length]] if truncate else [ids[s : s + max_length] for s in range(0, len(ids), max_length)]
-            for k, span in enumerate(spans):
-                yield start + offset, span, k == len(spans) - 1
-
-    part, start = [], skip
-    for i, text in enumerate(texts):
-        if i < skip:
-            continue
-        if not isinstance(text, str):
-            raise NeuronlabError(f"text {i} is a {type(text).__name__}, not a string: pass lists of strings")
-        part.append(text)
-        if len(part) == chunk:
-            yield from flush(start, part)
-            part, start = [], i + 1
-    if part:
-        yield from flush(start, part)
-
-
-def _batches(windows, batch_size: int, pad_id: int, special: Tensor, count_special: bool) -> Iterator[_Batch]:
-    rows = []
-    for row in windows:
-        rows.append(row)
-        if len(rows) == batch_size:
-            yield _collate(rows, pad_id, special, count_special)
-            rows = []
-    if rows:
-        yield _collate(rows, pad_id, special, count_special)
-
-
-def _collate(rows, pad_id: int, special: Tensor, count_special: bool) -> _Batch:
-    width = max(len(ids) for _, ids, _ in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for r, (_, span, _) in enumerate(rows):
-        ids[r, : len(span)] = torch.tensor(span, dtype=torch.long)
-        mask[r, : len(span)] = 1
-    count = mask.bool() if count_special else mask.bool() & ~torch.isin(ids, special)
-    return _Batch(ids, mask, count, [t for t, _, _ in rows], [int(last) for _, _, last in rows])
 
 
 class _Accumulator:
@@ -101,7 +47,7 @@ class _Accumulator:
         self.pooled_texts = pooled_texts
         self.pooled: dict[int, list] = {}  # text index -> [count, sum [L, W], max [L, W]]
         self.count: Tensor | None = None  # bool [batch, pos] of the batch being run
-        self.batch: _Batch | None = None
+        self.batch: Batch | None = None
 
     def add(self, layer: int, h: Tensor) -> None:  # h: [batch, pos, width]
         count = self.count.to(h.device)
@@ -215,8 +161,8 @@ def record(
             if group in stats.meta["complete"]:
                 continue
             bar.set_description(group)
-            windows = _windows(tokenizer, texts[group], int(stats.texts[g]), max_length, truncate)
-            for batch in _batches(windows, batch_size, pad_id, special, count_special):
+            spans = windows(tokenizer, texts[group], int(stats.texts[g]), max_length, truncate)
+            for batch in batches(spans, batch_size, pad_id, special, count_special):
                 count = batch.count
                 if max_tokens is not None:
                     left = max_tokens - int(stats.tokens[g])

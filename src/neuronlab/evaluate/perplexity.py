@@ -1,0 +1,94 @@
+"""Perplexity and continuation log-probabilities; both honour an active `nl.apply` plan.
+
+    >>> nl.perplexity(model, tok, texts)                       # exp(token-weighted mean NLL)
+    >>> with nl.apply(model, plan):
+    ...     ppl = nl.perplexity(model, tok, texts)
+    >>> continuation_logprob(model, tok, ["The capital of France is"], [" Paris"])   # float64 [1]
+
+Perplexity: every text is tokenized with its special tokens (BOS), split into windows of `max_length`,
+right-padded; each window predicts its tokens 1.. from the ones before, so BOS (position 0) is never scored
+and padding never counts. The result is exp(sum of NLL / number of scored tokens) over all texts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from neuronlab.data.batching import batches, windows
+from neuronlab.errors import NeuronlabError
+
+
+def _device(model) -> torch.device:
+    return model.get_input_embeddings().weight.device
+
+
+def _pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
+def _token_nll(model, input_ids, attention_mask):
+    """NLL of each token given the ones before it, float32 [batch, pos-1], and which of them count."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]
+    target = input_ids[:, 1:]
+    nll = F.cross_entropy(logits.float().transpose(1, 2), target, reduction="none")
+    return nll, attention_mask[:, 1:].bool()
+
+
+def nll_sums(model, tokenizer, texts: Sequence[str], batch_size: int = 8, max_length: int = 512) -> tuple[float, int]:
+    """(sum of NLL in nats, number of scored tokens) over `texts`."""
+    if isinstance(texts, str) or not any(t.strip() for t in texts):
+        raise NeuronlabError("perplexity needs a list of non-empty texts")
+    device, total, count = _device(model), 0.0, 0
+    special = torch.tensor([], dtype=torch.long)
+    with torch.no_grad():
+        for batch in batches(windows(tokenizer, texts, 0, max_length, False), batch_size, _pad_id(tokenizer),
+                             special, True):  # fmt: skip
+            nll, mask = _token_nll(model, batch.input_ids.to(device), batch.attention_mask.to(device))
+            total += float(nll[mask].double().sum())
+            count += int(mask.sum())
+    if count == 0:
+        raise NeuronlabError("no token to score: texts must be at least two tokens long")
+    return total, count
+
+
+def perplexity(model, tokenizer, texts: Sequence[str], batch_size: int = 8, max_length: int = 512) -> float:
+    """Token-weighted perplexity of `texts` (see module doc)."""
+    total, count = nll_sums(model, tokenizer, texts, batch_size, max_length)
+    return math.exp(total / count)
+
+
+def continuation_logprob(model, tokenizer, prompts: Sequence[str], continuations: Sequence[str],
+                         batch_size: int = 16) -> torch.Tensor:  # fmt: skip
+    """log P(continuation | prompt), summed over the continuation's tokens, float64 [n].
+
+    The prompt is tokenized with its special tokens, the continuation without, and the two are joined;
+    write the continuation as it follows the prompt (" Paris" after "is").
+    """
+    if len(prompts) != len(continuations):
+        raise NeuronlabError("give one continuation per prompt")
+    p_ids = tokenizer(list(prompts))["input_ids"]
+    c_ids = tokenizer(list(continuations), add_special_tokens=False)["input_ids"]
+    for p, c, text in zip(p_ids, c_ids, continuations):
+        if not p:
+            raise NeuronlabError("a prompt has no tokens (and the tokenizer adds no BOS): give each prompt text")
+        if not c:
+            raise NeuronlabError(f"continuation {text!r} has no tokens")
+    device, out = _device(model), []
+    with torch.no_grad():
+        for start in range(0, len(p_ids), batch_size):
+            rows = [p + c for p, c in zip(p_ids[start : start + batch_size], c_ids[start : start + batch_size])]
+            width = max(map(len, rows))
+            ids = torch.full((len(rows), width), _pad_id(tokenizer), dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            score = torch.zeros(len(rows), width - 1, dtype=torch.bool)
+            for r, (row, p) in enumerate(zip(rows, p_ids[start : start + batch_size])):
+                ids[r, : len(row)] = torch.tensor(row)
+                mask[r, : len(row)] = 1
+                score[r, len(p) - 1 : len(row) - 1] = True  # predictions of the continuation's tokens
+            nll, _ = _token_nll(model, ids.to(device), mask.to(device))
+            out.append(-(nll.double().cpu() * score).sum(1))
+    return torch.cat(out)

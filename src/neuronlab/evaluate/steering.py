@@ -1,0 +1,135 @@
+"""What steering a target language's neurons does: perplexity matrix, Language Steering Shift, generation
+shift and a factor sweep (Rahmanisa et al. 2025). Each takes `plan_for(target) -> Plan`, e.g.
+
+    >>> plan_for = lambda t: steering_plan(ns, t, "p_max", stats=stats)
+    >>> ppl = perplexity_matrix(model, tok, eval_texts, targets, plan_for)
+    >>> lss = lss_matrix(model, tok, items, targets, plan_for)
+    >>> gen = generation_shift(model, tok, prompts, targets, plan_for)
+
+LSS: for an item in language L with objects in several languages,
+s = log P(object_T | prompt_L) - log P(object_L | prompt_L) (each summed over the object's tokens);
+LSS(L -> T) = share of L's items whose s increases under T's intervention. Diagonal entries are undefined (NaN).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+
+from neuronlab.evaluate.langid import LanguageIdentifier
+from neuronlab.evaluate.perplexity import continuation_logprob, perplexity
+from neuronlab.intervene.apply import apply
+from neuronlab.intervene.plan import Plan
+
+PlanFor = Callable[[str], Plan]
+
+
+def perplexity_matrix(model, tokenizer, texts: dict[str, Sequence[str]], targets: Sequence[str], plan_for: PlanFor,
+                      batch_size: int = 16, max_length: int = 512) -> dict:  # fmt: skip
+    """{"baseline": {L: ppl}, "steered": {T: {L: ppl}}, "change": {T: {L: steered / baseline - 1}}}."""
+    ppl = lambda lines: perplexity(model, tokenizer, lines, batch_size, max_length)  # noqa: E731
+    baseline = {lang: ppl(lines) for lang, lines in texts.items()}
+    steered = {}
+    for t in targets:
+        with apply(model, plan_for(t)):
+            steered[t] = {lang: ppl(lines) for lang, lines in texts.items()}
+    change = {t: {lang: steered[t][lang] / baseline[lang] - 1 for lang in texts} for t in targets}
+    return {"baseline": baseline, "steered": steered, "change": change}
+
+
+def _scores(model, tokenizer, pairs: list[tuple[dict, str]], batch_size: int) -> list[float]:
+    if not pairs:
+        return []
+    prompts = [item["prompt"] for item, _ in pairs]
+    objects = [item["objects"][lang] for item, lang in pairs]
+    return continuation_logprob(model, tokenizer, prompts, objects, batch_size).tolist()
+
+
+def lss_matrix(model, tokenizer, items: list[dict], targets: Sequence[str], plan_for: PlanFor,
+               batch_size: int = 32) -> dict:  # fmt: skip
+    """{"langs", "targets", "matrix": {L: {T: LSS}}, "off_diagonal": {T: mean over L != T}, "n_items"}."""
+    langs = sorted({item["lang"] for item in items})
+    wanted = [(i, lang) for i, item in enumerate(items) for lang in {item["lang"], *targets} if lang in item["objects"]]
+    base = dict(zip(wanted, _scores(model, tokenizer, [(items[i], lang) for i, lang in wanted], batch_size)))
+    matrix: dict[str, dict[str, float]] = {lang: {} for lang in langs}
+    for t in targets:
+        chosen = [i for i, item in enumerate(items) if item["lang"] != t and t in item["objects"]]
+        pairs = [(i, lang) for i in chosen for lang in (t, items[i]["lang"])]
+        with apply(model, plan_for(t)):
+            new = dict(zip(pairs, _scores(model, tokenizer, [(items[i], lang) for i, lang in pairs], batch_size)))
+        ups: dict[str, list[bool]] = {}
+        for i in chosen:
+            src = items[i]["lang"]
+            before = base[(i, t)] - base[(i, src)]
+            after = new[(i, t)] - new[(i, src)]
+            ups.setdefault(src, []).append(after > before)
+        for lang in langs:
+            matrix[lang][t] = sum(ups[lang]) / len(ups[lang]) if ups.get(lang) else math.nan
+    off = {t: _nanmean([matrix[lang][t] for lang in langs if lang != t]) for t in targets}
+    return {"langs": langs, "targets": list(targets), "matrix": matrix, "off_diagonal": off, "n_items": len(items)}
+
+
+def _nanmean(values: list[float]) -> float:
+    kept = [v for v in values if not math.isnan(v)]
+    return sum(kept) / len(kept) if kept else math.nan
+
+
+def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 24, batch_size: int = 16) -> list[str]:
+    """Greedy continuations (text after the prompt) of each prompt; batched with left padding."""
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    out = []
+    try:
+        device = model.get_input_embeddings().weight.device
+        for start in range(0, len(prompts), batch_size):
+            enc = tokenizer(list(prompts[start : start + batch_size]), return_tensors="pt", padding=True).to(device)
+            with torch.no_grad():
+                ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                     pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+            out += tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    finally:
+        tokenizer.padding_side = side
+    return out
+
+
+def generation_shift(model, tokenizer, prompts: dict[str, Sequence[str]], targets: Sequence[str], plan_for: PlanFor,
+                     max_new_tokens: int = 24, samples: int = 2) -> dict:  # fmt: skip
+    """Share of greedy generations from prompts in other languages identified as T, without and with T's
+    intervention: {"baseline": {T: share}, "steered": {T: share}, "samples": [...]}."""
+    lid = LanguageIdentifier(sorted(set(prompts) | set(targets)))
+    flat = [(lang, p) for lang, ps in prompts.items() for p in ps]
+    plain = generate(model, tokenizer, [p for _, p in flat], max_new_tokens)
+    plain_ids = [lid(text) for text in plain]
+    result = {"baseline": {}, "steered": {}, "samples": []}
+    for t in targets:
+        keep = [k for k, (lang, _) in enumerate(flat) if lang != t]
+        with apply(model, plan_for(t)):
+            steered = generate(model, tokenizer, [flat[k][1] for k in keep], max_new_tokens)
+        result["baseline"][t] = sum(plain_ids[k] == t for k in keep) / len(keep)
+        result["steered"][t] = sum(lid(text) == t for text in steered) / len(keep)
+        for k, text in list(zip(keep, steered))[:samples]:
+            result["samples"].append({"target": t, "lang": flat[k][0], "prompt": flat[k][1], "plain": plain[k],
+                                      "steered": text})  # fmt: skip
+    return result
+
+
+def factor_sweep(model, tokenizer, make_plan: Callable[[str, float], Plan], factors: Sequence[float],
+                 targets: Sequence[str], texts: dict[str, Sequence[str]], items: list[dict],
+                 max_ppl_increase: float = 0.5) -> dict:  # fmt: skip
+    """For each factor: mean off-diagonal LSS per target and mean off-target perplexity change; then, per
+    target, the factor with the highest LSS whose off-target perplexity rises by at most `max_ppl_increase`
+    (0.5 = +50%), or None if no factor stays under the bound."""
+    rows = []
+    for f in factors:
+        plan_for = lambda t, f=f: make_plan(t, f)  # noqa: E731
+        lss = lss_matrix(model, tokenizer, items, targets, plan_for)["off_diagonal"]
+        change = perplexity_matrix(model, tokenizer, texts, targets, plan_for)["change"]
+        off_ppl = {t: _nanmean([c for lang, c in change[t].items() if lang != t]) for t in targets}
+        rows.append({"factor": f, "lss": lss, "off_target_ppl_change": off_ppl})
+    best = {}
+    for t in targets:
+        ok = [r for r in rows if r["off_target_ppl_change"][t] <= max_ppl_increase]
+        best[t] = max(ok, key=lambda r: r["lss"][t])["factor"] if ok else None
+    return {"rows": rows, "best": best, "max_ppl_increase": max_ppl_increase}

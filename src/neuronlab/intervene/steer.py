@@ -1,0 +1,57 @@
+"""Steering plans for a target language's neurons: the variants of the amplification paper
+(Rahmanisa et al. 2025, arXiv 2507.22581), at every layer and position unless told otherwise.
+
+    >>> plan = steering_plan(ns, "fr", "p_max", stats=stats)       # set fr's neurons to their p_max
+    >>> plan = steering_plan(ns, "fr", "scale", factor=4.0)
+    >>> plan = steering_plan(ns, "fr", "zero")                     # deactivate
+
+Variants:
+- "p_max", "p_median": set each neuron to the max / median over the first texts of the target language of
+  its per-text mean activation (needs Stats recorded with pooled_texts);
+- "zero": set to 0 (deactivate); "scale": multiply by `factor`;
+- "p10", "layer_max": set to the layer's 10th percentile / max at the same token, on the current input;
+  "add_layer_max": add the layer's max.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from neuronlab.errors import NeuronlabError
+from neuronlab.intervene.plan import LayerStat, Plan, Positions, Scale, Set, Zero
+from neuronlab.record.stats import Stats
+from neuronlab.select.lape import activation_values
+from neuronlab.select.neuron_set import NeuronSet
+
+VARIANTS = ("p_max", "p_median", "zero", "scale", "p10", "layer_max", "add_layer_max")
+
+
+def steering_plan(
+    neurons: NeuronSet,
+    target: str,
+    variant: str,
+    stats: Stats | None = None,
+    factor: float = 2.0,
+    layers: Sequence[int] | None = None,
+    positions: Positions = "all",
+    n_texts: int = 100,
+) -> Plan:
+    """One intervention on `target`'s neurons (see module doc); `layers` restricts it to those layers."""
+    if variant not in VARIANTS:
+        raise NeuronlabError(f"unknown steering variant {variant!r}: use one of {', '.join(VARIANTS)}")
+    chosen = neurons.subset([target])
+    site = neurons.meta.get("site", "act")
+    common = dict(site=site, neurons=chosen, layers=layers, positions=positions)
+    if variant in ("p_max", "p_median"):
+        if stats is None:
+            raise NeuronlabError(f"variant {variant} needs the Stats (recorded with pooled_texts) for its values")
+        values = activation_values(stats, variant[2:], n_texts)[stats.index(target)]  # [layers, neurons]
+        per_layer = {layer: values[layer, idx].float() for layer, idx in chosen[target].items()}
+        return Plan([Set(value=per_layer, **common)])
+    if variant == "zero":
+        return Plan([Zero(**common)])
+    if variant == "scale":
+        return Plan([Scale(factor=factor, **common)])
+    if variant == "p10":
+        return Plan([LayerStat(stat="p10", **common)])
+    return Plan([LayerStat(stat="max", mode="add" if variant == "add_layer_max" else "set", **common)])

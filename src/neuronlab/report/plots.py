@@ -1,0 +1,80 @@
+"""Figures for reports, as PNG bytes (matplotlib, headless). Each takes plain dicts from the evaluators.
+
+    >>> png = heatmap(matrix, rows, cols, "perplexity change")     # matrix[row][col] -> value
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+
+def _figure(width: float, height: float):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt, plt.subplots(figsize=(width, height), dpi=110)
+
+
+def _png(plt, fig) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def heatmap(matrix: dict[str, dict[str, float]], rows: list[str], cols: list[str], title: str,
+            xlabel: str = "", ylabel: str = "", fmt: str = "{:.2f}", cmap: str = "RdBu_r", center: float | None = 0.0) -> bytes:  # fmt: skip
+    plt, (fig, ax) = _figure(1.2 + 0.55 * len(cols), 1.0 + 0.45 * len(rows))
+    values = [[matrix.get(r, {}).get(c, math.nan) for c in cols] for r in rows]
+    finite = [abs(v - (center or 0)) for row in values for v in row if not math.isnan(v)] or [1.0]
+    if center is None:
+        im = ax.imshow(values, cmap=cmap, aspect="auto")
+    else:
+        span = max(finite) or 1.0
+        im = ax.imshow(values, cmap=cmap, vmin=center - span, vmax=center + span, aspect="auto")
+    ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
+    for i, row in enumerate(values):
+        for j, v in enumerate(row):
+            if not math.isnan(v):
+                ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=7)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    return _png(plt, fig)
+
+
+def neurons_per_layer(counts: dict[str, dict[int, int]], n_layers: int, title: str) -> bytes:
+    """Stacked bars: for each layer, how many neurons each language has."""
+    plt, (fig, ax) = _figure(6.5, 3.2)
+    bottom = [0] * n_layers
+    for lang, per_layer in counts.items():
+        heights = [per_layer.get(layer, 0) for layer in range(n_layers)]
+        ax.bar(range(n_layers), heights, bottom=bottom, label=lang)
+        bottom = [b + h for b, h in zip(bottom, heights)]
+    ax.set_xlabel("layer")
+    ax.set_ylabel("neurons")
+    ax.set_xticks(range(n_layers))
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2, bbox_to_anchor=(1.02, 1), loc="upper left")
+    return _png(plt, fig)
+
+
+def sweep(rows: list[dict], targets: list[str], title: str) -> bytes:
+    """Mean off-diagonal LSS (left) and off-target perplexity change (right) against the factor."""
+    plt, (fig, _) = _figure(9, 3.2)
+    fig.clear()
+    left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    factors = [r["factor"] for r in rows]
+    for t in targets:
+        left.plot(factors, [r["lss"][t] for r in rows], marker="o", label=t)
+        right.plot(factors, [r["off_target_ppl_change"][t] for r in rows], marker="o", label=t)
+    left.set(xlabel="factor", ylabel="mean off-diagonal LSS", title=title)
+    right.set(xlabel="factor", ylabel="off-target perplexity change", yscale="symlog")
+    right.legend(fontsize=7, ncol=2)
+    return _png(plt, fig)

@@ -1,0 +1,115 @@
+"""Language-specific neurons from Stats: LAPE (Tang et al. 2024), the "language-activated" baseline, and
+the per-neuron activation values the amplification paper (Rahmanisa et al. 2025) sets neurons to.
+
+    >>> stats = nl.record(model, tok, texts, site="act", pooled_texts=100)
+    >>> ns = nl.lape(stats, top_rate=0.01)              # NeuronSet: language -> layer -> neurons
+    >>> base = activated(stats, n_texts=100)
+    >>> p_max = activation_values(stats, "max")         # float64 [languages, layers, neurons]
+
+All three are pure functions of the Stats.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from neuronlab.errors import NeuronlabError
+from neuronlab.record.stats import Stats
+from neuronlab.select.neuron_set import NeuronSet
+
+
+def _kth_smallest(values: Tensor, rate: float) -> float:
+    """Tang's quantile: the k-th smallest value with k = round(n * rate), k at least 1."""
+    k = min(max(1, round(values.numel() * rate)), values.numel())
+    return float(values.kthvalue(k).values)
+
+
+def lape(stats: Stats, top_rate: float = 0.01, filter_rate: float = 0.95, activation_bar_ratio: float = 0.95) -> NeuronSet:
+    """Language activation probability entropy (Tang et al. 2024, arXiv 2402.16438).
+
+    For neuron i and language l, p[l,i] = (tokens where act > 0) / tokens of l, and p~[l,i] = p[l,i] / sum_l p.
+    1. entropy[i] = -sum_l p~ log p~ (0 log 0 = 0); low entropy = fires for few languages.
+    2. Filter: drop neuron i unless some p[l,i] > q_f, the k-th smallest of all p (every layer, neuron and
+       language) with k = round(n * filter_rate).
+    3. Keep the round(top_rate * neurons) neurons of lowest entropy among those left (ties: lower layer,
+       then lower index, first).
+    4. Assign each kept neuron to every language with p[l,i] > q_a, the k-th smallest of all p with
+       k = round(n * activation_bar_ratio): one neuron can belong to several languages, or to none.
+
+    Worked example: one layer, neurons a and b, languages en and fr, p = {en: [0.9, 0.5], fr: [0.1, 0.5]};
+    n = 4 values sorted 0.1 0.5 0.5 0.9. With filter_rate = activation_bar_ratio = 0.5, k = 2 so
+    q_f = q_a = 0.5. Entropy: a = -(0.9 ln 0.9 + 0.1 ln 0.1) = 0.325, b = ln 2 = 0.693. Filter: a has
+    0.9 > 0.5, b has no p > 0.5 and is dropped. With top_rate = 0.5, round(0.5 * 2) = 1 neuron: a. It goes to
+    en (0.9 > 0.5) and not to fr: the result is {en: {0: [a]}, fr: {}}.
+    """
+    if len(stats.groups) < 2:
+        raise NeuronlabError("LAPE compares languages: record at least two groups")
+    for name, rate in (("top_rate", top_rate), ("filter_rate", filter_rate), ("activation_bar_ratio", activation_bar_ratio)):
+        if not 0 < rate <= 1:
+            raise NeuronlabError(f"{name} must be in (0, 1], got {rate}")
+    p = stats.probability.permute(1, 2, 0)  # [layers, neurons, languages]
+    normed = p / p.sum(-1, keepdim=True)
+    normed = torch.nan_to_num(normed, nan=0.0)
+    log = torch.where(normed > 0, normed.log(), torch.zeros_like(normed))
+    entropy = -(normed * log).sum(-1)  # [layers, neurons]
+    flat_p = p.flatten()
+    q_filter = _kth_smallest(flat_p, filter_rate)
+    entropy[(p > q_filter).sum(-1) == 0] = float("inf")
+    n_keep = round(entropy.numel() * top_rate)
+    order = torch.sort(entropy.flatten(), stable=True).indices[:n_keep]
+    order = order[torch.isfinite(entropy.flatten()[order])]
+    q_bar = _kth_smallest(flat_p, activation_bar_ratio)
+    width = p.shape[1]
+    neurons: dict[str, dict[int, list[int]]] = {g: {} for g in stats.groups}
+    for flat in order.tolist():
+        layer, idx = divmod(flat, width)
+        for g, lang in enumerate(stats.groups):
+            if p[layer, idx, g] > q_bar:
+                neurons[lang].setdefault(layer, []).append(idx)
+    meta = {
+        "method": "lape", "site": stats.site, "model": stats.meta.get("model", {}),
+        "top_rate": top_rate, "filter_rate": filter_rate, "activation_bar_ratio": activation_bar_ratio,
+        "filter_value": q_filter, "activation_bar": q_bar, "selected": len(order),
+        "tokens": dict(zip(stats.groups, stats.tokens.tolist())),
+    }  # fmt: skip
+    return NeuronSet(neurons, meta)
+
+
+def _pooled(stats: Stats, n_texts: int) -> list[Tensor]:
+    """Per group, the pooled per-text means of its first n texts: [texts, layers, neurons]."""
+    if stats.pooled_mean is None:
+        raise NeuronlabError("these stats keep no per-text values: record them with pooled_texts=N")
+    out = []
+    for g, group in enumerate(stats.groups):
+        n = min(n_texts, int(stats.pooled_n[g]))
+        if n == 0:
+            raise NeuronlabError(f"group {group!r} has no pooled texts")
+        out.append(stats.pooled_mean[g, :n].double())
+    return out
+
+
+def activated(stats: Stats, n_texts: int = 100) -> NeuronSet:
+    """Baseline: a neuron belongs to language L when its mean activation over each text is > 0 for every one
+    of the first `n_texts` texts of L."""
+    neurons = {}
+    for group, means in zip(stats.groups, _pooled(stats, n_texts)):
+        on = (means > 0).all(0)  # [layers, neurons]
+        neurons[group] = {layer: on[layer].nonzero().flatten().tolist() for layer in range(on.shape[0])}
+    meta = {"method": "activated", "site": stats.site, "model": stats.meta.get("model", {}), "n_texts": n_texts}
+    return NeuronSet(neurons, meta)
+
+
+def activation_values(stats: Stats, reduce: str = "max", n_texts: int = 100) -> Tensor:
+    """p_max or p_median: the max or median over the first `n_texts` texts of each neuron's per-text mean
+    activation, float64 [groups, layers, neurons]. The median of an even count averages the middle two."""
+    if reduce not in ("max", "median"):
+        raise NeuronlabError(f"reduce must be 'max' or 'median', not {reduce!r}")
+    pooled = _pooled(stats, n_texts)
+    if reduce == "max":
+        return torch.stack([m.amax(0) for m in pooled])
+    medians = []
+    for m in pooled:
+        s = m.sort(0).values
+        medians.append((s[(len(s) - 1) // 2] + s[len(s) // 2]) / 2)
+    return torch.stack(medians)

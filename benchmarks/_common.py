@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import random
 import string
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import char_tokenizer  # noqa: E402  (one tokenizer definition for tests and benchmarks)
+from neuronlab.testing import char_tokenizer  # noqa: F401  (the benchmarks import it from here)
 
 BATCH, LENGTH = 8, 256
 

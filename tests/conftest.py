@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import string
 from pathlib import Path
 
 import pytest
 import torch
+
+from neuronlab.testing import char_tokenizer  # noqa: F401  (tests import it from here)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 STORIES = SHARED / "models" / "stories260K"
@@ -57,22 +58,6 @@ def tiny_model(arch: str, seed: int = 0):
             if p.dim() >= 2:
                 p.normal_(0, 0.3)
     return model.eval()
-
-
-def char_tokenizer():
-    """A real fast tokenizer: one token per character, BOS added, no EOS."""
-    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<pad>", "<s>", "</s>", "<unk>"]
-    chars = string.ascii_letters + string.digits + string.punctuation + " "
-    vocab = {tok: i for i, tok in enumerate(specials + list(chars))}
-    assert len(vocab) <= V
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                   unk_token="<unk>")
 
 
 @pytest.fixture(scope="session")

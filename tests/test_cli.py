@@ -1,5 +1,7 @@
 """The command line on a tiny model saved to a folder (the same loading path as a hub id)."""
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
@@ -29,7 +31,8 @@ def corpus(tmp_path):
 
 
 def test_every_subcommand_has_help():
-    for cmd in ([], ["record"], ["inspect"]):
+    for cmd in ([], ["record"], ["inspect"], ["find", "lape"], ["find", "activated"], ["eval", "perplexity"],
+                ["eval", "lss"], ["eval", "generate"], ["eval", "translate"], ["report"], ["demo"]):
         result = runner.invoke(app, [*cmd, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output
 
@@ -88,3 +91,58 @@ def test_errors_are_one_clear_line(model_dir, tmp_path, make_args, message):
     result = runner.invoke(app, make_args(model_dir, tmp_path))
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_find_and_eval_commands(model_dir, corpus, tmp_path):
+    stats = tmp_path / "s.safetensors"
+    assert runner.invoke(app, ["record", "-m", str(model_dir), "--text-dir", str(corpus), "--out", str(stats),
+                               "--pooled-texts", "3"]).exit_code == 0  # fmt: skip
+    neurons = tmp_path / "n.json"
+    result = runner.invoke(app, ["find", "lape", "--stats", str(stats), "--out", str(neurons), "--top-rate", "0.2",
+                                 "--filter-rate", "0.5", "--activation-bar-ratio", "0.5"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    ns = nl.NeuronSet.load(neurons)
+    assert ns.meta["method"] == "lape" and ns.total() > 0
+    result = runner.invoke(app, ["find", "activated", "--stats", str(stats), "--out", str(tmp_path / "a.json"),
+                                 "--n-texts", "3"])  # fmt: skip
+    assert result.exit_code == 0 and nl.NeuronSet.load(tmp_path / "a.json").meta["n_texts"] == 3
+
+    out = tmp_path / "ppl.json"
+    result = runner.invoke(app, ["eval", "perplexity", "-m", str(model_dir), "--text-dir", str(corpus),
+                                 "--neurons", str(neurons), "--variant", "zero", "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    model, tok = nl.load_model(model_dir)
+    ppl = json.loads(out.read_text())
+    assert ppl["baseline"]["en"] == pytest.approx(nl.perplexity(model, tok, TEXTS["en"]))
+
+    result = runner.invoke(app, ["eval", "lss", "-m", str(model_dir), "--text-dir", str(corpus), "--neurons",
+                                 str(neurons), "--stats", str(stats), "--n-items", "2"])  # fmt: skip
+    assert result.exit_code == 0 and "LSS(. -> " in result.output, result.output
+
+    result = runner.invoke(app, ["eval", "generate", "-m", str(model_dir), "--prompt", "the cat", "--neurons",
+                                 str(neurons), "--target", ns.groups[0], "--variant", "scale", "--factor", "3",
+                                 "--max-new-tokens", "5"])  # fmt: skip
+    assert result.exit_code == 0 and "[plain] the cat" in result.output and f"[{ns.groups[0]}] the cat" in result.output
+
+    src, ref = tmp_path / "src.txt", tmp_path / "ref.txt"
+    src.write_text("a b\nthe cat\nhi there\nhello\n")
+    ref.write_text("a b\nle chat\nsalut\nbonjour\n")
+    out = tmp_path / "mt.json"
+    result = runner.invoke(app, ["eval", "translate", "-m", str(model_dir), "--src", str(src), "--ref", str(ref),
+                                 "--shots", "2", "--start", "2", "--n", "2", "--max-new-tokens", "6",
+                                 "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    mt = json.loads(out.read_text())
+    from neuronlab.evaluate.translation import score
+
+    assert mt["plain"]["bleu"] == score(mt["plain"]["hypotheses"], ["salut", "bonjour"])["bleu"]
+    assert score(["le chat est là"], ["le chat est là"])["bleu"] == pytest.approx(100.0)
+
+    result = runner.invoke(app, ["eval", "lss", "-m", str(model_dir), "--neurons", str(neurons)])
+    assert result.exit_code == 2 and "--items" in result.output
+    result = runner.invoke(app, ["eval", "translate", "-m", str(model_dir), "--src", str(src), "--ref", str(ref),
+                                 "--start", "2", "--max-new-tokens", "200"])  # fmt: skip
+    assert result.exit_code == 2 and "positions" in result.output
+    result = runner.invoke(app, ["eval", "generate", "-m", str(model_dir), "--prompt", "x", "--neurons",
+                                 str(neurons), "--target", "xx"])  # fmt: skip
+    assert result.exit_code == 2 and "group 'xx' is not in this neuron set" in result.output

@@ -48,6 +48,21 @@ def _load(model: str, dtype: str | None, device: str | None, revision: str | Non
     return load_model(model, dtype=dtype, device=device, revision=revision)
 
 
+def _texts(text: list[str] | None, text_dir: Path | None, pattern: str, limit: int | None = None) -> dict[str, list[str]]:
+    """{group: lines} from --text GROUP=FILE pairs and/or a --text-dir, each cut to its first `limit` lines."""
+    from neuronlab.data.corpora import parse_group_files, read_text_dir
+
+    texts = parse_group_files(text or [])
+    if text_dir is not None:
+        for group, lines in read_text_dir(text_dir, pattern).items():
+            if group in texts:
+                raise NeuronlabError(f"group {group!r} is given twice")
+            texts[group] = lines
+    if not texts:
+        raise NeuronlabError("no texts: pass --text GROUP=FILE (repeatable) or --text-dir DIR")
+    return texts if limit is None else {g: lines[:limit] for g, lines in texts.items()}
+
+
 @app.command()
 @_friendly
 def record(
@@ -70,21 +85,11 @@ def record(
     revision: RevisionOpt = None,
 ) -> None:
     """Record per-neuron statistics of a site over texts grouped by language or concept."""
-    from neuronlab.data.corpora import parse_group_files, read_text_dir
     from neuronlab.record.recorder import record as record_stats
 
     if out.exists() and not resume:
         raise NeuronlabError(f"{out} exists: pass --resume to continue it, or choose another --out")
-    texts = parse_group_files(text or [])
-    if text_dir is not None:
-        for group, lines in read_text_dir(text_dir, pattern).items():
-            if group in texts:
-                raise NeuronlabError(f"group {group!r} is given twice")
-            texts[group] = lines
-    if not texts:
-        raise NeuronlabError("no texts: pass --text GROUP=FILE (repeatable) or --text-dir DIR")
-    if limit is not None:
-        texts = {g: lines[:limit] for g, lines in texts.items()}
+    texts = _texts(text, text_dir, pattern, limit)
     loaded, tokenizer = _load(model, dtype, device, revision)
     stats = record_stats(
         loaded, tokenizer, texts, site=site, batch_size=batch_size, max_length=max_length, truncate=truncate,
@@ -122,6 +127,276 @@ def inspect(path: Annotated[Path, typer.Argument(help="A stats (.safetensors), n
             typer.echo(f"  {type(iv).__name__} on {iv.site}, layers {iv.layers or 'all'}, positions {iv.positions}")
     else:
         raise NeuronlabError(f"{path} is JSON but not a neuronlab file (format {fmt!r})")
+
+
+find_app = typer.Typer(help="Select neurons from recorded statistics.", no_args_is_help=True)
+eval_app = typer.Typer(help="Measure a model, optionally with a target language's neurons steered.",
+                       no_args_is_help=True)  # fmt: skip
+app.add_typer(find_app, name="find")
+app.add_typer(eval_app, name="eval")
+
+StatsOpt = Annotated[Path, typer.Option("--stats", help="Stats file from `neuronlab record`.")]
+OutOpt = Annotated[Path, typer.Option("--out", help="File to write.")]
+NeuronsOpt = Annotated[Path | None, typer.Option("--neurons", help="Neuron set (JSON) to steer with.")]
+TargetOpt = Annotated[list[str] | None, typer.Option("--target", help="Language(s) whose neurons to steer "
+                                                     "(default: every language of --neurons).")]  # fmt: skip
+VariantOpt = Annotated[str, typer.Option(help="p_max, p_median, zero, scale, p10, layer_max or add_layer_max.")]
+FactorOpt = Annotated[float, typer.Option(help="Factor for --variant scale.")]
+SteerStatsOpt = Annotated[Path | None, typer.Option("--stats", help="Stats with pooled texts (p_max, p_median).")]
+TextOpt = Annotated[list[str] | None, typer.Option("--text", help="GROUP=FILE, one text per line; repeatable.")]
+TextDirOpt = Annotated[Path | None, typer.Option(help="Folder of GROUP.txt files (see --pattern).")]
+PatternOpt = Annotated[str, typer.Option(help="File pattern in --text-dir; FLORES: '*.devtest'.")]
+
+
+@find_app.command("lape")
+@_friendly
+def find_lape(
+    stats: StatsOpt,
+    out: OutOpt,
+    top_rate: Annotated[float, typer.Option(help="Share of all neurons kept (Tang et al.: 0.01 for 7B models).")] = 0.01,
+    filter_rate: Annotated[float, typer.Option(help="Quantile a neuron's top probability must exceed.")] = 0.95,
+    activation_bar_ratio: Annotated[float, typer.Option(help="Quantile that assigns a neuron to a language.")] = 0.95,
+) -> None:
+    """Language-specific neurons by activation-probability entropy (LAPE)."""
+    from neuronlab.record.stats import Stats
+    from neuronlab.select.lape import lape
+
+    ns = lape(Stats.load(stats), top_rate, filter_rate, activation_bar_ratio)
+    ns.save(out)
+    typer.echo(ns.summary())
+    typer.echo(f"wrote {out}")
+
+
+@find_app.command("activated")
+@_friendly
+def find_activated(
+    stats: StatsOpt,
+    out: OutOpt,
+    n_texts: Annotated[int, typer.Option(help="A neuron must be active (mean > 0) on each of this many texts.")] = 100,
+) -> None:
+    """Baseline: neurons active on every one of a language's first texts (needs --pooled-texts when recording)."""
+    from neuronlab.record.stats import Stats
+    from neuronlab.select.lape import activated
+
+    ns = activated(Stats.load(stats), n_texts)
+    ns.save(out)
+    typer.echo(ns.summary())
+    typer.echo(f"wrote {out}")
+
+
+def _steering(neurons: Path | None, targets: list[str] | None, variant: str, factor: float, stats: Path | None):
+    """(targets, plan_for) from the steering options; ([], None) without --neurons."""
+    from neuronlab.intervene.steer import steering_plan
+    from neuronlab.record.stats import Stats
+    from neuronlab.select.neuron_set import NeuronSet
+
+    if neurons is None:
+        if targets:
+            raise NeuronlabError("--target needs --neurons")
+        return [], None
+    ns = NeuronSet.load(neurons)
+    loaded = Stats.load(stats) if stats is not None else None
+    chosen = targets or ns.groups
+    for t in chosen:
+        ns[t]  # a clear error for a target the set does not have
+    return chosen, lambda t: steering_plan(ns, t, variant, stats=loaded, factor=factor)
+
+
+@eval_app.command("perplexity")
+@_friendly
+def eval_perplexity(
+    model: ModelOpt,
+    text: TextOpt = None,
+    text_dir: TextDirOpt = None,
+    pattern: PatternOpt = "*.txt",
+    neurons: NeuronsOpt = None,
+    target: TargetOpt = None,
+    variant: VariantOpt = "zero",
+    factor: FactorOpt = 2.0,
+    stats: SteerStatsOpt = None,
+    batch_size: Annotated[int, typer.Option(help="Rows per forward pass.")] = 8,
+    max_length: Annotated[int, typer.Option(help="Tokens per window.")] = 512,
+    out: Annotated[Path | None, typer.Option(help="Write the results as JSON.")] = None,
+    dtype: DtypeOpt = None,
+    device: DeviceOpt = None,
+    revision: RevisionOpt = None,
+) -> None:
+    """Perplexity per language; with --neurons, the matrix "steer T's neurons -> perplexity on L"."""
+    from neuronlab.evaluate.perplexity import perplexity
+    from neuronlab.evaluate.steering import perplexity_matrix
+    from neuronlab.io import write_json
+
+    texts = _texts(text, text_dir, pattern)
+    targets, plan_for = _steering(neurons, target, variant, factor, stats)
+    loaded, tok = _load(model, dtype, device, revision)
+    if plan_for is None:
+        result = {"baseline": {g: perplexity(loaded, tok, lines, batch_size, max_length) for g, lines in texts.items()}}
+    else:
+        result = perplexity_matrix(loaded, tok, texts, targets, plan_for, batch_size, max_length)
+    for g, v in result["baseline"].items():
+        typer.echo(f"{g}: perplexity {v:.3f}")
+    for t, row in result.get("change", {}).items():
+        typer.echo(f"steer {t} ({variant}): " + "  ".join(f"{g} {c:+.1%}" for g, c in row.items()))
+    if out is not None:
+        write_json(out, result)
+
+
+@eval_app.command("lss")
+@_friendly
+def eval_lss(
+    model: ModelOpt,
+    neurons: Annotated[Path, typer.Option("--neurons", help="Neuron set (JSON) to steer with.")],
+    items: Annotated[Path | None, typer.Option(help="JSONL items {lang, prompt, objects}.")] = None,
+    text_dir: Annotated[Path | None, typer.Option(help="Or build items from aligned lines of GROUP files.")] = None,
+    pattern: PatternOpt = "*.txt",
+    n_items: Annotated[int, typer.Option(help="Items per language when building from --text-dir.")] = 20,
+    target: TargetOpt = None,
+    variant: VariantOpt = "p_max",
+    factor: FactorOpt = 2.0,
+    stats: SteerStatsOpt = None,
+    out: Annotated[Path | None, typer.Option(help="Write the results as JSON.")] = None,
+    dtype: DtypeOpt = None,
+    device: DeviceOpt = None,
+    revision: RevisionOpt = None,
+) -> None:
+    """Language Steering Shift: share of items pushed toward the target language."""
+    from neuronlab.data.tasks import lss_items_from_texts, read_lss_items
+    from neuronlab.evaluate.steering import lss_matrix
+    from neuronlab.io import write_json
+
+    if (items is None) == (text_dir is None):
+        raise NeuronlabError("pass either --items FILE or --text-dir DIR")
+    loaded_items = read_lss_items(items) if items else lss_items_from_texts(_texts(None, text_dir, pattern), n_items)
+    targets, plan_for = _steering(neurons, target, variant, factor, stats)
+    loaded, tok = _load(model, dtype, device, revision)
+    result = lss_matrix(loaded, tok, loaded_items, targets, plan_for)
+    for t, v in result["off_diagonal"].items():
+        typer.echo(f"LSS(. -> {t}) = {v:.3f}")
+    if out is not None:
+        write_json(out, result)
+
+
+@eval_app.command("generate")
+@_friendly
+def eval_generate(
+    model: ModelOpt,
+    prompt: Annotated[list[str], typer.Option(help="A prompt to continue; repeatable.")],
+    neurons: NeuronsOpt = None,
+    target: TargetOpt = None,
+    variant: VariantOpt = "p_max",
+    factor: FactorOpt = 2.0,
+    stats: SteerStatsOpt = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate.")] = 32,
+    dtype: DtypeOpt = None,
+    device: DeviceOpt = None,
+    revision: RevisionOpt = None,
+) -> None:
+    """Greedy generations, plain and with each target's neurons steered."""
+    from neuronlab.evaluate.steering import generate
+    from neuronlab.intervene.apply import apply
+
+    targets, plan_for = _steering(neurons, target, variant, factor, stats)
+    loaded, tok = _load(model, dtype, device, revision)
+    for p, text in zip(prompt, generate(loaded, tok, prompt, max_new_tokens)):
+        typer.echo(f"[plain] {p}{text}")
+    for t in targets:
+        with apply(loaded, plan_for(t)):
+            for p, text in zip(prompt, generate(loaded, tok, prompt, max_new_tokens)):
+                typer.echo(f"[{t}] {p}{text}")
+
+
+@eval_app.command("translate")
+@_friendly
+def eval_translate(
+    model: ModelOpt,
+    src: Annotated[Path, typer.Option(help="Source sentences, one a line (e.g. eng_Latn.devtest).")],
+    ref: Annotated[Path, typer.Option(help="Reference translations, line-aligned with --src.")],
+    src_name: Annotated[str, typer.Option(help="Source language name in the prompt.")] = "English",
+    tgt_name: Annotated[str, typer.Option(help="Target language name in the prompt.")] = "French",
+    shots: Annotated[int, typer.Option(help="In-context examples, taken from the first lines.")] = 2,
+    start: Annotated[int, typer.Option(help="First evaluated line (after the shots).")] = 100,
+    n: Annotated[int, typer.Option(help="Lines to translate.")] = 50,
+    neurons: NeuronsOpt = None,
+    target: TargetOpt = None,
+    variant: VariantOpt = "p_max",
+    factor: FactorOpt = 2.0,
+    stats: SteerStatsOpt = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate per sentence.")] = 96,
+    out: Annotated[Path | None, typer.Option(help="Write scores and hypotheses as JSON.")] = None,
+    dtype: DtypeOpt = None,
+    device: DeviceOpt = None,
+    revision: RevisionOpt = None,
+) -> None:
+    """BLEU and chrF of few-shot greedy translation, plain and with the target's neurons steered."""
+    from neuronlab.data.corpora import read_lines
+    from neuronlab.evaluate.translation import score, translate
+    from neuronlab.intervene.apply import apply
+    from neuronlab.io import write_json
+
+    s_lines, r_lines = Path(src).read_text(encoding="utf-8").splitlines(), read_lines(ref)
+    if len(s_lines) != len(Path(ref).read_text(encoding="utf-8").splitlines()):
+        raise NeuronlabError(f"{src} and {ref} have different numbers of lines: they must be line-aligned")
+    s_lines = read_lines(src)
+    sources, refs = s_lines[start : start + n], r_lines[start : start + n]
+    if not sources:
+        raise NeuronlabError(f"no lines from {start}: the files have {len(s_lines)}")
+    examples = list(zip(s_lines[:shots], r_lines[:shots]))
+    targets, plan_for = _steering(neurons, target, variant, factor, stats)
+    loaded, tok = _load(model, dtype, device, revision)
+    run = lambda: translate(loaded, tok, sources, examples, src_name, tgt_name, max_new_tokens)  # noqa: E731
+    hyps = {"plain": run()}
+    for t in targets:
+        with apply(loaded, plan_for(t)):
+            hyps[t] = run()
+    result = {k: {**score(h, refs), "hypotheses": h} for k, h in hyps.items()}
+    for k, r in result.items():
+        typer.echo(f"{k}: BLEU {r['bleu']:.2f}  chrF {r['chrf']:.2f}")
+    if out is not None:
+        write_json(out, result)
+
+
+@app.command()
+@_friendly
+def report(
+    results: Annotated[Path, typer.Argument(help="results.json written by `neuronlab demo`.")],
+    out: Annotated[Path | None, typer.Option(help="HTML file (default: report.html beside the results).")] = None,
+) -> None:
+    """Render the HTML report again from a results.json."""
+    from neuronlab.demo.pipeline import read_results, write_report
+
+    if not results.is_file():
+        raise NeuronlabError(f"no results file at {results}")
+    data = read_results(results)
+    target = out or results.with_name("report.html")
+    write_report(data, target, "neuronlab: language-specific neurons", data["model"]["n_layers"])
+    typer.echo(f"wrote {target}")
+
+
+@app.command()
+@_friendly
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for report.html and the artifacts.")] = Path("neuronlab-demo"),
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model (default: the embedded demo model).")] = None,
+    data: Annotated[Path | None, typer.Option(help="Folder of GROUP files (default: the embedded demo data).")] = None,
+    pattern: PatternOpt = "*.txt",
+    record_lines: Annotated[int, typer.Option(help="Lines per language for the statistics.")] = 250,
+    eval_lines: Annotated[int, typer.Option(help="Held-out lines per language for evaluation.")] = 100,
+    top_rate: Annotated[float, typer.Option(help="LAPE share of neurons kept (demo: 0.1; 7B models: 0.01).")] = 0.1,
+    batch_size: Annotated[int, typer.Option(help="Rows per forward pass.")] = 16,
+    dtype: DtypeOpt = None,
+    device: DeviceOpt = None,
+    revision: RevisionOpt = None,
+) -> None:
+    """Run the whole language-neuron pipeline and write DIR/report.html (offline on the embedded model)."""
+    from neuronlab.data.corpora import read_text_dir
+    from neuronlab.demo.pipeline import DEMO_DATA, DEMO_MODEL, PipelineConfig, run
+
+    texts = read_text_dir(data or DEMO_DATA, pattern if data else "*.txt")
+    loaded, tok = _load(model or str(DEMO_MODEL), dtype, device, revision)
+    cfg = PipelineConfig(record_lines=record_lines, eval_lines=eval_lines, top_rate=top_rate, batch_size=batch_size)
+    results = run(loaded, tok, texts, out, cfg, log=typer.echo)
+    for k, v in results["checks"].items():
+        typer.echo(f"{k}: {v}")
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from neuronlab.errors import NeuronlabError
 from neuronlab.evaluate.langid import LanguageIdentifier
 from neuronlab.evaluate.perplexity import continuation_logprob, perplexity
 from neuronlab.intervene.apply import apply
@@ -85,6 +86,7 @@ def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 24,
         device = model.get_input_embeddings().weight.device
         for start in range(0, len(prompts), batch_size):
             enc = tokenizer(list(prompts[start : start + batch_size]), return_tensors="pt", padding=True).to(device)
+            _check_room(model, enc["input_ids"].shape[1] + max_new_tokens)
             with torch.no_grad():
                 ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                      pad_token_id=tokenizer.pad_token_id)  # fmt: skip
@@ -92,6 +94,13 @@ def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 24,
     finally:
         tokenizer.padding_side = side
     return out
+
+
+def _check_room(model, length: int) -> None:
+    limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+    if limit is not None and length > limit:
+        raise NeuronlabError(f"prompt plus new tokens is {length} tokens, but the model has {limit} positions: "
+                             "shorten the prompts (fewer shots) or generate fewer tokens")  # fmt: skip
 
 
 def generation_shift(model, tokenizer, prompts: dict[str, Sequence[str]], targets: Sequence[str], plan_for: PlanFor,

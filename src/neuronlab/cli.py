@@ -184,8 +184,9 @@ def find_activated(
     typer.echo(f"wrote {out}")
 
 
-def _steering(neurons: Path | None, targets: list[str] | None, variant: str, factor: float, stats: Path | None):
-    """(targets, plan_for) from the steering options; ([], None) without --neurons."""
+def _steering(model, neurons: Path | None, targets: list[str] | None, variant: str, factor: float,
+              stats: Path | None):  # fmt: skip
+    """(targets, plan_for) from the steering options, checked against `model`; ([], None) without --neurons."""
     from neuronlab.intervene.steer import steering_plan
     from neuronlab.record.stats import Stats
     from neuronlab.select.neuron_set import NeuronSet
@@ -195,7 +196,10 @@ def _steering(neurons: Path | None, targets: list[str] | None, variant: str, fac
             raise NeuronlabError("--target needs --neurons")
         return [], None
     ns = NeuronSet.load(neurons)
+    ns.validate(model)
     loaded = Stats.load(stats) if stats is not None else None
+    if loaded is not None:
+        loaded.check_model(model)
     chosen = targets or ns.groups
     for t in chosen:
         ns[t]  # a clear error for a target the set does not have
@@ -227,8 +231,8 @@ def eval_perplexity(
     from neuronlab.io import write_json
 
     texts = _texts(text, text_dir, pattern)
-    targets, plan_for = _steering(neurons, target, variant, factor, stats)
     loaded, tok = _load(model, dtype, device, revision)
+    targets, plan_for = _steering(loaded, neurons, target, variant, factor, stats)
     if plan_for is None:
         result = {"baseline": {g: perplexity(loaded, tok, lines, batch_size, max_length) for g, lines in texts.items()}}
     else:
@@ -267,8 +271,8 @@ def eval_lss(
     if (items is None) == (text_dir is None):
         raise NeuronlabError("pass either --items FILE or --text-dir DIR")
     loaded_items = read_lss_items(items) if items else lss_items_from_texts(_texts(None, text_dir, pattern), n_items)
-    targets, plan_for = _steering(neurons, target, variant, factor, stats)
     loaded, tok = _load(model, dtype, device, revision)
+    targets, plan_for = _steering(loaded, neurons, target, variant, factor, stats)
     result = lss_matrix(loaded, tok, loaded_items, targets, plan_for)
     for t, v in result["off_diagonal"].items():
         typer.echo(f"LSS(. -> {t}) = {v:.3f}")
@@ -295,8 +299,8 @@ def eval_generate(
     from neuronlab.evaluate.steering import generate
     from neuronlab.intervene.apply import apply
 
-    targets, plan_for = _steering(neurons, target, variant, factor, stats)
     loaded, tok = _load(model, dtype, device, revision)
+    targets, plan_for = _steering(loaded, neurons, target, variant, factor, stats)
     for p, text in zip(prompt, generate(loaded, tok, prompt, max_new_tokens)):
         typer.echo(f"[plain] {p}{text}")
     for t in targets:
@@ -341,8 +345,8 @@ def eval_translate(
     if not sources:
         raise NeuronlabError(f"no lines from {start}: the files have {len(s_lines)}")
     examples = list(zip(s_lines[:shots], r_lines[:shots]))
-    targets, plan_for = _steering(neurons, target, variant, factor, stats)
     loaded, tok = _load(model, dtype, device, revision)
+    targets, plan_for = _steering(loaded, neurons, target, variant, factor, stats)
     run = lambda: translate(loaded, tok, sources, examples, src_name, tgt_name, max_new_tokens)  # noqa: E731
     hyps = {"plain": run()}
     for t in targets:

@@ -44,3 +44,22 @@ def test_validate_against_a_model():
         nl.NeuronSet({"fr": {0: [40]}}, meta={"site": "resid"}).validate(model)
     with pytest.raises(nl.NeuronlabError, match="negative"):
         nl.NeuronSet({"fr": {0: [-1]}})
+
+
+def test_a_set_made_for_another_model_is_refused():
+    made_for = nl.model_info(tiny_model("llama", seed=0))
+    ns = nl.NeuronSet({"fr": {0: [1]}}, meta={"site": "act", "model": made_for})
+    ns.validate(tiny_model("llama", seed=0))
+    with pytest.raises(nl.NeuronlabError, match="made for another model"):
+        ns.validate(tiny_model("llama", seed=1))
+
+
+def test_a_tokenizer_without_pad_token_gets_one():
+    from neuronlab.models.load import ensure_pad_token
+    from neuronlab.testing import char_tokenizer
+
+    tok = char_tokenizer()
+    tok.pad_token = None
+    assert tok.pad_token_id is None
+    ensure_pad_token(tok)
+    assert tok.pad_token == "</s>"

@@ -129,7 +129,9 @@ def factor_sweep(model, tokenizer, make_plan: Callable[[str, float], Plan], fact
                  max_ppl_increase: float = 0.5) -> dict:  # fmt: skip
     """For each factor: mean off-diagonal LSS per target and mean off-target perplexity change; then, per
     target, the factor with the highest LSS whose off-target perplexity rises by at most `max_ppl_increase`
-    (0.5 = +50%), or None if no factor stays under the bound."""
+    (0.5 = +50%), or None if no factor stays under the bound. `factors` are passed to `make_plan(target, f)`
+    as they are, so a sweep over variants works too:
+    `factor_sweep(model, tok, lambda t, v: steering_plan(ns, t, v, stats=stats), ["p_max", "p_median"], ...)`."""
     rows = []
     for f in factors:
         plan_for = lambda t, f=f: make_plan(t, f)  # noqa: E731

@@ -385,7 +385,7 @@ def demo(
     pattern: PatternOpt = "*.txt",
     record_lines: Annotated[int, typer.Option(help="Lines per language for the statistics.")] = 250,
     eval_lines: Annotated[int, typer.Option(help="Held-out lines per language for evaluation.")] = 100,
-    top_rate: Annotated[float, typer.Option(help="LAPE share of neurons kept (demo: 0.1; 7B models: 0.01).")] = 0.1,
+    top_rate: Annotated[float, typer.Option(help="LAPE share of neurons kept (demo: 0.15; 7B models: 0.01).")] = 0.15,
     batch_size: Annotated[int, typer.Option(help="Rows per forward pass.")] = 16,
     dtype: DtypeOpt = None,
     device: DeviceOpt = None,

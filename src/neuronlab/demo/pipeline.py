@@ -34,15 +34,17 @@ DEMO_DATA = DEMO_DIR / "data"
 class PipelineConfig:
     record_lines: int = field(default=250, metadata={"help": "lines per language for the statistics"})
     eval_lines: int = field(default=100, metadata={"help": "held-out lines per language for evaluation"})
-    top_rate: float = field(default=0.1, metadata={"help": "LAPE: share of all neurons kept"})
+    top_rate: float = field(default=0.15, metadata={"help": "LAPE: share of all neurons kept"})
     filter_rate: float = field(default=0.95, metadata={"help": "LAPE: activation-probability filter quantile"})
     activation_bar_ratio: float = field(default=0.95, metadata={"help": "LAPE: quantile to assign a language"})
     pooled_texts: int = field(default=100, metadata={"help": "texts per language for p_max / p_median"})
     amplify: str = field(default="p_max", metadata={"help": "steering variant for LSS and generation"})
-    lss_items: int = field(default=20, metadata={"help": "LSS items per language"})
-    prompts: int = field(default=5, metadata={"help": "generation prompts per language"})
+    lss_items: int = field(default=50, metadata={"help": "LSS items per language"})
+    prompts: int = field(default=10, metadata={"help": "generation prompts per language"})
     max_new_tokens: int = field(default=24, metadata={"help": "tokens generated per prompt"})
-    factors: tuple[float, ...] = field(default=(1.0, 2.0, 4.0, 8.0), metadata={"help": "sweep: scale factors"})
+    factors: tuple[float, ...] = field(default=(2.0, 4.0, 8.0), metadata={"help": "sweep: scale factors"})
+    sweep_lines: int = field(default=40, metadata={"help": "sweep: held-out lines per language for perplexity"})
+    sweep_items: int = field(default=20, metadata={"help": "sweep: LSS items per language"})
     max_ppl_increase: float = field(default=1.0, metadata={"help": "sweep: off-target perplexity bound (1 = +100%)"})
     batch_size: int = field(default=16, metadata={"help": "rows per forward pass"})
     max_length: int = field(default=256, metadata={"help": "tokens per window"})
@@ -106,7 +108,8 @@ def run(model, tokenizer, texts: dict[str, list[str]], out: str | Path, cfg: Pip
                            cfg.max_new_tokens)  # fmt: skip
     step(f"factor sweep {list(cfg.factors)}")
     sweep = factor_sweep(model, tokenizer, lambda t, f: steering_plan(ns, t, "scale", factor=f), cfg.factors,
-                         targets, held, items, cfg.max_ppl_increase)  # fmt: skip
+                         targets, {lang: lines[: cfg.sweep_lines] for lang, lines in held.items()},
+                         items[: cfg.sweep_items * len(langs)], cfg.max_ppl_increase)  # fmt: skip
     results = {
         "config": asdict(cfg), "model": stats.meta["model"], "languages": langs, "targets": targets,
         "no_neurons": missing, "neurons": ns.counts(), "perplexity_deactivate": zero, "perplexity_amplify": amp,
@@ -130,8 +133,8 @@ def write_report(results: dict, path: Path, title: str, n_layers: int) -> None:
         f"<p>LAPE with top_rate={cfg['top_rate']}, filter_rate={cfg['filter_rate']}, "
         f"activation_bar_ratio={cfg['activation_bar_ratio']}. Tang et al.'s 1% suits 7B models with about 350k FFN "
         "neurons; a tiny model has a few thousand, so 1% leaves a handful per language, too few to move its "
-        "behaviour: the demo keeps 10%. Amplification sets each neuron to its p_max (the max over texts of "
-        "its per-text mean activation).</p>"
+        f"behaviour: this run keeps {cfg['top_rate']:.0%}. Amplification sets each neuron to its "
+        f"{cfg['amplify']} (p_max: the max over texts of its per-text mean activation).</p>"
         f"<p>Run time {results['seconds']} s. Artifacts beside this file: <code>stats.safetensors</code>, "
         "<code>neurons.json</code>, <code>activated.json</code>, <code>results.json</code>.</p>"))  # fmt: skip
     status = lambda ok: "ok" if ok else "bad"  # noqa: E731

@@ -52,14 +52,15 @@ def lss_matrix(model, tokenizer, items: list[dict], targets: Sequence[str], plan
                batch_size: int = 32) -> dict:  # fmt: skip
     """{"langs", "targets", "matrix": {L: {T: LSS}}, "off_diagonal": {T: mean over L != T}, "n_items"}."""
     langs = sorted({item["lang"] for item in items})
-    wanted = [(i, lang) for i, item in enumerate(items) for lang in {item["lang"], *targets} if lang in item["objects"]]
-    base = dict(zip(wanted, _scores(model, tokenizer, [(items[i], lang) for i, lang in wanted], batch_size)))
     matrix: dict[str, dict[str, float]] = {lang: {} for lang in langs}
     for t in targets:
         chosen = [i for i, item in enumerate(items) if item["lang"] != t and t in item["objects"]]
         pairs = [(i, lang) for i in chosen for lang in (t, items[i]["lang"])]
+        rows = [(items[i], lang) for i, lang in pairs]
+        # the same rows in the same batches with and without the plan, so an unchanged score stays bit-equal
+        base = dict(zip(pairs, _scores(model, tokenizer, rows, batch_size)))
         with apply(model, plan_for(t)):
-            new = dict(zip(pairs, _scores(model, tokenizer, [(items[i], lang) for i, lang in pairs], batch_size)))
+            new = dict(zip(pairs, _scores(model, tokenizer, rows, batch_size)))
         ups: dict[str, list[bool]] = {}
         for i in chosen:
             src = items[i]["lang"]

@@ -153,7 +153,8 @@ class Stats:
         from safetensors.torch import save_file
 
         tensors = {k: getattr(self, k).contiguous() for k in self._TENSORS if getattr(self, k) is not None}
-        meta = {"format": FORMAT, "groups": json.dumps(self.groups), "meta": json.dumps(self.meta)}
+        meta = {"format": FORMAT, "groups": json.dumps(self.groups), "meta": json.dumps(self.meta),
+                "tokens": json.dumps(dict(zip(self.groups, self.tokens.tolist())))}  # readable without torch
         atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
     @classmethod

@@ -5,7 +5,7 @@
     ('model.layers', 'mlp.down_proj')
 
 `layers`, `final_norm` and `unembed` are paths from the causal-LM module; the others are paths from one
-decoder layer. A site reads the output of a module (`act`, `ffn_out`, `attn_out`, `resid` = the layer) or
+decoder layer. `a|b` names alternatives (module names that changed between transformers versions). A site reads the output of a module (`act`, `ffn_out`, `attn_out`, `resid` = the layer) or
 the input of one (`neuron` = the input of `down`). Where a module returns a tuple, the first element is
 the value. A model outside the table fails with an error that shows how to pass an ArchSpec of your own.
 """
@@ -93,7 +93,7 @@ ARCH_SPECS: dict[str, ArchSpec] = {
         ffn_out="mlp",
         attn_out="attention",
         final_norm="gpt_neox.final_layer_norm",
-        unembed="embed_out",
+        unembed="lm_head|embed_out",  # transformers 5 renamed embed_out to lm_head
     ),
     "opt": ArchSpec(  # the FFN lives directly in the decoder layer (fc1 -> activation_fn -> fc2)
         layers="model.decoder.layers",

@@ -49,16 +49,19 @@ class Site:
 
 
 def get_module(root: nn.Module, path: str) -> nn.Module:
-    """The submodule at dotted `path`; a clear error if it does not exist."""
-    module = root
-    for name in path.split("."):
-        if not hasattr(module, name):
-            raise NeuronlabError(
-                f"module path {path!r} does not resolve on {type(root).__name__} (no {name!r}); "
-                "the ArchSpec does not match this model: pass arch=ArchSpec(...) with its module names"
-            )
-        module = getattr(module, name)
-    return module
+    """The submodule at dotted `path` (or the first of `a|b` alternatives that exists); a clear error if none."""
+    for option in path.split("|"):
+        module = root
+        for name in option.split("."):
+            module = getattr(module, name, None)
+            if module is None:
+                break
+        if module is not None:
+            return module
+    raise NeuronlabError(
+        f"module path {path!r} does not resolve on {type(root).__name__}; the ArchSpec does not match this "
+        "model: pass arch=ArchSpec(...) with its module names (print the model to see them)"
+    )
 
 
 def decoder_layers(model: nn.Module, arch: ArchSpec | None = None) -> nn.ModuleList:

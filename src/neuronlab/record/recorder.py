@@ -27,11 +27,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from neuronlab.data.batching import Batch, batches, windows
 from neuronlab.errors import NeuronlabError
 from neuronlab.models.arch import ArchSpec
 from neuronlab.models.load import model_info
 from neuronlab.models.sites import KINDS, Site, decoder_layers, hooked, site_width
-from neuronlab.data.batching import Batch, batches, windows
 from neuronlab.record.stats import Stats
 
 

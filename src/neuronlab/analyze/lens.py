@@ -1,0 +1,69 @@
+"""Logit lens (early decoding): read the residual stream after every layer through the model's own final
+norm and unembedding (Merullo et al. 2024 use it to see where a relation's answer appears).
+
+    >>> lens = logit_lens(model, tok, ["The capital of Poland is"], targets=[" Warsaw"], k=5)
+    >>> lens["layers"][7]["top"][0]          # [(" Warsaw", 0.41), ...] after layer 7, prompt 0
+    >>> lens["layers"][7]["target_rank"][0]  # rank of the target's first token (0 = top-1)
+
+Only the last position of each prompt is decoded. At the last layer the result equals the model's own
+next-token distribution (final logit soft-capping, as in Gemma 2, is applied too). `site="ffn_out"`
+decodes each FFN output alone instead (the "o-vector" as an additive update).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from neuronlab.errors import NeuronlabError
+from neuronlab.models.arch import ArchSpec, arch_spec
+from neuronlab.models.sites import Site, decoder_layers, get_module, hooked
+
+
+def decode(model, h: Tensor, arch: ArchSpec | None = None) -> Tensor:
+    """Logits of residual-stream vectors h [..., d_model] through the final norm and the unembedding."""
+    spec = arch_spec(model, arch)
+    logits = get_module(model, spec.unembed)(get_module(model, spec.final_norm)(h))
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    return torch.tanh(logits / cap) * cap if cap else logits
+
+
+def logit_lens(model, tokenizer, prompts: Sequence[str], targets: Sequence[str] | None = None, k: int = 5,
+               site: str = "resid", batch_size: int = 8, arch: ArchSpec | None = None) -> dict:  # fmt: skip
+    """{"layers": {layer: {"top": [[(token, prob)] per prompt], "target_prob": [...], "target_rank": [...]}}}."""
+    if site not in ("resid", "ffn_out", "attn_out"):
+        raise NeuronlabError(f"the lens decodes resid, ffn_out or attn_out, not {site!r}")
+    if targets is not None and len(targets) != len(prompts):
+        raise NeuronlabError("give one target per prompt")
+    n_layers = len(decoder_layers(model, arch))
+    first = None
+    if targets is not None:
+        first = [tokenizer(t, add_special_tokens=False)["input_ids"][:1] for t in targets]
+        if any(not f for f in first):
+            raise NeuronlabError("a target has no tokens")
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"  # the last position is the prompt's end
+    out: dict[int, dict] = {layer: {"top": [], "target_prob": [], "target_rank": []} for layer in range(n_layers)}
+    try:
+        device = model.get_input_embeddings().weight.device
+        for start in range(0, len(prompts), batch_size):
+            enc = tokenizer(list(prompts[start : start + batch_size]), return_tensors="pt", padding=True).to(device)
+            seen: dict[int, Tensor] = {}
+            keep = lambda layer: lambda h: seen.__setitem__(layer, h[:, -1].detach())  # noqa: E731
+            with torch.no_grad(), hooked(model, {Site(layer, site): keep(layer) for layer in range(n_layers)}, arch):
+                model(**enc, use_cache=False)
+                for layer in range(n_layers):
+                    probs = decode(model, seen[layer], arch).float().softmax(-1)  # [batch, vocab]
+                    top = probs.topk(k, dim=-1)
+                    entry = out[layer]
+                    for row in range(probs.shape[0]):
+                        ids = top.indices[row].tolist()
+                        entry["top"].append(list(zip(tokenizer.convert_ids_to_tokens(ids), top.values[row].tolist())))
+                        if first is not None:
+                            t = first[start + row][0]
+                            entry["target_prob"].append(float(probs[row, t]))
+                            entry["target_rank"].append(int((probs[row] > probs[row, t]).sum()))
+    finally:
+        tokenizer.padding_side = side
+    return {"site": site, "prompts": list(prompts), "targets": list(targets or []), "layers": out}

@@ -32,7 +32,7 @@ def corpus(tmp_path):
 
 def test_every_subcommand_has_help():
     for cmd in ([], ["record"], ["inspect"], ["find", "lape"], ["find", "activated"], ["eval", "perplexity"],
-                ["eval", "lss"], ["eval", "generate"], ["eval", "translate"], ["report"], ["demo"]):
+                ["eval", "lss"], ["eval", "generate"], ["eval", "translate"], ["report"], ["demo"], ["lens"]):
         result = runner.invoke(app, [*cmd, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output
 
@@ -146,3 +146,14 @@ def test_find_and_eval_commands(model_dir, corpus, tmp_path):
     result = runner.invoke(app, ["eval", "generate", "-m", str(model_dir), "--prompt", "x", "--neurons",
                                  str(neurons), "--target", "xx"])  # fmt: skip
     assert result.exit_code == 2 and "group 'xx' is not in this neuron set" in result.output
+
+
+def test_lens_command(model_dir, tmp_path):
+    out = tmp_path / "lens.json"
+    result = runner.invoke(app, ["lens", "-m", str(model_dir), "--prompt", "the cat", "--target", " sat", "--out",
+                                 str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "layer   2:" in result.output and "target rank" in result.output
+    assert len(json.loads(out.read_text())["layers"]) == 3
+    bad = runner.invoke(app, ["lens", "-m", str(model_dir), "--prompt", "a", "--prompt", "b", "--target", "x"])
+    assert bad.exit_code == 2 and "one target per prompt" in bad.output

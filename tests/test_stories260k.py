@@ -56,3 +56,17 @@ def test_record_and_intervene_on_real_weights(stories, tmp_path):
         baked = nl.bake(model, nl.Plan([nl.Zero(neurons=ns)]))(input_ids=ids).logits
     assert (plain - zeroed).abs().max() > 1e-2
     torch.testing.assert_close(baked, zeroed, rtol=1e-4, atol=1e-4)
+
+
+def test_lens_and_continuations_with_a_dummy_prefix_tokenizer(stories):
+    from neuronlab.analyze.lens import logit_lens
+    from neuronlab.evaluate.perplexity import continuation_ids
+
+    model, tok = stories
+    _, ids = continuation_ids(tok, "Lily was a little girl. One day,", " she")
+    assert tok.convert_ids_to_tokens(ids) == ["▁she"]  # in context; alone it would start with a bare "▁"
+    lens = logit_lens(model, tok, ["Lily was a little girl. One day,", "Tom was a little boy. One day,"],
+                      targets=[" she", " he"], k=3)  # fmt: skip
+    last = lens["layers"][4]
+    assert last["target_rank"] == [0, 0] and last["top"][0][0][0] == "▁she"
+    assert lens["layers"][0]["target_rank"][0] > 0  # the answer appears only in later layers

@@ -403,6 +403,35 @@ def demo(
         typer.echo(f"{k}: {v}")
 
 
+@app.command()
+@_friendly
+def lens(
+    model: ModelOpt,
+    prompt: Annotated[list[str], typer.Option(help="Prompt to decode at its last position; repeatable.")],
+    target: Annotated[list[str] | None, typer.Option(help="Expected next text, one per prompt (rank shown).")] = None,
+    k: Annotated[int, typer.Option(help="Top tokens shown per layer.")] = 3,
+    site: Annotated[str, typer.Option(help="resid (the stream after each layer), ffn_out or attn_out.")] = "resid",
+    out: Annotated[Path | None, typer.Option(help="Write the full result as JSON.")] = None,
+    dtype: DtypeOpt = None,
+    device: DeviceOpt = None,
+    revision: RevisionOpt = None,
+) -> None:
+    """Logit lens: decode each layer's residual stream (or block output) through the final norm and unembedding."""
+    from neuronlab.analyze.lens import logit_lens
+    from neuronlab.io import write_json
+
+    loaded, tok = _load(model, dtype, device, revision)
+    result = logit_lens(loaded, tok, prompt, target, k=k, site=site)
+    for row, p in enumerate(prompt):
+        typer.echo(f"{p!r}" + (f" -> {target[row]!r}" if target else ""))
+        for layer, entry in result["layers"].items():
+            top = "  ".join(f"{t!r} {pr:.3f}" for t, pr in entry["top"][row])
+            rank = f"  target rank {entry['target_rank'][row]} p={entry['target_prob'][row]:.3f}" if target else ""
+            typer.echo(f"  layer {layer:>3}: {top}{rank}")
+    if out is not None:
+        write_json(out, result)
+
+
 def main() -> None:
     app()
 

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from neuronlab.errors import NeuronlabError
+from neuronlab.evaluate.perplexity import continuation_ids
 from neuronlab.models.arch import ArchSpec, arch_spec
 from neuronlab.models.sites import Site, decoder_layers, get_module, hooked
 
@@ -40,7 +41,7 @@ def logit_lens(model, tokenizer, prompts: Sequence[str], targets: Sequence[str] 
     n_layers = len(decoder_layers(model, arch))
     first = None
     if targets is not None:
-        first = [tokenizer(t, add_special_tokens=False)["input_ids"][:1] for t in targets]
+        first = [continuation_ids(tokenizer, p, t)[1][:1] for p, t in zip(prompts, targets)]
         if any(not f for f in first):
             raise NeuronlabError("a target has no tokens")
     side, tokenizer.padding_side = tokenizer.padding_side, "left"  # the last position is the prompt's end

@@ -65,13 +65,11 @@ def continuation_logprob(model, tokenizer, prompts: Sequence[str], continuations
                          batch_size: int = 16) -> torch.Tensor:  # fmt: skip
     """log P(continuation | prompt), summed over the continuation's tokens, float64 [n].
 
-    The prompt is tokenized with its special tokens, the continuation without, and the two are joined;
-    write the continuation as it follows the prompt (" Paris" after "is").
+    Write the continuation as it follows the prompt (" Paris" after "is"); see `continuation_ids`.
     """
     if len(prompts) != len(continuations):
         raise NeuronlabError("give one continuation per prompt")
-    p_ids = tokenizer(list(prompts))["input_ids"]
-    c_ids = tokenizer(list(continuations), add_special_tokens=False)["input_ids"]
+    p_ids, c_ids = zip(*(continuation_ids(tokenizer, p, c) for p, c in zip(prompts, continuations)))
     for p, c, text in zip(p_ids, c_ids, continuations):
         if not p:
             raise NeuronlabError("a prompt has no tokens (and the tokenizer adds no BOS): give each prompt text")
@@ -92,3 +90,14 @@ def continuation_logprob(model, tokenizer, prompts: Sequence[str], continuations
             nll, _ = _token_nll(model, ids.to(device), mask.to(device))
             out.append(-(nll.double().cpu() * score).sum(1))
     return torch.cat(out)
+
+
+def continuation_ids(tokenizer, prompt: str, continuation: str) -> tuple[list[int], list[int]]:
+    """Token ids of a prompt (with special tokens) and of its continuation in context: the tokens of
+    prompt + continuation after the prompt's own, when the prompt's tokens are a prefix of them (true for
+    most tokenizers, including those that add a dummy space); else the continuation tokenized alone."""
+    p = tokenizer(prompt)["input_ids"]
+    full = tokenizer(prompt + continuation)["input_ids"]
+    if full[: len(p)] == p and len(full) > len(p):
+        return p, full[len(p) :]
+    return p, tokenizer(continuation, add_special_tokens=False)["input_ids"]

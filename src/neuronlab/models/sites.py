@@ -116,6 +116,9 @@ def _install(module: nn.Module, where: str, fn: HookFn, shape: list) -> torch.ut
         new = fn(view)
         if new is None or new is view:
             return None
+        if new.shape != view.shape:
+            raise NeuronlabError(f"a hook returned shape {tuple(new.shape)} for a value of shape {tuple(view.shape)}: "
+                                 "return None to only read the value, or a replacement of the same shape")  # fmt: skip
         return new.reshape(value.shape) if flat else new
 
     if where == "input":

@@ -1,0 +1,152 @@
+"""Word2vec-style arithmetic in FFN outputs (Merullo et al. 2024): relation prompts, o-vectors, patching and
+ablation.
+
+    >>> pairs = read_pairs("world_capitals.csv")                   # [("Poland", "Warsaw"), ...]
+    >>> items = relation_items(pairs, template="{x}: {y}", shots=2)  # [{"prompt", "target"}]
+    >>> score_relation(model, tok, items)                          # accuracy, reciprocal rank, multi-token share
+    >>> o = extract_o_vector(model, tok, [i["prompt"] for i in items], layer=12)   # mean FFN output, last position
+    >>> patch_o_vector(model, tok, o, layers=[12], items=nonsense_items)           # does o alone carry it?
+    >>> ablate_from(model, tok, items)                             # accuracy with FFN outputs zeroed from layer l on
+
+Scores look at the first token of the target (in context, see `continuation_ids`): accuracy is the share of
+items whose first target token is the model's top-1 next token; reciprocal rank is 1 / (1 + its rank).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from neuronlab.errors import NeuronlabError
+from neuronlab.evaluate.perplexity import continuation_ids
+from neuronlab.intervene.apply import apply
+from neuronlab.intervene.plan import Add, Plan, Set, Zero
+from neuronlab.models.arch import ArchSpec
+from neuronlab.models.sites import Site, decoder_layers, hooked
+
+
+def read_pairs(path: str | Path) -> list[tuple[str, str]]:
+    """(input, output) pairs from a CSV (first two columns, header row) or a JSON list of {input, output}."""
+    path = Path(path)
+    if not path.is_file():
+        raise NeuronlabError(f"no pairs file at {path}")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        try:
+            pairs = [(d["input"], d["output"]) for d in json.loads(text)]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise NeuronlabError(f"{path}: expected a JSON list of {{input, output}} ({err})") from err
+    else:
+        rows = list(csv.reader(text.splitlines()))
+        pairs = [(r[0], r[1]) for r in rows[1:] if len(r) >= 2 and r[0] and r[1]]
+    if not pairs:
+        raise NeuronlabError(f"{path} has no pairs")
+    return pairs
+
+
+def relation_items(pairs: Sequence[tuple[str, str]], template: str = "{x}: {y}", shots: int = 2, sep: str = "\n",
+                   seed: int = 0) -> list[dict]:  # fmt: skip
+    """Few-shot prompts: `shots` other pairs filled into `template`, then the query with {y} left open.
+    Whitespace before {y} moves into the target (" Warsaw"), as tokenizers expect."""
+    if "{x}" not in template or not template.rstrip().endswith("{y}"):
+        raise NeuronlabError("the template needs {x} and must end with {y}, e.g. '{x}: {y}'")
+    if len(pairs) <= shots:
+        raise NeuronlabError(f"{len(pairs)} pairs are too few for {shots} in-context examples")
+    head = template[: template.rindex("{y}")]
+    stem, gap = head.rstrip(), head[len(head.rstrip()) :]
+    rng = random.Random(seed)
+    items = []
+    for i, (x, y) in enumerate(pairs):
+        others = rng.sample([p for j, p in enumerate(pairs) if j != i], shots)
+        examples = [template.format(x=a, y=b) for a, b in others]
+        items.append({"prompt": sep.join([*examples, stem.format(x=x)]), "target": gap + y, "input": x, "output": y})
+    return items
+
+
+def _last_logits(model, tokenizer, prompts: Sequence[str], batch_size: int) -> Tensor:
+    """Next-token logits after each prompt, float32 [n, vocab] (left padding: the last position is the end)."""
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    out = []
+    try:
+        device = model.get_input_embeddings().weight.device
+        for start in range(0, len(prompts), batch_size):
+            enc = tokenizer(list(prompts[start : start + batch_size]), return_tensors="pt", padding=True).to(device)
+            with torch.no_grad():
+                out.append(model(**enc, use_cache=False).logits[:, -1].float().cpu())
+    finally:
+        tokenizer.padding_side = side
+    return torch.cat(out)
+
+
+def score_relation(model, tokenizer, items: Sequence[dict], batch_size: int = 16) -> dict:
+    """{"accuracy", "reciprocal_rank", "multi_token" (share of targets longer than one token), "ranks"}."""
+    if not items:
+        raise NeuronlabError("no items to score")
+    firsts, lengths = [], []
+    for item in items:
+        ids = continuation_ids(tokenizer, item["prompt"], item["target"])[1]
+        if not ids:
+            raise NeuronlabError(f"target {item['target']!r} has no tokens")
+        firsts.append(ids[0])
+        lengths.append(len(ids))
+    logits = _last_logits(model, tokenizer, [i["prompt"] for i in items], batch_size)
+    target = logits[torch.arange(len(items)), torch.tensor(firsts)]
+    ranks = (logits > target[:, None]).sum(-1)
+    return {
+        "accuracy": float((ranks == 0).float().mean()),
+        "reciprocal_rank": float((1.0 / (1 + ranks.float())).mean()),
+        "multi_token": sum(n > 1 for n in lengths) / len(lengths),
+        "ranks": ranks.tolist(),
+    }
+
+
+def extract_o_vector(model, tokenizer, prompts: Sequence[str], layer: int, site: str = "ffn_out",
+                     batch_size: int = 16, arch: ArchSpec | None = None) -> Tensor:  # fmt: skip
+    """Mean over `prompts` of the FFN output (or another site) at the last position, float32 [d_model]."""
+    if not prompts:
+        raise NeuronlabError("give at least one prompt")
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    total, count = None, 0
+    try:
+        device = model.get_input_embeddings().weight.device
+        for start in range(0, len(prompts), batch_size):
+            enc = tokenizer(list(prompts[start : start + batch_size]), return_tensors="pt", padding=True).to(device)
+            seen: dict[str, Tensor] = {}
+            keep = lambda h: seen.__setitem__("h", h[:, -1].float())  # noqa: E731  (returns None: read only)
+            with torch.no_grad(), hooked(model, {Site(layer, site): keep}, arch):
+                model(**enc, use_cache=False)
+            part = seen["h"].sum(0).cpu()
+            total = part if total is None else total + part
+            count += seen["h"].shape[0]
+    finally:
+        tokenizer.padding_side = side
+    return total / count
+
+
+def patch_o_vector(model, tokenizer, vector: Tensor, layers: Sequence[int], items: Sequence[dict],
+                   mode: str = "add", batch_size: int = 16, arch: ArchSpec | None = None) -> dict:  # fmt: skip
+    """Score `items` with `vector` added to (mode "add") or written over ("replace") the FFN output at the last
+    position of the chosen layers; returns score_relation's dict."""
+    if mode not in ("add", "replace"):
+        raise NeuronlabError(f"mode must be 'add' or 'replace', not {mode!r}")
+    kind = Add if mode == "add" else Set
+    plan = Plan([kind(value=vector, site="ffn_out", layers=list(layers), positions="last")])
+    with apply(model, plan, arch):
+        return score_relation(model, tokenizer, items, batch_size)
+
+
+def ablate_from(model, tokenizer, items: Sequence[dict], layers: Sequence[int] | None = None, batch_size: int = 16,
+                arch: ArchSpec | None = None) -> dict[int, dict]:  # fmt: skip
+    """For each start layer l: the relation score with every FFN output from layer l on set to zero."""
+    n = len(decoder_layers(model, arch))
+    out = {}
+    for start in layers if layers is not None else range(n):
+        with apply(model, Plan([Zero(site="ffn_out", layers=list(range(start, n)))]), arch):
+            out[start] = score_relation(model, tokenizer, items, batch_size)
+    return out

@@ -432,6 +432,107 @@ def lens(
         write_json(out, result)
 
 
+arith_app = typer.Typer(help="FFN outputs as additive vectors: extract, patch, ablate (Merullo et al. 2024).",
+                        no_args_is_help=True)  # fmt: skip
+app.add_typer(arith_app, name="arith")
+PairsOpt = Annotated[Path, typer.Option(help="Pairs: CSV (first two columns, header) or JSON [{input, output}].")]
+TemplateOpt = Annotated[str, typer.Option(help="Prompt template with {x} and a final {y}.")]
+ShotsOpt = Annotated[int, typer.Option(help="In-context examples per prompt.")]
+LimitOpt = Annotated[int | None, typer.Option(help="Use only the first N pairs.")]
+
+
+def _relation(pairs: Path, template: str, shots: int, limit: int | None) -> list[dict]:
+    from neuronlab.analyze.arithmetic import read_pairs, relation_items
+
+    items = relation_items(read_pairs(pairs), template, shots)
+    return items if limit is None else items[:limit]
+
+
+def _show(label: str, score: dict) -> None:
+    typer.echo(f"{label}: accuracy {score['accuracy']:.3f}  reciprocal rank {score['reciprocal_rank']:.3f}  "
+               f"multi-token targets {score['multi_token']:.0%}")  # fmt: skip
+
+
+@arith_app.command("extract")
+@_friendly
+def arith_extract(
+    model: ModelOpt,
+    pairs: PairsOpt,
+    layer: Annotated[int, typer.Option(help="Layer whose FFN output to take (last position).")],
+    out: Annotated[Path, typer.Option(help="Vector file to write (safetensors).")],
+    template: TemplateOpt = "{x}: {y}",
+    shots: ShotsOpt = 2,
+    limit: LimitOpt = None,
+    dtype: DtypeOpt = None,
+    device: DeviceOpt = None,
+    revision: RevisionOpt = None,
+) -> None:
+    """Mean FFN output at the last position of the relation prompts: the relation's o-vector."""
+    from neuronlab.analyze.arithmetic import extract_o_vector, save_vector, score_relation
+    from neuronlab.models.load import model_info
+
+    items = _relation(pairs, template, shots, limit)
+    loaded, tok = _load(model, dtype, device, revision)
+    _show("task", score_relation(loaded, tok, items))
+    vector = extract_o_vector(loaded, tok, [i["prompt"] for i in items], layer)
+    save_vector(out, vector, {"model": model_info(loaded), "layer": layer, "site": "ffn_out", "pairs": str(pairs),
+                              "template": template, "shots": shots, "prompts": len(items)})  # fmt: skip
+    typer.echo(f"o-vector of layer {layer}: norm {vector.norm():.3f}; wrote {out}")
+
+
+@arith_app.command("patch")
+@_friendly
+def arith_patch(
+    model: ModelOpt,
+    vector: Annotated[Path, typer.Option(help="Vector file from `neuronlab arith extract`.")],
+    pairs: PairsOpt,
+    layer: Annotated[list[int], typer.Option(help="Layer(s) whose FFN output gets the vector; repeatable.")],
+    nonsense: Annotated[str, typer.Option(help="Words before each input, so only the vector can carry "
+                                                "the relation.")] = "table mug free",  # fmt: skip
+    mode: Annotated[str, typer.Option(help="add or replace.")] = "add",
+    scale: Annotated[float, typer.Option(help="Multiply the vector by this.")] = 1.0,
+    limit: LimitOpt = None,
+    dtype: DtypeOpt = None,
+    device: DeviceOpt = None,
+    revision: RevisionOpt = None,
+) -> None:
+    """Write an o-vector into other prompts ("table mug free Poland") and see if the target becomes top-1."""
+    from neuronlab.analyze.arithmetic import load_vector, patch_o_vector, read_pairs, score_relation
+    from neuronlab.models.load import model_info, same_model
+
+    vec, meta = load_vector(vector)
+    found = read_pairs(pairs)[:limit] if limit else read_pairs(pairs)
+    items = [{"prompt": f"{nonsense} {x}", "target": f" {y}"} for x, y in found]
+    loaded, tok = _load(model, dtype, device, revision)
+    differs = same_model(meta.get("model", {}), model_info(loaded))
+    if differs:
+        raise NeuronlabError(f"the vector was extracted from another model ({differs})")
+    _show("plain", score_relation(loaded, tok, items))
+    _show(f"{mode} x{scale} at layers {layer}", patch_o_vector(loaded, tok, vec * scale, layer, items, mode))
+
+
+@arith_app.command("ablate")
+@_friendly
+def arith_ablate(
+    model: ModelOpt,
+    pairs: PairsOpt,
+    template: TemplateOpt = "{x}: {y}",
+    shots: ShotsOpt = 2,
+    limit: LimitOpt = None,
+    dtype: DtypeOpt = None,
+    device: DeviceOpt = None,
+    revision: RevisionOpt = None,
+) -> None:
+    """Task accuracy with every FFN output from layer l on set to zero, for each l."""
+    from neuronlab.analyze.arithmetic import ablate_from, score_relation
+
+    items = _relation(pairs, template, shots, limit)
+    loaded, tok = _load(model, dtype, device, revision)
+    _show("plain", score_relation(loaded, tok, items))
+    for start, score in ablate_from(loaded, tok, items).items():
+        _show(f"FFN outputs zeroed from layer {start}", score)
+
+
 def main() -> None:
     app()
 

@@ -449,8 +449,8 @@ def _relation(pairs: Path, template: str, shots: int, limit: int | None) -> list
 
 
 def _show(label: str, score: dict) -> None:
-    typer.echo(f"{label}: accuracy {score['accuracy']:.3f}  reciprocal rank {score['reciprocal_rank']:.3f}  "
-               f"multi-token targets {score['multi_token']:.0%}")  # fmt: skip
+    typer.echo(f"{label}: accuracy {score['accuracy']:.3f}  exact {score['exact']:.3f}  "
+               f"reciprocal rank {score['reciprocal_rank']:.3f}  multi-token targets {score['multi_token']:.0%}")
 
 
 @arith_app.command("extract")
@@ -519,18 +519,19 @@ def arith_ablate(
     template: TemplateOpt = "{x}: {y}",
     shots: ShotsOpt = 2,
     limit: LimitOpt = None,
+    mean: Annotated[bool, typer.Option(help="Mean-ablate (set to the mean FFN output) instead of zeroing.")] = False,
     dtype: DtypeOpt = None,
     device: DeviceOpt = None,
     revision: RevisionOpt = None,
 ) -> None:
-    """Task accuracy with every FFN output from layer l on set to zero, for each l."""
+    """Task accuracy with every FFN output from layer l on set to zero (or its mean), for each l."""
     from neuronlab.analyze.arithmetic import ablate_from, score_relation
 
     items = _relation(pairs, template, shots, limit)
     loaded, tok = _load(model, dtype, device, revision)
     _show("plain", score_relation(loaded, tok, items))
-    for start, score in ablate_from(loaded, tok, items).items():
-        _show(f"FFN outputs zeroed from layer {start}", score)
+    for start, score in ablate_from(loaded, tok, items, mean=mean).items():
+        _show(f"FFN outputs {'mean-ablated' if mean else 'zeroed'} from layer {start}", score)
 
 
 def main() -> None:

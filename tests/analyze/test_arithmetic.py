@@ -55,6 +55,21 @@ def test_extraction_recovers_the_planted_vector_and_patching_transfers_it():
     assert score_relation(model, tok, items)["accuracy"] == 1
     abl = ablate_from(model, tok, items, layers=[1, 2])
     assert abl[1]["accuracy"] == 0 and abl[2]["accuracy"] == 1
+    # mean-ablation replaces layer 1's output by its mean over all prompt tokens: most tokens are not "a",
+    # so the mean is a small multiple of v and the mapping weakens but the direction stays
+    mean_abl = ablate_from(model, tok, items, layers=[1], mean=True)
+    assert mean_abl[1]["reciprocal_rank"] > abl[1]["reciprocal_rank"]
+
+
+def test_exact_match_needs_every_target_token():
+    model, tok, _ = planted_vector_model()
+    items = [{"prompt": "xyz a", "target": "b"}, {"prompt": "xyz a", "target": "bb"}]
+    score = score_relation(model, tok, items)
+    assert score["accuracy"] == 1 and score["multi_token"] == 0.5
+    with torch.no_grad():
+        ids = tok("xyz ab", return_tensors="pt").input_ids
+        second_is_b = model(input_ids=ids).logits[0, -1].argmax().item() == tok.convert_tokens_to_ids("b")
+    assert score["exact"] == (1.0 if second_is_b else 0.5)
 
 
 def test_relation_items_and_pairs(tmp_path):

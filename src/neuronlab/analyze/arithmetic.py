@@ -85,24 +85,44 @@ def _last_logits(model, tokenizer, prompts: Sequence[str], batch_size: int) -> T
     return torch.cat(out)
 
 
+def _greedy_matches(model, rows: list[tuple[list[int], list[int]]], pad_id: int, batch_size: int) -> list[bool]:
+    """Whether greedy decoding after each prompt produces exactly the target's tokens (teacher-forced check:
+    the argmax at every target position is the next target token)."""
+    device, out = model.get_input_embeddings().weight.device, []
+    for start in range(0, len(rows), batch_size):
+        part = rows[start : start + batch_size]
+        width = max(len(p) + len(c) for p, c in part)
+        ids = torch.full((len(part), width), pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for r, (p, c) in enumerate(part):
+            ids[r, : len(p) + len(c)] = torch.tensor(p + c)
+            mask[r, : len(p) + len(c)] = 1
+        with torch.no_grad():
+            pred = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits.argmax(-1)
+        for r, (p, c) in enumerate(part):
+            out.append(pred[r, len(p) - 1 : len(p) + len(c) - 1].tolist() == c)
+    return out
+
+
 def score_relation(model, tokenizer, items: Sequence[dict], batch_size: int = 16) -> dict:
-    """{"accuracy", "reciprocal_rank", "multi_token" (share of targets longer than one token), "ranks"}."""
+    """{"accuracy" (first target token top-1), "exact" (greedy decoding gives the whole target),
+    "reciprocal_rank", "multi_token" (share of targets longer than one token), "ranks"}."""
     if not items:
         raise NeuronlabError("no items to score")
-    firsts, lengths = [], []
-    for item in items:
-        ids = continuation_ids(tokenizer, item["prompt"], item["target"])[1]
+    rows = [continuation_ids(tokenizer, item["prompt"], item["target"]) for item in items]
+    for item, (_, ids) in zip(items, rows):
         if not ids:
             raise NeuronlabError(f"target {item['target']!r} has no tokens")
-        firsts.append(ids[0])
-        lengths.append(len(ids))
     logits = _last_logits(model, tokenizer, [i["prompt"] for i in items], batch_size)
-    target = logits[torch.arange(len(items)), torch.tensor(firsts)]
+    target = logits[torch.arange(len(items)), torch.tensor([c[0] for _, c in rows])]
     ranks = (logits > target[:, None]).sum(-1)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    exact = _greedy_matches(model, rows, pad, batch_size)
     return {
         "accuracy": float((ranks == 0).float().mean()),
+        "exact": sum(exact) / len(exact),
         "reciprocal_rank": float((1.0 / (1 + ranks.float())).mean()),
-        "multi_token": sum(n > 1 for n in lengths) / len(lengths),
+        "multi_token": sum(len(c) > 1 for _, c in rows) / len(rows),
         "ranks": ranks.tolist(),
     }
 
@@ -142,13 +162,24 @@ def patch_o_vector(model, tokenizer, vector: Tensor, layers: Sequence[int], item
         return score_relation(model, tokenizer, items, batch_size)
 
 
-def ablate_from(model, tokenizer, items: Sequence[dict], layers: Sequence[int] | None = None, batch_size: int = 16,
-                arch: ArchSpec | None = None) -> dict[int, dict]:  # fmt: skip
-    """For each start layer l: the relation score with every FFN output from layer l on set to zero."""
+def ablate_from(model, tokenizer, items: Sequence[dict], layers: Sequence[int] | None = None, mean: bool = False,
+                batch_size: int = 16, arch: ArchSpec | None = None) -> dict[int, dict]:  # fmt: skip
+    """For each start layer l: the relation score with every FFN output from layer l on set to zero, or with
+    `mean=True` to its mean over all tokens of the items' prompts (mean-ablation)."""
+    from neuronlab.record.recorder import record
+
     n = len(decoder_layers(model, arch))
+    means = None
+    if mean:
+        stats = record(model, tokenizer, {"items": [i["prompt"] for i in items]}, site="ffn_out", progress=False,
+                       count_special=True, arch=arch)  # fmt: skip
+        means = {layer: stats.mean[0, layer].float() for layer in range(n)}
     out = {}
     for start in layers if layers is not None else range(n):
-        with apply(model, Plan([Zero(site="ffn_out", layers=list(range(start, n)))]), arch):
+        chosen = list(range(start, n))
+        plan = Plan([Set(value={l: means[l] for l in chosen}, site="ffn_out", layers=chosen)] if mean
+                    else [Zero(site="ffn_out", layers=chosen)])  # fmt: skip
+        with apply(model, plan, arch):
             out[start] = score_relation(model, tokenizer, items, batch_size)
     return out
 

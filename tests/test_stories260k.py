@@ -87,8 +87,9 @@ def test_arith_pipeline_from_the_cli(tmp_path):
                                       + "".join(f"{n},he\n" for n in boys))  # fmt: skip
     run = lambda *args: CliRunner().invoke(app, [*args, "--model", str(STORIES)])  # noqa: E731
     template = ["--template", "{x} was happy. Then {y}"]
-    res = run("lens", "--prompt", "Lily was very happy. Then", "--target", " she")
+    res = run("lens", "--prompt", "Lily was very happy. Then", "--target", " she", "--plot", str(tmp_path / "l.png"))
     assert res.exit_code == 0 and "layer   4:" in res.output, res.output
+    assert (tmp_path / "l.png").read_bytes()[:4] == b"\x89PNG"
     res = run("arith", "extract", "--pairs", str(tmp_path / "girls.csv"), "--layer", "4", "--out",
               str(tmp_path / "o.safetensors"), *template)  # fmt: skip
     assert res.exit_code == 0 and "o-vector of layer 4" in res.output, res.output
@@ -97,7 +98,8 @@ def test_arith_pipeline_from_the_cli(tmp_path):
     res = run("arith", "patch", "--vector", str(tmp_path / "o.safetensors"), "--pairs", str(tmp_path / "girls.csv"),
               "--layer", "4")  # fmt: skip
     assert res.exit_code == 0 and "add x1.0 at layers [4]" in res.output, res.output
-    res = run("arith", "ablate", "--pairs", str(tmp_path / "all.csv"), *template)
+    res = run("arith", "ablate", "--pairs", str(tmp_path / "all.csv"), *template, "--plot", str(tmp_path / "a.png"))
     assert res.exit_code == 0 and "zeroed from layer 4" in res.output, res.output
+    assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
     plain = float(res.output.split("plain: accuracy ")[1].split()[0])
     assert plain >= 0.5  # the model knows the relation in this template (measured 0.60 with two shots)

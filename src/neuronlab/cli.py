@@ -412,6 +412,7 @@ def lens(
     k: Annotated[int, typer.Option(help="Top tokens shown per layer.")] = 3,
     site: Annotated[str, typer.Option(help="resid (the stream after each layer), ffn_out or attn_out.")] = "resid",
     out: Annotated[Path | None, typer.Option(help="Write the full result as JSON.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="PNG of the target's rank across layers.")] = None,
     dtype: DtypeOpt = None,
     device: DeviceOpt = None,
     revision: RevisionOpt = None,
@@ -430,6 +431,15 @@ def lens(
             typer.echo(f"  layer {layer:>3}: {top}{rank}")
     if out is not None:
         write_json(out, result)
+    if plot is not None:
+        if not target:
+            raise NeuronlabError("--plot shows the target's rank: pass --target")
+        from neuronlab.report.plots import lines
+
+        layers = list(result["layers"])
+        series = {f"{p!r} -> {t!r}": [result["layers"][layer]["target_rank"][row] for layer in layers]
+                  for row, (p, t) in enumerate(zip(prompt, target))}  # fmt: skip
+        plot.write_bytes(lines(series, layers, "layer", "target rank (0 = top-1)", "logit lens", log_y=True))
 
 
 arith_app = typer.Typer(help="FFN outputs as additive vectors: extract, patch, ablate (Merullo et al. 2024).",
@@ -520,6 +530,7 @@ def arith_ablate(
     shots: ShotsOpt = 2,
     limit: LimitOpt = None,
     mean: Annotated[bool, typer.Option(help="Mean-ablate (set to the mean FFN output) instead of zeroing.")] = False,
+    plot: Annotated[Path | None, typer.Option(help="PNG of accuracy against the first ablated layer.")] = None,
     dtype: DtypeOpt = None,
     device: DeviceOpt = None,
     revision: RevisionOpt = None,
@@ -530,8 +541,14 @@ def arith_ablate(
     items = _relation(pairs, template, shots, limit)
     loaded, tok = _load(model, dtype, device, revision)
     _show("plain", score_relation(loaded, tok, items))
-    for start, score in ablate_from(loaded, tok, items, mean=mean).items():
+    scores = ablate_from(loaded, tok, items, mean=mean)
+    for start, score in scores.items():
         _show(f"FFN outputs {'mean-ablated' if mean else 'zeroed'} from layer {start}", score)
+    if plot is not None:
+        from neuronlab.report.plots import lines
+
+        series = {k: [s[k] for s in scores.values()] for k in ("accuracy", "reciprocal_rank")}
+        plot.write_bytes(lines(series, list(scores), "first ablated layer", "score", "FFN outputs ablated from l on"))
 
 
 def main() -> None:

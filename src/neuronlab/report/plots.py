@@ -78,3 +78,16 @@ def sweep(rows: list[dict], targets: list[str], title: str) -> bytes:
     right.set(xlabel="factor", ylabel="off-target perplexity change", yscale="symlog")
     right.legend(fontsize=7, ncol=2)
     return _png(plt, fig)
+
+
+def lines(series: dict[str, list[float]], x: list, xlabel: str, ylabel: str, title: str, log_y: bool = False) -> bytes:
+    """One line per series over x (logit-lens ranks per layer, accuracy under ablation per layer, ...)."""
+    plt, (fig, ax) = _figure(6.5, 3.2)
+    for label, ys in series.items():
+        ax.plot(x, ys, marker="o", label=label)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if log_y:
+        ax.set_yscale("symlog")
+    if len(series) > 1:
+        ax.legend(fontsize=7)
+    return _png(plt, fig)

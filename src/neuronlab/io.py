@@ -31,3 +31,31 @@ def write_json(path: str | Path, data) -> None:
             f.write("\n")
 
     atomic_write(path, write)
+
+
+def write_safetensors(path: str | Path, tensors: dict, fmt: str, **metadata: str) -> None:
+    """Tensors plus string metadata (with a "format" tag) in one safetensors file, written atomically."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"format": fmt, **metadata}))
+
+
+def read_safetensors(path: str | Path, fmt: str, what: str) -> tuple[dict, dict[str, str]]:
+    """(tensors, metadata) of a file written by write_safetensors with format `fmt`; clear errors otherwise."""
+    from safetensors import safe_open
+
+    from neuronlab.errors import NeuronlabError
+
+    path = Path(path)
+    if not path.is_file():
+        raise NeuronlabError(f"no {what} file at {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as err:  # safetensors raises its own error types for corrupt or empty files
+        raise NeuronlabError(f"{path} is not a safetensors file: {err}") from err
+    if header.get("format") != fmt:
+        raise NeuronlabError(f"{path} is not a neuronlab {what} file (format {header.get('format')!r})")
+    return tensors, header

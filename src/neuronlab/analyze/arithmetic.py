@@ -25,11 +25,13 @@ from torch import Tensor
 
 from neuronlab.errors import NeuronlabError
 from neuronlab.evaluate.perplexity import continuation_ids
-from neuronlab.io import atomic_write
+from neuronlab.io import read_safetensors, write_safetensors
 from neuronlab.intervene.apply import apply
 from neuronlab.intervene.plan import Add, Plan, Set, Zero
 from neuronlab.models.arch import ArchSpec
 from neuronlab.models.sites import Site, decoder_layers, hooked
+
+VECTOR_FORMAT = "neuronlab.vector/1"
 
 
 def read_pairs(path: str | Path) -> list[tuple[str, str]]:
@@ -186,25 +188,9 @@ def ablate_from(model, tokenizer, items: Sequence[dict], layers: Sequence[int] |
 
 def save_vector(path: str | Path, vector: Tensor, meta: dict) -> None:
     """An o-vector in safetensors with its provenance (model, layer, prompts) as JSON metadata."""
-    from safetensors.torch import save_file
-
-    tensors = {"vector": vector.detach().float().contiguous().cpu()}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"format": "neuronlab.vector/1",
-                                                                     "meta": json.dumps(meta)}))  # fmt: skip
+    write_safetensors(path, {"vector": vector.detach().float().cpu()}, VECTOR_FORMAT, meta=json.dumps(meta))
 
 
 def load_vector(path: str | Path) -> tuple[Tensor, dict]:
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise NeuronlabError(f"no vector file at {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-            vector = f.get_tensor("vector")
-    except Exception as err:  # safetensors raises its own error types for corrupt files
-        raise NeuronlabError(f"{path} is not a neuronlab vector file: {err}") from err
-    if header.get("format") != "neuronlab.vector/1":
-        raise NeuronlabError(f"{path} is not a neuronlab vector file")
-    return vector, json.loads(header["meta"])
+    tensors, header = read_safetensors(path, VECTOR_FORMAT, "vector")
+    return tensors["vector"], json.loads(header["meta"])

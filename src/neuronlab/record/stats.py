@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from neuronlab.errors import NeuronlabError
-from neuronlab.io import atomic_write
+from neuronlab.io import read_safetensors, write_safetensors
 from neuronlab.models.load import model_info, same_model
 
 FORMAT = "neuronlab.stats/1"
@@ -150,28 +150,13 @@ class Stats:
 
     def save(self, path: str | Path) -> None:
         """Write safetensors (tensors) with JSON metadata, atomically: a crash never leaves half a file."""
-        from safetensors.torch import save_file
-
-        tensors = {k: getattr(self, k).contiguous() for k in self._TENSORS if getattr(self, k) is not None}
-        meta = {"format": FORMAT, "groups": json.dumps(self.groups), "meta": json.dumps(self.meta),
-                "tokens": json.dumps(dict(zip(self.groups, self.tokens.tolist())))}  # readable without torch
-        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+        tensors = {k: getattr(self, k) for k in self._TENSORS if getattr(self, k) is not None}
+        write_safetensors(path, tensors, FORMAT, groups=json.dumps(self.groups), meta=json.dumps(self.meta),
+                          tokens=json.dumps(dict(zip(self.groups, self.tokens.tolist()))))  # fmt: skip
 
     @classmethod
     def load(cls, path: str | Path) -> Stats:
-        from safetensors import safe_open
-
-        path = Path(path)
-        if not path.is_file():
-            raise NeuronlabError(f"no stats file at {path}")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                header = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as err:  # safetensors raises its own error types for corrupt files
-            raise NeuronlabError(f"{path} is not a safetensors file: {err}") from err
-        if header.get("format") != FORMAT:
-            raise NeuronlabError(f"{path} is not a neuronlab stats file (format {header.get('format')!r})")
+        tensors, header = read_safetensors(path, FORMAT, "stats")
         return cls(groups=json.loads(header["groups"]), meta=json.loads(header["meta"]),
                    **{k: tensors.get(k) for k in cls._TENSORS})  # fmt: skip
 

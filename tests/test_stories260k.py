@@ -96,8 +96,9 @@ def test_arith_pipeline_from_the_cli(tmp_path):
     vector, meta = load_vector(tmp_path / "o.safetensors")
     assert vector.shape == (64,) and meta["layer"] == 4 and meta["prompts"] == 10
     res = run("arith", "patch", "--vector", str(tmp_path / "o.safetensors"), "--pairs", str(tmp_path / "girls.csv"),
-              "--layer", "4")  # fmt: skip
+              "--layer", "4", "--plot", str(tmp_path / "p.png"))  # fmt: skip
     assert res.exit_code == 0 and "add x1.0 at layers [4]" in res.output, res.output
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
     res = run("arith", "ablate", "--pairs", str(tmp_path / "all.csv"), *template, "--plot", str(tmp_path / "a.png"))
     assert res.exit_code == 0 and "zeroed from layer 4" in res.output, res.output
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"

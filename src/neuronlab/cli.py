@@ -502,6 +502,7 @@ def arith_patch(
     mode: Annotated[str, typer.Option(help="add or replace.")] = "add",
     scale: Annotated[float, typer.Option(help="Multiply the vector by this.")] = 1.0,
     limit: LimitOpt = None,
+    plot: Annotated[Path | None, typer.Option(help="PNG comparing plain and patched scores.")] = None,
     dtype: DtypeOpt = None,
     device: DeviceOpt = None,
     revision: RevisionOpt = None,
@@ -517,8 +518,16 @@ def arith_patch(
     differs = same_model(meta.get("model", {}), model_info(loaded))
     if differs:
         raise NeuronlabError(f"the vector was extracted from another model ({differs})")
-    _show("plain", score_relation(loaded, tok, items))
-    _show(f"{mode} x{scale} at layers {layer}", patch_o_vector(loaded, tok, vec * scale, layer, items, mode))
+    plain = score_relation(loaded, tok, items)
+    patched = patch_o_vector(loaded, tok, vec * scale, layer, items, mode)
+    _show("plain", plain)
+    _show(f"{mode} x{scale} at layers {layer}", patched)
+    if plot is not None:
+        from neuronlab.report.plots import lines
+
+        keys = ["accuracy", "exact", "reciprocal_rank"]
+        series = {"plain": [plain[k] for k in keys], f"{mode} x{scale}, layers {layer}": [patched[k] for k in keys]}
+        plot.write_bytes(lines(series, keys, "score", "value", f"o-vector patched into '{nonsense} X'"))
 
 
 @arith_app.command("ablate")

@@ -86,6 +86,7 @@ def lines(series: dict[str, list[float]], x: list, xlabel: str, ylabel: str, tit
     for label, ys in series.items():
         ax.plot(x, ys, marker="o", label=label)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.set_xticks(range(len(x)) if isinstance(x[0], str) else x, [str(v) for v in x])
     if log_y:
         ax.set_yscale("symlog")
     if len(series) > 1:

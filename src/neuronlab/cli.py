@@ -337,10 +337,11 @@ def eval_translate(
     from neuronlab.intervene.apply import apply
     from neuronlab.io import write_json
 
-    s_lines, r_lines = Path(src).read_text(encoding="utf-8").splitlines(), read_lines(ref)
-    if len(s_lines) != len(Path(ref).read_text(encoding="utf-8").splitlines()):
+    raw_src, raw_ref = read_lines(src, keep_blank=True), read_lines(ref, keep_blank=True)
+    if len(raw_src) != len(raw_ref):
         raise NeuronlabError(f"{src} and {ref} have different numbers of lines: they must be line-aligned")
-    s_lines = read_lines(src)
+    pairs = [(a, b) for a, b in zip(raw_src, raw_ref) if a and b]  # drop a line pair if either side is blank
+    s_lines, r_lines = [a for a, _ in pairs], [b for _, b in pairs]
     sources, refs = s_lines[start : start + n], r_lines[start : start + n]
     if not sources:
         raise NeuronlabError(f"no lines from {start}: the files have {len(s_lines)}")

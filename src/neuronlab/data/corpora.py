@@ -12,8 +12,9 @@ from pathlib import Path
 from neuronlab.errors import NeuronlabError
 
 
-def read_lines(path: str | Path, limit: int | None = None, start: int = 0) -> list[str]:
-    """Non-empty lines of a UTF-8 file (lines `start` .. `start + limit` of the file, blank lines dropped)."""
+def read_lines(path: str | Path, limit: int | None = None, start: int = 0, keep_blank: bool = False) -> list[str]:
+    """Stripped lines of a UTF-8 file (lines `start` .. `start + limit`), blank ones dropped unless `keep_blank`
+    (which keeps line numbers aligned across parallel files); an error if no line has text."""
     path = Path(path)
     if not path.is_file():
         raise NeuronlabError(f"no text file at {path}")
@@ -22,8 +23,8 @@ def read_lines(path: str | Path, limit: int | None = None, start: int = 0) -> li
     except UnicodeDecodeError as err:
         raise NeuronlabError(f"{path} is not UTF-8 text: {err}") from err
     lines = lines[start:] if limit is None else lines[start : start + limit]
-    texts = [line.strip() for line in lines if line.strip()]
-    if not texts:
+    texts = [line.strip() for line in lines if keep_blank or line.strip()]
+    if not any(texts):
         raise NeuronlabError(f"{path} has no text (it is empty or blank in the lines asked for)")
     return texts
 

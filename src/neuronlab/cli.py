@@ -388,6 +388,9 @@ def demo(
     eval_lines: Annotated[int, typer.Option(help="Held-out lines per language for evaluation.")] = 100,
     top_rate: Annotated[float, typer.Option(help="LAPE share of neurons kept (demo: 0.15; 7B models: 0.01).")] = 0.15,
     batch_size: Annotated[int, typer.Option(help="Rows per forward pass.")] = 16,
+    factor: Annotated[list[float] | None, typer.Option(help="Scale factors to sweep; repeatable.")] = None,
+    max_ppl_increase: Annotated[float, typer.Option(help="Sweep: bound on the off-target perplexity rise "
+                                                          "(1 = +100%).")] = 1.0,  # fmt: skip
     dtype: DtypeOpt = None,
     device: DeviceOpt = None,
     revision: RevisionOpt = None,
@@ -398,7 +401,8 @@ def demo(
 
     texts = read_text_dir(data or DEMO_DATA, pattern if data else "*.txt")
     loaded, tok = _load(model or str(DEMO_MODEL), dtype, device, revision)
-    cfg = PipelineConfig(record_lines=record_lines, eval_lines=eval_lines, top_rate=top_rate, batch_size=batch_size)
+    cfg = PipelineConfig(record_lines=record_lines, eval_lines=eval_lines, top_rate=top_rate, batch_size=batch_size,
+                         max_ppl_increase=max_ppl_increase, **({"factors": tuple(factor)} if factor else {}))  # fmt: skip
     results = run(loaded, tok, texts, out, cfg, log=typer.echo)
     for k, v in results["checks"].items():
         typer.echo(f"{k}: {v}")

@@ -19,3 +19,15 @@ def test_read_lines_and_folders(tmp_path):
         read_text_dir(tmp_path, "*.devtest")
     with pytest.raises(nl.NeuronlabError, match="given twice"):
         parse_group_files([f"x={tmp_path / 'fr.txt'}", f"x={tmp_path / 'en.txt'}"])
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    import os
+
+    from neuronlab.io import write_json
+
+    write_json(tmp_path / "x.json", {"a": 1})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]  # no temporary file left behind

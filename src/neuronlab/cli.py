@@ -373,7 +373,7 @@ def report(
         raise NeuronlabError(f"no results file at {results}")
     data = read_results(results)
     target = out or results.with_name("report.html")
-    write_report(data, target, "neuronlab: language-specific neurons", data["model"]["n_layers"])
+    write_report(data, target)
     typer.echo(f"wrote {target}")
 
 

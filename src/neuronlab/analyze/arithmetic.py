@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from neuronlab.data.batching import input_device, left_padded, pad_id, pad_right
 from neuronlab.errors import NeuronlabError
 from neuronlab.evaluate.perplexity import continuation_ids
 from neuronlab.io import read_safetensors, write_safetensors
@@ -74,31 +75,20 @@ def relation_items(pairs: Sequence[tuple[str, str]], template: str = "{x}: {y}",
 
 def _last_logits(model, tokenizer, prompts: Sequence[str], batch_size: int) -> Tensor:
     """Next-token logits after each prompt, float32 [n, vocab] (left padding: the last position is the end)."""
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
     out = []
-    try:
-        device = model.get_input_embeddings().weight.device
-        for start in range(0, len(prompts), batch_size):
-            enc = tokenizer(list(prompts[start : start + batch_size]), return_tensors="pt", padding=True).to(device)
-            with torch.no_grad():
-                out.append(model(**enc, use_cache=False).logits[:, -1].float().cpu())
-    finally:
-        tokenizer.padding_side = side
+    for _, enc in left_padded(model, tokenizer, prompts, batch_size):
+        with torch.no_grad():
+            out.append(model(**enc, use_cache=False).logits[:, -1].float().cpu())
     return torch.cat(out)
 
 
-def _greedy_matches(model, rows: list[tuple[list[int], list[int]]], pad_id: int, batch_size: int) -> list[bool]:
+def _greedy_matches(model, rows: list[tuple[list[int], list[int]]], pad: int, batch_size: int) -> list[bool]:
     """Whether greedy decoding after each prompt produces exactly the target's tokens (teacher-forced check:
     the argmax at every target position is the next target token)."""
-    device, out = model.get_input_embeddings().weight.device, []
+    device, out = input_device(model), []
     for start in range(0, len(rows), batch_size):
         part = rows[start : start + batch_size]
-        width = max(len(p) + len(c) for p, c in part)
-        ids = torch.full((len(part), width), pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for r, (p, c) in enumerate(part):
-            ids[r, : len(p) + len(c)] = torch.tensor(p + c)
-            mask[r, : len(p) + len(c)] = 1
+        ids, mask = pad_right([p + c for p, c in part], pad)
         with torch.no_grad():
             pred = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits.argmax(-1)
         for r, (p, c) in enumerate(part):
@@ -118,8 +108,7 @@ def score_relation(model, tokenizer, items: Sequence[dict], batch_size: int = 16
     logits = _last_logits(model, tokenizer, [i["prompt"] for i in items], batch_size)
     target = logits[torch.arange(len(items)), torch.tensor([c[0] for _, c in rows])]
     ranks = (logits > target[:, None]).sum(-1)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    exact = _greedy_matches(model, rows, pad, batch_size)
+    exact = _greedy_matches(model, rows, pad_id(tokenizer), batch_size)
     return {
         "accuracy": float((ranks == 0).float().mean()),
         "exact": sum(exact) / len(exact),
@@ -134,21 +123,15 @@ def extract_o_vector(model, tokenizer, prompts: Sequence[str], layer: int, site:
     """Mean over `prompts` of the FFN output (or another site) at the last position, float32 [d_model]."""
     if not prompts:
         raise NeuronlabError("give at least one prompt")
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
     total, count = None, 0
-    try:
-        device = model.get_input_embeddings().weight.device
-        for start in range(0, len(prompts), batch_size):
-            enc = tokenizer(list(prompts[start : start + batch_size]), return_tensors="pt", padding=True).to(device)
-            seen: dict[str, Tensor] = {}
-            keep = lambda h: seen.__setitem__("h", h[:, -1].float())  # noqa: E731  (returns None: read only)
-            with torch.no_grad(), hooked(model, {Site(layer, site): keep}, arch):
-                model(**enc, use_cache=False)
-            part = seen["h"].sum(0).cpu()
-            total = part if total is None else total + part
-            count += seen["h"].shape[0]
-    finally:
-        tokenizer.padding_side = side
+    for _, enc in left_padded(model, tokenizer, prompts, batch_size):
+        seen: dict[str, Tensor] = {}
+        keep = lambda h: seen.__setitem__("h", h[:, -1].float())  # noqa: E731  (returns None: read only)
+        with torch.no_grad(), hooked(model, {Site(layer, site): keep}, arch):
+            model(**enc, use_cache=False)
+        part = seen["h"].sum(0).cpu()
+        total = part if total is None else total + part
+        count += seen["h"].shape[0]
     return total / count
 
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from neuronlab.data.batching import left_padded
 from neuronlab.errors import NeuronlabError
 from neuronlab.evaluate.perplexity import continuation_ids
 from neuronlab.models.arch import ArchSpec, arch_spec
@@ -44,27 +45,22 @@ def logit_lens(model, tokenizer, prompts: Sequence[str], targets: Sequence[str] 
         first = [continuation_ids(tokenizer, p, t)[1][:1] for p, t in zip(prompts, targets)]
         if any(not f for f in first):
             raise NeuronlabError("a target has no tokens")
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"  # the last position is the prompt's end
     out: dict[int, dict] = {layer: {"top": [], "target_prob": [], "target_rank": []} for layer in range(n_layers)}
-    try:
-        device = model.get_input_embeddings().weight.device
-        for start in range(0, len(prompts), batch_size):
-            enc = tokenizer(list(prompts[start : start + batch_size]), return_tensors="pt", padding=True).to(device)
-            seen: dict[int, Tensor] = {}
-            keep = lambda layer: lambda h: seen.__setitem__(layer, h[:, -1].detach())  # noqa: E731
-            with torch.no_grad(), hooked(model, {Site(layer, site): keep(layer) for layer in range(n_layers)}, arch):
-                model(**enc, use_cache=False)
-                for layer in range(n_layers):
-                    probs = decode(model, seen[layer], arch).float().softmax(-1)  # [batch, vocab]
-                    top = probs.topk(k, dim=-1)
-                    entry = out[layer]
-                    for row in range(probs.shape[0]):
-                        ids = top.indices[row].tolist()
-                        entry["top"].append(list(zip(tokenizer.convert_ids_to_tokens(ids), top.values[row].tolist())))
-                        if first is not None:
-                            t = first[start + row][0]
-                            entry["target_prob"].append(float(probs[row, t]))
-                            entry["target_rank"].append(int((probs[row] > probs[row, t]).sum()))
-    finally:
-        tokenizer.padding_side = side
+    for start, enc in left_padded(model, tokenizer, prompts, batch_size):  # last position = the prompt's end
+        seen: dict[int, Tensor] = {}
+        keep = lambda layer: lambda h: seen.__setitem__(layer, h[:, -1].detach())  # noqa: E731
+        with torch.no_grad(), hooked(model, {Site(layer, site): keep(layer) for layer in range(n_layers)}, arch):
+            model(**enc, use_cache=False)
+        for layer in range(n_layers):
+            with torch.no_grad():
+                probs = decode(model, seen[layer], arch).float().softmax(-1)  # [batch, vocab]
+            top = probs.topk(k, dim=-1)
+            entry = out[layer]
+            for row in range(probs.shape[0]):
+                ids = top.indices[row].tolist()
+                entry["top"].append(list(zip(tokenizer.convert_ids_to_tokens(ids), top.values[row].tolist())))
+                if first is not None:
+                    t = first[start + row][0]
+                    entry["target_prob"].append(float(probs[row, t]))
+                    entry["target_rank"].append(int((probs[row] > probs[row, t]).sum()))
     return {"site": site, "prompts": list(prompts), "targets": list(targets or []), "layers": out}

@@ -4,12 +4,14 @@
     ...     model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
 
 Each text is tokenized on its own (with the tokenizer's special tokens) and split into windows of
-`max_length` tokens (or cut there); rows are padded on the right so positions never shift.
+`max_length` tokens (or cut there); rows are padded on the right so positions never shift. Also the small
+pieces every evaluator shares: `pad_right`, `pad_id`, `input_device`, and `left_padded` for prompts whose
+last position must be their end (generation, logit lens, relation scores).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -62,11 +64,40 @@ def batches(windows, batch_size: int, pad_id: int, special: Tensor, count_specia
 
 
 def collate(rows, pad_id: int, special: Tensor, count_special: bool) -> Batch:
-    width = max(len(ids) for _, ids, _ in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for r, (_, span, _) in enumerate(rows):
-        ids[r, : len(span)] = torch.tensor(span, dtype=torch.long)
-        mask[r, : len(span)] = 1
+    ids, mask = pad_right([span for _, span, _ in rows], pad_id)
     count = mask.bool() if count_special else mask.bool() & ~torch.isin(ids, special)
     return Batch(ids, mask, count, [t for t, _, _ in rows], [int(last) for _, _, last in rows])
+
+
+def pad_right(seqs: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """input_ids and attention_mask, int64 [rows, longest], for token lists padded on the right."""
+    width = max(len(seq) for seq in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for r, seq in enumerate(seqs):
+        ids[r, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[r, : len(seq)] = 1
+    return ids, mask
+
+
+def pad_id(tokenizer) -> int:
+    """The tokenizer's pad id (0 without one: padding is always masked, so any id will do)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
+def input_device(model) -> torch.device:
+    """Where a model's inputs go (the input embedding's device; with device_map, the first device)."""
+    return model.get_input_embeddings().weight.device
+
+
+def left_padded(model, tokenizer, prompts: Sequence[str], batch_size: int) -> Iterator[tuple[int, dict]]:
+    """(start index, encoded batch on the model's device) for prompts padded on the left, so the last position
+    of every row is its prompt's end; the tokenizer's padding side is restored afterwards."""
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        device = input_device(model)
+        for start in range(0, len(prompts), batch_size):
+            part = list(prompts[start : start + batch_size])
+            yield start, tokenizer(part, return_tensors="pt", padding=True).to(device)
+    finally:
+        tokenizer.padding_side = side

@@ -117,12 +117,12 @@ def run(model, tokenizer, texts: dict[str, list[str]], out: str | Path, cfg: Pip
         "seconds": round(time.monotonic() - start, 1),
     }  # fmt: skip
     write_json(out / "results.json", results)
-    write_report(results, out / "report.html", title, stats.n_layers)
+    write_report(results, out / "report.html", title)
     step(f"wrote {out / 'report.html'}")
     return results
 
 
-def write_report(results: dict, path: Path, title: str, n_layers: int) -> None:
+def write_report(results: dict, path: Path, title: str = "neuronlab: language-specific neurons") -> None:
     cfg, langs, targets, c = results["config"], results["languages"], results["targets"], results["checks"]
     report = Report(title)
     model = results["model"]
@@ -147,7 +147,7 @@ def write_report(results: dict, path: Path, title: str, n_layers: int) -> None:
         f"rises for {c['generation_share_up']:.0%} of targets.</li></ul>"
         + (f"<p>No neurons found for: {', '.join(results['no_neurons'])}.</p>" if results["no_neurons"] else "")))  # fmt: skip
     report.figure("Neurons per layer", plots.neurons_per_layer(
-        {g: {int(k): v for k, v in per.items()} for g, per in results["neurons"].items()}, n_layers,
+        {g: {int(k): v for k, v in per.items()} for g, per in results["neurons"].items()}, model["n_layers"],
         "LAPE neurons per layer and language"))  # fmt: skip
     zero = results["perplexity_deactivate"]
     report.figure("Perplexity change when a language's neurons are deactivated", plots.heatmap(

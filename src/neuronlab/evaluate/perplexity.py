@@ -18,16 +18,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from neuronlab.data.batching import batches, windows
+from neuronlab.data.batching import batches, input_device, pad_id, pad_right, windows
 from neuronlab.errors import NeuronlabError
-
-
-def _device(model) -> torch.device:
-    return model.get_input_embeddings().weight.device
-
-
-def _pad_id(tokenizer) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
 
 def _token_nll(model, input_ids, attention_mask):
@@ -42,10 +34,10 @@ def nll_sums(model, tokenizer, texts: Sequence[str], batch_size: int = 8, max_le
     """(sum of NLL in nats, number of scored tokens) over `texts`."""
     if isinstance(texts, str) or not any(t.strip() for t in texts):
         raise NeuronlabError("perplexity needs a list of non-empty texts")
-    device, total, count = _device(model), 0.0, 0
+    device, total, count = input_device(model), 0.0, 0
     special = torch.tensor([], dtype=torch.long)
     with torch.no_grad():
-        for batch in batches(windows(tokenizer, texts, 0, max_length, False), batch_size, _pad_id(tokenizer),
+        for batch in batches(windows(tokenizer, texts, 0, max_length, False), batch_size, pad_id(tokenizer),
                              special, True):  # fmt: skip
             nll, mask = _token_nll(model, batch.input_ids.to(device), batch.attention_mask.to(device))
             total += float(nll[mask].double().sum())
@@ -75,17 +67,13 @@ def continuation_logprob(model, tokenizer, prompts: Sequence[str], continuations
             raise NeuronlabError("a prompt has no tokens (and the tokenizer adds no BOS): give each prompt text")
         if not c:
             raise NeuronlabError(f"continuation {text!r} has no tokens")
-    device, out = _device(model), []
+    device, out = input_device(model), []
     with torch.no_grad():
         for start in range(0, len(p_ids), batch_size):
             rows = [p + c for p, c in zip(p_ids[start : start + batch_size], c_ids[start : start + batch_size])]
-            width = max(map(len, rows))
-            ids = torch.full((len(rows), width), _pad_id(tokenizer), dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            score = torch.zeros(len(rows), width - 1, dtype=torch.bool)
+            ids, mask = pad_right(rows, pad_id(tokenizer))
+            score = torch.zeros(len(rows), ids.shape[1] - 1, dtype=torch.bool)
             for r, (row, p) in enumerate(zip(rows, p_ids[start : start + batch_size])):
-                ids[r, : len(row)] = torch.tensor(row)
-                mask[r, : len(row)] = 1
                 score[r, len(p) - 1 : len(row) - 1] = True  # predictions of the continuation's tokens
             nll, _ = _token_nll(model, ids.to(device), mask.to(device))
             out.append(-(nll.double().cpu() * score).sum(1))

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from neuronlab.data.batching import left_padded
 from neuronlab.errors import NeuronlabError
 from neuronlab.evaluate.langid import LanguageIdentifier
 from neuronlab.evaluate.perplexity import continuation_logprob, perplexity
@@ -80,20 +81,13 @@ def _nanmean(values: list[float]) -> float:
 
 def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 24, batch_size: int = 16) -> list[str]:
     """Greedy continuations (text after the prompt) of each prompt; batched with left padding."""
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
     out = []
-    try:
-        device = model.get_input_embeddings().weight.device
-        for start in range(0, len(prompts), batch_size):
-            enc = tokenizer(list(prompts[start : start + batch_size]), return_tensors="pt", padding=True).to(device)
-            _check_room(model, enc["input_ids"].shape[1] + max_new_tokens)
-            with torch.no_grad():
-                ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                     pad_token_id=tokenizer.pad_token_id)  # fmt: skip
-            out += tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-    finally:
-        tokenizer.padding_side = side
+    for _, enc in left_padded(model, tokenizer, prompts, batch_size):
+        _check_room(model, enc["input_ids"].shape[1] + max_new_tokens)
+        with torch.no_grad():
+            ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+        out += tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     return out
 
 

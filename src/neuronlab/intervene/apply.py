@@ -81,7 +81,8 @@ def _site_hook(call: _Call, edits: list[tuple[Intervention, Tensor | None, float
 
 def compile_plan(model: nn.Module, plan: Plan, arch: ArchSpec | None = None) -> dict[Site, list]:
     """Check a plan against `model` and resolve it to site -> [(intervention, index tensor, value)]."""
-    n_layers = len(decoder_layers(model, arch))
+    layers = decoder_layers(model, arch)
+    n_layers = len(layers)
     out: dict[Site, list] = {}
     for iv in plan:
         width = site_width(model, iv.site, arch)
@@ -94,8 +95,7 @@ def compile_plan(model: nn.Module, plan: Plan, arch: ArchSpec | None = None) -> 
             if idx is not None and not idx:
                 continue
             value = iv.value_at(layer, width if idx is None else len(idx))
-            module = decoder_layers(model, arch)[layer]
-            device = next(module.parameters()).device
+            device = next(layers[layer].parameters()).device
             if isinstance(value, Tensor):
                 value = value.to(device)
             index = None if idx is None else torch.tensor(idx, dtype=torch.long, device=device)

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from neuronlab.data.batching import Batch, batches, windows
+from neuronlab.data.batching import Batch, batches, input_device, pad_id, windows
 from neuronlab.errors import NeuronlabError
 from neuronlab.models.arch import ArchSpec
 from neuronlab.models.load import model_info
@@ -140,9 +140,8 @@ def record(
     if checkpoint is not None and Path(checkpoint).is_file():
         stats = _resume(stats, Stats.load(checkpoint))
 
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     special = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
-    device = model.get_input_embeddings().weight.device
+    device = input_device(model)
     acc = _Accumulator(pooled_texts)
     fired: set[int] = set()
 
@@ -162,7 +161,7 @@ def record(
                 continue
             bar.set_description(group)
             spans = windows(tokenizer, texts[group], int(stats.texts[g]), max_length, truncate)
-            for batch in batches(spans, batch_size, pad_id, special, count_special):
+            for batch in batches(spans, batch_size, pad_id(tokenizer), special, count_special):
                 count = batch.count
                 if max_tokens is not None:
                     left = max_tokens - int(stats.tokens[g])

@@ -33,7 +33,8 @@ def corpus(tmp_path):
 def test_every_subcommand_has_help():
     for cmd in ([], ["record"], ["inspect"], ["find", "lape"], ["find", "activated"], ["eval", "perplexity"],
                 ["eval", "lss"], ["eval", "generate"], ["eval", "translate"], ["report"], ["demo"], ["lens"],
-                ["arith", "extract"], ["arith", "patch"], ["arith", "ablate"]):
+                ["arith", "extract"], ["arith", "patch"], ["arith", "ablate"], ["scale", "task"], ["scale", "train"],
+                ["scale", "eval"], ["scale", "show"]):
         result = runner.invoke(app, [*cmd, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output
 

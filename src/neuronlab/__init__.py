@@ -11,7 +11,7 @@
 from neuronlab.errors import NeuronlabError
 from neuronlab.intervene.apply import apply
 from neuronlab.intervene.bake import bake
-from neuronlab.intervene.plan import Add, Intervention, LayerStat, Plan, Scale, Set, Zero
+from neuronlab.intervene.plan import Add, DynScale, Intervention, LayerStat, Plan, Scale, Set, Zero
 from neuronlab.models.arch import ARCH_SPECS, ArchSpec, arch_spec, register_arch
 from neuronlab.models.load import load_model, model_info
 from neuronlab.models.sites import Site, hooked
@@ -21,6 +21,7 @@ from neuronlab.select.lape import activated, activation_values, lape
 from neuronlab.select.neuron_set import NeuronSet
 from neuronlab.evaluate.perplexity import continuation_logprob, perplexity
 from neuronlab.intervene.steer import VARIANTS, steering_plan
+from neuronlab.learn.scalars import Scaling, ScalingConfig, evaluate_scaling, train_scaling
 
 __version__ = "0.1.0"
 
@@ -28,5 +29,5 @@ __all__ = [
     "ARCH_SPECS", "Add", "ArchSpec", "Intervention", "LayerStat", "NeuronSet", "NeuronlabError", "Plan", "Scale", "Set",
     "Site", "Stats", "Zero", "apply", "arch_spec", "bake", "hooked", "load_model", "model_info", "record",
     "register_arch", "lape", "activated", "activation_values", "perplexity", "continuation_logprob",
-    "steering_plan", "VARIANTS",
+    "steering_plan", "VARIANTS", "DynScale", "Scaling", "ScalingConfig", "train_scaling", "evaluate_scaling",
 ]  # fmt: skip

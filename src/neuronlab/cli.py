@@ -565,6 +565,145 @@ def arith_ablate(
         plot.write_bytes(lines(series, list(scores), "first ablated layer", "score", "FFN outputs ablated from l on"))
 
 
+scale_app = typer.Typer(help="Learned interventions: activation scalars, steering vectors, dynamic scalars "
+                             "(Stoehr et al. 2024).", no_args_is_help=True)  # fmt: skip
+app.add_typer(scale_app, name="scale")
+ScalingOpt = Annotated[Path, typer.Option("--scaling", help="Folder from `scale train` (or its .safetensors file).")]
+
+
+def _scaling_file(path: Path) -> Path:
+    return path / "scaling.safetensors" if path.is_dir() else path
+
+
+def _metrics_line(label: str, m: dict) -> None:
+    flip = "n/a" if m["flip_rate"] is None else f"{m['flip_rate']:.3f}"
+    typer.echo(f"{label} ({m['items']} items): flip rate {flip}  target>foil {m['accuracy_before']:.3f} -> "
+               f"{m['success']:.3f}  logit diff {m['logit_diff_before']:+.2f} -> {m['logit_diff_after']:+.2f}  "
+               f"KL on other tokens {m['kl']:.3f}  parameters {m['parameters']}  L1 {m['l1']:.2f}  "
+               f"moved >{m['epsilon']}: {m['moved']}")  # fmt: skip
+
+
+def _plot_scaling(learned, path: Path) -> None:
+    from neuronlab.io import atomic_write
+    from neuronlab.report.plots import panels
+
+    grids, cols, rows, center = learned.grids()
+    what = {"activscalar": "alpha", "steervec": "|v|", "dynscalar": "b and |w|"}[learned.method]
+    png = panels(grids, cols, rows, f"{learned.method}: {what} per layer and position (from the end)", center)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(png))
+
+
+@scale_app.command("task")
+@_friendly
+def scale_task(
+    kind: Annotated[str, typer.Argument(help="pronoun, ioi or capital.")],
+    out: Annotated[Path, typer.Option(help="JSONL file to write.")],
+    swap: Annotated[bool, typer.Option(help="Exchange target and foil (the usual flipping task).")] = False,
+) -> None:
+    """Write a templated task: one {prompt, target, foil, group} per line."""
+    from neuronlab.data.contrast import BUILDERS, write_contrast
+
+    if kind not in BUILDERS:
+        raise NeuronlabError(f"unknown task {kind!r}: use one of {', '.join(BUILDERS)}")
+    items = BUILDERS[kind](swap=swap)
+    write_contrast(out, items)
+    typer.echo(f"wrote {len(items)} items to {out}")
+
+
+@scale_app.command("train")
+@_friendly
+def scale_train(
+    model: ModelOpt,
+    task: Annotated[Path, typer.Option(help="JSONL items {prompt, target, foil[, group]}.")],
+    out: Annotated[Path, typer.Option(help="Folder for scaling.safetensors, plan.json, metrics.json, scalars.png.")],
+    method: Annotated[str, typer.Option(help="activscalar, steervec or dynscalar.")] = "activscalar",
+    components: Annotated[str, typer.Option(help="Comma-separated: attn_out, ffn_out, resid.")] = "attn_out,ffn_out,resid",
+    layers: Annotated[list[int] | None, typer.Option(help="Layer(s) to intervene on; repeatable (default all).")] = None,
+    positions: Annotated[int | None, typer.Option(help="Last N prompt positions (default: the longest prompt).")] = None,
+    effectiveness: Annotated[float, typer.Option(help="Weight of softplus(-(logit target - logit foil)).")] = 5.0,
+    faithfulness: Annotated[float, typer.Option(help="Weight of the KL on the other tokens.")] = 1.0,
+    minimality: Annotated[float, typer.Option(help="Weight of the L1 on alpha - 1 (or v, or w and b - 1).")] = 0.03,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 0.05,
+    epochs: Annotated[int, typer.Option(help="At most this many passes over the training items.")] = 200,
+    patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better validation loss.")] = 20,
+    holdout: Annotated[float, typer.Option(help="Share of groups held out for the reported metrics.")] = 0.25,
+    seed: Annotated[int, typer.Option(help="Seed of the split and the batch order.")] = 0,
+    dtype: DtypeOpt = None,
+    device: DeviceOpt = None,
+    revision: RevisionOpt = None,
+) -> None:
+    """Learn an intervention that makes each target beat its foil; report it on held-out groups."""
+    from neuronlab.data.contrast import read_contrast, split
+    from neuronlab.io import write_json
+    from neuronlab.learn.scalars import ScalingConfig, evaluate_scaling, train_scaling
+
+    cfg = ScalingConfig(method=method, components=tuple(c.strip() for c in components.split(",") if c.strip()),
+                        layers=tuple(layers) if layers else None, positions=positions, effectiveness=effectiveness,
+                        faithfulness=faithfulness, minimality=minimality, lr=lr, epochs=epochs, patience=patience,
+                        seed=seed)  # fmt: skip
+    train_items, held_out = split(read_contrast(task), holdout, seed)
+    loaded, tok = _load(model, dtype, device, revision)
+    learned = train_scaling(loaded, tok, train_items, cfg)
+    learned.meta.update(task=str(task), held_out_groups=sorted({i["group"] for i in held_out}))
+    metrics = {"train": evaluate_scaling(loaded, tok, learned, train_items),
+               "held_out": evaluate_scaling(loaded, tok, learned, held_out),
+               "epochs": len(learned.meta["history"])}  # fmt: skip
+    learned.save(out / "scaling.safetensors")
+    learned.to_plan().save(out / "plan.json")
+    write_json(out / "metrics.json", metrics)
+    _plot_scaling(learned, out / "scalars.png")
+    _metrics_line("train", metrics["train"])
+    _metrics_line("held out", metrics["held_out"])
+    typer.echo(f"{metrics['epochs']} epochs; wrote {out}/scaling.safetensors, plan.json, metrics.json, scalars.png")
+
+
+@scale_app.command("eval")
+@_friendly
+def scale_eval(
+    model: ModelOpt,
+    task: Annotated[Path, typer.Option(help="JSONL items {prompt, target, foil}.")],
+    scaling: ScalingOpt,
+    out: Annotated[Path | None, typer.Option(help="Write the metrics here (JSON).")] = None,
+    dtype: DtypeOpt = None,
+    device: DeviceOpt = None,
+    revision: RevisionOpt = None,
+) -> None:
+    """Flip rate, logit-difference change, KL on other tokens and minimality of a learned intervention."""
+    from neuronlab.data.contrast import read_contrast
+    from neuronlab.io import write_json
+    from neuronlab.learn.scalars import Scaling, evaluate_scaling
+
+    learned = Scaling.load(_scaling_file(scaling))
+    items = read_contrast(task)
+    loaded, tok = _load(model, dtype, device, revision)
+    metrics = evaluate_scaling(loaded, tok, learned, items)
+    _metrics_line(str(task), metrics)
+    if out is not None:
+        write_json(out, metrics)
+
+
+@scale_app.command("show")
+@_friendly
+def scale_show(
+    scaling: Annotated[Path, typer.Argument(help="Folder from `scale train` (or its .safetensors file).")],
+    top: Annotated[int, typer.Option(help="List this many of the parameters that moved most.")] = 10,
+    plot: Annotated[Path | None, typer.Option(help="PNG heatmap of the learned values.")] = None,
+) -> None:
+    """Summarise a learned intervention: size, L1, what moved most; optionally a heatmap."""
+    from neuronlab.learn.scalars import Scaling
+
+    learned = Scaling.load(_scaling_file(scaling))
+    typer.echo(f"{learned.method} on {learned.meta.get('model', {}).get('name_or_path', '?')}: "
+               f"{len(learned.params)} sites, {learned.n_parameters()} parameters, L1 {learned.l1():.2f}, "
+               f"moved >0.1: {learned.moved(0.1)}")  # fmt: skip
+    value = {"activscalar": "alpha", "steervec": "|v|", "dynscalar": "b"}[learned.method]
+    for name, v in learned.largest(top):
+        typer.echo(f"  {name:28s} {value} = {v:+.3f}")
+    if plot is not None:
+        _plot_scaling(learned, plot)
+        typer.echo(f"wrote {plot}")
+
+
 def main() -> None:
     app()
 

@@ -151,6 +151,30 @@ class LayerStat(Intervention):
         return x + ref if self.mode == "add" else torch.zeros_like(x) + ref
 
 
+@dataclass(frozen=True, eq=False)
+class DynScale(Intervention):
+    """Multiply the selected values x of each token by a scalar computed from x itself (Stoehr et al.'s
+    DynScalar): alpha = b + w . x / |x|. `value` packs w (one weight per selected value) then b: a tensor of
+    k + 1 numbers, or a dict layer -> such a tensor. w = 0, b = 1 is the identity."""
+
+    value: Tensor | Mapping[int, Tensor] | None = None
+
+    def value_at(self, layer: int, k: int) -> Tensor:
+        v = super().value_at(layer, k + 1)
+        if not isinstance(v, Tensor):
+            raise NeuronlabError("DynScale needs a tensor of weights and a bias (k + 1 numbers) per layer")
+        return v
+
+    def edit(self, x: Tensor, value: Tensor, h: Tensor) -> Tensor:
+        return x * dyn_alpha(x, value[:-1], value[-1])[..., None].to(x.dtype)
+
+
+def dyn_alpha(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
+    """b + w . x / |x| over the last dimension, in float32 or wider: [...]."""
+    x = x if x.dtype in (torch.float32, torch.float64) else x.float()
+    return b + (x @ w.to(x.dtype)) / x.norm(dim=-1).clamp_min(torch.finfo(x.dtype).tiny)
+
+
 def _quantile(h: Tensor, q: float) -> Tensor:
     """q-quantile over the last dimension, linear interpolation; [..., 1] (works on any width)."""
     s = h.float().sort(-1).values
@@ -160,7 +184,7 @@ def _quantile(h: Tensor, q: float) -> Tensor:
     return (s[..., lo : lo + 1] * (1 - frac) + s[..., hi : hi + 1] * frac).to(h.dtype)
 
 
-KINDS_OF_INTERVENTION = {cls.__name__: cls for cls in (Scale, Set, Add, Zero, LayerStat)}
+KINDS_OF_INTERVENTION = {cls.__name__: cls for cls in (Scale, Set, Add, Zero, LayerStat, DynScale)}
 
 
 @dataclass

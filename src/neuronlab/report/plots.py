@@ -20,7 +20,8 @@ def _figure(width: float, height: float):
 
 def _png(plt, fig) -> bytes:
     buf = io.BytesIO()
-    fig.tight_layout()
+    if not fig.get_constrained_layout():
+        fig.tight_layout()
     fig.savefig(buf, format="png")
     plt.close(fig)
     return buf.getvalue()
@@ -91,4 +92,29 @@ def lines(series: dict[str, list[float]], x: list, xlabel: str, ylabel: str, tit
         ax.set_yscale("symlog")
     if len(series) > 1:
         ax.legend(fontsize=7)
+    return _png(plt, fig)
+
+
+def panels(grids: dict[str, list[list[float]]], xlabels: list[str], ylabels: list[str], title: str,
+           center: float | None = None, cmap: str = "RdBu_r") -> bytes:  # fmt: skip
+    """Side-by-side heatmaps sharing axes and colour scale (learned scalars: one panel per component,
+    layers down, positions across), centred on `center` when given."""
+    plt, (fig, _) = _figure(1.5 + (0.3 * len(xlabels) + 0.8) * len(grids), 1.4 + 0.35 * len(ylabels))
+    fig.clear()
+    fig.set_layout_engine("constrained")
+    values = [v for grid in grids.values() for row in grid for v in row if not math.isnan(v)] or [0.0]
+    if center is None:
+        lo, hi = min(values), max(values)
+    else:
+        span = max(abs(v - center) for v in values) or 1.0
+        lo, hi = center - span, center + span
+    axes = fig.subplots(1, len(grids), squeeze=False)[0]
+    for ax, (name, grid) in zip(axes, grids.items()):
+        im = ax.imshow(grid, cmap=cmap, vmin=lo, vmax=hi, aspect="auto")
+        ax.set_xticks(range(len(xlabels)), xlabels, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(ylabels)), ylabels, fontsize=7)
+        ax.set_title(name, fontsize=9)
+    axes[0].set_ylabel("layer")
+    fig.suptitle(title, fontsize=10)
+    fig.colorbar(im, ax=list(axes), shrink=0.8)
     return _png(plt, fig)

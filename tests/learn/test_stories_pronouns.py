@@ -1,0 +1,98 @@
+"""The paper's claims on a real pretrained model (stories260K): learned scalars flip she/he on held-out names."""
+
+from collections import Counter
+
+import pytest
+
+import neuronlab as nl
+from neuronlab.data.contrast import pronoun_task, split
+from neuronlab.learn.scalars import ScalingConfig, _encode, evaluate_scaling, init_scaling, train_scaling
+
+from ..conftest import STORIES, needs_shared
+
+pytestmark = needs_shared(STORIES)
+
+ADJECTIVES = ("little", "small", "happy", "kind", "nice", "good", "sweet", "funny")
+OTHER_TEMPLATES = (  # 18-23 and 45-50 tokens, against 24 for training
+    "There was a {kind} called {name}. Every day,",
+    "Once upon a time, in a small house, there lived a little {kind}. The {kind}'s name was {name}. One sunny morning,",
+)
+
+
+@pytest.fixture(scope="module")
+def stories():
+    return nl.load_model(STORIES)
+
+
+@pytest.fixture(scope="module")
+def task():
+    return split(pronoun_task(swap=True), holdout=0.25)
+
+
+def test_the_model_prefers_she_after_girls_and_he_after_boys(stories):
+    model, tok = stories
+    identity = init_scaling(model, ScalingConfig(), 1)
+    result = evaluate_scaling(model, tok, identity, pronoun_task())
+    assert result["accuracy_before"] == 1.0 and result["logit_diff_before"] > 2.0
+    assert result["logit_diff_change"] == 0.0 and result["kl"] == 0.0
+
+
+def test_activscalar_flips_held_out_names_with_fewer_parameters_than_steervec(stories, task):
+    model, tok = stories
+    train, held_out = task
+    sites = dict(positions=8)  # the name, ". One day," and the answer position
+    scalar = train_scaling(model, tok, train, ScalingConfig(method="activscalar", **sites), progress=False)
+    vector = train_scaling(model, tok, train, ScalingConfig(method="steervec", **sites), progress=False)
+    a, v = evaluate_scaling(model, tok, scalar, held_out), evaluate_scaling(model, tok, vector, held_out)
+    print("activscalar", a, "\nsteervec", v)
+    assert a["accuracy_before"] == 0.0 and a["flip_rate"] >= 0.9  # every held-out name flipped she <-> he
+    assert a["parameters"] == 3 * 5 * 8 and v["parameters"] == 3 * 5 * 8 * 64
+    assert a["moved"] < a["parameters"]  # some scalars stay at 1
+    assert v["flip_rate"] >= 0.8
+    assert 0 < a["kl"] < 5 and 0 < v["kl"] < 5
+
+
+def test_dynscalar_trained_on_one_length_flips_other_lengths(stories, task):
+    model, tok = stories
+    train, held_out = split(pronoun_task(swap=True, templates=tuple(
+        f"Once upon a time, there was a {a} {{kind}} named {{name}}. One day," for a in ADJECTIVES)), 0.25)
+    lengths = [len(ids) for ids in _encode(tok, train).ids]
+    length = Counter(lengths).most_common(1)[0][0]
+    one_length = [item for item, n in zip(train, lengths) if n == length]
+    learned = train_scaling(model, tok, one_length, ScalingConfig(method="dynscalar", faithfulness=0.3), progress=False)
+    names = {item["group"] for item in held_out}
+    for template in OTHER_TEMPLATES:
+        items = [i for i in pronoun_task(swap=True, templates=(template,)) if i["group"] in names]
+        assert {len(ids) for ids in _encode(tok, items).ids}.isdisjoint({length})
+        result = evaluate_scaling(model, tok, learned, items)
+        print(template, result)
+        assert result["accuracy_before"] == 0.0 and result["flip_rate"] >= 0.9
+
+
+def test_scale_commands(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from neuronlab.cli import app
+
+    runner = CliRunner()
+    task_file, out = tmp_path / "pronoun.jsonl", tmp_path / "run"
+    result = runner.invoke(app, ["scale", "task", "pronoun", "--swap", "--out", str(task_file)])
+    assert result.exit_code == 0 and "wrote 60 items" in result.output
+    result = runner.invoke(app, ["scale", "train", "--model", str(STORIES), "--task", str(task_file), "--out", str(out),
+                                 "--positions", "8", "--components", "attn_out,ffn_out,resid"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["held_out"]["flip_rate"] >= 0.9 and metrics["held_out"]["parameters"] == 120
+    assert "held out (15 items): flip rate" in result.output
+    assert (out / "scalars.png").read_bytes()[:4] == b"\x89PNG" and nl.Plan.load(out / "plan.json")
+    result = runner.invoke(app, ["scale", "eval", "--model", str(STORIES), "--task", str(task_file),
+                                 "--scaling", str(out), "--out", str(tmp_path / "m.json")])  # fmt: skip
+    assert result.exit_code == 0 and "flip rate" in result.output
+    assert json.loads((tmp_path / "m.json").read_text())["items"] == 60
+    result = runner.invoke(app, ["scale", "show", str(out), "--plot", str(tmp_path / "s.png"), "--top", "3"])
+    assert result.exit_code == 0 and "activscalar on" in result.output and result.output.count("alpha =") == 3
+    result = runner.invoke(app, ["scale", "train", "--model", str(STORIES), "--task", str(tmp_path / "none.jsonl"),
+                                 "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 2 and "no task file" in result.output

@@ -20,6 +20,7 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
+from neuronlab.data.corpora import read_jsonl
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import atomic_write
 
@@ -108,17 +109,7 @@ def check_items(items: Sequence[dict], source: str = "the task") -> list[dict]:
 
 def read_contrast(path: str | Path) -> list[dict]:
     """Items from a JSONL file (blank lines skipped); each checked as in `check_items`."""
-    path = Path(path)
-    if not path.is_file():
-        raise NeuronlabError(f"no task file at {path}")
-    items = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                items.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise NeuronlabError(f"{path}:{n} is not JSON ({err.msg}); write one item per line") from None
-    return check_items(items, str(path))
+    return check_items([item for _, item in read_jsonl(path, "task")], str(path))
 
 
 def write_contrast(path: str | Path, items: Sequence[dict]) -> None:

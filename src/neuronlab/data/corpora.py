@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from neuronlab.errors import NeuronlabError
@@ -51,3 +52,21 @@ def parse_group_files(specs: list[str]) -> dict[str, list[str]]:
             raise NeuronlabError(f"group {group!r} is given twice")
         out[group] = read_lines(path)
     return out
+
+
+def read_jsonl(path: str | Path, what: str = "items") -> list[tuple[int, object]]:
+    """(line number, value) for each non-blank line of a JSONL file; clear errors for a missing file, a line
+    that is not JSON, and a file with no items."""
+    path = Path(path)
+    if not path.is_file():
+        raise NeuronlabError(f"no {what} file at {path}")
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append((n, json.loads(line)))
+            except json.JSONDecodeError as err:
+                raise NeuronlabError(f"{path}:{n} is not JSON ({err.msg}); write one JSON object per line") from None
+    if not rows:
+        raise NeuronlabError(f"{path} has no items: write one JSON object per line")
+    return rows

@@ -12,9 +12,9 @@ corpora (FLORES) line i is the same sentence in every language.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from neuronlab.data.corpora import read_jsonl
 from neuronlab.errors import NeuronlabError
 
 
@@ -61,21 +61,10 @@ def prompts_from_texts(texts: dict[str, list[str]], n_prompts: int = 5, units: i
 
 def read_lss_items(path: str | Path) -> list[dict]:
     """JSONL, one item a line: {"lang": L, "prompt": text in L, "objects": {language: object text}}."""
-    path = Path(path)
-    if not path.is_file():
-        raise NeuronlabError(f"no items file at {path}")
     items = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise NeuronlabError(f"{path}:{n} is not JSON: {err}") from err
+    for n, item in read_jsonl(path, "items"):
         if not (isinstance(item, dict) and isinstance(item.get("prompt"), str) and isinstance(item.get("objects"), dict)
                 and item.get("lang") in item["objects"]):  # fmt: skip
             raise NeuronlabError(f"{path}:{n}: an item needs lang, prompt and objects, with an object in its own lang")
         items.append(item)
-    if not items:
-        raise NeuronlabError(f"{path} has no items")
     return items

@@ -57,9 +57,11 @@ def test_tiny_flores_model_has_language_neurons(tmp_path):
     model = tiny_llama(tok, hidden=64, layers=4, d_ff=512, heads=4)
     train(model, tok, train_texts, steps=700, batch_size=16, seq_len=128, lr=4e-3, progress=False)
     held = {lang: lines[800:] for lang, lines in texts.items()}  # lines 800-1011: never trained on
-    cfg = PipelineConfig(record_lines=120, eval_lines=60, top_rate=0.2, lss_items=20, prompts=5, factors=(4.0,),
-                         sweep_lines=20, sweep_items=10, max_new_tokens=16)  # fmt: skip
+    # the perplexity matrix under amplification and the factor sweep are not asserted here: skipped (95 s)
+    cfg = PipelineConfig(record_lines=120, eval_lines=60, top_rate=0.2, lss_items=20, prompts=5,
+                         amplify_perplexity=False, factors=(), max_new_tokens=16)  # fmt: skip
     res = run(model, tok, held, tmp_path, cfg, progress=False)
+    assert res["perplexity_amplify"] is None and res["sweep"] is None and (tmp_path / "report.html").is_file()
     c, lss, gen = res["checks"], res["lss"]["off_diagonal"], res["generation"]
     assert c["deactivation_hits_own_language"] >= 0.7, c
     assert sum(v > 0.5 for v in lss.values()) >= 0.8 * len(lss) and sum(lss.values()) / len(lss) > 0.55, lss

@@ -42,7 +42,8 @@ class PipelineConfig:
     lss_items: int = field(default=50, metadata={"help": "LSS items per language"})
     prompts: int = field(default=10, metadata={"help": "generation prompts per language"})
     max_new_tokens: int = field(default=24, metadata={"help": "tokens generated per prompt"})
-    factors: tuple[float, ...] = field(default=(2.0, 4.0, 8.0), metadata={"help": "sweep: scale factors"})
+    amplify_perplexity: bool = field(default=True, metadata={"help": "also the perplexity matrix under amplification"})
+    factors: tuple[float, ...] = field(default=(2.0, 4.0, 8.0), metadata={"help": "sweep: scale factors (none: no sweep)"})
     sweep_lines: int = field(default=40, metadata={"help": "sweep: held-out lines per language for perplexity"})
     sweep_items: int = field(default=20, metadata={"help": "sweep: LSS items per language"})
     max_ppl_increase: float = field(default=1.0, metadata={"help": "sweep: off-target perplexity bound (1 = +100%)"})
@@ -98,18 +99,22 @@ def run(model, tokenizer, texts: dict[str, list[str]], out: str | Path, cfg: Pip
     zero = perplexity_matrix(model, tokenizer, held, targets, lambda t: steering_plan(ns, t, "zero"),
                              cfg.batch_size, cfg.max_length)  # fmt: skip
     amplify = lambda t: steering_plan(ns, t, cfg.amplify, stats=stats, n_texts=cfg.pooled_texts)  # noqa: E731
-    step(f"perplexity with each language's neurons amplified ({cfg.amplify})")
-    amp = perplexity_matrix(model, tokenizer, held, targets, amplify, cfg.batch_size, cfg.max_length)
+    amp = None
+    if cfg.amplify_perplexity:
+        step(f"perplexity with each language's neurons amplified ({cfg.amplify})")
+        amp = perplexity_matrix(model, tokenizer, held, targets, amplify, cfg.batch_size, cfg.max_length)
     items = lss_items_from_texts(held, cfg.lss_items)
     step(f"language steering shift on {len(items)} items")
     lss = lss_matrix(model, tokenizer, items, targets, amplify)
     step("generation shift")
     gen = generation_shift(model, tokenizer, prompts_from_texts(held, cfg.prompts), targets, amplify,
                            cfg.max_new_tokens)  # fmt: skip
-    step(f"factor sweep {list(cfg.factors)}")
-    sweep = factor_sweep(model, tokenizer, lambda t, f: steering_plan(ns, t, "scale", factor=f), cfg.factors,
-                         targets, {lang: lines[: cfg.sweep_lines] for lang, lines in held.items()},
-                         items[: cfg.sweep_items * len(langs)], cfg.max_ppl_increase)  # fmt: skip
+    sweep = None
+    if cfg.factors:
+        step(f"factor sweep {list(cfg.factors)}")
+        sweep = factor_sweep(model, tokenizer, lambda t, f: steering_plan(ns, t, "scale", factor=f), cfg.factors,
+                             targets, {lang: lines[: cfg.sweep_lines] for lang, lines in held.items()},
+                             items[: cfg.sweep_items * len(langs)], cfg.max_ppl_increase)  # fmt: skip
     results = {
         "config": asdict(cfg), "model": stats.meta["model"], "languages": langs, "targets": targets,
         "no_neurons": missing, "neurons": ns.counts(), "perplexity_deactivate": zero, "perplexity_amplify": amp,
@@ -155,8 +160,9 @@ def write_report(results: dict, path: Path, title: str = "neuronlab: language-sp
         "Row T, column L: perplexity on L with T's neurons set to 0, divided by the plain perplexity, minus 1.")  # fmt: skip
     report.table(None, [{"language": lang, "plain perplexity": zero["baseline"][lang]} for lang in langs])
     amp = results["perplexity_amplify"]
-    report.figure(f"Perplexity change when a language's neurons are amplified ({cfg['amplify']})", plots.heatmap(
-        amp["change"], targets, langs, "relative perplexity change", "evaluated language", "amplified neurons of"))  # fmt: skip
+    if amp is not None:
+        report.figure(f"Perplexity change when a language's neurons are amplified ({cfg['amplify']})", plots.heatmap(
+            amp["change"], targets, langs, "relative perplexity change", "evaluated language", "amplified neurons of"))  # fmt: skip
     lss = results["lss"]
     report.figure("Language Steering Shift", plots.heatmap(
         lss["matrix"], lss["langs"], targets, "LSS (share of items pushed toward T)", "target T", "prompt language L",
@@ -169,10 +175,11 @@ def write_report(results: dict, path: Path, title: str = "neuronlab: language-sp
         "Greedy generations from prompts in the other languages, labelled by py3langid (offline).")  # fmt: skip
     report.table("Sample generations", gen["samples"])
     sweep = results["sweep"]
-    report.figure("Factor sweep (scale the target's neurons)", plots.sweep(sweep["rows"], targets, "scale factor"))
-    report.table(None, [{"target": t, "best factor": f} for t, f in sweep["best"].items()],
-                 f"Per target, the factor with the highest LSS whose mean off-target perplexity rises by at most "
-                 f"{sweep['max_ppl_increase']:.0%}.")  # fmt: skip
+    if sweep is not None:
+        report.figure("Factor sweep (scale the target's neurons)", plots.sweep(sweep["rows"], targets, "scale factor"))
+        report.table(None, [{"target": t, "best factor": f} for t, f in sweep["best"].items()],
+                     f"Per target, the factor with the highest LSS whose mean off-target perplexity rises by at most "
+                     f"{sweep['max_ppl_increase']:.0%}.")  # fmt: skip
     report.save(path)
 
 

@@ -27,6 +27,7 @@ best parameters.
 
 from __future__ import annotations
 
+import inspect
 import random
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -231,7 +232,8 @@ def _batches(enc: _Encoded, batch_size: int, shuffle: random.Random | None = Non
 
 def _last_logits(model, enc: _Encoded, idx: list[int]) -> Tensor:
     ids = torch.tensor([enc.ids[i] for i in idx], device=input_device(model))
-    z = model(input_ids=ids).logits[:, -1]  # [batch, vocab]
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    z = model(input_ids=ids, **keep).logits[:, -1]  # [batch, vocab]; only the last position is unembedded
     return z if z.dtype == torch.float64 else z.float()
 
 

@@ -101,8 +101,9 @@ def record(
 
 @app.command()
 @_friendly
-def inspect(path: Annotated[Path, typer.Argument(help="A stats (.safetensors), neuron-set or plan (.json) file.")]) -> None:
-    """Summarise a stats, neuron-set or plan file."""
+def inspect(path: Annotated[Path, typer.Argument(help="A stats or learned-intervention (.safetensors), neuron-set "
+                                                     "or plan (.json) file.")]) -> None:  # fmt: skip
+    """Summarise a stats, learned-intervention, neuron-set or plan file."""
     from neuronlab.intervene.plan import Plan
     from neuronlab.record.stats import Stats
     from neuronlab.select.neuron_set import NeuronSet
@@ -112,7 +113,10 @@ def inspect(path: Annotated[Path, typer.Argument(help="A stats (.safetensors), n
     if path.stat().st_size == 0:
         raise NeuronlabError(f"{path} is empty")
     if path.suffix == ".safetensors":
-        typer.echo(Stats.load(path).summary())
+        from neuronlab.io import safetensors_format
+        from neuronlab.learn.scalars import FORMAT, Scaling
+
+        typer.echo((Scaling.load(path) if safetensors_format(path) == FORMAT else Stats.load(path)).summary())
         return
     try:
         fmt = json.loads(path.read_text(encoding="utf-8")).get("format", "")
@@ -693,12 +697,7 @@ def scale_show(
     from neuronlab.learn.scalars import Scaling
 
     learned = Scaling.load(_scaling_file(scaling))
-    typer.echo(f"{learned.method} on {learned.meta.get('model', {}).get('name_or_path', '?')}: "
-               f"{len(learned.params)} sites, {learned.n_parameters()} parameters, L1 {learned.l1():.2f}, "
-               f"moved >0.1: {learned.moved(0.1)}")  # fmt: skip
-    value = {"activscalar": "alpha", "steervec": "|v|", "dynscalar": "b"}[learned.method]
-    for name, v in learned.largest(top):
-        typer.echo(f"  {name:28s} {value} = {v:+.3f}")
+    typer.echo(learned.summary(top))
     if plot is not None:
         _plot_scaling(learned, plot)
         typer.echo(f"wrote {plot}")

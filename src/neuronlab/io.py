@@ -62,3 +62,14 @@ def read_safetensors(path: str | Path, fmt: str, what: str) -> tuple[dict, dict[
     if header.get("format") != fmt:
         raise NeuronlabError(f"{path} is not a neuronlab {what} file (format {header.get('format')!r})")
     return tensors, header
+
+
+def safetensors_format(path: str | Path) -> str | None:
+    """The "format" tag of a safetensors file written by neuronlab (None if it has none or cannot be read)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("format")
+    except Exception:  # noqa: BLE001 - not a safetensors file: the caller says what it expected
+        return None

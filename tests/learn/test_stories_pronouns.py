@@ -97,6 +97,8 @@ def test_scale_commands(tmp_path):
     assert json.loads((tmp_path / "m.json").read_text()) == metrics["held_out"]
     result = runner.invoke(app, ["scale", "show", str(out), "--plot", str(tmp_path / "s.png"), "--top", "3"])
     assert result.exit_code == 0 and "activscalar on" in result.output and result.output.count("alpha =") == 3
+    result = runner.invoke(app, ["inspect", str(out / "scaling.safetensors")])
+    assert result.exit_code == 0 and "120 parameters" in result.output
     result = runner.invoke(app, ["scale", "train", "--model", str(STORIES), "--task", str(tmp_path / "none.jsonl"),
                                  "--out", str(out)])  # fmt: skip
     assert result.exit_code == 2 and "no task file" in result.output

@@ -140,6 +140,14 @@ class Scaling:
         center = 1.0 if self.method == "activscalar" else None
         return out, [str(j - n) for j in range(n)], [str(layer) for layer in layers], center
 
+    def summary(self, top: int = 10) -> str:
+        """Method, model, size, L1, how many moved, and the `top` parameters that moved most."""
+        value = {"activscalar": "alpha", "steervec": "|v|", "dynscalar": "b"}[self.method]
+        lines = [f"{self.method} on {self.meta.get('model', {}).get('name_or_path') or '?'}: {len(self.params)} sites, "
+                 f"{self.n_parameters()} parameters, L1 {self.l1():.2f}, moved >0.1: {self.moved(0.1)}"]  # fmt: skip
+        lines += [f"  {name:28s} {value} = {v:+.3f}" for name, v in self.largest(top)]
+        return "\n".join(lines)
+
     def largest(self, k: int = 10) -> list[tuple[str, float]]:
         """The k parameters (activscalar: scalars as "layers.3.ffn_out@-1"; else sites/vectors by norm) that
         moved most from the identity, with their values (alpha, |v| or |w|, b)."""

@@ -38,31 +38,33 @@ def test_demo_runs_offline_and_shows_the_effects(tmp_path):
 
 @needs_shared(FLORES)
 def test_tiny_flores_model_has_language_neurons(tmp_path):
-    """A 4-layer, 2048-neuron Llama trained here for about two minutes on FLORES lines 0-799 of 14 languages.
+    """A 4-layer GPT-2-architecture model (ReLU FFN, 2048 neurons) trained here for about two minutes on FLORES
+    lines 0-799 of 14 languages, evaluated on lines 800+ (never trained on), LAPE top_rate 0.3.
 
-    Its neurons are far less language-specific than the demo model's (whose languages differ mostly in
-    vocabulary): deactivation hurts the own language most for 11 of 14 languages at top_rate 0.2 (0.64 at
-    0.15), amplification (p_max) pushes LSS above 0.5 for 12 of 14 targets, and generations move toward
-    the target in total but not for every target. The asserts say exactly that much.
+    Measured: deactivation hurts the own language most for 13 of 14 languages; p_max amplification gives
+    off-diagonal LSS 0.91-1.0 for every target and raises the share of generations identified as the target
+    for all 14 (from 0-9% to 3-100%). A Llama fixture of the same size (gated FFN) met the deactivation claim
+    but not the other two: with a gate, "set the activation to p_max" leaves the sign of the neuron's output
+    to the up projection of whatever text is running, so it does not push toward the target language.
     """
     import torch
 
     from neuronlab.data.corpora import read_text_dir
-    from neuronlab.demo.train import tiny_llama, train, train_tokenizer
+    from neuronlab.demo.train import tiny_gpt2, train, train_tokenizer
 
     torch.set_num_threads(2)
     texts = read_text_dir(FLORES, "*.devtest")
     train_texts = {lang: lines[:800] for lang, lines in texts.items()}
     tok = train_tokenizer([line for lines in train_texts.values() for line in lines], vocab_size=2048)
-    model = tiny_llama(tok, hidden=64, layers=4, d_ff=512, heads=4)
-    train(model, tok, train_texts, steps=700, batch_size=16, seq_len=128, lr=4e-3, progress=False)
+    model = tiny_gpt2(tok, hidden=64, layers=4, d_ff=512, heads=4)
+    train(model, tok, train_texts, steps=1400, batch_size=16, seq_len=128, lr=4e-3, progress=False)
     held = {lang: lines[800:] for lang, lines in texts.items()}  # lines 800-1011: never trained on
     # the perplexity matrix under amplification and the factor sweep are not asserted here: skipped (95 s)
-    cfg = PipelineConfig(record_lines=120, eval_lines=60, top_rate=0.2, lss_items=20, prompts=5,
+    cfg = PipelineConfig(record_lines=120, eval_lines=60, top_rate=0.3, lss_items=20, prompts=5,
                          amplify_perplexity=False, factors=(), max_new_tokens=16)  # fmt: skip
     res = run(model, tok, held, tmp_path, cfg, progress=False)
     assert res["perplexity_amplify"] is None and res["sweep"] is None and (tmp_path / "report.html").is_file()
     c, lss, gen = res["checks"], res["lss"]["off_diagonal"], res["generation"]
-    assert c["deactivation_hits_own_language"] >= 0.7, c
-    assert sum(v > 0.5 for v in lss.values()) >= 0.8 * len(lss) and sum(lss.values()) / len(lss) > 0.55, lss
-    assert sum(gen["steered"].values()) > sum(gen["baseline"].values()), gen
+    assert len(res["targets"]) == 14 and c["deactivation_hits_own_language"] >= 0.7, c
+    assert all(v > 0.5 for v in lss.values()), lss
+    assert all(gen["steered"][t] > gen["baseline"][t] for t in res["targets"]), gen

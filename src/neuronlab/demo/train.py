@@ -1,7 +1,8 @@
-"""Train tiny multilingual Llama-architecture models from scratch on the CPU (the demo model, test fixtures).
+"""Train tiny multilingual models from scratch on the CPU (the demo model, test fixtures).
 
     >>> tok = train_tokenizer(all_lines, vocab_size=2048)
-    >>> model = tiny_llama(tok, hidden=128, layers=4, d_ff=384)
+    >>> model = tiny_llama(tok, hidden=128, layers=4, d_ff=384)          # gated FFN (SiLU gate x up)
+    >>> model = tiny_gpt2(tok, hidden=64, layers=4, d_ff=512)            # plain FFN (ReLU), no dropout
     >>> train(model, tok, {"en": en_lines, "fr": fr_lines}, steps=1500)
 
 Each training sequence is a window of one language's text stream (texts joined with BOS between them),
@@ -44,6 +45,21 @@ def tiny_llama(tokenizer, hidden: int = 128, layers: int = 4, d_ff: int = 384, h
     )  # fmt: skip
     torch.manual_seed(seed)
     return LlamaForCausalLM(config)
+
+
+def tiny_gpt2(tokenizer, hidden: int = 64, layers: int = 4, d_ff: int = 512, heads: int = 4,
+              activation: str = "relu", seed: int = 0):  # fmt: skip
+    """GPT-2 architecture with a plain (ungated) FFN: setting a neuron's activation to a value adds a fixed
+    multiple of its down-projection row, whatever the input (in a gated FFN the up projection decides the sign)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        vocab_size=len(tokenizer), n_embd=hidden, n_layer=layers, n_head=heads, n_inner=d_ff, n_positions=512,
+        activation_function=activation, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        bos_token_id=1, eos_token_id=2, pad_token_id=0,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    return GPT2LMHeadModel(config)
 
 
 def train(model, tokenizer, texts: dict[str, list[str]], steps: int = 1500, batch_size: int = 32,

@@ -28,6 +28,7 @@ best parameters.
 from __future__ import annotations
 
 import inspect
+import json
 import random
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -129,12 +130,13 @@ class Scaling:
             cols = [f"{k} {part}" for k in kinds for part in ("b", "|w|")]
             grid = [[nan] * len(cols) for _ in layers]
             for site, p in zip(sites, self.params.values()):
-                c = kinds.index(site.kind) * 2
+                p, c = p.detach(), kinds.index(site.kind) * 2
                 grid[layers.index(site.layer)][c : c + 2] = [float(p[-1]), float(p[:-1].norm())]
             return {"dynscalar (b, |w|)": grid}, cols, [str(layer) for layer in layers], None
         n = max(p.shape[0] for p in self.params.values())
         out = {k: [[nan] * n for _ in layers] for k in kinds}
         for site, p in zip(sites, self.params.values()):
+            p = p.detach()
             values = p if self.method == "activscalar" else p.norm(dim=-1)
             out[site.kind][layers.index(site.layer)] = [float(v) for v in values.flip(0)]
         center = 1.0 if self.method == "activscalar" else None
@@ -163,7 +165,8 @@ class Scaling:
         return [(name, value) for name, value, _ in sorted(rows, key=lambda r: -r[2])[:k]]
 
     def to_plan(self) -> Plan:
-        """The same intervention as core Plan entries, for `nl.apply`."""
+        """The same intervention as core Plan entries, for `nl.apply`. Positions count from the end of each
+        forward call's sequence, so run prompts unpadded or left-padded (as `generate` does)."""
         ivs = []
         for name, p in self.params.items():
             site = Site.parse(name)
@@ -184,16 +187,14 @@ class Scaling:
             raise NeuronlabError(f"this intervention was learned on another model ({differs}); train it on this one")
 
     def save(self, path: str | Path) -> None:
-        import json
-
         tensors = {k: v.detach().float().cpu() for k, v in self.params.items()}
         write_safetensors(path, tensors, FORMAT, method=self.method, meta=json.dumps(self.meta))
 
     @classmethod
     def load(cls, path: str | Path) -> Scaling:
-        import json
-
         tensors, header = read_safetensors(path, FORMAT, "learned intervention")
+        if header.get("method") not in METHODS:
+            raise NeuronlabError(f"{path}: unknown method {header.get('method')!r}")
         return cls(header["method"], tensors, json.loads(header.get("meta", "{}")))
 
 

@@ -11,6 +11,11 @@ Variants:
 - "zero": set to 0 (deactivate); "scale": multiply by `factor`;
 - "p10", "layer_max": set to the layer's 10th percentile / max at the same token, on the current input;
   "add_layer_max": add the layer's max.
+
+On a gated FFN (Llama, Qwen, Gemma, Mistral: act = f(gate) times up) the `act` site is the gate: setting it to
+a value leaves the sign of the neuron's output to the up projection of the running text. On a 4-layer FLORES
+model this made p_max amplification move generations for 5 of 14 targets (Llama) against 14 of 14 with a
+plain ReLU FFN of the same size (tests/demo); "scale" and "add_layer_max" keep the input's own sign.
 """
 
 from __future__ import annotations

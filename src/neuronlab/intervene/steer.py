@@ -15,7 +15,8 @@ Variants:
 On a gated FFN (Llama, Qwen, Gemma, Mistral: act = f(gate) times up) the `act` site is the gate: setting it to
 a value leaves the sign of the neuron's output to the up projection of the running text. On a 4-layer FLORES
 model this made p_max amplification move generations for 5 of 14 targets (Llama) against 14 of 14 with a
-plain ReLU FFN of the same size (tests/demo); "scale" and "add_layer_max" keep the input's own sign.
+plain ReLU FFN of the same size (tests/demo). "scale" keeps each token's own sign (it multiplies gate and
+output alike).
 """
 
 from __future__ import annotations

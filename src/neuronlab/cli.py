@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from neuronlab.errors import NeuronlabError
+from neuronlab.io import write_bytes
 
 app = typer.Typer(help="Find, steer and tune the neurons of transformer language models.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)  # fmt: skip
@@ -448,7 +449,7 @@ def lens(
         layers = list(result["layers"])
         series = {f"{p!r} -> {t!r}": [result["layers"][layer]["target_rank"][row] for layer in layers]
                   for row, (p, t) in enumerate(zip(prompt, target))}  # fmt: skip
-        plot.write_bytes(lines(series, layers, "layer", "target rank (0 = top-1)", "logit lens", log_y=True))
+        write_bytes(plot, lines(series, layers, "layer", "target rank (0 = top-1)", "logit lens", log_y=True))
 
 
 arith_app = typer.Typer(help="FFN outputs as additive vectors: extract, patch, ablate (Merullo et al. 2024).",
@@ -536,7 +537,7 @@ def arith_patch(
 
         keys = ["accuracy", "exact", "reciprocal_rank"]
         series = {"plain": [plain[k] for k in keys], f"{mode} x{scale}, layers {layer}": [patched[k] for k in keys]}
-        plot.write_bytes(lines(series, keys, "score", "value", f"o-vector patched into '{nonsense} X'"))
+        write_bytes(plot, lines(series, keys, "score", "value", f"o-vector patched into '{nonsense} X'"))
 
 
 @arith_app.command("ablate")
@@ -566,7 +567,7 @@ def arith_ablate(
         from neuronlab.report.plots import lines
 
         series = {k: [s[k] for s in scores.values()] for k in ("accuracy", "reciprocal_rank")}
-        plot.write_bytes(lines(series, list(scores), "first ablated layer", "score", "FFN outputs ablated from l on"))
+        write_bytes(plot, lines(series, list(scores), "first ablated layer", "score", "FFN outputs ablated from l on"))
 
 
 scale_app = typer.Typer(help="Learned interventions: activation scalars, steering vectors, dynamic scalars "
@@ -588,13 +589,12 @@ def _metrics_line(label: str, m: dict) -> None:
 
 
 def _plot_scaling(learned, path: Path) -> None:
-    from neuronlab.io import atomic_write
     from neuronlab.report.plots import panels
 
     grids, cols, rows, center = learned.grids()
     what = {"activscalar": "alpha", "steervec": "|v|", "dynscalar": "b and |w|"}[learned.method]
     png = panels(grids, cols, rows, f"{learned.method}: {what} per layer and position (from the end)", center)
-    atomic_write(path, lambda tmp: Path(tmp).write_bytes(png))
+    write_bytes(path, png)
 
 
 @scale_app.command("task")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from neuronlab.data.corpora import read_jsonl
 from neuronlab.errors import NeuronlabError
-from neuronlab.io import atomic_write
+from neuronlab.io import write_text
 
 GIRLS = ("Lily Sue Anna Mia Lucy Amy Sara Jane Kate Emma Molly Daisy Rose Ella Zoe Lisa Mary Susie Kitty Bella "
          "Sophie Grace Alice Ruby Jenny Julie Annie Ellie Maria Katie").split()  # fmt: skip
@@ -114,7 +114,7 @@ def read_contrast(path: str | Path) -> list[dict]:
 
 def write_contrast(path: str | Path, items: Sequence[dict]) -> None:
     text = "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in items)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    write_text(path, text)
 
 
 def split(items: Sequence[dict], holdout: float = 0.25, seed: int = 0) -> tuple[list[dict], list[dict]]:

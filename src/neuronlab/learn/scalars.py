@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from neuronlab.data.batching import input_device
 from neuronlab.data.contrast import check_items, split

@@ -11,7 +11,7 @@ import base64
 import html
 from pathlib import Path
 
-from neuronlab.io import atomic_write
+from neuronlab.io import write_text
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.6em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
@@ -47,7 +47,7 @@ class Report:
                 "</body></html>")  # fmt: skip
 
     def save(self, path: str | Path) -> None:
-        atomic_write(path, lambda tmp: Path(tmp).write_text(self.render(), encoding="utf-8"))
+        write_text(path, self.render())
 
 
 def _fmt(v) -> str:

@@ -632,12 +632,14 @@ def scale_train(
     patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better validation loss.")] = 20,
     holdout: Annotated[float, typer.Option(help="Share of groups held out for the reported metrics.")] = 0.25,
     seed: Annotated[int, typer.Option(help="Seed of the split and the batch order.")] = 0,
+    drop_ambiguous: Annotated[bool, typer.Option(help="Drop items whose target and foil start with the same "
+                                                      "token (instead of stopping with an error).")] = False,  # fmt: skip
     dtype: DtypeOpt = None,
     device: DeviceOpt = None,
     revision: RevisionOpt = None,
 ) -> None:
     """Learn an intervention that makes each target beat its foil; report it on held-out groups."""
-    from neuronlab.data.contrast import read_contrast, split
+    from neuronlab.data.contrast import distinguishable, read_contrast, split
     from neuronlab.io import write_json
     from neuronlab.learn.scalars import ScalingConfig, evaluate_scaling, train_scaling
 
@@ -645,8 +647,12 @@ def scale_train(
                         layers=tuple(layers) if layers else None, positions=positions, effectiveness=effectiveness,
                         faithfulness=faithfulness, minimality=minimality, lr=lr, epochs=epochs, patience=patience,
                         seed=seed)  # fmt: skip
-    train_items, held_out = split(read_contrast(task), holdout, seed)
+    items = read_contrast(task)
     loaded, tok = _load(model, dtype, device, revision)
+    if drop_ambiguous:
+        items, dropped = distinguishable(items, tok)
+        typer.echo(f"dropped {dropped} items whose target and foil start with the same token; {len(items)} left")
+    train_items, held_out = split(items, holdout, seed)
     learned = train_scaling(loaded, tok, train_items, cfg)
     learned.meta.update(task=str(task), held_out_groups=sorted({i["group"] for i in held_out}))
     metrics = {"train": evaluate_scaling(loaded, tok, learned, train_items),

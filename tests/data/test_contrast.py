@@ -58,3 +58,12 @@ def test_split_keeps_groups_apart():
         split(items, holdout=1.0)
     with pytest.raises(nl.NeuronlabError, match="two groups"):
         split(items[:1])
+
+
+def test_distinguishable_drops_items_whose_answers_share_a_first_token():
+    from neuronlab.data.contrast import distinguishable
+    from neuronlab.testing import char_tokenizer
+
+    items = [{"prompt": "ab", "target": "xa", "foil": "xb", "group": "0"},
+             {"prompt": "ab", "target": "x", "foil": "y", "group": "1"}]  # fmt: skip
+    assert distinguishable(items, char_tokenizer()) == ([items[1]], 1)

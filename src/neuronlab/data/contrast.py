@@ -107,6 +107,17 @@ def check_items(items: Sequence[dict], source: str = "the task") -> list[dict]:
     return out
 
 
+def distinguishable(items: Sequence[dict], tokenizer) -> tuple[list[dict], int]:
+    """The items whose target and foil begin with different tokens after the prompt (the logit difference is
+    taken on the first token), and how many were dropped. Names like " Joe" / " Jane" can share a first token
+    in a small vocabulary."""
+    from neuronlab.evaluate.perplexity import continuation_ids
+
+    kept = [i for i in items if continuation_ids(tokenizer, i["prompt"], i["target"])[1][:1]
+            != continuation_ids(tokenizer, i["prompt"], i["foil"])[1][:1]]  # fmt: skip
+    return kept, len(items) - len(kept)
+
+
 def read_contrast(path: str | Path) -> list[dict]:
     """Items from a JSONL file (blank lines skipped); each checked as in `check_items`."""
     return check_items([item for _, item in read_jsonl(path, "task")], str(path))

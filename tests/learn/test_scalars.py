@@ -180,3 +180,26 @@ def test_training_keeps_the_best_validation_parameters(tok):
         got = sum(float(objective(model, s, enc, z0, [i], cfg)["loss"]) for i in range(len(val))) / len(val)
     assert math.isclose(got, best, rel_tol=1e-4, abs_tol=1e-5)
     assert all(p.requires_grad for p in model.parameters())  # the model's own flags are restored
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_grids_summary_and_heatmap(method):
+    from neuronlab.report.plots import panels
+
+    model = tiny_model("llama")
+    s = _randomize(init_scaling(model, ScalingConfig(method=method, components=("attn_out", "resid")), 4))
+    grids, cols, rows, center = s.grids()
+    assert rows == ["0", "1", "2"]
+    if method == "dynscalar":
+        assert list(grids) == ["dynscalar (b, |w|)"] and cols == ["attn_out b", "attn_out |w|", "resid b", "resid |w|"]
+        p = s.params["layers.1.resid"].detach()
+        assert grids["dynscalar (b, |w|)"][1][2:] == pytest.approx([float(p[-1]), float(p[:-1].norm())])
+    else:
+        assert list(grids) == ["attn_out", "resid"] and cols == ["-4", "-3", "-2", "-1"]
+        p = s.params["layers.2.attn_out"].detach()
+        last = float(p[0]) if method == "activscalar" else float(p[0].norm())
+        assert grids["attn_out"][2][-1] == pytest.approx(last)  # column -1 is the last token
+    assert center == (1.0 if method == "activscalar" else None)
+    assert panels(grids, cols, rows, "t", center)[:4] == b"\x89PNG"
+    text = s.summary(top=3)
+    assert text.startswith(f"{method} on ") and len(text.splitlines()) == 4

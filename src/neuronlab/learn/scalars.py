@@ -161,7 +161,7 @@ class Scaling:
             elif self.method == "steervec":
                 rows += [(f"{name}@{-1 - j}", float(d[j].norm()), float(d[j].norm())) for j in range(d.shape[0])]
             else:
-                rows.append((name, float(self.params[name][-1]), float(d.norm())))
+                rows.append((name, float(self.params[name][-1].detach()), float(d.norm())))
         return [(name, value) for name, value, _ in sorted(rows, key=lambda r: -r[2])[:k]]
 
     def to_plan(self) -> Plan:

@@ -76,7 +76,7 @@ def relation_items(pairs: Sequence[tuple[str, str]], template: str = "{x}: {y}",
 def _last_logits(model, tokenizer, prompts: Sequence[str], batch_size: int) -> Tensor:
     """Next-token logits after each prompt, float32 [n, vocab] (left padding: the last position is the end)."""
     out = []
-    for _, enc in left_padded(model, tokenizer, prompts, batch_size):
+    for _, enc in left_padded(model, tokenizer, prompts, batch_size, positions=True):
         with torch.no_grad():
             out.append(model(**enc, use_cache=False).logits[:, -1].float().cpu())
     return torch.cat(out)
@@ -124,7 +124,7 @@ def extract_o_vector(model, tokenizer, prompts: Sequence[str], layer: int, site:
     if not prompts:
         raise NeuronlabError("give at least one prompt")
     total, count = None, 0
-    for _, enc in left_padded(model, tokenizer, prompts, batch_size):
+    for _, enc in left_padded(model, tokenizer, prompts, batch_size, positions=True):
         seen: dict[str, Tensor] = {}
         keep = lambda h: seen.__setitem__("h", h[:, -1].float())  # noqa: E731  (returns None: read only)
         with torch.no_grad(), hooked(model, {Site(layer, site): keep}, arch):

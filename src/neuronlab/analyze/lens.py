@@ -46,7 +46,7 @@ def logit_lens(model, tokenizer, prompts: Sequence[str], targets: Sequence[str] 
         if any(not f for f in first):
             raise NeuronlabError("a target has no tokens")
     out: dict[int, dict] = {layer: {"top": [], "target_prob": [], "target_rank": []} for layer in range(n_layers)}
-    for start, enc in left_padded(model, tokenizer, prompts, batch_size):  # last position = the prompt's end
+    for start, enc in left_padded(model, tokenizer, prompts, batch_size, positions=True):  # last = prompt's end
         seen: dict[int, Tensor] = {}
         keep = lambda layer: lambda h: seen.__setitem__(layer, h[:, -1].detach())  # noqa: E731
         with torch.no_grad(), hooked(model, {Site(layer, site): keep(layer) for layer in range(n_layers)}, arch):

@@ -11,6 +11,8 @@ last position must be their end (generation, logit lens, relation scores).
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -90,14 +92,32 @@ def input_device(model) -> torch.device:
     return model.get_input_embeddings().weight.device
 
 
-def left_padded(model, tokenizer, prompts: Sequence[str], batch_size: int) -> Iterator[tuple[int, dict]]:
+def forward_takes(model, name: str) -> bool:
+    """Whether the model's forward accepts keyword `name` (e.g. logits_to_keep, position_ids)."""
+    return _forward_takes(type(model), name)
+
+
+@functools.lru_cache(maxsize=None)
+def _forward_takes(cls: type, name: str) -> bool:
+    return name in inspect.signature(cls.forward).parameters
+
+
+def left_padded(model, tokenizer, prompts: Sequence[str], batch_size: int,
+                positions: bool = False) -> Iterator[tuple[int, dict]]:  # fmt: skip
     """(start index, encoded batch on the model's device) for prompts padded on the left, so the last position
-    of every row is its prompt's end; the tokenizer's padding side is restored afterwards."""
+    of every row is its prompt's end; the tokenizer's padding side is restored afterwards.
+
+    For a plain forward pass give `positions=True`: position_ids then count from each row's first real token
+    (models such as GPT-2 otherwise number the padding too, which shifts learned positions). `generate`
+    derives them from the attention mask itself, so leave it False there."""
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     try:
         device = input_device(model)
         for start in range(0, len(prompts), batch_size):
             part = list(prompts[start : start + batch_size])
-            yield start, tokenizer(part, return_tensors="pt", padding=True).to(device)
+            enc = tokenizer(part, return_tensors="pt", padding=True).to(device)
+            if positions and forward_takes(model, "position_ids"):
+                enc["position_ids"] = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+            yield start, enc
     finally:
         tokenizer.padding_side = side

@@ -27,7 +27,6 @@ best parameters.
 
 from __future__ import annotations
 
-import inspect
 import json
 import random
 from collections.abc import Sequence
@@ -39,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from neuronlab.data.batching import input_device
+from neuronlab.data.batching import forward_takes, input_device
 from neuronlab.data.contrast import check_items, split
 from neuronlab.errors import NeuronlabError
 from neuronlab.evaluate.perplexity import continuation_ids
@@ -241,7 +240,7 @@ def _batches(enc: _Encoded, batch_size: int, shuffle: random.Random | None = Non
 
 def _last_logits(model, enc: _Encoded, idx: list[int]) -> Tensor:
     ids = torch.tensor([enc.ids[i] for i in idx], device=input_device(model))
-    keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    keep = {"logits_to_keep": 1} if forward_takes(model, "logits_to_keep") else {}
     z = model(input_ids=ids, **keep).logits[:, -1]  # [batch, vocab]; only the last position is unembedded
     return z if z.dtype == torch.float64 else z.float()
 

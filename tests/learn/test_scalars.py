@@ -143,7 +143,7 @@ def test_save_load_and_another_model(tmp_path, tok):
         from_file = _logits(model, tok, "the cat")
     with nl.apply(model, back.to_plan()):
         assert torch.equal(_logits(model, tok, "the cat"), from_file)
-    with pytest.raises(nl.NeuronlabError, match="learned on another model"):
+    with pytest.raises(nl.NeuronlabError, match="made on another model"):
         evaluate_scaling(tiny_model("llama", seed=1), tok, back, ITEMS)
     with pytest.raises(nl.NeuronlabError, match="not a neuronlab learned intervention"):
         nl.Stats.empty(["a"], 1, 2, {}).save(tmp_path / "stats.safetensors")

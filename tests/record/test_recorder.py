@@ -109,7 +109,7 @@ def test_merge_equals_recording_together(tok, tmp_path):
 def test_refuses_stats_of_another_model_or_site(tok):
     a = nl.record(tiny_model("llama", seed=0), tok, {"en": TEXTS["en"]}, progress=False)
     b = nl.record(tiny_model("llama", seed=1), tok, {"fr": TEXTS["fr"]}, progress=False)
-    with pytest.raises(nl.NeuronlabError, match="different models"):
+    with pytest.raises(nl.NeuronlabError, match="another model"):
         a.merge(b)
     with pytest.raises(nl.NeuronlabError, match="another model"):
         a.check_model(tiny_model("llama", seed=1))

@@ -50,7 +50,7 @@ def test_a_set_made_for_another_model_is_refused():
     made_for = nl.model_info(tiny_model("llama", seed=0))
     ns = nl.NeuronSet({"fr": {0: [1]}}, meta={"site": "act", "model": made_for})
     ns.validate(tiny_model("llama", seed=0))
-    with pytest.raises(nl.NeuronlabError, match="made for another model"):
+    with pytest.raises(nl.NeuronlabError, match="made on another model"):
         ns.validate(tiny_model("llama", seed=1))
 
 

@@ -30,7 +30,7 @@ from neuronlab.io import read_safetensors, write_safetensors
 from neuronlab.intervene.apply import apply
 from neuronlab.intervene.plan import Add, Plan, Set, Zero
 from neuronlab.models.arch import ArchSpec
-from neuronlab.models.sites import Site, decoder_layers, hooked
+from neuronlab.models.sites import Site, decoder_layers, trace
 
 VECTOR_FORMAT = "neuronlab.vector/1"
 
@@ -125,13 +125,13 @@ def extract_o_vector(model, tokenizer, prompts: Sequence[str], layer: int, site:
         raise NeuronlabError("give at least one prompt")
     total, count = None, 0
     for _, enc in left_padded(model, tokenizer, prompts, batch_size, positions=True):
-        seen: dict[str, Tensor] = {}
-        keep = lambda h: seen.__setitem__("h", h[:, -1].float())  # noqa: E731  (returns None: read only)
-        with torch.no_grad(), hooked(model, {Site(layer, site): keep}, arch):
+        last = lambda _site, h: h[:, -1].float()  # noqa: E731
+        with torch.no_grad(), trace(model, [Site(layer, site)], stop=True, reduce=last, arch=arch) as seen:
             model(**enc, use_cache=False)
-        part = seen["h"].sum(0).cpu()
+        h = seen[Site(layer, site)]
+        part = h.sum(0).cpu()
         total = part if total is None else total + part
-        count += seen["h"].shape[0]
+        count += h.shape[0]
     return total / count
 
 

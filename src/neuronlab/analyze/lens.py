@@ -21,14 +21,14 @@ from neuronlab.data.batching import left_padded
 from neuronlab.errors import NeuronlabError
 from neuronlab.evaluate.perplexity import continuation_ids
 from neuronlab.models.arch import ArchSpec, arch_spec
-from neuronlab.models.sites import Site, decoder_layers, get_module, hooked
+from neuronlab.models.sites import Site, decoder_layers, get_module, trace
 
 
 def decode(model, h: Tensor, arch: ArchSpec | None = None) -> Tensor:
     """Logits of residual-stream vectors h [..., d_model] through the final norm and the unembedding."""
     spec = arch_spec(model, arch)
     logits = get_module(model, spec.unembed)(get_module(model, spec.final_norm)(h))
-    cap = getattr(model.config, "final_logit_softcapping", None)
+    cap = spec.logit_cap(model.config)
     return torch.tanh(logits / cap) * cap if cap else logits
 
 
@@ -47,13 +47,13 @@ def logit_lens(model, tokenizer, prompts: Sequence[str], targets: Sequence[str] 
             raise NeuronlabError("a target has no tokens")
     out: dict[int, dict] = {layer: {"top": [], "target_prob": [], "target_rank": []} for layer in range(n_layers)}
     for start, enc in left_padded(model, tokenizer, prompts, batch_size, positions=True):  # last = prompt's end
-        seen: dict[int, Tensor] = {}
-        keep = lambda layer: lambda h: seen.__setitem__(layer, h[:, -1].detach())  # noqa: E731
-        with torch.no_grad(), hooked(model, {Site(layer, site): keep(layer) for layer in range(n_layers)}, arch):
+        sites = [Site(layer, site) for layer in range(n_layers)]
+        last = lambda _site, h: h[:, -1].detach()  # noqa: E731  (keep only the last position)
+        with torch.no_grad(), trace(model, sites, stop=True, reduce=last, arch=arch) as seen:
             model(**enc, use_cache=False)
         for layer in range(n_layers):
             with torch.no_grad():
-                probs = decode(model, seen[layer], arch).float().softmax(-1)  # [batch, vocab]
+                probs = decode(model, seen[sites[layer]], arch).float().softmax(-1)  # [batch, vocab]
             top = probs.topk(k, dim=-1)
             entry = out[layer]
             for row in range(probs.shape[0]):

@@ -24,6 +24,7 @@ from neuronlab.evaluate.langid import LanguageIdentifier
 from neuronlab.evaluate.perplexity import continuation_logprob, perplexity
 from neuronlab.intervene.apply import apply
 from neuronlab.intervene.plan import Plan
+from neuronlab.models.arch import arch_spec
 
 PlanFor = Callable[[str], Plan]
 
@@ -92,7 +93,7 @@ def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 24,
 
 
 def _check_room(model, length: int) -> None:
-    limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+    limit = arch_spec(model).position_limit(model.config)
     if limit is not None and length > limit:
         raise NeuronlabError(f"prompt plus new tokens is {length} tokens, but the model has {limit} positions: "
                              "shorten the prompts (fewer shots) or generate fewer tokens")  # fmt: skip

@@ -49,7 +49,7 @@ def bake(model: nn.Module, plan: Plan, arch: ArchSpec | None = None) -> nn.Modul
     with torch.no_grad():
         for site, edits in compiled.items():
             down = get_module(layers[site.layer], spec.down)
-            d_ff = down.weight.shape[1] if isinstance(down, nn.Linear) else down.weight.shape[0]
+            d_ff = down.weight.shape[0] if spec.conv1d else down.weight.shape[1]
             scale = torch.ones(d_ff, dtype=torch.float32, device=down.weight.device)
             for iv, idx, _value in edits:
                 if idx is None:
@@ -57,5 +57,5 @@ def bake(model: nn.Module, plan: Plan, arch: ArchSpec | None = None) -> nn.Modul
                 else:
                     scale[idx] *= _factor(iv)
             w = down.weight
-            w.copy_(w * (scale[None, :] if isinstance(down, nn.Linear) else scale[:, None]).to(w.dtype))
+            w.copy_(w * (scale[:, None] if spec.conv1d else scale[None, :]).to(w.dtype))
     return baked

@@ -28,6 +28,12 @@ class ArchSpec:
     attn_out:   the module whose output is the attention block's contribution to the residual stream
     final_norm: the norm applied before the unembedding, from the root
     unembed:    the unembedding (LM head), from the root
+    up:         the FFN's input projection (a gated FFN's up projection; Phi-3's fused gate_up), from a layer
+    gate:       a gated FFN's gate projection, from a layer (None: no separate gate module)
+    conv1d:     the projections are GPT-2 Conv1D modules, whose weight is [in, out] (nn.Linear's is [out, in])
+    flat_ffn:   the FFN runs on flattened tokens [batch * pos, width] (OPT); sites still show [batch, pos, width]
+    softcap:    config attribute of the final-logit soft-cap (Gemma 2), None if the family has none
+    max_positions: config attribute of the longest sequence the model takes (None: no limit, e.g. ALiBi)
     """
 
     layers: str
@@ -37,6 +43,20 @@ class ArchSpec:
     attn_out: str
     final_norm: str
     unembed: str
+    up: str | None = None
+    gate: str | None = None
+    conv1d: bool = False
+    flat_ffn: bool = False
+    softcap: str | None = None
+    max_positions: str | None = "max_position_embeddings"
+
+    def position_limit(self, config) -> int | None:
+        """The longest sequence a model of this family takes (None: no limit)."""
+        return getattr(config, self.max_positions, None) if self.max_positions else None
+
+    def logit_cap(self, config) -> float | None:
+        """The final-logit soft-cap c (logits <- c * tanh(logits / c)), None where there is none."""
+        return getattr(config, self.softcap, None) if self.softcap else None
 
 
 _LLAMA_LIKE = ArchSpec(
@@ -47,6 +67,8 @@ _LLAMA_LIKE = ArchSpec(
     attn_out="self_attn",
     final_norm="model.norm",
     unembed="lm_head",
+    up="mlp.up_proj",
+    gate="mlp.gate_proj",
 )
 # Gemma 2/3 normalise each block's output before adding it to the residual stream.
 _GEMMA2_LIKE = ArchSpec(
@@ -57,6 +79,9 @@ _GEMMA2_LIKE = ArchSpec(
     attn_out="post_attention_layernorm",
     final_norm="model.norm",
     unembed="lm_head",
+    up="mlp.up_proj",
+    gate="mlp.gate_proj",
+    softcap="final_logit_softcapping",
 )
 
 ARCH_SPECS: dict[str, ArchSpec] = {
@@ -74,6 +99,7 @@ ARCH_SPECS: dict[str, ArchSpec] = {
         attn_out="self_attn",
         final_norm="model.norm",
         unembed="lm_head",
+        up="mlp.gate_up_proj",  # [gate; up] stacked along the output dimension
     ),
     "gemma2": _GEMMA2_LIKE,
     "gemma3_text": _GEMMA2_LIKE,
@@ -85,6 +111,9 @@ ARCH_SPECS: dict[str, ArchSpec] = {
         attn_out="attn",
         final_norm="transformer.ln_f",
         unembed="lm_head",
+        up="mlp.c_fc",
+        conv1d=True,
+        max_positions="n_positions",
     ),
     "gpt_neox": ArchSpec(
         layers="gpt_neox.layers",
@@ -94,6 +123,7 @@ ARCH_SPECS: dict[str, ArchSpec] = {
         attn_out="attention",
         final_norm="gpt_neox.final_layer_norm",
         unembed="lm_head|embed_out",  # transformers 5 renamed embed_out to lm_head
+        up="mlp.dense_h_to_4h",
     ),
     "opt": ArchSpec(  # the FFN lives directly in the decoder layer (fc1 -> activation_fn -> fc2)
         layers="model.decoder.layers",
@@ -103,6 +133,8 @@ ARCH_SPECS: dict[str, ArchSpec] = {
         attn_out="self_attn",
         final_norm="model.decoder.final_layer_norm",
         unembed="lm_head",
+        up="fc1",
+        flat_ffn=True,
     ),
     "bloom": ArchSpec(  # BloomMLP and BloomAttention add the residual themselves: read their last Linear
         layers="transformer.h",
@@ -112,6 +144,8 @@ ARCH_SPECS: dict[str, ArchSpec] = {
         attn_out="self_attention.dense",
         final_norm="transformer.ln_f",
         unembed="lm_head",
+        up="mlp.dense_h_to_4h",
+        max_positions=None,  # ALiBi: no learned or rotary position limit
     ),
     "phi": ArchSpec(
         layers="model.layers",
@@ -121,6 +155,7 @@ ARCH_SPECS: dict[str, ArchSpec] = {
         attn_out="self_attn",
         final_norm="model.final_layernorm",
         unembed="lm_head",
+        up="mlp.fc1",
     ),
 }
 
@@ -128,7 +163,8 @@ _HOW_TO = """Pass an ArchSpec of your own, for example:
 
     import neuronlab as nl
     spec = nl.ArchSpec(layers="model.layers", act="mlp.act_fn", down="mlp.down_proj", ffn_out="mlp",
-                       attn_out="self_attn", final_norm="model.norm", unembed="lm_head")
+                       attn_out="self_attn", final_norm="model.norm", unembed="lm_head", up="mlp.up_proj",
+                       gate="mlp.gate_proj")
     nl.register_arch("{model_type}", spec)      # or pass arch=spec where a function takes it
 
 Print `model` to see its module names."""

@@ -13,7 +13,7 @@ from torch import nn
 
 from neuronlab.errors import NeuronlabError
 from neuronlab.models.arch import ArchSpec, arch_spec
-from neuronlab.models.sites import decoder_layers, site_width
+from neuronlab.models.sites import decoder_layers, get_module, site_width
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 PROBE_VALUES = 16  # weight values kept as a fingerprint, compared with a tolerance (dtype-robust)
@@ -76,13 +76,40 @@ def ensure_pad_token(tokenizer) -> None:
     raise NeuronlabError("the tokenizer has no pad, EOS, UNK or BOS token: set tokenizer.pad_token first")
 
 
+def _mean_abs(params: list[torch.Tensor]) -> float | None:
+    """Mean |w| over tensors, accumulated in float64 (None if any lies on the meta device: offloaded weights)."""
+    if not params or any(p.device.type == "meta" for p in params):
+        return None
+    total = sum(float(p.detach().abs().sum(dtype=torch.float64)) for p in params)
+    return round(total / sum(p.numel() for p in params), 9)
+
+
+def fingerprint(model: nn.Module, arch: ArchSpec | None = None) -> dict:
+    """Numbers that change when a model's weights change, and not when they are cast to another dtype: per layer
+    the mean |w| of the FFN projections (up, gate, down) and of the rest of the layer (attention, norms), and of
+    the final norm with the unembedding. A fine-tune or a baked plan moves them; bf16 vs float32 of the same
+    weights moves them by about 1e-5 relative. One full pass over the weights (a second or two at 7B)."""
+    spec = arch_spec(model, arch)
+    layers = decoder_layers(model, arch)
+    ffn, other = [], []
+    for layer in layers:
+        mine = {id(p) for path in (spec.up, spec.gate, spec.down) if path
+                for p in get_module(layer, path).parameters()}  # fmt: skip
+        params = list(layer.parameters())
+        ffn.append(_mean_abs([p for p in params if id(p) in mine]))
+        other.append(_mean_abs([p for p in params if id(p) not in mine]))
+    head = [*get_module(model, spec.final_norm).parameters(), *get_module(model, spec.unembed).parameters()]
+    return {"ffn": ffn, "attention and norms": other, "final norm and unembedding": _mean_abs(head)}
+
+
 def model_info(model: nn.Module, arch: ArchSpec | None = None) -> dict:
-    """Identity of a model, saved with every result: name, revision, shape and a weight probe."""
+    """Identity of a model, saved with every result: name, revision, shape, an embedding probe and the weight
+    fingerprint (see `fingerprint`)."""
     config = model.config
     embed = model.get_input_embeddings().weight
     flat = embed.detach().reshape(-1)
     step = max(1, flat.numel() // PROBE_VALUES)
-    probe = flat[::step][:PROBE_VALUES].float().cpu().tolist()
+    probe = flat[::step][:PROBE_VALUES].float().cpu().tolist() if flat.device.type != "meta" else []
     return {
         "name_or_path": str(getattr(config, "_name_or_path", "") or ""),
         "revision": getattr(model, "neuronlab_revision", None),
@@ -92,15 +119,47 @@ def model_info(model: nn.Module, arch: ArchSpec | None = None) -> dict:
         "d_ff": site_width(model, "act", arch),
         "vocab": int(embed.shape[0]),
         "probe": [round(v, 6) for v in probe],
+        "fingerprint": fingerprint(model, arch),
     }
 
 
+FINGERPRINT_RTOL = 1e-3  # dtype casts move a mean |w| by ~1e-5 relative; a fine-tune or bake by far more
+
+
+def _close(a: float | None, b: float | None) -> bool:
+    return a is None or b is None or abs(a - b) <= FINGERPRINT_RTOL * max(abs(a), abs(b)) + 1e-12
+
+
 def same_model(a: dict, b: dict) -> str | None:
-    """None if two model_info dicts describe the same weights, else what differs."""
+    """None if two model_info dicts describe the same weights, else which part differs. Results saved before
+    fingerprints existed are compared by their embedding probe only."""
     for key in ("model_type", "n_layers", "d_model", "d_ff", "vocab"):
         if a.get(key) != b.get(key):
             return f"{key} {a.get(key)} != {b.get(key)}"
-    pa, pb = torch.tensor(a["probe"]), torch.tensor(b["probe"])
-    if pa.shape != pb.shape or not torch.allclose(pa, pb, rtol=2e-2, atol=1e-3):
-        return "the weights differ (embedding probe)"
+    pa, pb = torch.tensor(a.get("probe", [])), torch.tensor(b.get("probe", []))
+    if pa.numel() and pb.numel() and (pa.shape != pb.shape or not torch.allclose(pa, pb, rtol=2e-2, atol=1e-3)):
+        return "the input embeddings differ"
+    fa, fb = a.get("fingerprint"), b.get("fingerprint")
+    if not fa or not fb:
+        return None
+    for part in ("ffn", "attention and norms"):
+        for layer, (x, y) in enumerate(zip(fa[part], fb[part])):
+            if not _close(x, y):
+                return f"the {part} weights of layer {layer} differ (mean |w| {x:.6g} vs {y:.6g})"
+    part = "final norm and unembedding"
+    if not _close(fa.get(part), fb.get(part)):
+        return f"the {part} differ (mean |w| {fa.get(part):.6g} vs {fb.get(part):.6g})"
     return None
+
+
+def require_same_model(made_for: dict | None, model: nn.Module | dict, what: str, arch: ArchSpec | None = None) -> None:
+    """Raise unless `what` (e.g. "these stats") was made on `model` (a model or its model_info); does nothing when
+    `made_for` is empty (an artifact that names no model)."""
+    if not made_for:
+        return
+    info = model if isinstance(model, dict) else model_info(model, arch)
+    differs = same_model(made_for, info)
+    if differs:
+        name = made_for.get("name_or_path") or "an unnamed model"
+        raise NeuronlabError(f"{what}: made on another model ({name}: {differs}); redo that step on this model, "
+                             "or load the model it was made on")  # fmt: skip

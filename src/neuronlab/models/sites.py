@@ -86,32 +86,33 @@ def site_module(model: nn.Module, site: Site, arch: ArchSpec | None = None) -> t
     return get_module(layer, getattr(spec, site.kind)), "output"
 
 
-def down_weight_io(down: nn.Module) -> tuple[int, int]:
-    """(in, out) widths of a down projection: nn.Linear stores [out, in], GPT-2's Conv1D [in, out]."""
-    if isinstance(down, nn.Linear):
-        return down.in_features, down.out_features
-    weight = getattr(down, "weight", None)
-    if weight is not None and weight.dim() == 2 and hasattr(down, "nf"):
-        return weight.shape[0], weight.shape[1]
-    raise NeuronlabError(f"down projection {type(down).__name__} is neither nn.Linear nor Conv1D")
+def down_weight_io(model: nn.Module, arch: ArchSpec | None = None) -> tuple[int, int]:
+    """(in, out) widths of the down projection (the ArchSpec says whether its weight is [out, in] or [in, out])."""
+    spec = arch_spec(model, arch)
+    weight = getattr(get_module(decoder_layers(model, arch)[0], spec.down), "weight", None)
+    if weight is None or weight.dim() != 2:
+        raise NeuronlabError(f"the down projection {spec.down!r} has no 2-D weight; the ArchSpec does not match")
+    return (weight.shape[0], weight.shape[1]) if spec.conv1d else (weight.shape[1], weight.shape[0])
 
 
 def site_width(model: nn.Module, kind: str, arch: ArchSpec | None = None) -> int:
     """Number of values per token at a site kind: d_ff for `act`/`neuron`, d_model otherwise."""
-    spec = arch_spec(model, arch)
-    d_ff, d_model = down_weight_io(get_module(decoder_layers(model, arch)[0], spec.down))
+    d_ff, d_model = down_weight_io(model, arch)
     return d_ff if kind in NEURON_KINDS else d_model
 
 
 HookFn = Callable[[Tensor], Tensor | None]
 
 
-def _install(module: nn.Module, where: str, fn: HookFn, shape: list) -> torch.utils.hooks.RemovableHandle:
-    """Hook `fn` on a module's input or output. Some families (OPT) run the FFN on flattened tokens
-    [batch*pos, width]; `fn` always sees [batch, pos, width], using the layer input's shape in `shape`."""
+FFN_KINDS = ("act", "neuron", "ffn_out")
+
+
+def _install(module: nn.Module, where: str, fn: HookFn, shape: list | None) -> torch.utils.hooks.RemovableHandle:
+    """Hook `fn` on a module's input or output. Where the ArchSpec says the FFN runs on flattened tokens
+    [batch*pos, width] (OPT), `shape` holds the layer input's (batch, pos) and `fn` still sees [batch, pos, width]."""
 
     def call(value: Tensor) -> Tensor | None:
-        flat = value.dim() == 2 and shape and value.shape[0] == shape[0][0] * shape[0][1]
+        flat = bool(shape) and value.dim() == 2
         view = value.view(*shape[0], value.shape[-1]) if flat else value
         new = fn(view)
         if new is None or new is view:
@@ -149,8 +150,9 @@ def _shape_hook(shape: list):
 @contextmanager
 def hooked(model: nn.Module, fns: dict[Site, HookFn], arch: ArchSpec | None = None) -> Iterator[None]:
     """Install one hook per site for the duration of the block; always removed, also on exceptions."""
+    spec = arch_spec(model, arch)
     seen: dict[tuple[int, str], Site] = {}
-    shapes: dict[int, list] = {}  # layer index -> [(batch, pos)] of the layer's current input
+    shapes: dict[int, list] = {}  # layer index -> [(batch, pos)] of the layer's current input (flat FFNs only)
     targets = []
     for site, fn in fns.items():
         module, where = site_module(model, site, arch)
@@ -160,7 +162,8 @@ def hooked(model: nn.Module, fns: dict[Site, HookFn], arch: ArchSpec | None = No
                 f"sites {seen[key]} and {site} resolve to the same module; the ArchSpec must name one module per layer"
             )
         seen[key] = site
-        targets.append((module, where, fn, shapes.setdefault(site.layer, [])))
+        flat = spec.flat_ffn and site.kind in FFN_KINDS
+        targets.append((module, where, fn, shapes.setdefault(site.layer, []) if flat else None))
     layers = decoder_layers(model, arch)
     handles = []
     try:
@@ -172,3 +175,54 @@ def hooked(model: nn.Module, fns: dict[Site, HookFn], arch: ArchSpec | None = No
     finally:
         for handle in handles:
             handle.remove()
+
+
+class StopForward(Exception):
+    """Raised inside a traced forward pass once every traced site has been seen; `trace` swallows it."""
+
+
+class Trace(dict):
+    """What `trace` captured: site -> value (or what `reduce` returned), and the sites that never ran."""
+
+    def __init__(self, sites: list[Site]):
+        super().__init__()
+        self.sites, self.fired = sites, set()
+
+    def missing(self) -> list[Site]:
+        return [s for s in self.sites if s not in self.fired]
+
+
+@contextmanager
+def trace(model: nn.Module, sites, stop: bool = False, reduce: Callable[[Site, Tensor], object] | None = None,
+          arch: ArchSpec | None = None) -> Iterator[Trace]:  # fmt: skip
+    """Capture the values at `sites` during the forward passes run inside the block (baukit TraceDict style).
+
+        >>> with trace(model, [Site(3, "act"), Site(5, "resid")], stop=True) as tr:
+        ...     model(**batch)                 # stops right after the last traced site: nothing later runs
+        >>> tr[Site(3, "act")].shape           # [batch, pos, d_ff], detached
+
+    `reduce(site, value)` is called instead of keeping the value, and what it returns is kept unless None
+    (record accumulates statistics there, so nothing of size [pos, width] is held). With `stop=True` the forward
+    pass ends once every site has been seen; code after it inside the block does not run, so read the values
+    after the block. `tr.missing()` lists sites that never ran (an ArchSpec that does not match the model).
+    """
+    sites = [s if isinstance(s, Site) else Site.parse(s) for s in sites]
+    if not sites:
+        raise NeuronlabError("trace needs at least one site")
+    tr = Trace(sites)
+
+    def hook(site: Site) -> HookFn:
+        def fn(h: Tensor) -> None:
+            kept = h.detach() if reduce is None else reduce(site, h)
+            if kept is not None:
+                tr[site] = kept
+            tr.fired.add(site)
+            if stop and len(tr.fired) == len(sites):
+                raise StopForward
+        return fn
+
+    try:
+        with hooked(model, {site: hook(site) for site in sites}, arch):
+            yield tr
+    except StopForward:
+        pass

@@ -31,42 +31,30 @@ from neuronlab.data.batching import Batch, batches, input_device, pad_id, window
 from neuronlab.errors import NeuronlabError
 from neuronlab.models.arch import ArchSpec
 from neuronlab.models.load import model_info
-from neuronlab.models.sites import KINDS, Site, decoder_layers, hooked, site_width
-from neuronlab.record.stats import Stats
-
-
-class _Stop(Exception):
-    """Raised by the last layer's hook: nothing after it is needed."""
+from neuronlab.models.sites import KINDS, Site, decoder_layers, site_width, trace
+from neuronlab.record.stats import Moments, Stats
 
 
 class _Accumulator:
-    """Per-layer sums for one group on the activations' own device; flushed into Stats on the CPU."""
+    """Per-layer Moments for one group on the activations' own device; flushed into Stats on the CPU."""
 
     def __init__(self, pooled_texts: int):
-        self.layers: dict[int, list[Tensor]] = {}
+        self.layers: dict[int, Moments] = {}
         self.pooled_texts = pooled_texts
         self.pooled: dict[int, list] = {}  # text index -> [count, sum [L, W], max [L, W]]
         self.count: Tensor | None = None  # bool [batch, pos] of the batch being run
         self.batch: Batch | None = None
 
-    def add(self, layer: int, h: Tensor) -> None:  # h: [batch, pos, width]
+    def add(self, site: Site, h: Tensor) -> None:  # h: [batch, pos, width]; trace's reduce: keeps nothing
         count = self.count.to(h.device)
         x = h[count].float()  # [tokens, width]
         if x.shape[0] == 0:
             return
-        parts = [(x > 0).sum(0), x.sum(0), x.square().sum(0), x.amax(0)]
-        acc = self.layers.get(layer)
-        if acc is None:
-            dev = x.device if x.device.type != "mps" else torch.device("cpu")
-            acc = [torch.zeros(x.shape[1], dtype=dt, device=dev) for dt in (torch.int64, torch.float64, torch.float64)]
-            acc.append(torch.full((x.shape[1],), float("-inf"), dtype=torch.float64, device=dev))
-            self.layers[layer] = acc
-        acc[0] += parts[0].to(acc[0].device)
-        acc[1] += parts[1].to(acc[1].device, torch.float64)
-        acc[2] += parts[2].to(acc[2].device, torch.float64)
-        torch.maximum(acc[3], parts[3].to(acc[3].device, torch.float64), out=acc[3])
+        if site.layer not in self.layers:
+            self.layers[site.layer] = Moments.zeros(x.shape[1], x.device if x.device.type != "mps" else "cpu")
+        self.layers[site.layer].add(x)
         if self.pooled_texts:
-            self._pool(layer, h, count)
+            self._pool(site.layer, h, count)
 
     def _pool(self, layer: int, h: Tensor, count: Tensor) -> None:
         for r, t in enumerate(self.batch.text):
@@ -80,15 +68,9 @@ class _Accumulator:
             s[layer] = s[layer] + x.sum(0) if layer in s else x.sum(0)
             m[layer] = torch.maximum(m[layer], x.amax(0)) if layer in m else x.amax(0)
 
-    def flush(self, stats: Stats, g: int, layers: list[int]) -> None:
-        for li, layer in enumerate(layers):
-            if layer not in self.layers:
-                continue
-            active, s, sq, mx = (t.cpu() for t in self.layers[layer])
-            stats.active[g, li] += active
-            stats.sum[g, li] += s
-            stats.sum_sq[g, li] += sq
-            stats.max[g, li] = torch.maximum(stats.max[g, li], mx)
+    def flush(self, stats: Stats, g: int) -> None:
+        for layer, moments in self.layers.items():
+            moments.merge_into(stats, g, layer)
         self.layers.clear()
 
     def flush_pooled(self, stats: Stats, g: int, layers: list[int], texts_done: int) -> None:
@@ -143,19 +125,11 @@ def record(
     special = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
     device = input_device(model)
     acc = _Accumulator(pooled_texts)
-    fired: set[int] = set()
-
-    def make_hook(layer: int):
-        def hook(h: Tensor) -> None:
-            fired.add(layer)
-            acc.add(layer, h)
-            if layer == layers[-1]:
-                raise _Stop
-        return hook
+    sites = [Site(layer, site) for layer in layers]
 
     last_save = time.monotonic()
     bar = _progress(progress)
-    with torch.no_grad(), hooked(model, {Site(layer, site): make_hook(layer) for layer in layers}, arch):
+    with torch.no_grad():
         for g, group in enumerate(stats.groups):
             if group in stats.meta["complete"]:
                 continue
@@ -167,14 +141,11 @@ def record(
                     left = max_tokens - int(stats.tokens[g])
                     count = count & (count.flatten().cumsum(0).view_as(count) <= left)
                 acc.count, acc.batch = count, batch
-                fired.clear()
-                try:
+                with trace(model, sites, stop=True, reduce=acc.add, arch=arch) as tr:  # the head never runs
                     model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
                           use_cache=False)  # fmt: skip
-                except _Stop:
-                    pass
-                if fired != set(layers):
-                    missing = ", ".join(str(Site(layer, site)) for layer in layers if layer not in fired)
+                if tr.missing():
+                    missing = ", ".join(str(s) for s in tr.missing())
                     raise NeuronlabError(f"site(s) {missing} never ran in the forward pass; the ArchSpec does not "
                                          "match how this model computes its FFN: pass arch=ArchSpec(...)")  # fmt: skip
                 n = int(count.sum())
@@ -189,10 +160,10 @@ def record(
                 if capped:
                     break
                 if checkpoint is not None and aligned and time.monotonic() - last_save > checkpoint_every:
-                    acc.flush(stats, g, layers)
+                    acc.flush(stats, g)
                     stats.save(checkpoint)
                     last_save = time.monotonic()
-            acc.flush(stats, g, layers)
+            acc.flush(stats, g)
             if pooled_texts:
                 acc.flush_pooled(stats, g, layers, 1 << 62)
             if int(stats.tokens[g]) == 0:

@@ -5,6 +5,8 @@
     >>> stats.probability                          # active / tokens, float64 [groups, layers, neurons]
     >>> stats.save("s.safetensors"); stats = Stats.load("s.safetensors")
     >>> both = stats_en.merge(stats_fr)            # refuses stats of another model or site
+    >>> stats.add("en", values)                    # values: [tokens, layers, neurons]
+    >>> state = stats.state_dict(); Stats.empty(...).load_state_dict(state)
 
 Counts are int64 and sums float64 whatever the model's dtype; memory does not grow with the corpus.
 Optional pooled values keep, for the first `pooled_texts` texts of each group, each neuron's mean and
@@ -22,9 +24,43 @@ from torch import Tensor
 
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import read_safetensors, write_safetensors
-from neuronlab.models.load import model_info, same_model
+from neuronlab.models.load import require_same_model
 
 FORMAT = "neuronlab.stats/1"
+
+
+@dataclass
+class Moments:
+    """Running per-neuron statistics of one layer, on the device of the values: the accumulators `record` keeps
+    between flushes into Stats."""
+
+    active: Tensor  # int64 [width]: count of values > 0
+    sum: Tensor  # float64 [width]
+    sum_sq: Tensor  # float64 [width]
+    max: Tensor  # float64 [width]; -inf before any value
+
+    @classmethod
+    def zeros(cls, width: int, device: torch.device | str | None = None) -> Moments:
+        f64 = dict(dtype=torch.float64, device=device)
+        return cls(torch.zeros(width, dtype=torch.int64, device=device), torch.zeros(width, **f64),
+                   torch.zeros(width, **f64), torch.full((width,), float("-inf"), **f64))  # fmt: skip
+
+    def add(self, x: Tensor) -> None:
+        """Count the rows of x [tokens, width] (any float dtype; summed in float64)."""
+        if x.shape[0] == 0:
+            return
+        x = x.to(self.sum.device)
+        self.active += (x > 0).sum(0)
+        self.sum += x.sum(0, dtype=torch.float64)
+        self.sum_sq += x.double().square().sum(0) if x.dtype != torch.float64 else x.square().sum(0)
+        torch.maximum(self.max, x.amax(0).double(), out=self.max)
+
+    def merge_into(self, stats: Stats, g: int, layer: int) -> None:
+        """Add these accumulators to row (group g, layer) of `stats` (on the CPU)."""
+        stats.active[g, layer] += self.active.cpu()
+        stats.sum[g, layer] += self.sum.cpu()
+        stats.sum_sq[g, layer] += self.sum_sq.cpu()
+        stats.max[g, layer] = torch.maximum(stats.max[g, layer], self.max.cpu())
 
 
 @dataclass
@@ -95,12 +131,22 @@ class Stats:
             raise NeuronlabError(f"group {group!r} is not in these stats; they hold {', '.join(self.groups)}")
         return self.groups.index(group)
 
-    # ---- combining ------------------------------------------------------------------------------
+    # ---- adding and combining ------------------------------------------------------------------
+    def add(self, group: str, values: Tensor) -> None:
+        """Count `values` [tokens, layers, width] (one row per token) for `group`."""
+        g = self.index(group)
+        if values.dim() != 3 or tuple(values.shape[1:]) != (self.n_layers, self.width):
+            raise NeuronlabError(f"values of shape {tuple(values.shape)} do not fit these stats: give "
+                                 f"[tokens, {self.n_layers}, {self.width}]")  # fmt: skip
+        for layer in range(self.n_layers):
+            m = Moments.zeros(self.width)
+            m.add(values[:, layer].detach().cpu())
+            m.merge_into(self, g, layer)
+        self.tokens[g] += values.shape[0]
+
     def check_compatible(self, other: Stats) -> None:
         """Raise unless `other` was recorded on the same model and site with the same pooling."""
-        differs = same_model(self.meta.get("model", {}), other.meta.get("model", {}))
-        if differs:
-            raise NeuronlabError(f"stats come from different models ({differs}); record both with one model")
+        require_same_model(self.meta.get("model"), other.meta.get("model", {}), "stats to combine")
         if self.site != other.site:
             raise NeuronlabError(f"stats come from different sites ({self.site} vs {other.site})")
         if self.active.shape[1:] != other.active.shape[1:]:
@@ -110,9 +156,7 @@ class Stats:
 
     def check_model(self, model, arch=None) -> None:
         """Raise unless these stats were recorded on `model` (same shape and weights)."""
-        differs = same_model(self.meta.get("model", {}), model_info(model, arch))
-        if differs:
-            raise NeuronlabError(f"these stats were recorded on another model ({differs}); record them on this one")
+        require_same_model(self.meta.get("model"), model, "these stats", arch)
 
     def merge(self, other: Stats) -> Stats:
         """A new Stats holding both: counts and sums add, max takes the max, pooled rows append."""
@@ -148,17 +192,38 @@ class Stats:
     # ---- disk -----------------------------------------------------------------------------------
     _TENSORS = ("tokens", "active", "sum", "sum_sq", "max", "texts", "pooled_mean", "pooled_max", "pooled_n")
 
+    def state_dict(self) -> dict:
+        """Tensors by name plus "groups" and "meta": everything needed to rebuild these stats."""
+        state = {k: getattr(self, k) for k in self._TENSORS if getattr(self, k) is not None}
+        return {**state, "groups": list(self.groups), "meta": dict(self.meta)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Replace everything with a state from `state_dict` (shapes are checked against the groups)."""
+        groups = list(state["groups"])
+        for k in ("tokens", "active", "sum", "sum_sq", "max", "texts"):
+            if k not in state or state[k].shape[0] != len(groups):
+                raise NeuronlabError(f"stats state: {k!r} is missing or does not have one row per group")
+        self.groups, self.meta = groups, dict(state["meta"])
+        for k in self._TENSORS:
+            setattr(self, k, state.get(k))
+
     def save(self, path: str | Path) -> None:
         """Write safetensors (tensors) with JSON metadata, atomically: a crash never leaves half a file."""
-        tensors = {k: getattr(self, k) for k in self._TENSORS if getattr(self, k) is not None}
-        write_safetensors(path, tensors, FORMAT, groups=json.dumps(self.groups), meta=json.dumps(self.meta),
-                          tokens=json.dumps(dict(zip(self.groups, self.tokens.tolist()))))  # fmt: skip
+        state = self.state_dict()
+        groups, meta = state.pop("groups"), state.pop("meta")
+        write_safetensors(path, state, FORMAT, groups=json.dumps(groups), meta=json.dumps(meta),
+                          tokens=json.dumps(dict(zip(groups, self.tokens.tolist()))))  # fmt: skip
 
     @classmethod
     def load(cls, path: str | Path) -> Stats:
         tensors, header = read_safetensors(path, FORMAT, "stats")
-        return cls(groups=json.loads(header["groups"]), meta=json.loads(header["meta"]),
-                   **{k: tensors.get(k) for k in cls._TENSORS})  # fmt: skip
+        try:
+            state = {**tensors, "groups": json.loads(header["groups"]), "meta": json.loads(header["meta"])}
+        except (KeyError, json.JSONDecodeError) as err:
+            raise NeuronlabError(f"{path}: the stats metadata is damaged ({err}); record the stats again") from None
+        stats = cls.empty(state["groups"], 0, 0, {})
+        stats.load_state_dict(state)
+        return stats
 
     def summary(self) -> str:
         """A few lines for people: model, site, groups with tokens and texts, mean activation probability."""

@@ -92,15 +92,11 @@ class NeuronSet:
 
     def validate(self, model, site: str | None = None, arch=None) -> None:
         """Raise unless every layer and neuron index exists in `model` at `site` (default: the set's site)."""
+        from neuronlab.models.load import require_same_model
         from neuronlab.models.sites import decoder_layers, site_width
 
-        from neuronlab.models.load import model_info, same_model
-
         kind = site or self.meta.get("site", "act")
-        made_for = self.meta.get("model")
-        differs = same_model(made_for, model_info(model, arch)) if made_for else None
-        if differs:
-            raise NeuronlabError(f"this neuron set was made for another model ({differs}); select neurons on this one")
+        require_same_model(self.meta.get("model"), model, "this neuron set", arch)
         n_layers, width = len(decoder_layers(model, arch)), site_width(model, kind, arch)
         for g, layers in self.neurons.items():
             for layer, idx in layers.items():

@@ -21,7 +21,8 @@ from neuronlab.select.lape import activated, activation_values, lape
 from neuronlab.select.neuron_set import NeuronSet
 from neuronlab.evaluate.perplexity import continuation_logprob, perplexity
 from neuronlab.intervene.steer import VARIANTS, steering_plan
-from neuronlab.learn.scalars import Scaling, ScalingConfig, evaluate_scaling, train_scaling
+from neuronlab.learn.methods import LearnedIntervention
+from neuronlab.learn.scalars import ScalingConfig, evaluate_scaling, train_scaling
 
 __version__ = "0.1.0"
 
@@ -29,5 +30,5 @@ __all__ = [
     "ARCH_SPECS", "Add", "ArchSpec", "Intervention", "LayerStat", "NeuronSet", "NeuronlabError", "Plan", "Scale", "Set",
     "Site", "Stats", "Zero", "apply", "arch_spec", "bake", "hooked", "load_model", "model_info", "record",
     "register_arch", "lape", "activated", "activation_values", "perplexity", "continuation_logprob",
-    "steering_plan", "VARIANTS", "DynScale", "Scaling", "ScalingConfig", "train_scaling", "evaluate_scaling",
+    "steering_plan", "VARIANTS", "DynScale", "LearnedIntervention", "ScalingConfig", "train_scaling", "evaluate_scaling",
 ]  # fmt: skip

@@ -4,27 +4,56 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path
+
+from neuronlab.errors import NeuronlabError
+
+
+def _temp_beside(path: Path) -> str:
+    """Create an empty temporary file beside `path` with the permissions open() would give (0666 less the
+    umask, applied by the kernel: the process umask is never changed, so this is safe with threads)."""
+    while True:
+        tmp = str(path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     """Call `write(tmp_path)` for a temporary file beside `path`, then rename it onto `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = _temp_beside(path)
     try:
         write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the permissions open() would
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def check_writable(*paths: str | Path | None, folder: bool = False) -> None:
+    """Raise one clear error unless every path (a file, or with folder=True a folder) can be written: called
+    before long work starts, so a bad --out never costs a run. Creates missing parent folders."""
+    for path in paths:
+        if path is None:
+            continue
+        path = Path(path)
+        where = path if folder else path.parent
+        try:
+            if path.is_dir() and not folder:
+                raise OSError(f"{path} is a folder")
+            where.mkdir(parents=True, exist_ok=True)
+            os.unlink(_temp_beside(where / "probe"))
+        except OSError as err:
+            reason = err.strerror or str(err)
+            raise NeuronlabError(f"cannot write {path} ({reason}): choose an output path in a folder you can write "
+                                 "to") from None  # fmt: skip
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
@@ -55,8 +84,6 @@ def write_safetensors(path: str | Path, tensors: dict, fmt: str, **metadata: str
 def read_safetensors(path: str | Path, fmt: str, what: str) -> tuple[dict, dict[str, str]]:
     """(tensors, metadata) of a file written by write_safetensors with format `fmt`; clear errors otherwise."""
     from safetensors import safe_open
-
-    from neuronlab.errors import NeuronlabError
 
     path = Path(path)
     if not path.is_file():

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 import neuronlab as nl
-from neuronlab.learn.scalars import (METHODS, Scaling, ScalingConfig, _base_logits, _encode, evaluate_scaling,
-                                     init_scaling, logit_diff, objective, rest_kl, scaled, train_scaling)  # fmt: skip
+from neuronlab.learn.methods import LearnedIntervention
+from neuronlab.learn.scalars import (METHODS, ScalingConfig, _base_logits, _encode, evaluate_scaling, init_scaling,
+                                     logit_diff, objective, rest_kl, train_scaling)  # fmt: skip
 
 from ..conftest import tiny_model
 
@@ -26,7 +27,7 @@ def _logits(model, tok, text):
         return model(**tok(text, return_tensors="pt")).logits
 
 
-def _randomize(s: Scaling, seed: int = 0) -> Scaling:
+def _randomize(s: LearnedIntervention, seed: int = 0) -> LearnedIntervention:
     g = torch.Generator().manual_seed(seed)
     for p in s.params.values():
         with torch.no_grad():
@@ -41,7 +42,7 @@ def test_identity_leaves_logits_unchanged(arch_model, tok, method):
     assert len(s.params) == 3 * len(nl.models.sites.decoder_layers(model))
     for text in PROMPTS:
         base = _logits(model, tok, text)
-        with torch.no_grad(), scaled(model, s):
+        with torch.no_grad(), nl.apply(model, s.to_plan(detach=False)):  # the training path
             assert torch.equal(model(**tok(text, return_tensors="pt")).logits, base)
         with nl.apply(model, s.to_plan()):
             assert torch.equal(_logits(model, tok, text), base)
@@ -49,16 +50,38 @@ def test_identity_leaves_logits_unchanged(arch_model, tok, method):
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "opt", "gemma2"])
 @pytest.mark.parametrize("method", METHODS)
-def test_training_hooks_equal_the_plan_through_apply(arch, method, tok):
+def test_the_training_path_is_the_plan_path(arch, method, tok):
+    """Training runs through `nl.apply` on undetached plan entries: with gradients on, the logits equal the saved
+    plan's, and the gradient reaches every parameter."""
     model = tiny_model(arch)
     s = _randomize(init_scaling(model, ScalingConfig(method=method, components=("attn_out", "ffn_out", "resid")), 6))
     for text in PROMPTS:  # shorter and longer than the 6 positions
-        with torch.no_grad(), scaled(model, s):
-            hooked = model(**tok(text, return_tensors="pt")).logits
+        with nl.apply(model, s.to_plan(detach=False)):
+            trained = model(**tok(text, return_tensors="pt")).logits
         with nl.apply(model, s.to_plan()):
             planned = _logits(model, tok, text)
-        assert torch.allclose(hooked, planned, atol=1e-5)
-        assert not torch.allclose(hooked, _logits(model, tok, text), atol=1e-3)
+        assert torch.allclose(trained.detach(), planned, atol=1e-6)
+        assert not torch.allclose(planned, _logits(model, tok, text), atol=1e-3)
+    trained[0, -1].sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in s.params.values())
+
+
+def test_steervec_adds_per_position_vectors_by_hand(tok):
+    model = tiny_model("gpt2")
+    s = _randomize(init_scaling(model, ScalingConfig(method="steervec", components=("resid",), layers=(1,)), 2))
+    v = s.params["layers.1.resid"].detach().numpy().astype(np.float64)  # row 0: last token
+
+    def by_hand(h):
+        x = h.detach().numpy().astype(np.float64).copy()
+        x[:, -1] += v[0]
+        x[:, -2] += v[1]
+        return torch.from_numpy(x).to(h.dtype)
+
+    text = "the cat sat"
+    with torch.no_grad(), nl.hooked(model, {nl.Site(1, "resid"): by_hand}):
+        expected = model(**tok(text, return_tensors="pt")).logits
+    with nl.apply(model, s.to_plan()):
+        assert torch.allclose(_logits(model, tok, text), expected, atol=1e-5)
 
 
 def test_activscalar_scales_positions_counted_from_the_end(tok):
@@ -76,8 +99,8 @@ def test_activscalar_scales_positions_counted_from_the_end(tok):
     text = "the cat sat"
     with torch.no_grad(), nl.hooked(model, {nl.Site(1, "ffn_out"): by_hand}):
         expected = model(**tok(text, return_tensors="pt")).logits
-    with torch.no_grad(), scaled(model, s):
-        assert torch.allclose(model(**tok(text, return_tensors="pt")).logits, expected, atol=1e-6)
+    with nl.apply(model, s.to_plan()):
+        assert torch.allclose(_logits(model, tok, text), expected, atol=1e-6)
 
 
 def test_dynscalar_alpha_by_hand(tok):
@@ -126,7 +149,7 @@ def test_gradient_check(method, tok):
     params = tuple(s.params[k].detach().double().requires_grad_(True) for k in keys)
 
     def loss(*ps):
-        return objective(model, Scaling(method, dict(zip(keys, ps))), enc, z0, [0, 1], cfg)["loss"]
+        return objective(model, LearnedIntervention(method, dict(zip(keys, ps))), enc, z0, [0, 1], cfg)["loss"]
 
     assert torch.autograd.gradcheck(loss, params, eps=1e-6, atol=1e-6)
 
@@ -135,7 +158,7 @@ def test_save_load_and_another_model(tmp_path, tok):
     model = tiny_model("llama")
     s = _randomize(init_scaling(model, ScalingConfig(method="dynscalar"), 4))
     s.save(tmp_path / "s.safetensors")
-    back = Scaling.load(tmp_path / "s.safetensors")
+    back = LearnedIntervention.load(tmp_path / "s.safetensors")
     assert back.method == "dynscalar" and back.meta["positions"] == 4
     assert all(torch.equal(back.params[k], s.params[k].detach()) for k in s.params)
     s.to_plan().save(tmp_path / "plan.json")
@@ -147,7 +170,7 @@ def test_save_load_and_another_model(tmp_path, tok):
         evaluate_scaling(tiny_model("llama", seed=1), tok, back, ITEMS)
     with pytest.raises(nl.NeuronlabError, match="not a neuronlab learned intervention"):
         nl.Stats.empty(["a"], 1, 2, {}).save(tmp_path / "stats.safetensors")
-        Scaling.load(tmp_path / "stats.safetensors")
+        LearnedIntervention.load(tmp_path / "stats.safetensors")
 
 
 def test_bad_config_and_items(tok):

@@ -6,7 +6,8 @@ import pytest
 
 import neuronlab as nl
 from neuronlab.data.contrast import pronoun_task, split
-from neuronlab.learn.scalars import Scaling, ScalingConfig, _encode, evaluate_scaling, init_scaling, train_scaling
+from neuronlab.learn.methods import LearnedIntervention
+from neuronlab.learn.scalars import ScalingConfig, _encode, evaluate_scaling, init_scaling, train_scaling
 
 from ..conftest import STORIES, needs_shared
 
@@ -88,7 +89,7 @@ def test_scale_commands(tmp_path):
     assert "held out (15 items): flip rate" in result.output
     assert (out / "scalars.png").read_bytes()[:4] == b"\x89PNG" and nl.Plan.load(out / "plan.json")
     # `scale eval` on the held-out names reproduces the held-out metrics that `scale train` wrote
-    held_names = set(Scaling.load(out / "scaling.safetensors").meta["held_out_groups"])
+    held_names = set(LearnedIntervention.load(out / "scaling.safetensors").meta["held_out_groups"])
     held = [json.loads(line) for line in task_file.read_text().splitlines() if json.loads(line)["group"] in held_names]
     (tmp_path / "held.jsonl").write_text("".join(json.dumps(i) + "\n" for i in held))
     result = runner.invoke(app, ["scale", "eval", "--model", str(STORIES), "--task", str(tmp_path / "held.jsonl"),

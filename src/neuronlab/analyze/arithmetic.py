@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from neuronlab.data.batching import input_device, left_padded, pad_id, pad_right
+from neuronlab.data.batching import left_padded, model_inputs, pad_id, pad_right
 from neuronlab.errors import NeuronlabError
 from neuronlab.evaluate.perplexity import continuation_ids
 from neuronlab.io import read_safetensors, write_safetensors
@@ -85,12 +85,12 @@ def _last_logits(model, tokenizer, prompts: Sequence[str], batch_size: int) -> T
 def _greedy_matches(model, rows: list[tuple[list[int], list[int]]], pad: int, batch_size: int) -> list[bool]:
     """Whether greedy decoding after each prompt produces exactly the target's tokens (teacher-forced check:
     the argmax at every target position is the next target token)."""
-    device, out = input_device(model), []
+    out = []
     for start in range(0, len(rows), batch_size):
         part = rows[start : start + batch_size]
         ids, mask = pad_right([p + c for p, c in part], pad)
         with torch.no_grad():
-            pred = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits.argmax(-1)
+            pred = model(**model_inputs(model, ids, mask), use_cache=False).logits.argmax(-1)
         for r, (p, c) in enumerate(part):
             out.append(pred[r, len(p) - 1 : len(p) + len(c) - 1].tolist() == c)
     return out
@@ -108,7 +108,7 @@ def score_relation(model, tokenizer, items: Sequence[dict], batch_size: int = 16
     logits = _last_logits(model, tokenizer, [i["prompt"] for i in items], batch_size)
     target = logits[torch.arange(len(items)), torch.tensor([c[0] for _, c in rows])]
     ranks = (logits > target[:, None]).sum(-1)
-    exact = _greedy_matches(model, rows, pad_id(tokenizer), batch_size)
+    exact = _greedy_matches(model, rows, pad_id(tokenizer, model), batch_size)
     return {
         "accuracy": float((ranks == 0).float().mean()),
         "exact": sum(exact) / len(exact),

@@ -82,9 +82,37 @@ def pad_right(seqs: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
     return ids, mask
 
 
-def pad_id(tokenizer) -> int:
-    """The tokenizer's pad id (0 without one: padding is always masked, so any id will do)."""
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+def vocab_rows(model) -> int:
+    """Rows of the input embedding: every token id fed to the model must be below this."""
+    return int(model.get_input_embeddings().weight.shape[0])
+
+
+def pad_id(tokenizer, model) -> int:
+    """An id to pad with that the model has. Padding is always masked, so any such id will do: the tokenizer's
+    pad id, or where that lies outside the embedding (a tokenizer that adds its own pad token) EOS, else 0."""
+    rows = vocab_rows(model)
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if candidate is not None and 0 <= candidate < rows:
+            return int(candidate)
+    return 0
+
+
+def model_inputs(model, input_ids: Tensor, attention_mask: Tensor | None = None, **extra) -> dict:
+    """Keyword arguments for `model(...)` on its input device, after checking every id against the embedding
+    size: a tokenizer with more tokens than the model (added tokens) fails here with the fix, not with an
+    IndexError deep in the embedding."""
+    rows = vocab_rows(model)
+    real = input_ids if attention_mask is None else input_ids[attention_mask.bool()]
+    if real.numel() and (int(real.max()) >= rows or int(real.min()) < 0):
+        bad = int(real.max()) if int(real.max()) >= rows else int(real.min())
+        raise NeuronlabError(f"token id {bad} is outside the model's embedding ({rows} rows): the tokenizer does not "
+                             "match the model (added tokens?); use the model's own tokenizer or resize the "
+                             "embedding with model.resize_token_embeddings(len(tokenizer))")  # fmt: skip
+    device = input_device(model)
+    out = {"input_ids": input_ids.to(device), **{k: v.to(device) for k, v in extra.items()}}
+    if attention_mask is not None:
+        out["attention_mask"] = attention_mask.to(device)
+    return out
 
 
 def input_device(model) -> torch.device:
@@ -104,20 +132,18 @@ def _forward_takes(cls: type, name: str) -> bool:
 
 def left_padded(model, tokenizer, prompts: Sequence[str], batch_size: int,
                 positions: bool = False) -> Iterator[tuple[int, dict]]:  # fmt: skip
-    """(start index, encoded batch on the model's device) for prompts padded on the left, so the last position
-    of every row is its prompt's end; the tokenizer's padding side is restored afterwards.
+    """(start index, model inputs on the model's device) for prompts padded on the left, so the last position
+    of every row is its prompt's end. The padding side is passed per call: the tokenizer is never changed.
 
     For a plain forward pass give `positions=True`: position_ids then count from each row's first real token
     (models such as GPT-2 otherwise number the padding too, which shifts learned positions). `generate`
     derives them from the attention mask itself, so leave it False there."""
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    try:
-        device = input_device(model)
-        for start in range(0, len(prompts), batch_size):
-            part = list(prompts[start : start + batch_size])
-            enc = tokenizer(part, return_tensors="pt", padding=True).to(device)
-            if positions and forward_takes(model, "position_ids"):
-                enc["position_ids"] = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-            yield start, enc
-    finally:
-        tokenizer.padding_side = side
+    pad = pad_id(tokenizer, model)
+    for start in range(0, len(prompts), batch_size):
+        part = list(prompts[start : start + batch_size])
+        enc = tokenizer(part, return_tensors="pt", padding=True, padding_side="left")
+        ids, mask = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, pad), enc["attention_mask"]
+        extra = {}
+        if positions and forward_takes(model, "position_ids"):
+            extra["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+        yield start, model_inputs(model, ids, mask, **extra)

@@ -18,13 +18,15 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from neuronlab.data.batching import batches, input_device, pad_id, pad_right, windows
+from neuronlab.data.batching import batches, model_inputs, pad_id, pad_right, windows
 from neuronlab.errors import NeuronlabError
 
 
 def _token_nll(model, input_ids, attention_mask):
     """NLL of each token given the ones before it, float32 [batch, pos-1], and which of them count."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]
+    inputs = model_inputs(model, input_ids, attention_mask)
+    logits = model(**inputs, use_cache=False).logits[:, :-1]
+    input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
     target = input_ids[:, 1:]
     nll = F.cross_entropy(logits.float().transpose(1, 2), target, reduction="none")
     return nll, attention_mask[:, 1:].bool()
@@ -34,12 +36,12 @@ def nll_sums(model, tokenizer, texts: Sequence[str], batch_size: int = 8, max_le
     """(sum of NLL in nats, number of scored tokens) over `texts`."""
     if isinstance(texts, str) or not any(t.strip() for t in texts):
         raise NeuronlabError("perplexity needs a list of non-empty texts")
-    device, total, count = input_device(model), 0.0, 0
+    total, count = 0.0, 0
     special = torch.tensor([], dtype=torch.long)
     with torch.no_grad():
-        for batch in batches(windows(tokenizer, texts, 0, max_length, False), batch_size, pad_id(tokenizer),
+        for batch in batches(windows(tokenizer, texts, 0, max_length, False), batch_size, pad_id(tokenizer, model),
                              special, True):  # fmt: skip
-            nll, mask = _token_nll(model, batch.input_ids.to(device), batch.attention_mask.to(device))
+            nll, mask = _token_nll(model, batch.input_ids, batch.attention_mask)
             total += float(nll[mask].double().sum())
             count += int(mask.sum())
     if count == 0:
@@ -67,15 +69,15 @@ def continuation_logprob(model, tokenizer, prompts: Sequence[str], continuations
             raise NeuronlabError("a prompt has no tokens (and the tokenizer adds no BOS): give each prompt text")
         if not c:
             raise NeuronlabError(f"continuation {text!r} has no tokens")
-    device, out = input_device(model), []
+    out = []
     with torch.no_grad():
         for start in range(0, len(p_ids), batch_size):
             rows = [p + c for p, c in zip(p_ids[start : start + batch_size], c_ids[start : start + batch_size])]
-            ids, mask = pad_right(rows, pad_id(tokenizer))
+            ids, mask = pad_right(rows, pad_id(tokenizer, model))
             score = torch.zeros(len(rows), ids.shape[1] - 1, dtype=torch.bool)
             for r, (row, p) in enumerate(zip(rows, p_ids[start : start + batch_size])):
                 score[r, len(p) - 1 : len(row) - 1] = True  # predictions of the continuation's tokens
-            nll, _ = _token_nll(model, ids.to(device), mask.to(device))
+            nll, _ = _token_nll(model, ids, mask)
             out.append(-(nll.double().cpu() * score).sum(1))
     return torch.cat(out)
 

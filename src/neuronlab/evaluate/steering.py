@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from neuronlab.data.batching import left_padded
+from neuronlab.data.batching import left_padded, pad_id
 from neuronlab.errors import NeuronlabError
 from neuronlab.evaluate.langid import LanguageIdentifier
 from neuronlab.evaluate.perplexity import continuation_logprob, perplexity
@@ -87,7 +87,7 @@ def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 24,
         _check_room(model, enc["input_ids"].shape[1] + max_new_tokens)
         with torch.no_grad():
             ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+                                 pad_token_id=pad_id(tokenizer, model))  # fmt: skip
         out += tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     return out
 

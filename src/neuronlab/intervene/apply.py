@@ -59,21 +59,36 @@ class _Call:
         full[..., :n] = mask[..., :n]
         return full[..., absolute].expand(batch, length)
 
+    def along(self, positions: slice, values: Tensor, length: int) -> tuple[Tensor, Tensor]:
+        """Per-position `values` [n, ...] laid over this call's positions, aligned at the end of the slice:
+        ([length, ...] values, bool [length] where a row exists)."""
+        device = values.device
+        chosen = torch.arange(self.offset + length, device=device)[positions]
+        row = torch.full((self.offset + length,), -1, dtype=torch.long, device=device)
+        row[chosen] = torch.arange(len(chosen), device=device) - len(chosen) + values.shape[0]
+        row = row[self.offset :]
+        return values[row.clamp(min=0)], row >= 0
+
 
 def _site_hook(call: _Call, edits: list[tuple[Intervention, Tensor | None, float | Tensor]]):
     def hook(h: Tensor) -> Tensor:  # h: [batch, pos, width]
-        if torch.is_grad_enabled() and h.requires_grad:
-            h = h.clone()  # keep autograd's saved tensors intact
+        functional = torch.is_grad_enabled()  # keep autograd's saved tensors intact (training learned scalars)
         for iv, idx, value in edits:
             rows = call.rows(iv.positions, h.shape[0], h.shape[1], h.device)
+            if iv.per_position(value):
+                value, has = call.along(iv.positions, value, h.shape[1])
+                rows = has[None, :].expand(h.shape[0], -1) if rows is None else rows & has[None, :]
             x = h if idx is None else h[..., idx]
             new = iv.edit(x, value, h)
             if rows is not None:
                 new = torch.where(rows[..., None], new, x)
+            new = new.to(h.dtype)
             if idx is None:
-                h.copy_(new)
+                h = new
+            elif functional:
+                h = h.index_copy(-1, idx, new)
             else:
-                h[..., idx] = new.to(h.dtype)
+                h[..., idx] = new
         return h
 
     return hook

@@ -14,7 +14,11 @@ a list of indices: the same indices in every layer of `layers`; None: every valu
 - a slice or a boolean mask ([pos] or [batch, pos]) over absolute positions in the sequence: with a KV cache,
   a generation step at position p is changed if p is in the slice / mask[p] is True (beyond the mask: no).
 Values (Set, Add) are a number, a tensor with one value per selected neuron (or per value of the site),
-or a dict layer -> such a tensor, for per-layer values.
+or a dict layer -> such a tensor, for per-layer values. With a slice of positions, a value (or a Scale factor)
+may also hold one row per position: [n, k] (Scale: [n]), aligned at the end of the slice, so the last row
+belongs to the slice's last position; positions the slice selects beyond the n rows are left unchanged.
+`Plan([Scale(factor=torch.tensor([0.5, 2.0]), positions=slice(-2, None))])` halves the second-to-last token
+and doubles the last. Learned interventions (activation scalars, steering vectors) become such entries.
 """
 
 from __future__ import annotations
@@ -52,6 +56,17 @@ class Intervention:
         if isinstance(p, Tensor) and (p.dtype != torch.bool or p.dim() not in (1, 2)):
             raise NeuronlabError("a positions mask must be a bool tensor of shape [pos] or [batch, pos]")
 
+    per_position_dims = 2  # a value tensor with this many dimensions holds one row per position
+
+    def per_position(self, value) -> bool:
+        """Whether a compiled value holds one row per position of the slice."""
+        if isinstance(value, Tensor) and value.dim() == self.per_position_dims:
+            if not isinstance(self.positions, slice):
+                raise NeuronlabError(f"{type(self).__name__}: one value per position needs positions=slice(...), "
+                                     f"not {self.positions!r}")  # fmt: skip
+            return True
+        return False
+
     def targets(self, n_layers: int) -> dict[int, list[int] | None]:
         """layer -> neuron indices (None: the whole site) this intervention touches."""
         if isinstance(self.neurons, NeuronSet):
@@ -78,12 +93,13 @@ class Intervention:
         if isinstance(v, (int, float)):
             return float(v)
         t = torch.as_tensor(v)
-        if t.dim() == 0:
+        if t.dim() == 0 and not t.requires_grad:
             return float(t)
-        if t.shape != (k,):
+        if t.shape[-1:] != (k,) or t.dim() > 2:
             raise NeuronlabError(
                 f"{type(self).__name__} value for layer {layer} has shape {tuple(t.shape)}, "
-                f"but {k} values are selected there: give one number or one value per selected neuron"
+                f"but {k} values are selected there: give one number, one value per selected neuron, or "
+                "[positions, neurons] with a slice of positions"
             )
         return t
 
@@ -94,12 +110,22 @@ class Intervention:
 
 @dataclass(frozen=True, eq=False)
 class Scale(Intervention):
-    """Multiply by `factor`."""
+    """Multiply by `factor`: a number, or with a slice of positions one factor per position ([n])."""
 
-    factor: float = 1.0
+    factor: float | Tensor = 1.0
+
+    per_position_dims = 1
+
+    def value_at(self, layer: int, k: int) -> float | Tensor:
+        f = self.factor
+        if isinstance(f, Tensor) and (f.dim() > 1 or (f.dim() == 0 and not f.requires_grad)):
+            if f.dim() > 1:
+                raise NeuronlabError("Scale takes one factor, or one factor per position (a 1-D tensor)")
+            return float(f)
+        return f if isinstance(f, Tensor) else float(f)
 
     def edit(self, x: Tensor, value, h: Tensor) -> Tensor:
-        return x * self.factor
+        return x * (value[..., None] if isinstance(value, Tensor) and value.dim() else value)
 
 
 @dataclass(frozen=True, eq=False)
@@ -159,9 +185,11 @@ class DynScale(Intervention):
 
     value: Tensor | Mapping[int, Tensor] | None = None
 
+    per_position_dims = 3  # never: one (w, b) for every position
+
     def value_at(self, layer: int, k: int) -> Tensor:
         v = super().value_at(layer, k + 1)
-        if not isinstance(v, Tensor):
+        if not isinstance(v, Tensor) or v.dim() != 1:
             raise NeuronlabError("DynScale needs a tensor of weights and a bias (k + 1 numbers) per layer")
         return v
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from neuronlab.data.batching import Batch, batches, input_device, pad_id, windows
+from neuronlab.data.batching import Batch, batches, model_inputs, pad_id, windows
 from neuronlab.errors import NeuronlabError
 from neuronlab.models.arch import ArchSpec
 from neuronlab.models.load import model_info
@@ -123,7 +123,6 @@ def record(
         stats = _resume(stats, Stats.load(checkpoint))
 
     special = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
-    device = input_device(model)
     acc = _Accumulator(pooled_texts)
     sites = [Site(layer, site) for layer in layers]
 
@@ -135,15 +134,14 @@ def record(
                 continue
             bar.set_description(group)
             spans = windows(tokenizer, texts[group], int(stats.texts[g]), max_length, truncate)
-            for batch in batches(spans, batch_size, pad_id(tokenizer), special, count_special):
+            for batch in batches(spans, batch_size, pad_id(tokenizer, model), special, count_special):
                 count = batch.count
                 if max_tokens is not None:
                     left = max_tokens - int(stats.tokens[g])
                     count = count & (count.flatten().cumsum(0).view_as(count) <= left)
                 acc.count, acc.batch = count, batch
                 with trace(model, sites, stop=True, reduce=acc.add, arch=arch) as tr:  # the head never runs
-                    model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
-                          use_cache=False)  # fmt: skip
+                    model(**model_inputs(model, batch.input_ids, batch.attention_mask), use_cache=False)
                 if tr.missing():
                     missing = ", ".join(str(s) for s in tr.missing())
                     raise NeuronlabError(f"site(s) {missing} never ran in the forward pass; the ArchSpec does not "

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import field
 
 
-def option(default, help: str):  # noqa: A002 - the word the CLI uses
-    """A dataclass field with a default and the help text the command line shows for it."""
-    return field(default=default, metadata={"help": help})
+def option(default, help: str, cli: str | None = None):  # noqa: A002 - the word the CLI uses
+    """A dataclass field with a default and the help text the command line shows for it (`cli`: the option's
+    name where it is not --field-name)."""
+    return field(default=default, metadata={"help": help, **({"cli": cli} if cli else {})})

@@ -89,7 +89,7 @@ def test_scale_commands(tmp_path):
     assert "held out (15 items): flip rate" in result.output
     assert (out / "scalars.png").read_bytes()[:4] == b"\x89PNG" and nl.Plan.load(out / "plan.json")
     # `scale eval` on the held-out names reproduces the held-out metrics that `scale train` wrote
-    held_names = set(LearnedIntervention.load(out / "scaling.safetensors").meta["held_out_groups"])
+    held_names = set(LearnedIntervention.load(out / "learned.safetensors").meta["held_out_groups"])
     held = [json.loads(line) for line in task_file.read_text().splitlines() if json.loads(line)["group"] in held_names]
     (tmp_path / "held.jsonl").write_text("".join(json.dumps(i) + "\n" for i in held))
     result = runner.invoke(app, ["scale", "eval", "--model", str(STORIES), "--task", str(tmp_path / "held.jsonl"),
@@ -98,7 +98,7 @@ def test_scale_commands(tmp_path):
     assert json.loads((tmp_path / "m.json").read_text()) == metrics["held_out"]
     result = runner.invoke(app, ["scale", "show", str(out), "--plot", str(tmp_path / "s.png"), "--top", "3"])
     assert result.exit_code == 0 and "activscalar on" in result.output and result.output.count("alpha =") == 3
-    result = runner.invoke(app, ["inspect", str(out / "scaling.safetensors")])
+    result = runner.invoke(app, ["inspect", str(out / "learned.safetensors")])
     assert result.exit_code == 0 and "120 parameters" in result.output
     result = runner.invoke(app, ["scale", "train", "--model", str(STORIES), "--task", str(tmp_path / "none.jsonl"),
                                  "--out", str(out)])  # fmt: skip

@@ -70,3 +70,14 @@ def read_jsonl(path: str | Path, what: str = "items") -> list[tuple[int, object]
     if not rows:
         raise NeuronlabError(f"{path} has no items: write one JSON object per line")
     return rows
+
+
+def read_parallel(src: str | Path, ref: str | Path) -> tuple[list[str], list[str]]:
+    """Line-aligned (source, reference) lines of two parallel files; a pair is dropped where either side is blank,
+    so the two lists stay aligned. An error if the files have different numbers of lines."""
+    a, b = read_lines(src, keep_blank=True), read_lines(ref, keep_blank=True)
+    if len(a) != len(b):
+        raise NeuronlabError(f"{src} and {ref} have different numbers of lines ({len(a)} vs {len(b)}): they must "
+                             "be line-aligned")  # fmt: skip
+    pairs = [(x, y) for x, y in zip(a, b) if x and y]
+    return [x for x, _ in pairs], [y for _, y in pairs]

@@ -40,3 +40,22 @@ def score(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, flo
         "bleu": sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score,
         "chrf": sacrebleu.corpus_chrf(list(hypotheses), [list(references)]).score,
     }
+
+
+def translate_and_score(model, tokenizer, sources: Sequence[str], references: Sequence[str], shots: int = 2,
+                        start: int = 100, n: int = 50, src_name: str = "English", tgt_name: str = "French",
+                        max_new_tokens: int = 96, plans: dict | None = None) -> dict[str, dict]:  # fmt: skip
+    """Translate lines start..start+n of aligned `sources` (the first `shots` pairs are the examples), plainly and
+    under each plan of `plans` ({label: Plan}); {"plain" | label: {"bleu", "chrf", "hypotheses"}}."""
+    from neuronlab.intervene.apply import apply
+
+    chosen, refs = list(sources[start : start + n]), list(references[start : start + n])
+    if not chosen:
+        raise NeuronlabError(f"no lines from {start}: there are {len(sources)}")
+    examples = list(zip(sources[:shots], references[:shots]))
+    run = lambda: translate(model, tokenizer, chosen, examples, src_name, tgt_name, max_new_tokens)  # noqa: E731
+    hyps = {"plain": run()}
+    for label, plan in (plans or {}).items():
+        with apply(model, plan):
+            hyps[label] = run()
+    return {k: {**score(h, refs), "hypotheses": h} for k, h in hyps.items()}

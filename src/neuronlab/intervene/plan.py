@@ -32,12 +32,14 @@ import torch
 from torch import Tensor
 
 from neuronlab.errors import NeuronlabError
-from neuronlab.io import write_json
+from neuronlab.io import read_safetensors, write_json, write_safetensors
 from neuronlab.models.sites import KINDS
 from neuronlab.select.neuron_set import NeuronSet
 
 Positions = str | slice | Tensor
-FORMAT = "neuronlab.plan/1"
+FORMAT = "neuronlab.plan/2"  # tensors in a .safetensors file beside the JSON
+OLD_FORMATS = ("neuronlab.plan/1",)  # tensors inline as JSON lists
+TENSORS_FORMAT = "neuronlab.plan_tensors/1"
 
 
 @dataclass(frozen=True, eq=False)
@@ -230,43 +232,83 @@ class Plan:
     def __add__(self, other: Plan) -> Plan:
         return Plan(self.interventions + other.interventions)
 
-    def to_dict(self) -> dict:
-        return {"format": FORMAT, "interventions": [_encode(iv) for iv in self.interventions]}
+    def to_dict(self, tensors: dict[str, Tensor] | None = None) -> dict:
+        """JSON-ready form. Tensors go into `tensors` (name -> tensor) and the JSON names them; without a dict
+        they are written inline as lists (small plans, tests)."""
+        return {"format": FORMAT, "interventions": [_encode(iv, tensors) for iv in self.interventions]}
 
     @classmethod
-    def from_dict(cls, data: dict) -> Plan:
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
+    def from_dict(cls, data: dict, tensors: dict[str, Tensor] | None = None) -> Plan:
+        if not isinstance(data, dict) or data.get("format") not in (FORMAT, *OLD_FORMATS):
             raise NeuronlabError(f"not a neuronlab plan (no format {FORMAT!r})")
-        return cls([_decode(d) for d in data["interventions"]])
+        entries = data.get("interventions")
+        if not isinstance(entries, list):
+            raise NeuronlabError("a plan needs a list of interventions")
+        return cls([_decode(d, tensors or {}) for d in entries])
+
+    def summary(self) -> str:
+        lines = [f"plan with {len(self)} interventions"]
+        for iv in self:
+            lines.append(f"  {type(iv).__name__} on {iv.site}, layers {iv.layers or 'all'}, positions {iv.positions}")
+        return "\n".join(lines)
 
     def save(self, path: str | Path) -> None:
-        write_json(path, self.to_dict())
+        """plan.json, and its tensors in plan.safetensors beside it (written first: the JSON names them)."""
+        path = Path(path)
+        tensors: dict[str, Tensor] = {}
+        data = self.to_dict(tensors)
+        if tensors:
+            data["tensors"] = tensors_path(path).name
+            write_safetensors(tensors_path(path), tensors, TENSORS_FORMAT)
+        write_json(path, data)
 
     @classmethod
     def load(cls, path: str | Path) -> Plan:
         path = Path(path)
         if not path.is_file():
             raise NeuronlabError(f"no plan file at {path}")
-        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise NeuronlabError(f"{path} is not JSON ({err}); save the plan again with Plan.save") from None
+        tensors = {}
+        if isinstance(data, dict) and data.get("tensors"):
+            tensors, _ = read_safetensors(path.parent / data["tensors"], TENSORS_FORMAT, "plan tensors")
+        try:
+            return cls.from_dict(data, tensors)
+        except NeuronlabError as err:
+            raise NeuronlabError(f"{path}: {err}") from None
 
 
-def _encode_value(v):
+def tensors_path(path: Path) -> Path:
+    return path.with_suffix(".safetensors")
+
+
+def _encode_value(v, tensors: dict | None):
     if isinstance(v, Tensor):
-        return {"tensor": v.tolist(), "dtype": str(v.dtype).removeprefix("torch.")}
+        if tensors is None:
+            return {"tensor": v.tolist(), "dtype": str(v.dtype).removeprefix("torch.")}
+        name = f"t{len(tensors)}"
+        tensors[name] = v.detach().cpu()
+        return {"tensor_ref": name}
     if isinstance(v, slice):
         return {"slice": [v.start, v.stop, v.step]}
     if isinstance(v, NeuronSet):
         return {"neuron_set": {"neurons": v.neurons, "meta": v.meta}}
     if isinstance(v, Mapping):
-        return {"per_layer": {str(k): _encode_value(x) for k, x in v.items()}}
+        return {"per_layer": {str(k): _encode_value(x, tensors) for k, x in v.items()}}
     if isinstance(v, (list, tuple)):
         return [int(i) for i in v]
     return v
 
 
-def _decode_value(v):
+def _decode_value(v, tensors: dict):
     if not isinstance(v, dict):
         return v
+    if "tensor_ref" in v:
+        if v["tensor_ref"] not in tensors:
+            raise NeuronlabError(f"tensor {v['tensor_ref']!r} is missing from the plan's .safetensors file")
+        return tensors[v["tensor_ref"]]
     if "tensor" in v:
         return torch.tensor(v["tensor"], dtype=getattr(torch, v["dtype"]))
     if "slice" in v:
@@ -274,18 +316,23 @@ def _decode_value(v):
     if "neuron_set" in v:
         return NeuronSet(v["neuron_set"]["neurons"], v["neuron_set"]["meta"])
     if "per_layer" in v:
-        return {int(k): _decode_value(x) for k, x in v["per_layer"].items()}
+        return {int(k): _decode_value(x, tensors) for k, x in v["per_layer"].items()}
     raise NeuronlabError(f"cannot read plan value {v!r}")
 
 
-def _encode(iv: Intervention) -> dict:
-    fields = {k: _encode_value(v) for k, v in vars(iv).items()}
+def _encode(iv: Intervention, tensors: dict | None) -> dict:
+    fields = {k: _encode_value(v, tensors) for k, v in vars(iv).items()}
     return {"kind": type(iv).__name__, **fields}
 
 
-def _decode(d: dict) -> Intervention:
+def _decode(d: dict, tensors: dict) -> Intervention:
+    if not isinstance(d, dict):
+        raise NeuronlabError(f"an intervention must be a JSON object, not {d!r}")
     d = dict(d)
     kind = d.pop("kind", None)
     if kind not in KINDS_OF_INTERVENTION:
         raise NeuronlabError(f"unknown intervention kind {kind!r}: use one of {', '.join(KINDS_OF_INTERVENTION)}")
-    return KINDS_OF_INTERVENTION[kind](**{k: _decode_value(v) for k, v in d.items()})
+    try:
+        return KINDS_OF_INTERVENTION[kind](**{k: _decode_value(v, tensors) for k, v in d.items()})
+    except (TypeError, KeyError, ValueError, RuntimeError) as err:
+        raise NeuronlabError(f"cannot read a {kind} intervention ({err})") from None

@@ -31,6 +31,7 @@ import random
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +47,8 @@ from neuronlab.learn.methods import COMPONENTS, METHODS, LearnedIntervention, me
 from neuronlab.models.arch import ArchSpec
 from neuronlab.models.load import model_info
 from neuronlab.models.sites import Site, decoder_layers, site_width
+
+LEARNED_FILE = "learned.safetensors"
 
 
 @dataclass(frozen=True)
@@ -295,3 +298,40 @@ def evaluate_scaling(model, tokenizer, scaling: LearnedIntervention, items: Sequ
         "moved": scaling.moved(eps),
         "epsilon": eps,
     }
+
+
+def fit_task(model, tokenizer, items: Sequence[dict], cfg: ScalingConfig = ScalingConfig(), holdout: float = 0.25,
+             progress: bool = True, arch: ArchSpec | None = None) -> tuple[LearnedIntervention, dict]:  # fmt: skip
+    """What `neuronlab scale train` does: hold out a seeded share of the groups, train on the rest, and measure
+    both. Returns the learned intervention (held-out groups in its meta) and {"train", "held_out", "epochs"}."""
+    train_items, held_out = split(items, holdout, cfg.seed)
+    learned = train_scaling(model, tokenizer, train_items, cfg, progress, arch)
+    learned.meta["held_out_groups"] = sorted({i["group"] for i in held_out})
+    metrics = {"train": evaluate_scaling(model, tokenizer, learned, train_items, arch=arch),
+               "held_out": evaluate_scaling(model, tokenizer, learned, held_out, arch=arch),
+               "epochs": len(learned.meta["history"])}  # fmt: skip
+    return learned, metrics
+
+
+def save_run(out: str | Path, learned: LearnedIntervention, metrics: dict) -> list[str]:
+    """A training run's folder: learned.safetensors, plan.json (+ its tensors), metrics.json, scalars.png."""
+    from neuronlab.io import write_bytes, write_json
+    from neuronlab.report.plots import learned as heatmap
+
+    out = Path(out)
+    learned.save(out / LEARNED_FILE)
+    learned.to_plan().save(out / "plan.json")
+    write_json(out / "metrics.json", metrics)
+    write_bytes(out / "scalars.png", heatmap(learned))
+    return [LEARNED_FILE, "plan.json", "metrics.json", "scalars.png"]
+
+
+def run_file(path: str | Path) -> Path:
+    """The learned-intervention file of a run folder (or the file itself)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in (LEARNED_FILE, "scaling.safetensors"):  # the second: runs saved before the rename
+            if (path / name).is_file():
+                return path / name
+        raise NeuronlabError(f"{path} holds no {LEARNED_FILE}: give the folder `neuronlab scale train` wrote")
+    return path

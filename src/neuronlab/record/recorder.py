@@ -22,17 +22,33 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from neuronlab.config import option
 from neuronlab.data.batching import Batch, batches, model_inputs, pad_id, windows
 from neuronlab.errors import NeuronlabError
 from neuronlab.models.arch import ArchSpec
 from neuronlab.models.load import model_info
 from neuronlab.models.sites import KINDS, Site, decoder_layers, site_width, trace
 from neuronlab.record.stats import Moments, Stats
+
+
+@dataclass(frozen=True)
+class RecordConfig:
+    """The settings of `record` (besides model, texts and checkpoint): `record(model, tok, texts, **asdict(cfg))`."""
+
+    site: str = option("act", "site kind: act, neuron, ffn_out, attn_out or resid")
+    batch_size: int = option(8, "rows per forward pass")
+    max_length: int = option(512, "tokens per window; longer texts are split")
+    truncate: bool = option(False, "cut texts at max_length instead of splitting them")
+    max_tokens: int | None = option(None, "count at most this many tokens per group")
+    pooled_texts: int = option(0, "keep per-text mean/max for the first N texts per group")
+    count_special: bool = option(False, "also count special tokens (BOS, EOS)")
+    checkpoint_every: float = option(600.0, "seconds between checkpoints")
 
 
 class _Accumulator:

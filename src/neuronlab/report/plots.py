@@ -118,3 +118,35 @@ def panels(grids: dict[str, list[list[float]]], xlabels: list[str], ylabels: lis
     fig.suptitle(title, fontsize=10)
     fig.colorbar(im, ax=list(axes), shrink=0.8)
     return _png(plt, fig)
+
+
+# ---------------------------------------------------------------- figures of the analysis and learning commands
+
+
+def lens_ranks(result: dict) -> bytes:
+    """The target's rank after every layer, one line per prompt, from `logit_lens` with targets."""
+    layers = list(result["layers"])
+    series = {f"{p!r} -> {t!r}": [result["layers"][layer]["target_rank"][row] for layer in layers]
+              for row, (p, t) in enumerate(zip(result["prompts"], result["targets"]))}  # fmt: skip
+    return lines(series, layers, "layer", "target rank (0 = top-1)", "logit lens", log_y=True)
+
+
+def ablation(scores: dict[int, dict]) -> bytes:
+    """Accuracy and reciprocal rank against the first ablated layer, from `ablate_from`."""
+    series = {k: [s[k] for s in scores.values()] for k in ("accuracy", "reciprocal_rank")}
+    return lines(series, list(scores), "first ablated layer", "score", "FFN outputs ablated from l on")
+
+
+def patching(plain: dict, patched: dict, label: str, context: str) -> bytes:
+    """Plain against patched relation scores, from `score_relation` and `patch_o_vector`."""
+    keys = ["accuracy", "exact", "reciprocal_rank"]
+    series = {"plain": [plain[k] for k in keys], label: [patched[k] for k in keys]}
+    return lines(series, keys, "score", "value", f"o-vector patched into '{context} X'")
+
+
+def learned(learned) -> bytes:
+    """Heatmap of a LearnedIntervention: alpha or |v| per layer and position, or b and |w| per layer."""
+    grids, cols, rows, center = learned.grids()
+    per_position = cols[0].startswith("-")  # columns -P..-1; dynscalar's are "<site> b", "<site> |w|"
+    what = f"{learned.impl.value} per layer and position (from the end)" if per_position else "b and |w| per layer"
+    return panels(grids, cols, rows, f"{learned.method}: {what}", center)

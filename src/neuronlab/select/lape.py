@@ -11,12 +11,24 @@ All three are pure functions of the Stats.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
+from neuronlab.config import option
 from neuronlab.errors import NeuronlabError
 from neuronlab.record.stats import Stats
 from neuronlab.select.neuron_set import NeuronSet
+
+
+@dataclass(frozen=True)
+class LapeConfig:
+    """The arguments of `lape`, with the paper's defaults: `lape(stats, **asdict(cfg))`."""
+
+    top_rate: float = option(0.01, "share of all neurons kept (Tang et al.: 0.01 for 7B models)")
+    filter_rate: float = option(0.95, "quantile a neuron's top activation probability must exceed")
+    activation_bar_ratio: float = option(0.95, "quantile that assigns a kept neuron to a language")
 
 
 def _kth_smallest(values: Tensor, rate: float) -> float:

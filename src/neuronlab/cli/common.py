@@ -1,0 +1,159 @@
+"""What every command group shares: the error wrapper, the options that many commands take (declared once), model
+loading, and options generated from config dataclasses so a setting cannot exist in one and not the other.
+
+    @app.command()
+    @friendly
+    @config_options(ScalingConfig)           # one --option per field, help text from the field
+    def train(model: ModelOpt, cfg: ScalingConfig, ...): ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import types
+import typing
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from neuronlab.errors import NeuronlabError
+from neuronlab.io import check_writable
+
+
+def friendly(fn):
+    """Print a NeuronlabError as one `error:` line and exit 2, without a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except NeuronlabError as err:
+            typer.secho(f"error: {err}", fg="red", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def group(help: str) -> typer.Typer:  # noqa: A002
+    return typer.Typer(help=help, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Hugging Face hub id or local folder.")]
+DtypeOpt = Annotated[str | None, typer.Option(help="float32, float16 or bfloat16 (default: the checkpoint's).")]
+DeviceOpt = Annotated[str | None, typer.Option(help="Device such as cuda:0; 'auto' spreads a large model.")]
+RevisionOpt = Annotated[str | None, typer.Option(help="Branch, tag or commit, e.g. Pythia's step1000.")]
+StatsOpt = Annotated[Path, typer.Option("--stats", help="Stats file from `neuronlab record`.")]
+OutOpt = Annotated[Path, typer.Option("--out", help="File to write.")]
+JsonOutOpt = Annotated[Path | None, typer.Option("--out", help="Write the results as JSON.")]
+PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Write the figure (PNG).")]
+NeuronsOpt = Annotated[Path | None, typer.Option("--neurons", help="Neuron set (JSON) to steer with.")]
+TargetOpt = Annotated[list[str] | None, typer.Option("--target", help="Language(s) whose neurons to steer "
+                                                     "(default: every language of --neurons).")]  # fmt: skip
+VariantOpt = Annotated[str, typer.Option(help="p_max, p_median, zero, scale, p10, layer_max or add_layer_max.")]
+FactorOpt = Annotated[float, typer.Option(help="Factor for --variant scale.")]
+SteerStatsOpt = Annotated[Path | None, typer.Option("--stats", help="Stats with pooled texts (p_max, p_median).")]
+TextOpt = Annotated[list[str] | None, typer.Option("--text", help="GROUP=FILE, one text per line; repeatable.")]
+TextDirOpt = Annotated[Path | None, typer.Option(help="Folder of GROUP.txt files (see --pattern).")]
+PatternOpt = Annotated[str, typer.Option(help="File pattern in --text-dir; FLORES: '*.devtest'.")]
+BatchOpt = Annotated[int, typer.Option(help="Rows per forward pass.")]
+MaxLengthOpt = Annotated[int, typer.Option(help="Tokens per window.")]
+
+
+def load(model: str, dtype: str | None, device: str | None, revision: str | None):
+    """(model, tokenizer) from the shared --model/--dtype/--device/--revision options."""
+    from neuronlab.models.load import load_model
+
+    if device == "auto":
+        return load_model(model, dtype=dtype, device_map="auto", revision=revision)
+    return load_model(model, dtype=dtype, device=device, revision=revision)
+
+
+def texts(text: list[str] | None, text_dir: Path | None, pattern: str, limit: int | None = None) -> dict[str, list[str]]:
+    """{group: lines} from --text GROUP=FILE pairs and/or a --text-dir, each cut to its first `limit` lines."""
+    from neuronlab.data.corpora import parse_group_files, read_text_dir
+
+    found = parse_group_files(text or [])
+    if text_dir is not None:
+        for name, lines in read_text_dir(text_dir, pattern).items():
+            if name in found:
+                raise NeuronlabError(f"group {name!r} is given twice")
+            found[name] = lines
+    if not found:
+        raise NeuronlabError("no texts: pass --text GROUP=FILE (repeatable) or --text-dir DIR")
+    return found if limit is None else {g: lines[:limit] for g, lines in found.items()}
+
+
+def writable(*paths: Path | None, folder: bool = False) -> None:
+    """Check output paths before any work starts (one clear error, nothing lost)."""
+    check_writable(*paths, folder=folder)
+
+
+# ---------------------------------------------------------------- options from config dataclasses
+
+
+def _cli_type(hint) -> tuple[object, bool]:
+    """(type typer understands, whether the field is a tuple given as a repeatable or comma-separated option)."""
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
+    inner = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
+    if typing.get_origin(inner) is tuple:
+        return list[typing.get_args(inner)[0]] | None, True
+    return (inner | None) if optional else inner, False
+
+
+def config_fields(cls) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(cls) if "help" in f.metadata]
+
+
+def option_name(f: dataclasses.Field) -> str:
+    return f.metadata.get("cli") or "--" + f.name.replace("_", "-")
+
+
+def _as_tuple(values: list | None, default):
+    """A repeatable option's values as a tuple (strings may also be comma-separated); the default if none."""
+    if not values:
+        return default
+    out = []
+    for v in values:
+        out += [part.strip() for part in v.split(",") if part.strip()] if isinstance(v, str) else [v]
+    return tuple(out)
+
+
+def config_options(cls, skip: tuple[str, ...] = (), defaults: dict | None = None):
+    """Give a command one option per field of the config dataclass `cls` (help from the field's metadata), and
+    call it with `cfg=cls(...)` built from them. Tuple fields take a repeatable option (comma-separated values
+    also work). `defaults` overrides a field's default for this command only."""
+    hints = typing.get_type_hints(cls)
+    defaults = defaults or {}
+    chosen = [f for f in config_fields(cls) if f.name not in skip]
+
+    def deco(fn):
+        sig = inspect.signature(fn, eval_str=True)
+        own = [p for name, p in sig.parameters.items() if name != "cfg"]
+        extra, is_tuple = [], {}
+        for f in chosen:
+            typ, is_tuple[f.name] = _cli_type(hints[f.name])
+            default = defaults.get(f.name, f.default)
+            text = f.metadata["help"]
+            if is_tuple[f.name] and default:
+                text += f" (repeatable or comma-separated) [default: {','.join(map(str, default))}]"
+            opt = typer.Option(option_name(f), help=text, show_default=not is_tuple[f.name])
+            extra.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[typ, opt],
+                                           default=None if is_tuple[f.name] else default))  # fmt: skip
+
+        @functools.wraps(fn)
+        def wrapper(**kwargs):
+            values = {}
+            for f in chosen:
+                v = kwargs.pop(f.name)
+                values[f.name] = _as_tuple(v, defaults.get(f.name, f.default)) if is_tuple[f.name] else v
+            return fn(cfg=cls(**values), **kwargs)
+
+        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + extra
+        wrapper.__signature__ = sig.replace(parameters=params)
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        return wrapper
+
+    return deco

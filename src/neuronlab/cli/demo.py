@@ -1,0 +1,54 @@
+"""neuronlab demo | report: the whole language-neuron pipeline, and its report rendered again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from neuronlab.cli.common import DeviceOpt, DtypeOpt, PatternOpt, RevisionOpt, config_options, friendly, load, writable
+from neuronlab.demo.pipeline import PipelineConfig
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)
+    app.command("report")(report)
+
+
+@friendly
+def report(
+    results: Annotated[Path, typer.Argument(help="results.json written by `neuronlab demo`.")],
+    out: Annotated[Path | None, typer.Option(help="HTML file (default: report.html beside the results).")] = None,
+) -> None:
+    """Render the HTML report again from a results.json."""
+    from neuronlab.report.language import read_results, write_report
+
+    target = out or results.with_name("report.html")
+    writable(target)
+    write_report(read_results(results), target)
+    typer.echo(f"wrote {target}")
+
+
+@friendly
+@config_options(PipelineConfig)
+def demo(
+    cfg: PipelineConfig,
+    out: Annotated[Path, typer.Option(help="Folder for report.html and the artifacts.")] = Path("neuronlab-demo"),
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model (default: the embedded demo model).")] = None,
+    data: Annotated[Path | None, typer.Option(help="Folder of GROUP files (default: the embedded demo data).")] = None,
+    pattern: PatternOpt = "*.txt",
+    dtype: DtypeOpt = None,
+    device: DeviceOpt = None,
+    revision: RevisionOpt = None,
+) -> None:
+    """Run the whole language-neuron pipeline and write DIR/report.html (offline on the embedded model)."""
+    from neuronlab.data.corpora import read_text_dir
+    from neuronlab.demo.pipeline import DEMO_DATA, DEMO_MODEL, run
+
+    writable(out, folder=True)
+    texts = read_text_dir(data or DEMO_DATA, pattern if data else "*.txt")
+    loaded, tok = load(model or str(DEMO_MODEL), dtype, device, revision)
+    results = run(loaded, tok, texts, out, cfg, log=typer.echo)
+    for k, v in results["checks"].items():
+        typer.echo(f"{k}: {v}")

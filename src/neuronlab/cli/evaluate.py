@@ -1,0 +1,189 @@
+"""neuronlab eval perplexity | lss | generate | translate: measure a model, optionally with a target language's
+neurons steered."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from neuronlab.cli.common import (BatchOpt, DeviceOpt, DtypeOpt, FactorOpt, JsonOutOpt, MaxLengthOpt, ModelOpt,
+                                  NeuronsOpt, PatternOpt, RevisionOpt, SteerStatsOpt, TargetOpt, TextDirOpt, TextOpt,
+                                  VariantOpt, friendly, group, load, texts, writable)  # fmt: skip
+from neuronlab.errors import NeuronlabError
+
+app = group("Measure a model, optionally with a target language's neurons steered.")
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="eval")
+
+
+def _steering(model, neurons: Path | None, targets: list[str] | None, variant: str, factor: float,
+              stats: Path | None):  # fmt: skip
+    """(targets, plan_for) from the steering options, checked against `model`; ([], None) without --neurons."""
+    from neuronlab.intervene.steer import steering_plan
+    from neuronlab.record.stats import Stats
+    from neuronlab.select.neuron_set import NeuronSet
+
+    if neurons is None:
+        if targets:
+            raise NeuronlabError("--target needs --neurons")
+        return [], None
+    ns = NeuronSet.load(neurons)
+    ns.validate(model)
+    loaded = Stats.load(stats) if stats is not None else None
+    if loaded is not None:
+        loaded.check_model(model)
+    chosen = targets or ns.groups
+    for t in chosen:
+        ns[t]  # a clear error for a target the set does not have
+    return chosen, lambda t: steering_plan(ns, t, variant, stats=loaded, factor=factor)
+
+
+def _save(out: Path | None, result) -> None:
+    if out is not None:
+        from neuronlab.io import write_json
+
+        write_json(out, result)
+
+
+@app.command("perplexity")
+@friendly
+def eval_perplexity(
+    model: ModelOpt,
+    text: TextOpt = None,
+    text_dir: TextDirOpt = None,
+    pattern: PatternOpt = "*.txt",
+    neurons: NeuronsOpt = None,
+    target: TargetOpt = None,
+    variant: VariantOpt = "zero",
+    factor: FactorOpt = 2.0,
+    stats: SteerStatsOpt = None,
+    batch_size: BatchOpt = 8,
+    max_length: MaxLengthOpt = 512,
+    out: JsonOutOpt = None,
+    dtype: DtypeOpt = None,
+    device: DeviceOpt = None,
+    revision: RevisionOpt = None,
+) -> None:
+    """Perplexity per language; with --neurons, the matrix "steer T's neurons -> perplexity on L"."""
+    from neuronlab.evaluate.perplexity import perplexity
+    from neuronlab.evaluate.steering import perplexity_matrix
+
+    writable(out)
+    found = texts(text, text_dir, pattern)
+    loaded, tok = load(model, dtype, device, revision)
+    targets, plan_for = _steering(loaded, neurons, target, variant, factor, stats)
+    if plan_for is None:
+        result = {"baseline": {g: perplexity(loaded, tok, lines, batch_size, max_length) for g, lines in found.items()}}
+    else:
+        result = perplexity_matrix(loaded, tok, found, targets, plan_for, batch_size, max_length)
+    for g, v in result["baseline"].items():
+        typer.echo(f"{g}: perplexity {v:.3f}")
+    for t, row in result.get("change", {}).items():
+        typer.echo(f"steer {t} ({variant}): " + "  ".join(f"{g} {c:+.1%}" for g, c in row.items()))
+    _save(out, result)
+
+
+@app.command("lss")
+@friendly
+def eval_lss(
+    model: ModelOpt,
+    neurons: Annotated[Path, typer.Option("--neurons", help="Neuron set (JSON) to steer with.")],
+    items: Annotated[Path | None, typer.Option(help="JSONL items {lang, prompt, objects}.")] = None,
+    text_dir: Annotated[Path | None, typer.Option(help="Or build items from aligned lines of GROUP files.")] = None,
+    pattern: PatternOpt = "*.txt",
+    n_items: Annotated[int, typer.Option(help="Items per language when building from --text-dir.")] = 20,
+    target: TargetOpt = None,
+    variant: VariantOpt = "p_max",
+    factor: FactorOpt = 2.0,
+    stats: SteerStatsOpt = None,
+    out: JsonOutOpt = None,
+    dtype: DtypeOpt = None,
+    device: DeviceOpt = None,
+    revision: RevisionOpt = None,
+) -> None:
+    """Language Steering Shift: share of items pushed toward the target language."""
+    from neuronlab.data.tasks import lss_items_from_texts, read_lss_items
+    from neuronlab.evaluate.steering import lss_matrix
+
+    if (items is None) == (text_dir is None):
+        raise NeuronlabError("pass either --items FILE or --text-dir DIR")
+    writable(out)
+    loaded_items = read_lss_items(items) if items else lss_items_from_texts(texts(None, text_dir, pattern), n_items)
+    loaded, tok = load(model, dtype, device, revision)
+    targets, plan_for = _steering(loaded, neurons, target, variant, factor, stats)
+    result = lss_matrix(loaded, tok, loaded_items, targets, plan_for)
+    for t, v in result["off_diagonal"].items():
+        typer.echo(f"LSS(. -> {t}) = {v:.3f}")
+    _save(out, result)
+
+
+@app.command("generate")
+@friendly
+def eval_generate(
+    model: ModelOpt,
+    prompt: Annotated[list[str], typer.Option(help="A prompt to continue; repeatable.")],
+    neurons: NeuronsOpt = None,
+    target: TargetOpt = None,
+    variant: VariantOpt = "p_max",
+    factor: FactorOpt = 2.0,
+    stats: SteerStatsOpt = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate.")] = 32,
+    dtype: DtypeOpt = None,
+    device: DeviceOpt = None,
+    revision: RevisionOpt = None,
+) -> None:
+    """Greedy generations, plain and with each target's neurons steered."""
+    from neuronlab.evaluate.steering import generate
+    from neuronlab.intervene.apply import apply
+
+    loaded, tok = load(model, dtype, device, revision)
+    targets, plan_for = _steering(loaded, neurons, target, variant, factor, stats)
+    for p, text in zip(prompt, generate(loaded, tok, prompt, max_new_tokens)):
+        typer.echo(f"[plain] {p}{text}")
+    for t in targets:
+        with apply(loaded, plan_for(t)):
+            for p, text in zip(prompt, generate(loaded, tok, prompt, max_new_tokens)):
+                typer.echo(f"[{t}] {p}{text}")
+
+
+@app.command("translate")
+@friendly
+def eval_translate(
+    model: ModelOpt,
+    src: Annotated[Path, typer.Option(help="Source sentences, one a line (e.g. eng_Latn.devtest).")],
+    ref: Annotated[Path, typer.Option(help="Reference translations, line-aligned with --src.")],
+    src_name: Annotated[str, typer.Option(help="Source language name in the prompt.")] = "English",
+    tgt_name: Annotated[str, typer.Option(help="Target language name in the prompt.")] = "French",
+    shots: Annotated[int, typer.Option(help="In-context examples, taken from the first lines.")] = 2,
+    start: Annotated[int, typer.Option(help="First evaluated line (after the shots).")] = 100,
+    n: Annotated[int, typer.Option(help="Lines to translate.")] = 50,
+    neurons: NeuronsOpt = None,
+    target: TargetOpt = None,
+    variant: VariantOpt = "p_max",
+    factor: FactorOpt = 2.0,
+    stats: SteerStatsOpt = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate per sentence.")] = 96,
+    out: Annotated[Path | None, typer.Option(help="Write scores and hypotheses as JSON.")] = None,
+    dtype: DtypeOpt = None,
+    device: DeviceOpt = None,
+    revision: RevisionOpt = None,
+) -> None:
+    """BLEU and chrF of few-shot greedy translation, plain and with the target's neurons steered."""
+    from neuronlab.data.corpora import read_parallel
+    from neuronlab.evaluate.translation import translate_and_score
+
+    writable(out)
+    s_lines, r_lines = read_parallel(src, ref)
+    if not s_lines[start : start + n]:
+        raise NeuronlabError(f"no lines from {start}: the files have {len(s_lines)}")
+    loaded, tok = load(model, dtype, device, revision)
+    targets, plan_for = _steering(loaded, neurons, target, variant, factor, stats)
+    result = translate_and_score(loaded, tok, s_lines, r_lines, shots, start, n, src_name, tgt_name, max_new_tokens,
+                                 {t: plan_for(t) for t in targets})  # fmt: skip
+    for k, r in result.items():
+        typer.echo(f"{k}: BLEU {r['bleu']:.2f}  chrF {r['chrf']:.2f}")
+    _save(out, result)

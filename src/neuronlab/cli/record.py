@@ -1,0 +1,61 @@
+"""neuronlab record | inspect: statistics over grouped texts, and a summary of any artifact.
+
+    neuronlab record --model M --text en=en.txt --text fr=fr.txt --out stats.safetensors
+    neuronlab record --model M --text-dir flores/ --pattern '*.devtest' --out stats.safetensors --resume
+    neuronlab inspect stats.safetensors
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from neuronlab.cli.common import (DeviceOpt, DtypeOpt, ModelOpt, PatternOpt, RevisionOpt, TextDirOpt, TextOpt,
+                                  config_options, friendly, load, texts, writable)  # fmt: skip
+from neuronlab.errors import NeuronlabError
+from neuronlab.record.recorder import RecordConfig
+
+
+def register(app: typer.Typer) -> None:
+    app.command("record")(record)
+    app.command("inspect")(inspect)
+
+
+@friendly
+@config_options(RecordConfig)
+def record(
+    model: ModelOpt,
+    out: Annotated[Path, typer.Option(help="Stats file to write (safetensors); also the checkpoint.")],
+    cfg: RecordConfig,
+    text: TextOpt = None,
+    text_dir: TextDirOpt = None,
+    pattern: PatternOpt = "*.txt",
+    limit: Annotated[int | None, typer.Option(help="Use only the first N lines of each file.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from --out if it exists, never counting a text twice.")] = False,
+    dtype: DtypeOpt = None,
+    device: DeviceOpt = None,
+    revision: RevisionOpt = None,
+) -> None:
+    """Record per-neuron statistics of a site over texts grouped by language or concept."""
+    from neuronlab.record.recorder import record as record_stats
+
+    if out.exists() and not resume:
+        raise NeuronlabError(f"{out} exists: pass --resume to continue it, or choose another --out")
+    writable(out)
+    found = texts(text, text_dir, pattern, limit)
+    loaded, tokenizer = load(model, dtype, device, revision)
+    stats = record_stats(loaded, tokenizer, found, checkpoint=out, **asdict(cfg))
+    typer.echo(stats.summary())
+    typer.echo(f"wrote {out}")
+
+
+@friendly
+def inspect(path: Annotated[Path, typer.Argument(help="Any neuronlab artifact: stats, learned intervention or vector "
+                                                      "(.safetensors), neuron set or plan (.json).")]) -> None:  # fmt: skip
+    """Summarise a stats, learned-intervention, vector, neuron-set or plan file."""
+    from neuronlab.artifacts import describe
+
+    typer.echo(describe(path))

@@ -1,0 +1,128 @@
+"""neuronlab scale task | train | eval | show: learned interventions (Stoehr et al. 2024)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from neuronlab.cli.common import (DeviceOpt, DtypeOpt, JsonOutOpt, ModelOpt, PlotOpt, RevisionOpt, config_options,
+                                  friendly, group, load, writable)  # fmt: skip
+from neuronlab.errors import NeuronlabError
+from neuronlab.learn.scalars import ScalingConfig
+
+app = group("Learned interventions: activation scalars, steering vectors, dynamic scalars (Stoehr et al. 2024).")
+RunOpt = Annotated[Path, typer.Option("--scaling", help="Folder from `scale train` (or its .safetensors file).")]
+TaskOpt = Annotated[Path, typer.Option(help="JSONL items {prompt, target, foil[, group]}.")]
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="scale")
+
+
+def _metrics_line(label: str, m: dict) -> None:
+    flip = "n/a" if m["flip_rate"] is None else f"{m['flip_rate']:.3f}"
+    typer.echo(f"{label} ({m['items']} items): flip rate {flip}  target>foil {m['accuracy_before']:.3f} -> "
+               f"{m['success']:.3f}  logit diff {m['logit_diff_before']:+.2f} -> {m['logit_diff_after']:+.2f}  "
+               f"KL on other tokens {m['kl']:.3f}  parameters {m['parameters']}  L1 {m['l1']:.2f}  "
+               f"moved >{m['epsilon']}: {m['moved']}")  # fmt: skip
+
+
+@app.command("task")
+@friendly
+def scale_task(
+    kind: Annotated[str, typer.Argument(help="pronoun, ioi or capital.")],
+    out: Annotated[Path, typer.Option(help="JSONL file to write.")],
+    swap: Annotated[bool, typer.Option(help="Exchange target and foil (the usual flipping task).")] = False,
+) -> None:
+    """Write a templated task: one {prompt, target, foil, group} per line."""
+    from neuronlab.data.contrast import BUILDERS, write_contrast
+
+    if kind not in BUILDERS:
+        raise NeuronlabError(f"unknown task {kind!r}: use one of {', '.join(BUILDERS)}")
+    writable(out)
+    items = BUILDERS[kind](swap=swap)
+    write_contrast(out, items)
+    typer.echo(f"wrote {len(items)} items to {out}")
+
+
+@app.command("train")
+@friendly
+@config_options(ScalingConfig)
+def scale_train(
+    model: ModelOpt,
+    task: TaskOpt,
+    out: Annotated[Path, typer.Option(help="Folder for learned.safetensors, plan.json, metrics.json, scalars.png.")],
+    cfg: ScalingConfig,
+    holdout: Annotated[float, typer.Option(help="Share of groups held out for the reported metrics.")] = 0.25,
+    drop_ambiguous: Annotated[bool, typer.Option(help="Drop items whose target and foil start with the same "
+                                                      "token (instead of stopping with an error).")] = False,  # fmt: skip
+    dtype: DtypeOpt = None,
+    device: DeviceOpt = None,
+    revision: RevisionOpt = None,
+) -> None:
+    """Learn an intervention that makes each target beat its foil; report it on held-out groups."""
+    from neuronlab.data.contrast import distinguishable, read_contrast
+    from neuronlab.learn.scalars import fit_task, save_run
+
+    writable(out, folder=True)
+    items = read_contrast(task)
+    loaded, tok = load(model, dtype, device, revision)
+    if drop_ambiguous:
+        items, dropped = distinguishable(items, tok)
+        typer.echo(f"dropped {dropped} items whose target and foil start with the same token; {len(items)} left")
+    learned, metrics = fit_task(loaded, tok, items, cfg, holdout)
+    learned.meta["task"] = str(task)
+    names = save_run(out, learned, metrics)
+    _metrics_line("train", metrics["train"])
+    _metrics_line("held out", metrics["held_out"])
+    typer.echo(f"{metrics['epochs']} epochs; wrote {', '.join(names)} to {out}")
+
+
+@app.command("eval")
+@friendly
+def scale_eval(
+    model: ModelOpt,
+    task: TaskOpt,
+    scaling: RunOpt,
+    out: JsonOutOpt = None,
+    dtype: DtypeOpt = None,
+    device: DeviceOpt = None,
+    revision: RevisionOpt = None,
+) -> None:
+    """Flip rate, logit-difference change, KL on other tokens and minimality of a learned intervention."""
+    from neuronlab.data.contrast import read_contrast
+    from neuronlab.io import write_json
+    from neuronlab.learn.methods import LearnedIntervention
+    from neuronlab.learn.scalars import evaluate_scaling, run_file
+
+    writable(out)
+    learned = LearnedIntervention.load(run_file(scaling))
+    items = read_contrast(task)
+    loaded, tok = load(model, dtype, device, revision)
+    metrics = evaluate_scaling(loaded, tok, learned, items)
+    _metrics_line(str(task), metrics)
+    if out is not None:
+        write_json(out, metrics)
+
+
+@app.command("show")
+@friendly
+def scale_show(
+    scaling: Annotated[Path, typer.Argument(help="Folder from `scale train` (or its .safetensors file).")],
+    top: Annotated[int, typer.Option(help="List this many of the parameters that moved most.")] = 10,
+    plot: PlotOpt = None,
+) -> None:
+    """Summarise a learned intervention: size, L1, what moved most; optionally a heatmap."""
+    from neuronlab.io import write_bytes
+    from neuronlab.learn.methods import LearnedIntervention
+    from neuronlab.learn.scalars import run_file
+    from neuronlab.report.plots import learned as heatmap
+
+    writable(plot)
+    learned = LearnedIntervention.load(run_file(scaling))
+    typer.echo(learned.summary(top))
+    if plot is not None:
+        write_bytes(plot, heatmap(learned))
+        typer.echo(f"wrote {plot}")

@@ -1,0 +1,85 @@
+"""The HTML report of the language-neuron pipeline (`neuronlab demo`), rendered from its results.json alone, so
+`neuronlab report` needs neither the model nor the demo.
+
+    >>> write_report(read_results("demo-out/results.json"), Path("demo-out/report.html"))
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from neuronlab.errors import NeuronlabError
+from neuronlab.report import plots
+from neuronlab.report.html import Report
+
+
+def write_report(results: dict, path: Path, title: str = "neuronlab: language-specific neurons") -> None:
+    cfg, langs, targets, c = results["config"], results["languages"], results["targets"], results["checks"]
+    report = Report(title)
+    model = results["model"]
+    report.text("Setup", (
+        f"<p>Model <code>{model.get('name_or_path') or 'in-memory'}</code> ({model['model_type']}, {model['n_layers']} "
+        f"layers x {model['d_ff']} FFN neurons). Languages: {', '.join(langs)}. Statistics on {cfg['record_lines']} "
+        f"lines a language; evaluation on the next {cfg['eval_lines']} (held out).</p>"
+        f"<p>LAPE with top_rate={cfg['top_rate']}, filter_rate={cfg['filter_rate']}, "
+        f"activation_bar_ratio={cfg['activation_bar_ratio']}. Tang et al.'s 1% suits 7B models with about 350k FFN "
+        "neurons; a tiny model has a few thousand, so 1% leaves a handful per language, too few to move its "
+        f"behaviour: this run keeps {cfg['top_rate']:.0%}. Amplification sets each neuron to its "
+        f"{cfg['amplify']} (p_max: the max over texts of its per-text mean activation).</p>"
+        f"<p>Run time {results['seconds']} s. Artifacts beside this file: <code>stats.safetensors</code>, "
+        "<code>neurons.json</code>, <code>activated.json</code>, <code>results.json</code>.</p>"))  # fmt: skip
+    status = lambda ok: "ok" if ok else "bad"  # noqa: E731
+    report.text("What it shows", (
+        f"<ul><li class='{status(c['deactivation_hits_own_language'] >= 0.8)}'>Deactivating L's neurons raises L's "
+        f"perplexity more than any other language's for {c['deactivation_hits_own_language']:.0%} of languages.</li>"
+        f"<li class='{status(c['lss_above_half'] == 1)}'>Mean off-diagonal LSS above 0.5 for "
+        f"{c['lss_above_half']:.0%} of target languages.</li>"
+        f"<li class='{status(c['generation_share_up'] == 1)}'>Share of generations identified as the target language "
+        f"rises for {c['generation_share_up']:.0%} of targets.</li></ul>"
+        + (f"<p>No neurons found for: {', '.join(results['no_neurons'])}.</p>" if results["no_neurons"] else "")))  # fmt: skip
+    report.figure("Neurons per layer", plots.neurons_per_layer(
+        {g: {int(k): v for k, v in per.items()} for g, per in results["neurons"].items()}, model["n_layers"],
+        "LAPE neurons per layer and language"))  # fmt: skip
+    zero = results["perplexity_deactivate"]
+    report.figure("Perplexity change when a language's neurons are deactivated", plots.heatmap(
+        zero["change"], targets, langs, "relative perplexity change", "evaluated language", "deactivated neurons of"),
+        "Row T, column L: perplexity on L with T's neurons set to 0, divided by the plain perplexity, minus 1.")  # fmt: skip
+    report.table(None, [{"language": lang, "plain perplexity": zero["baseline"][lang]} for lang in langs])
+    amp = results["perplexity_amplify"]
+    if amp is not None:
+        report.figure(f"Perplexity change when a language's neurons are amplified ({cfg['amplify']})", plots.heatmap(
+            amp["change"], targets, langs, "relative perplexity change", "evaluated language", "amplified neurons of"))  # fmt: skip
+    lss = results["lss"]
+    report.figure("Language Steering Shift", plots.heatmap(
+        lss["matrix"], lss["langs"], targets, "LSS (share of items pushed toward T)", "target T", "prompt language L",
+        center=0.5),
+        "Share of items in L whose log P(object in T) - log P(object in L) rises under T's amplification.")  # fmt: skip
+    gen = results["generation"]
+    report.table("Generation shift", [
+        {"target": t, "identified as target, plain": gen["baseline"][t], "with amplification": gen["steered"][t],
+         "mean off-diagonal LSS": lss["off_diagonal"][t]} for t in targets],
+        "Greedy generations from prompts in the other languages, labelled by py3langid (offline).")  # fmt: skip
+    report.table("Sample generations", gen["samples"])
+    sweep = results["sweep"]
+    if sweep is not None:
+        report.figure("Factor sweep (scale the target's neurons)", plots.sweep(sweep["rows"], targets, "scale factor"))
+        report.table(None, [{"target": t, "best factor": f} for t, f in sweep["best"].items()],
+                     f"Per target, the factor with the highest LSS whose mean off-target perplexity rises by at most "
+                     f"{sweep['max_ppl_increase']:.0%}.")  # fmt: skip
+    report.save(path)
+
+
+def read_results(path: str | Path) -> dict:
+    """The results.json of a pipeline run; a clear error for a file that is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise NeuronlabError(f"no results file at {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise NeuronlabError(f"{path} is not JSON ({err}); give the results.json of `neuronlab demo`") from None
+    need = ("config", "model", "languages", "targets", "checks", "perplexity_deactivate", "lss", "generation")
+    if not isinstance(data, dict) or any(k not in data for k in need):
+        raise NeuronlabError(f"{path} is not the results.json of `neuronlab demo` (it lacks {', '.join(need)})")
+    return data

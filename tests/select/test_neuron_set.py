@@ -63,3 +63,39 @@ def test_a_tokenizer_without_pad_token_gets_one():
     assert tok.pad_token_id is None
     ensure_pad_token(tok)
     assert tok.pad_token == "</s>"
+
+
+def test_union_and_intersection_keep_site_and_model(tok):
+    from ..conftest import TEXTS, tiny_model
+
+    model = tiny_model("llama")
+    stats = nl.record(model, tok, TEXTS, site="neuron", pooled_texts=2, progress=False)
+    a = nl.NeuronSet({"en": {0: [1, 2]}}, {"method": "lape", "site": "neuron", "model": stats.meta["model"]})
+    b = nl.NeuronSet({"en": {0: [2, 3]}, "fr": {1: [4]}}, {"method": "x", "site": "neuron", "model": stats.meta["model"]})
+    for combined in (a | b, a & b):
+        assert combined.meta["site"] == "neuron" and combined.meta["model"] == stats.meta["model"]
+        plan = nl.steering_plan(combined, "en", "zero")
+        assert plan.interventions[0].site == "neuron"  # not silently "act"
+    with pytest.raises(nl.NeuronlabError, match="made on another model"):
+        (a | b).validate(tiny_model("llama", seed=1))
+    with pytest.raises(nl.NeuronlabError, match="different sites"):
+        a | nl.NeuronSet({"en": {0: [1]}}, {"site": "act"})
+    other = nl.NeuronSet({"en": {0: [1]}}, {"site": "neuron", "model": nl.model_info(tiny_model("llama", seed=1))})
+    with pytest.raises(nl.NeuronlabError, match="made on another model"):
+        a & other
+
+
+def test_steering_plan_checks_the_stats_site_and_model(tok):
+    from ..conftest import TEXTS, tiny_model
+
+    model = tiny_model("llama")
+    act = nl.record(model, tok, TEXTS, site="act", pooled_texts=2, progress=False)
+    ns = nl.lape(act, top_rate=0.2, filter_rate=0.5, activation_bar_ratio=0.5)
+    group = next(g for g in ns.groups if ns.total(g))
+    assert len(nl.steering_plan(ns, group, "p_max", stats=act, n_texts=2)) == 1
+    neuron = nl.record(model, tok, TEXTS, site="neuron", pooled_texts=2, progress=False)
+    with pytest.raises(nl.NeuronlabError, match="recorded at site neuron but the neurons index site act"):
+        nl.steering_plan(ns, group, "p_max", stats=neuron, n_texts=2)
+    elsewhere = nl.record(tiny_model("llama", seed=1), tok, TEXTS, site="act", pooled_texts=2, progress=False)
+    with pytest.raises(nl.NeuronlabError, match="made on another model"):
+        nl.steering_plan(ns, group, "p_max", stats=elsewhere, n_texts=2)

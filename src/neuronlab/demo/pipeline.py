@@ -19,7 +19,7 @@ from neuronlab.data.tasks import lss_items_from_texts, prompts_from_texts
 from neuronlab.errors import NeuronlabError
 from neuronlab.evaluate.steering import factor_sweep, generation_shift, lss_matrix, perplexity_matrix
 from neuronlab.intervene.steer import steering_plan
-from neuronlab.io import write_json
+from neuronlab.io import check_writable, write_json
 from neuronlab.record.recorder import record
 from neuronlab.report.language import write_report
 from neuronlab.select.lape import activated, lape
@@ -75,7 +75,7 @@ def checks(ppl: dict, lss: dict, gen: dict) -> dict:
 def run(model, tokenizer, texts: dict[str, list[str]], out: str | Path, cfg: PipelineConfig = PipelineConfig(),
         title: str = "neuronlab: language-specific neurons", progress: bool = True, log=print) -> dict:  # fmt: skip
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out, folder=True)
     start = time.monotonic()
     rec, held = split_texts(texts, cfg)
     langs = list(texts)

@@ -31,7 +31,12 @@ class LanguageIdentifier:
         from py3langid.langid import LanguageIdentifier as _LID
 
         self._lid = _LID.from_model_file(MODEL_FILE, norm_probs=True)
-        codes = {iso_code(g): g for g in groups}
+        codes: dict[str, str] = {}
+        for g in groups:
+            if iso_code(g) in codes:
+                raise NeuronlabError(f"groups {codes[iso_code(g)]!r} and {g!r} are the same language "
+                                     f"({iso_code(g)}) to the language identifier: give each language one group")  # fmt: skip
+            codes[iso_code(g)] = g
         unknown = sorted(c for c in codes if c not in self._lid.nb_classes)
         if unknown:
             raise NeuronlabError(f"the language identifier does not know {unknown}; name groups by ISO 639-1 or "

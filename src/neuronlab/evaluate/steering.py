@@ -102,7 +102,8 @@ def _check_room(model, length: int) -> None:
 def generation_shift(model, tokenizer, prompts: dict[str, Sequence[str]], targets: Sequence[str], plan_for: PlanFor,
                      max_new_tokens: int = 24, samples: int = 2) -> dict:  # fmt: skip
     """Share of greedy generations from prompts in other languages identified as T, without and with T's
-    intervention: {"baseline": {T: share}, "steered": {T: share}, "samples": [...]}."""
+    intervention: {"baseline": {T: share}, "steered": {T: share}, "samples": [...]}. A target with no prompt in
+    another language gets NaN (there is nothing to shift)."""
     lid = LanguageIdentifier(sorted(set(prompts) | set(targets)))
     flat = [(lang, p) for lang, ps in prompts.items() for p in ps]
     plain = generate(model, tokenizer, [p for _, p in flat], max_new_tokens)
@@ -110,6 +111,9 @@ def generation_shift(model, tokenizer, prompts: dict[str, Sequence[str]], target
     result = {"baseline": {}, "steered": {}, "samples": []}
     for t in targets:
         keep = [k for k, (lang, _) in enumerate(flat) if lang != t]
+        if not keep:
+            result["baseline"][t] = result["steered"][t] = math.nan
+            continue
         with apply(model, plan_for(t)):
             steered = generate(model, tokenizer, [flat[k][1] for k in keep], max_new_tokens)
         result["baseline"][t] = sum(plain_ids[k] == t for k in keep) / len(keep)

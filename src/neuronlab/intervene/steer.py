@@ -25,6 +25,7 @@ from collections.abc import Sequence
 
 from neuronlab.errors import NeuronlabError
 from neuronlab.intervene.plan import LayerStat, Plan, Positions, Scale, Set, Zero
+from neuronlab.models.load import require_same_model
 from neuronlab.record.stats import Stats
 from neuronlab.select.lape import activation_values
 from neuronlab.select.neuron_set import NeuronSet
@@ -47,6 +48,11 @@ def steering_plan(
         raise NeuronlabError(f"unknown steering variant {variant!r}: use one of {', '.join(VARIANTS)}")
     chosen = neurons.subset([target])
     site = neurons.meta.get("site", "act")
+    if stats is not None:
+        if stats.site != site:
+            raise NeuronlabError(f"the stats were recorded at site {stats.site} but the neurons index site {site}: "
+                                 "record the stats at the neuron set's site")  # fmt: skip
+        require_same_model(neurons.meta.get("model"), stats.meta.get("model", {}), "the neuron set and the stats")
     common = dict(site=site, neurons=chosen, layers=layers, positions=positions)
     if variant in ("p_max", "p_median"):
         if stats is None:

@@ -31,6 +31,7 @@ from torch import Tensor
 from neuronlab.config import option
 from neuronlab.data.batching import Batch, batches, model_inputs, pad_id, windows
 from neuronlab.errors import NeuronlabError
+from neuronlab.io import check_writable
 from neuronlab.models.arch import ArchSpec
 from neuronlab.models.load import model_info
 from neuronlab.models.sites import KINDS, Site, decoder_layers, site_width, trace
@@ -131,6 +132,8 @@ def record(
         if hasattr(items, "__len__") and not any(t.strip() for t in items):
             raise NeuronlabError(f"group {group!r} has no text: give it at least one non-empty text")
 
+    if checkpoint is not None:
+        check_writable(checkpoint)  # before any work: a bad path never costs a recorded group
     layers = list(range(len(decoder_layers(model, arch))))
     settings = dict(max_length=max_length, truncate=truncate, max_tokens=max_tokens, count_special=count_special)
     meta = {"model": model_info(model, arch), "site": site, "settings": settings, "complete": []}

@@ -72,20 +72,33 @@ class NeuronSet:
         groups = [group] if group is not None else self.groups
         return sum(len(idx) for g in groups for idx in self[g].values())
 
-    def _combine(self, other: NeuronSet, op) -> NeuronSet:
+    def _combine(self, other: NeuronSet, op, how: str) -> NeuronSet:
+        """Combine group by group and layer by layer; both sets must index the same site of the same model, and
+        the result keeps that site and model (so steering and validation still know them)."""
+        from neuronlab.models.load import require_same_model
+
+        site_a, site_b = self.meta.get("site", "act"), other.meta.get("site", "act")
+        if site_a != site_b:
+            raise NeuronlabError(f"cannot combine neuron sets of different sites ({site_a} and {site_b}): their "
+                                 "indices mean different values")  # fmt: skip
+        model = self.meta.get("model") or other.meta.get("model")
+        if self.meta.get("model") and other.meta.get("model"):
+            require_same_model(self.meta["model"], other.meta["model"], "the neuron sets to combine")
         out: dict[str, dict[int, list[int]]] = {}
         for g in dict.fromkeys(self.groups + other.groups):
             a, b = self.neurons.get(g, {}), other.neurons.get(g, {})
             out[g] = {layer: op(set(a.get(layer, [])), set(b.get(layer, []))) for layer in set(a) | set(b)}
-        return NeuronSet(out, {"combined": [self.meta, other.meta]})
+        meta = {"method": how, "site": site_a, **({"model": model} if model else {}),
+                "combined": [self.meta, other.meta]}  # fmt: skip
+        return NeuronSet(out, meta)
 
     def __or__(self, other: NeuronSet) -> NeuronSet:
         """Union, group by group and layer by layer."""
-        return self._combine(other, set.union)
+        return self._combine(other, set.union, "union")
 
     def __and__(self, other: NeuronSet) -> NeuronSet:
         """Intersection, group by group and layer by layer (groups in only one side end up empty)."""
-        return self._combine(other, set.intersection)
+        return self._combine(other, set.intersection, "intersection")
 
     union = __or__
     intersection = __and__

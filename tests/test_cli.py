@@ -30,13 +30,76 @@ def corpus(tmp_path):
     return folder
 
 
+def _commands():
+    """Every command path of the app, walked from typer's own registry."""
+    import typer.main
+
+    def walk(group, path):
+        for name, cmd in group.commands.items():
+            yield from walk(cmd, [*path, name]) if hasattr(cmd, "commands") else [[*path, name]]
+
+    return list(walk(typer.main.get_command(app), []))
+
+
 def test_every_subcommand_has_help():
-    for cmd in ([], ["record"], ["inspect"], ["find", "lape"], ["find", "activated"], ["eval", "perplexity"],
-                ["eval", "lss"], ["eval", "generate"], ["eval", "translate"], ["report"], ["demo"], ["lens"],
-                ["arith", "extract"], ["arith", "patch"], ["arith", "ablate"], ["scale", "task"], ["scale", "train"],
-                ["scale", "eval"], ["scale", "show"]):
+    found = _commands()
+    assert len(found) >= 18 and ["scale", "train"] in found and ["arith", "ablate"] in found
+    for cmd in [[], *found]:
         result = runner.invoke(app, [*cmd, "--help"])
-        assert result.exit_code == 0 and "Usage" in result.output
+        assert result.exit_code == 0 and "Usage" in result.output, cmd
+
+
+@pytest.mark.parametrize("command, config", [
+    (["record"], "neuronlab.record.recorder:RecordConfig"),
+    (["find", "lape"], "neuronlab.select.lape:LapeConfig"),
+    (["scale", "train"], "neuronlab.learn.scalars:ScalingConfig"),
+    (["demo"], "neuronlab.demo.pipeline:PipelineConfig"),
+])  # fmt: skip
+def test_every_config_field_has_a_cli_option_with_its_help(command, config):
+    import dataclasses
+    import importlib
+    import inspect
+
+    import typer.main
+
+    from neuronlab.cli.common import option_name
+
+    module, name = config.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    cmd = typer.main.get_command(app)
+    for part in command:
+        cmd = cmd.commands[part]
+    options = {opt: p for p in cmd.params for opt in p.opts}
+    for f in dataclasses.fields(cls):
+        assert "help" in f.metadata, f"{name}.{f.name} has no help text"
+        assert option_name(f) in options, f"{name}.{f.name} has no option on `neuronlab {' '.join(command)}`"
+        assert f.metadata["help"] in options[option_name(f)].help
+    # and the function behind each config takes exactly its fields
+    target = {"RecordConfig": "neuronlab.record.recorder:record", "LapeConfig": "neuronlab.select.lape:lape"}.get(name)
+    if target:
+        fn = getattr(importlib.import_module(target.split(":")[0]), target.split(":")[1])
+        params = set(inspect.signature(fn).parameters)
+        assert {f.name for f in dataclasses.fields(cls)} <= params
+
+
+def test_config_options_reach_the_config(model_dir, tmp_path):
+    from neuronlab.cli.common import config_options
+    from neuronlab.learn.scalars import ScalingConfig
+
+    seen = {}
+
+    @config_options(ScalingConfig)
+    def fake(cfg: ScalingConfig) -> None:
+        seen["cfg"] = cfg
+
+    import typer
+
+    tiny = typer.Typer()
+    tiny.command()(fake)
+    result = runner.invoke(tiny, ["--batch-size", "4", "--val-fraction", "0.1", "--components", "attn_out,resid",
+                                  "--layers", "1", "--layers", "2"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert seen["cfg"] == ScalingConfig(batch_size=4, val_fraction=0.1, components=("attn_out", "resid"), layers=(1, 2))
 
 
 def test_record_then_inspect(model_dir, corpus, tmp_path):

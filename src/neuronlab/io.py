@@ -73,6 +73,21 @@ def write_json(path: str | Path, data) -> None:
     atomic_write(path, write)
 
 
+def read_json(path: str | Path, what: str, formats: tuple[str, ...] = ()) -> dict:
+    """A JSON object from `path` with one clear error for a missing file, text that is not JSON, or (given
+    `formats`) a "format" tag that is not one of them."""
+    path = Path(path)
+    if not path.is_file():
+        raise NeuronlabError(f"no {what} file at {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise NeuronlabError(f"{path} is not JSON ({err}): give a {what} file that neuronlab wrote") from None
+    if not isinstance(data, dict) or (formats and data.get("format") not in formats):
+        raise NeuronlabError(f"{path} is not a neuronlab {what} (no format {formats[0] if formats else ''!r})")
+    return data
+
+
 def write_safetensors(path: str | Path, tensors: dict, fmt: str, **metadata: str) -> None:
     """Tensors plus string metadata (with a "format" tag) in one safetensors file, written atomically."""
     from safetensors.torch import save_file

@@ -112,3 +112,13 @@ def test_lss_items_file(tmp_path):
     path.write_text("")
     with pytest.raises(nl.NeuronlabError, match="no items"):
         read_lss_items(path)
+
+
+def test_language_groups_sharing_a_code_are_refused_and_no_prompts_give_nan(tok):
+    from neuronlab.evaluate.langid import LanguageIdentifier
+
+    with pytest.raises(nl.NeuronlabError, match="'zh' and 'zho_Hans' are the same language"):
+        LanguageIdentifier(["zh", "zho_Hans", "en"])
+    model = tiny_model("gpt2")
+    out = generation_shift(model, tok, {"en": ["the cat"]}, ["en"], lambda t: nl.Plan([]), max_new_tokens=2)
+    assert math.isnan(out["baseline"]["en"]) and math.isnan(out["steered"]["en"])

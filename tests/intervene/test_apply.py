@@ -197,3 +197,48 @@ def test_baked_model_saves_as_a_plain_checkpoint(tmp_path):
     with nl.apply(model, plan):
         torch.testing.assert_close(logits(reloaded), logits(model), rtol=1e-5, atol=1e-5)
     assert F.mse_loss(logits(reloaded), logits(model)) > 0
+
+
+def test_plan_tensors_live_in_safetensors_and_bad_files_fail_clearly(tmp_path):
+    import json
+
+    big = torch.randn(32)
+    plan = nl.Plan([nl.Add(value=big, site="ffn_out", layers=[1]), nl.Scale(factor=torch.tensor([0.5, 2.0]),
+                                                                            positions=slice(-2, None))])  # fmt: skip
+    plan.save(tmp_path / "plan.json")
+    data = json.loads((tmp_path / "plan.json").read_text())
+    assert data["tensors"] == "plan.safetensors" and "tensor_ref" in json.dumps(data) and '"tensor"' not in json.dumps(data)
+    back = nl.Plan.load(tmp_path / "plan.json")
+    assert torch.equal(back.interventions[0].value, big) and torch.equal(back.interventions[1].factor, plan.interventions[1].factor)
+    assert "Add on ffn_out" in back.summary()
+    cases = {"broken.json": "{not json", "kind.json": json.dumps({"format": "neuronlab.plan/2", "interventions": [{"kind": "Nope"}]}),
+             "field.json": json.dumps({"format": "neuronlab.plan/2", "interventions": [{"kind": "Scale", "fctor": 2}]}),
+             "list.json": json.dumps({"format": "neuronlab.plan/2", "interventions": 3}),
+             "ref.json": json.dumps({"format": "neuronlab.plan/2", "interventions": [{"kind": "Add", "value": {"tensor_ref": "t9"}}]})}  # fmt: skip
+    for name, text in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(nl.NeuronlabError, match=name):
+            nl.Plan.load(tmp_path / name)
+    (tmp_path / "plan.safetensors").unlink()
+    with pytest.raises(nl.NeuronlabError, match="no plan tensors file"):
+        nl.Plan.load(tmp_path / "plan.json")
+
+
+def test_one_factor_per_position_aligned_at_the_end_of_the_slice():
+    model = tiny_model("gpt2")
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+
+    def by_hand(h):
+        h = h.clone()
+        h[:, -2] *= 0.5
+        h[:, -1] *= 3.0
+        return h
+
+    with torch.no_grad(), nl.hooked(model, {nl.Site(1, "ffn_out"): by_hand}):
+        expected = model(input_ids=ids).logits
+    plan = nl.Plan([nl.Scale(factor=torch.tensor([0.5, 3.0]), site="ffn_out", layers=[1], positions=slice(-2, None))])
+    with torch.no_grad(), nl.apply(model, plan):
+        assert torch.allclose(model(input_ids=ids).logits, expected, atol=1e-6)
+    with pytest.raises(nl.NeuronlabError, match="needs positions=slice"):
+        with nl.apply(model, nl.Plan([nl.Scale(factor=torch.tensor([0.5, 3.0]))])):
+            model(input_ids=ids)

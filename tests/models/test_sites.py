@@ -140,3 +140,27 @@ def test_hooks_are_removed_after_an_exception():
         with nl.hooked(model, {Site(0, "act"): boom}):
             model(input_ids=ids)
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+@pytest.mark.parametrize("arch", ["llama", "opt", "gpt2"])
+def test_trace_captures_and_stops_after_the_last_site(arch):
+    from neuronlab.models.sites import trace
+
+    model = tiny_model(arch)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        hidden = model(input_ids=ids, output_hidden_states=True).hidden_states
+    reached = []
+    head = nl.models.sites.get_module(model, nl.arch_spec(model).final_norm)
+    handle = head.register_forward_hook(lambda *a: reached.append(True))
+    try:
+        with torch.no_grad(), trace(model, [Site(1, "resid"), Site(0, "act")], stop=True) as tr:
+            model(input_ids=ids)
+    finally:
+        handle.remove()
+    assert not reached  # the forward pass stopped after layer 1: the final norm never ran
+    assert torch.equal(tr[Site(1, "resid")], hidden[2]) and tr[Site(0, "act")].shape == (1, 4, nl.models.sites.site_width(model, "act"))
+    assert tr.missing() == []
+    with torch.no_grad(), trace(model, ["layers.2.ffn_out"], reduce=lambda s, h: h.sum()) as tr:
+        model(input_ids=ids)
+    assert tr[Site(2, "ffn_out")].dim() == 0

@@ -165,3 +165,28 @@ def test_fp16_model_accumulates_in_float64(tok):
     stats = nl.record(model, tok, TEXTS, progress=False)
     assert stats.sum.dtype == torch.float64 and stats.active.dtype == torch.int64
     assert torch.isfinite(stats.sum).all()
+
+
+def test_stats_add_and_state_dict_contract(tok):
+    """Stats.add counts [tokens, layers, width] values as numpy does; state_dict / load_state_dict round-trip."""
+    from neuronlab.record.stats import Moments
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(50, 3, 6, generator=gen, dtype=torch.float64)
+    stats = nl.Stats.empty(["a", "b"], 3, 6, {"site": "act"})
+    stats.add("b", x[:20])
+    stats.add("b", x[20:])
+    v = x.numpy()
+    assert stats.tokens.tolist() == [0, 50]
+    assert np.array_equal(stats.active[1].numpy(), (v > 0).sum(0)) and np.allclose(stats.sum[1].numpy(), v.sum(0))
+    assert np.allclose(stats.sum_sq[1].numpy(), (v**2).sum(0)) and np.allclose(stats.max[1].numpy(), v.max(0))
+    m = Moments.zeros(6)
+    m.add(x[:, 2])
+    assert torch.equal(m.active, stats.active[1, 2]) and torch.allclose(m.sum, stats.sum[1, 2])
+    again = nl.Stats.empty([], 0, 0, {})
+    again.load_state_dict(stats.state_dict())
+    assert again.groups == ["a", "b"] and torch.equal(again.sum_sq, stats.sum_sq) and again.meta["site"] == "act"
+    with pytest.raises(nl.NeuronlabError, match="do not fit"):
+        stats.add("a", x[:, :2])
+    with pytest.raises(nl.NeuronlabError, match="one row per group"):
+        again.load_state_dict({**stats.state_dict(), "groups": ["a"]})

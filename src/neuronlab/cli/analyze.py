@@ -8,8 +8,7 @@ from typing import Annotated
 
 import typer
 
-from neuronlab.cli.common import (DeviceOpt, DtypeOpt, JsonOutOpt, ModelOpt, PlotOpt, RevisionOpt, friendly, group,
-                                  load, writable)  # fmt: skip
+from neuronlab.cli.common import JsonOutOpt, ModelRef, PlotOpt, friendly, group, model_options, writable
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import write_bytes
 
@@ -26,17 +25,15 @@ def register(root: typer.Typer) -> None:
 
 
 @friendly
+@model_options()
 def lens(
-    model: ModelOpt,
+    model: ModelRef,
     prompt: Annotated[list[str], typer.Option(help="Prompt to decode at its last position; repeatable.")],
     target: Annotated[list[str] | None, typer.Option(help="Expected next text, one per prompt (rank shown).")] = None,
     k: Annotated[int, typer.Option(help="Top tokens shown per layer.")] = 3,
     site: Annotated[str, typer.Option(help="resid (the stream after each layer), ffn_out or attn_out.")] = "resid",
     out: JsonOutOpt = None,
     plot: PlotOpt = None,
-    dtype: DtypeOpt = None,
-    device: DeviceOpt = None,
-    revision: RevisionOpt = None,
 ) -> None:
     """Logit lens: decode each layer's residual stream (or block output) through the final norm and unembedding."""
     from neuronlab.analyze.lens import logit_lens
@@ -46,7 +43,7 @@ def lens(
     if plot is not None and not target:
         raise NeuronlabError("--plot shows the target's rank: pass --target")
     writable(out, plot)
-    loaded, tok = load(model, dtype, device, revision)
+    loaded, tok = model.load()
     result = logit_lens(loaded, tok, prompt, target, k=k, site=site)
     for row, p in enumerate(prompt):
         typer.echo(f"{p!r}" + (f" -> {target[row]!r}" if target else ""))
@@ -74,17 +71,15 @@ def _show(label: str, score: dict) -> None:
 
 @app.command("extract")
 @friendly
+@model_options()
 def arith_extract(
-    model: ModelOpt,
+    model: ModelRef,
     pairs: PairsOpt,
     layer: Annotated[int, typer.Option(help="Layer whose FFN output to take (last position).")],
     out: Annotated[Path, typer.Option(help="Vector file to write (safetensors).")],
     template: TemplateOpt = "{x}: {y}",
     shots: ShotsOpt = 2,
     limit: LimitOpt = None,
-    dtype: DtypeOpt = None,
-    device: DeviceOpt = None,
-    revision: RevisionOpt = None,
 ) -> None:
     """Mean FFN output at the last position of the relation prompts: the relation's o-vector."""
     from neuronlab.analyze.arithmetic import extract_o_vector, save_vector, score_relation
@@ -92,7 +87,7 @@ def arith_extract(
 
     writable(out)
     items = _relation(pairs, template, shots, limit)
-    loaded, tok = load(model, dtype, device, revision)
+    loaded, tok = model.load()
     _show("task", score_relation(loaded, tok, items))
     vector = extract_o_vector(loaded, tok, [i["prompt"] for i in items], layer)
     save_vector(out, vector, {"model": model_info(loaded), "layer": layer, "site": "ffn_out", "pairs": str(pairs),
@@ -102,8 +97,9 @@ def arith_extract(
 
 @app.command("patch")
 @friendly
+@model_options()
 def arith_patch(
-    model: ModelOpt,
+    model: ModelRef,
     vector: Annotated[Path, typer.Option(help="Vector file from `neuronlab arith extract`.")],
     pairs: PairsOpt,
     layer: Annotated[list[int], typer.Option(help="Layer(s) whose FFN output gets the vector; repeatable.")],
@@ -113,9 +109,6 @@ def arith_patch(
     scale: Annotated[float, typer.Option(help="Multiply the vector by this.")] = 1.0,
     limit: LimitOpt = None,
     plot: PlotOpt = None,
-    dtype: DtypeOpt = None,
-    device: DeviceOpt = None,
-    revision: RevisionOpt = None,
 ) -> None:
     """Write an o-vector into other prompts ("table mug free Poland") and see if the target becomes top-1."""
     from neuronlab.analyze.arithmetic import load_vector, patch_o_vector, read_pairs, score_relation
@@ -126,7 +119,7 @@ def arith_patch(
     vec, meta = load_vector(vector)
     found = read_pairs(pairs)[:limit] if limit else read_pairs(pairs)
     items = [{"prompt": f"{nonsense} {x}", "target": f" {y}"} for x, y in found]
-    loaded, tok = load(model, dtype, device, revision)
+    loaded, tok = model.load()
     require_same_model(meta.get("model"), loaded, "the vector")
     plain = score_relation(loaded, tok, items)
     patched = patch_o_vector(loaded, tok, vec * scale, layer, items, mode)
@@ -139,17 +132,15 @@ def arith_patch(
 
 @app.command("ablate")
 @friendly
+@model_options()
 def arith_ablate(
-    model: ModelOpt,
+    model: ModelRef,
     pairs: PairsOpt,
     template: TemplateOpt = "{x}: {y}",
     shots: ShotsOpt = 2,
     limit: LimitOpt = None,
     mean: Annotated[bool, typer.Option(help="Mean-ablate (set to the mean FFN output) instead of zeroing.")] = False,
     plot: PlotOpt = None,
-    dtype: DtypeOpt = None,
-    device: DeviceOpt = None,
-    revision: RevisionOpt = None,
 ) -> None:
     """Task accuracy with every FFN output from layer l on set to zero (or its mean), for each l."""
     from neuronlab.analyze.arithmetic import ablate_from, score_relation
@@ -157,7 +148,7 @@ def arith_ablate(
 
     writable(plot)
     items = _relation(pairs, template, shots, limit)
-    loaded, tok = load(model, dtype, device, revision)
+    loaded, tok = model.load()
     _show("plain", score_relation(loaded, tok, items))
     scores = ablate_from(loaded, tok, items, mean=mean)
     for start, score in scores.items():

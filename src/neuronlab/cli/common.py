@@ -4,7 +4,8 @@ loading, and options generated from config dataclasses so a setting cannot exist
     @app.command()
     @friendly
     @config_options(ScalingConfig)           # one --option per field, help text from the field
-    def train(model: ModelOpt, cfg: ScalingConfig, ...): ...
+    @model_options()                         # --model, --dtype, --device, --revision -> model: ModelRef
+    def train(model: ModelRef, cfg: ScalingConfig, ...): ...
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ def group(help: str) -> typer.Typer:  # noqa: A002
     return typer.Typer(help=help, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Hugging Face hub id or local folder.")]
 DtypeOpt = Annotated[str | None, typer.Option(help="float32, float16 or bfloat16 (default: the checkpoint's).")]
 DeviceOpt = Annotated[str | None, typer.Option(help="Device such as cuda:0; 'auto' spreads a large model.")]
 RevisionOpt = Annotated[str | None, typer.Option(help="Branch, tag or commit, e.g. Pythia's step1000.")]
@@ -62,13 +62,38 @@ BatchOpt = Annotated[int, typer.Option(help="Rows per forward pass.")]
 MaxLengthOpt = Annotated[int, typer.Option(help="Tokens per window.")]
 
 
-def load(model: str, dtype: str | None, device: str | None, revision: str | None):
-    """(model, tokenizer) from the shared --model/--dtype/--device/--revision options."""
-    from neuronlab.models.load import load_model
+@dataclasses.dataclass(frozen=True)
+class ModelRef:
+    """The shared --model/--dtype/--device/--revision options; loads only when asked (after the cheap checks)."""
 
-    if device == "auto":
-        return load_model(model, dtype=dtype, device_map="auto", revision=revision)
-    return load_model(model, dtype=dtype, device=device, revision=revision)
+    name: str
+    dtype: str | None = None
+    device: str | None = None
+    revision: str | None = None
+
+    def load(self):
+        """(model, tokenizer)."""
+        from neuronlab.models.load import load_model
+
+        if self.device == "auto":
+            return load_model(self.name, dtype=self.dtype, device_map="auto", revision=self.revision)
+        return load_model(self.name, dtype=self.dtype, device=self.device, revision=self.revision)
+
+
+def model_options(default: str | None = None, help: str = "Hugging Face hub id or local folder."):  # noqa: A002
+    """Give a command --model (required unless `default`), --dtype, --device and --revision, and call it with
+    `model=ModelRef(...)`."""
+    opt = typer.Option("--model", "-m", help=help)
+    params = [inspect.Parameter("model", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[str, opt])
+              if default is None else inspect.Parameter("model", inspect.Parameter.KEYWORD_ONLY,
+                                                        annotation=Annotated[str | None, opt], default=None)]  # fmt: skip
+    for name, annotation in (("dtype", DtypeOpt), ("device", DeviceOpt), ("revision", RevisionOpt)):
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=None))
+
+    def build(values: dict) -> dict:
+        return {"model": ModelRef(values["model"] or default, values["dtype"], values["device"], values["revision"])}
+
+    return lambda fn: _with_params(fn, "model", params, build)
 
 
 def texts(text: list[str] | None, text_dir: Path | None, pattern: str, limit: int | None = None) -> dict[str, list[str]]:
@@ -121,39 +146,42 @@ def _as_tuple(values: list | None, default):
     return tuple(out)
 
 
-def config_options(cls, skip: tuple[str, ...] = (), defaults: dict | None = None):
+def _with_params(fn, replaced: str, extra: list[inspect.Parameter], build):
+    """`fn` with its parameter `replaced` swapped for the parameters `extra` (which typer turns into options);
+    `build(values of extra) -> {name: value}` makes what `fn` receives instead."""
+    sig = inspect.signature(fn, eval_str=True)
+    own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for name, p in sig.parameters.items() if name != replaced]
+    names = [p.name for p in extra]
+
+    @functools.wraps(fn)
+    def wrapper(**kwargs):
+        values = {name: kwargs.pop(name) for name in names}
+        return fn(**build(values), **kwargs)
+
+    params = own + extra
+    wrapper.__signature__ = sig.replace(parameters=params)
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper
+
+
+def config_options(cls, skip: tuple[str, ...] = ()):
     """Give a command one option per field of the config dataclass `cls` (help from the field's metadata), and
     call it with `cfg=cls(...)` built from them. Tuple fields take a repeatable option (comma-separated values
-    also work). `defaults` overrides a field's default for this command only."""
+    also work)."""
     hints = typing.get_type_hints(cls)
-    defaults = defaults or {}
     chosen = [f for f in config_fields(cls) if f.name not in skip]
+    extra, is_tuple = [], {}
+    for f in chosen:
+        typ, is_tuple[f.name] = _cli_type(hints[f.name])
+        text = f.metadata["help"]
+        if is_tuple[f.name] and f.default:
+            text += f" (repeatable or comma-separated) [default: {','.join(map(str, f.default))}]"
+        opt = typer.Option(option_name(f), help=text, show_default=not is_tuple[f.name])
+        extra.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[typ, opt],
+                                       default=None if is_tuple[f.name] else f.default))  # fmt: skip
 
-    def deco(fn):
-        sig = inspect.signature(fn, eval_str=True)
-        own = [p for name, p in sig.parameters.items() if name != "cfg"]
-        extra, is_tuple = [], {}
-        for f in chosen:
-            typ, is_tuple[f.name] = _cli_type(hints[f.name])
-            default = defaults.get(f.name, f.default)
-            text = f.metadata["help"]
-            if is_tuple[f.name] and default:
-                text += f" (repeatable or comma-separated) [default: {','.join(map(str, default))}]"
-            opt = typer.Option(option_name(f), help=text, show_default=not is_tuple[f.name])
-            extra.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[typ, opt],
-                                           default=None if is_tuple[f.name] else default))  # fmt: skip
+    def build(values: dict) -> dict:
+        return {"cfg": cls(**{f.name: _as_tuple(values[f.name], f.default) if is_tuple[f.name] else values[f.name]
+                              for f in chosen})}  # fmt: skip
 
-        @functools.wraps(fn)
-        def wrapper(**kwargs):
-            values = {}
-            for f in chosen:
-                v = kwargs.pop(f.name)
-                values[f.name] = _as_tuple(v, defaults.get(f.name, f.default)) if is_tuple[f.name] else v
-            return fn(cfg=cls(**values), **kwargs)
-
-        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + extra
-        wrapper.__signature__ = sig.replace(parameters=params)
-        wrapper.__annotations__ = {p.name: p.annotation for p in params}
-        return wrapper
-
-    return deco
+    return lambda fn: _with_params(fn, "cfg", extra, build)

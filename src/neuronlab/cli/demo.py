@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from neuronlab.cli.common import DeviceOpt, DtypeOpt, PatternOpt, RevisionOpt, config_options, friendly, load, writable
-from neuronlab.demo.pipeline import PipelineConfig
+from neuronlab.cli.common import ModelRef, PatternOpt, config_options, friendly, model_options, writable
+from neuronlab.demo.pipeline import DEMO_MODEL, PipelineConfig
 
 
 def register(app: typer.Typer) -> None:
@@ -32,23 +32,21 @@ def report(
 
 @friendly
 @config_options(PipelineConfig)
+@model_options(default=str(DEMO_MODEL), help="Model (default: the embedded demo model).")
 def demo(
     cfg: PipelineConfig,
+    model: ModelRef,
     out: Annotated[Path, typer.Option(help="Folder for report.html and the artifacts.")] = Path("neuronlab-demo"),
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Model (default: the embedded demo model).")] = None,
     data: Annotated[Path | None, typer.Option(help="Folder of GROUP files (default: the embedded demo data).")] = None,
     pattern: PatternOpt = "*.txt",
-    dtype: DtypeOpt = None,
-    device: DeviceOpt = None,
-    revision: RevisionOpt = None,
 ) -> None:
     """Run the whole language-neuron pipeline and write DIR/report.html (offline on the embedded model)."""
     from neuronlab.data.corpora import read_text_dir
-    from neuronlab.demo.pipeline import DEMO_DATA, DEMO_MODEL, run
+    from neuronlab.demo.pipeline import DEMO_DATA, run
 
     writable(out, folder=True)
     texts = read_text_dir(data or DEMO_DATA, pattern if data else "*.txt")
-    loaded, tok = load(model or str(DEMO_MODEL), dtype, device, revision)
+    loaded, tok = model.load()
     results = run(loaded, tok, texts, out, cfg, log=typer.echo)
     for k, v in results["checks"].items():
         typer.echo(f"{k}: {v}")

@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from neuronlab.cli.common import (BatchOpt, DeviceOpt, DtypeOpt, FactorOpt, JsonOutOpt, MaxLengthOpt, ModelOpt,
-                                  NeuronsOpt, PatternOpt, RevisionOpt, SteerStatsOpt, TargetOpt, TextDirOpt, TextOpt,
-                                  VariantOpt, friendly, group, load, texts, writable)  # fmt: skip
+from neuronlab.cli.common import (BatchOpt, FactorOpt, JsonOutOpt, MaxLengthOpt, ModelRef, NeuronsOpt, PatternOpt,
+                                  SteerStatsOpt, TargetOpt, TextDirOpt, TextOpt, VariantOpt, friendly, group,
+                                  model_options, texts, writable)  # fmt: skip
 from neuronlab.errors import NeuronlabError
 
 app = group("Measure a model, optionally with a target language's neurons steered.")
@@ -51,8 +51,9 @@ def _save(out: Path | None, result) -> None:
 
 @app.command("perplexity")
 @friendly
+@model_options()
 def eval_perplexity(
-    model: ModelOpt,
+    model: ModelRef,
     text: TextOpt = None,
     text_dir: TextDirOpt = None,
     pattern: PatternOpt = "*.txt",
@@ -64,9 +65,6 @@ def eval_perplexity(
     batch_size: BatchOpt = 8,
     max_length: MaxLengthOpt = 512,
     out: JsonOutOpt = None,
-    dtype: DtypeOpt = None,
-    device: DeviceOpt = None,
-    revision: RevisionOpt = None,
 ) -> None:
     """Perplexity per language; with --neurons, the matrix "steer T's neurons -> perplexity on L"."""
     from neuronlab.evaluate.perplexity import perplexity
@@ -74,7 +72,7 @@ def eval_perplexity(
 
     writable(out)
     found = texts(text, text_dir, pattern)
-    loaded, tok = load(model, dtype, device, revision)
+    loaded, tok = model.load()
     targets, plan_for = _steering(loaded, neurons, target, variant, factor, stats)
     if plan_for is None:
         result = {"baseline": {g: perplexity(loaded, tok, lines, batch_size, max_length) for g, lines in found.items()}}
@@ -89,8 +87,9 @@ def eval_perplexity(
 
 @app.command("lss")
 @friendly
+@model_options()
 def eval_lss(
-    model: ModelOpt,
+    model: ModelRef,
     neurons: Annotated[Path, typer.Option("--neurons", help="Neuron set (JSON) to steer with.")],
     items: Annotated[Path | None, typer.Option(help="JSONL items {lang, prompt, objects}.")] = None,
     text_dir: Annotated[Path | None, typer.Option(help="Or build items from aligned lines of GROUP files.")] = None,
@@ -101,9 +100,6 @@ def eval_lss(
     factor: FactorOpt = 2.0,
     stats: SteerStatsOpt = None,
     out: JsonOutOpt = None,
-    dtype: DtypeOpt = None,
-    device: DeviceOpt = None,
-    revision: RevisionOpt = None,
 ) -> None:
     """Language Steering Shift: share of items pushed toward the target language."""
     from neuronlab.data.tasks import lss_items_from_texts, read_lss_items
@@ -113,7 +109,7 @@ def eval_lss(
         raise NeuronlabError("pass either --items FILE or --text-dir DIR")
     writable(out)
     loaded_items = read_lss_items(items) if items else lss_items_from_texts(texts(None, text_dir, pattern), n_items)
-    loaded, tok = load(model, dtype, device, revision)
+    loaded, tok = model.load()
     targets, plan_for = _steering(loaded, neurons, target, variant, factor, stats)
     result = lss_matrix(loaded, tok, loaded_items, targets, plan_for)
     for t, v in result["off_diagonal"].items():
@@ -123,8 +119,9 @@ def eval_lss(
 
 @app.command("generate")
 @friendly
+@model_options()
 def eval_generate(
-    model: ModelOpt,
+    model: ModelRef,
     prompt: Annotated[list[str], typer.Option(help="A prompt to continue; repeatable.")],
     neurons: NeuronsOpt = None,
     target: TargetOpt = None,
@@ -132,15 +129,12 @@ def eval_generate(
     factor: FactorOpt = 2.0,
     stats: SteerStatsOpt = None,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate.")] = 32,
-    dtype: DtypeOpt = None,
-    device: DeviceOpt = None,
-    revision: RevisionOpt = None,
 ) -> None:
     """Greedy generations, plain and with each target's neurons steered."""
     from neuronlab.evaluate.steering import generate
     from neuronlab.intervene.apply import apply
 
-    loaded, tok = load(model, dtype, device, revision)
+    loaded, tok = model.load()
     targets, plan_for = _steering(loaded, neurons, target, variant, factor, stats)
     for p, text in zip(prompt, generate(loaded, tok, prompt, max_new_tokens)):
         typer.echo(f"[plain] {p}{text}")
@@ -152,8 +146,9 @@ def eval_generate(
 
 @app.command("translate")
 @friendly
+@model_options()
 def eval_translate(
-    model: ModelOpt,
+    model: ModelRef,
     src: Annotated[Path, typer.Option(help="Source sentences, one a line (e.g. eng_Latn.devtest).")],
     ref: Annotated[Path, typer.Option(help="Reference translations, line-aligned with --src.")],
     src_name: Annotated[str, typer.Option(help="Source language name in the prompt.")] = "English",
@@ -168,9 +163,6 @@ def eval_translate(
     stats: SteerStatsOpt = None,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate per sentence.")] = 96,
     out: Annotated[Path | None, typer.Option(help="Write scores and hypotheses as JSON.")] = None,
-    dtype: DtypeOpt = None,
-    device: DeviceOpt = None,
-    revision: RevisionOpt = None,
 ) -> None:
     """BLEU and chrF of few-shot greedy translation, plain and with the target's neurons steered."""
     from neuronlab.data.corpora import read_parallel
@@ -180,7 +172,7 @@ def eval_translate(
     s_lines, r_lines = read_parallel(src, ref)
     if not s_lines[start : start + n]:
         raise NeuronlabError(f"no lines from {start}: the files have {len(s_lines)}")
-    loaded, tok = load(model, dtype, device, revision)
+    loaded, tok = model.load()
     targets, plan_for = _steering(loaded, neurons, target, variant, factor, stats)
     result = translate_and_score(loaded, tok, s_lines, r_lines, shots, start, n, src_name, tgt_name, max_new_tokens,
                                  {t: plan_for(t) for t in targets})  # fmt: skip

@@ -13,8 +13,8 @@ from typing import Annotated
 
 import typer
 
-from neuronlab.cli.common import (DeviceOpt, DtypeOpt, ModelOpt, PatternOpt, RevisionOpt, TextDirOpt, TextOpt,
-                                  config_options, friendly, load, texts, writable)  # fmt: skip
+from neuronlab.cli.common import (ModelRef, PatternOpt, TextDirOpt, TextOpt, config_options, friendly, model_options,
+                                  texts, writable)  # fmt: skip
 from neuronlab.errors import NeuronlabError
 from neuronlab.record.recorder import RecordConfig
 
@@ -25,9 +25,10 @@ def register(app: typer.Typer) -> None:
 
 
 @friendly
+@model_options()
 @config_options(RecordConfig)
 def record(
-    model: ModelOpt,
+    model: ModelRef,
     out: Annotated[Path, typer.Option(help="Stats file to write (safetensors); also the checkpoint.")],
     cfg: RecordConfig,
     text: TextOpt = None,
@@ -35,9 +36,6 @@ def record(
     pattern: PatternOpt = "*.txt",
     limit: Annotated[int | None, typer.Option(help="Use only the first N lines of each file.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from --out if it exists, never counting a text twice.")] = False,
-    dtype: DtypeOpt = None,
-    device: DeviceOpt = None,
-    revision: RevisionOpt = None,
 ) -> None:
     """Record per-neuron statistics of a site over texts grouped by language or concept."""
     from neuronlab.record.recorder import record as record_stats
@@ -46,7 +44,7 @@ def record(
         raise NeuronlabError(f"{out} exists: pass --resume to continue it, or choose another --out")
     writable(out)
     found = texts(text, text_dir, pattern, limit)
-    loaded, tokenizer = load(model, dtype, device, revision)
+    loaded, tokenizer = model.load()
     stats = record_stats(loaded, tokenizer, found, checkpoint=out, **asdict(cfg))
     typer.echo(stats.summary())
     typer.echo(f"wrote {out}")

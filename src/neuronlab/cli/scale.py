@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from neuronlab.cli.common import (DeviceOpt, DtypeOpt, JsonOutOpt, ModelOpt, PlotOpt, RevisionOpt, config_options,
-                                  friendly, group, load, writable)  # fmt: skip
+from neuronlab.cli.common import JsonOutOpt, ModelRef, PlotOpt, config_options, friendly, group, model_options, writable
 from neuronlab.errors import NeuronlabError
 from neuronlab.learn.scalars import ScalingConfig
 
@@ -49,18 +48,16 @@ def scale_task(
 
 @app.command("train")
 @friendly
+@model_options()
 @config_options(ScalingConfig)
 def scale_train(
-    model: ModelOpt,
+    model: ModelRef,
     task: TaskOpt,
     out: Annotated[Path, typer.Option(help="Folder for learned.safetensors, plan.json, metrics.json, scalars.png.")],
     cfg: ScalingConfig,
     holdout: Annotated[float, typer.Option(help="Share of groups held out for the reported metrics.")] = 0.25,
     drop_ambiguous: Annotated[bool, typer.Option(help="Drop items whose target and foil start with the same "
                                                       "token (instead of stopping with an error).")] = False,  # fmt: skip
-    dtype: DtypeOpt = None,
-    device: DeviceOpt = None,
-    revision: RevisionOpt = None,
 ) -> None:
     """Learn an intervention that makes each target beat its foil; report it on held-out groups."""
     from neuronlab.data.contrast import distinguishable, read_contrast
@@ -68,7 +65,7 @@ def scale_train(
 
     writable(out, folder=True)
     items = read_contrast(task)
-    loaded, tok = load(model, dtype, device, revision)
+    loaded, tok = model.load()
     if drop_ambiguous:
         items, dropped = distinguishable(items, tok)
         typer.echo(f"dropped {dropped} items whose target and foil start with the same token; {len(items)} left")
@@ -82,14 +79,12 @@ def scale_train(
 
 @app.command("eval")
 @friendly
+@model_options()
 def scale_eval(
-    model: ModelOpt,
+    model: ModelRef,
     task: TaskOpt,
     scaling: RunOpt,
     out: JsonOutOpt = None,
-    dtype: DtypeOpt = None,
-    device: DeviceOpt = None,
-    revision: RevisionOpt = None,
 ) -> None:
     """Flip rate, logit-difference change, KL on other tokens and minimality of a learned intervention."""
     from neuronlab.data.contrast import read_contrast
@@ -100,7 +95,7 @@ def scale_eval(
     writable(out)
     learned = LearnedIntervention.load(run_file(scaling))
     items = read_contrast(task)
-    loaded, tok = load(model, dtype, device, revision)
+    loaded, tok = model.load()
     metrics = evaluate_scaling(loaded, tok, learned, items)
     _metrics_line(str(task), metrics)
     if out is not None:

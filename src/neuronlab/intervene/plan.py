@@ -23,7 +23,6 @@ and doubles the last. Learned interventions (activation scalars, steering vector
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ import torch
 from torch import Tensor
 
 from neuronlab.errors import NeuronlabError
-from neuronlab.io import read_safetensors, write_json, write_safetensors
+from neuronlab.io import read_json, read_safetensors, write_json, write_safetensors
 from neuronlab.models.sites import KINDS
 from neuronlab.select.neuron_set import NeuronSet
 
@@ -265,14 +264,9 @@ class Plan:
     @classmethod
     def load(cls, path: str | Path) -> Plan:
         path = Path(path)
-        if not path.is_file():
-            raise NeuronlabError(f"no plan file at {path}")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise NeuronlabError(f"{path} is not JSON ({err}); save the plan again with Plan.save") from None
+        data = read_json(path, "plan", (FORMAT, *OLD_FORMATS))
         tensors = {}
-        if isinstance(data, dict) and data.get("tensors"):
+        if data.get("tensors"):
             tensors, _ = read_safetensors(path.parent / data["tensors"], TENSORS_FORMAT, "plan tensors")
         try:
             return cls.from_dict(data, tensors)

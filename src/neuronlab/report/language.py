@@ -6,10 +6,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from neuronlab.errors import NeuronlabError
+from neuronlab.io import read_json
 from neuronlab.report import plots
 from neuronlab.report.html import Report
 
@@ -72,14 +72,8 @@ def write_report(results: dict, path: Path, title: str = "neuronlab: language-sp
 
 def read_results(path: str | Path) -> dict:
     """The results.json of a pipeline run; a clear error for a file that is not one."""
-    path = Path(path)
-    if not path.is_file():
-        raise NeuronlabError(f"no results file at {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise NeuronlabError(f"{path} is not JSON ({err}); give the results.json of `neuronlab demo`") from None
+    data = read_json(path, "results")
     need = ("config", "model", "languages", "targets", "checks", "perplexity_deactivate", "lss", "generation")
-    if not isinstance(data, dict) or any(k not in data for k in need):
+    if any(k not in data for k in need):
         raise NeuronlabError(f"{path} is not the results.json of `neuronlab demo` (it lacks {', '.join(need)})")
     return data

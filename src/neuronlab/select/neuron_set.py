@@ -9,13 +9,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from neuronlab.errors import NeuronlabError
-from neuronlab.io import write_json
+from neuronlab.io import read_json, write_json
 
 FORMAT = "neuronlab.neuron_set/1"
 
@@ -128,16 +127,11 @@ class NeuronSet:
 
     @classmethod
     def load(cls, path: str | Path) -> NeuronSet:
-        path = Path(path)
-        if not path.is_file():
-            raise NeuronlabError(f"no neuron set file at {path}")
+        data = read_json(path, "neuron set", (FORMAT,))
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise NeuronlabError(f"{path} is not JSON: {err}") from err
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise NeuronlabError(f"{path} is not a neuronlab neuron set (no format {FORMAT!r})")
-        return cls(data["neurons"], data.get("meta", {}))
+            return cls(data["neurons"], data.get("meta", {}))
+        except (KeyError, AttributeError, TypeError, ValueError) as err:
+            raise NeuronlabError(f"{path}: the neurons are damaged ({err}); select them again") from None
 
     def summary(self) -> str:
         lines = [f"neuron set ({self.meta.get('method', '?')}, site {self.meta.get('site', '?')}): "

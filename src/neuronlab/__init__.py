@@ -14,10 +14,10 @@ from neuronlab.intervene.bake import bake
 from neuronlab.intervene.plan import Add, DynScale, Intervention, LayerStat, Plan, Scale, Set, Zero
 from neuronlab.models.arch import ARCH_SPECS, ArchSpec, arch_spec, register_arch
 from neuronlab.models.load import load_model, model_info
-from neuronlab.models.sites import Site, hooked
-from neuronlab.record.recorder import record
+from neuronlab.models.sites import Site, hooked, trace
+from neuronlab.record.recorder import RecordConfig, record
 from neuronlab.record.stats import Stats
-from neuronlab.select.lape import activated, activation_values, lape
+from neuronlab.select.lape import LapeConfig, activated, activation_values, lape
 from neuronlab.select.neuron_set import NeuronSet
 from neuronlab.evaluate.perplexity import continuation_logprob, perplexity
 from neuronlab.intervene.steer import VARIANTS, steering_plan
@@ -28,7 +28,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ARCH_SPECS", "Add", "ArchSpec", "Intervention", "LayerStat", "NeuronSet", "NeuronlabError", "Plan", "Scale", "Set",
-    "Site", "Stats", "Zero", "apply", "arch_spec", "bake", "hooked", "load_model", "model_info", "record",
+    "Site", "Stats", "trace", "Zero", "apply", "arch_spec", "bake", "hooked", "load_model", "model_info", "record",
     "register_arch", "lape", "activated", "activation_values", "perplexity", "continuation_logprob",
-    "steering_plan", "VARIANTS", "DynScale", "LearnedIntervention", "ScalingConfig", "train_scaling", "evaluate_scaling",
+    "steering_plan", "VARIANTS", "DynScale", "LearnedIntervention", "RecordConfig", "LapeConfig", "ScalingConfig", "train_scaling", "evaluate_scaling",
 ]  # fmt: skip

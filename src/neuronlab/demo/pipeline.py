@@ -20,6 +20,7 @@ from neuronlab.errors import NeuronlabError
 from neuronlab.evaluate.steering import factor_sweep, generation_shift, lss_matrix, perplexity_matrix
 from neuronlab.intervene.steer import steering_plan
 from neuronlab.io import check_writable, write_json
+from neuronlab.models.arch import ArchSpec
 from neuronlab.record.recorder import record
 from neuronlab.report.language import write_report
 from neuronlab.select.lape import activated, lape
@@ -73,7 +74,7 @@ def checks(ppl: dict, lss: dict, gen: dict) -> dict:
 
 
 def run(model, tokenizer, texts: dict[str, list[str]], out: str | Path, cfg: PipelineConfig = PipelineConfig(),
-        title: str = "neuronlab: language-specific neurons", progress: bool = True, log=print) -> dict:  # fmt: skip
+        title: str = "neuronlab: language-specific neurons", progress: bool = True, log=print, arch: ArchSpec | None = None) -> dict:  # fmt: skip
     out = Path(out)
     check_writable(out, folder=True)
     start = time.monotonic()
@@ -83,7 +84,7 @@ def run(model, tokenizer, texts: dict[str, list[str]], out: str | Path, cfg: Pip
 
     step("recording activation statistics")
     stats = record(model, tokenizer, rec, site="act", batch_size=cfg.batch_size, max_length=cfg.max_length,
-                   pooled_texts=cfg.pooled_texts, progress=progress)  # fmt: skip
+                   pooled_texts=cfg.pooled_texts, progress=progress, arch=arch)  # fmt: skip
     stats.save(out / "stats.safetensors")
     step("selecting neurons (LAPE and the language-activated baseline)")
     ns = lape(stats, cfg.top_rate, cfg.filter_rate, cfg.activation_bar_ratio)
@@ -96,24 +97,24 @@ def run(model, tokenizer, texts: dict[str, list[str]], out: str | Path, cfg: Pip
 
     step("perplexity with each language's neurons deactivated")
     zero = perplexity_matrix(model, tokenizer, held, targets, lambda t: steering_plan(ns, t, "zero"),
-                             cfg.batch_size, cfg.max_length)  # fmt: skip
+                             cfg.batch_size, cfg.max_length, arch)  # fmt: skip
     amplify = lambda t: steering_plan(ns, t, cfg.amplify, stats=stats, n_texts=cfg.pooled_texts)  # noqa: E731
     amp = None
     if cfg.amplify_perplexity:
         step(f"perplexity with each language's neurons amplified ({cfg.amplify})")
-        amp = perplexity_matrix(model, tokenizer, held, targets, amplify, cfg.batch_size, cfg.max_length)
+        amp = perplexity_matrix(model, tokenizer, held, targets, amplify, cfg.batch_size, cfg.max_length, arch)
     items = lss_items_from_texts(held, cfg.lss_items)
     step(f"language steering shift on {len(items)} items")
-    lss = lss_matrix(model, tokenizer, items, targets, amplify)
+    lss = lss_matrix(model, tokenizer, items, targets, amplify, arch=arch)
     step("generation shift")
     gen = generation_shift(model, tokenizer, prompts_from_texts(held, cfg.prompts), targets, amplify,
-                           cfg.max_new_tokens)  # fmt: skip
+                           cfg.max_new_tokens, arch=arch)  # fmt: skip
     sweep = None
     if cfg.factors:
         step(f"factor sweep {list(cfg.factors)}")
         sweep = factor_sweep(model, tokenizer, lambda t, f: steering_plan(ns, t, "scale", factor=f), cfg.factors,
                              targets, {lang: lines[: cfg.sweep_lines] for lang, lines in held.items()},
-                             items[: cfg.sweep_items * len(langs)], cfg.max_ppl_increase)  # fmt: skip
+                             items[: cfg.sweep_items * len(langs)], cfg.max_ppl_increase, arch)  # fmt: skip
     results = {
         "config": asdict(cfg), "model": stats.meta["model"], "languages": langs, "targets": targets,
         "no_neurons": missing, "neurons": ns.counts(), "perplexity_deactivate": zero, "perplexity_amplify": amp,

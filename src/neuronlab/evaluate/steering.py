@@ -24,19 +24,19 @@ from neuronlab.evaluate.langid import LanguageIdentifier
 from neuronlab.evaluate.perplexity import continuation_logprob, perplexity
 from neuronlab.intervene.apply import apply
 from neuronlab.intervene.plan import Plan
-from neuronlab.models.arch import arch_spec
+from neuronlab.models.arch import ArchSpec, arch_spec
 
 PlanFor = Callable[[str], Plan]
 
 
 def perplexity_matrix(model, tokenizer, texts: dict[str, Sequence[str]], targets: Sequence[str], plan_for: PlanFor,
-                      batch_size: int = 16, max_length: int = 512) -> dict:  # fmt: skip
+                      batch_size: int = 16, max_length: int = 512, arch: ArchSpec | None = None) -> dict:  # fmt: skip
     """{"baseline": {L: ppl}, "steered": {T: {L: ppl}}, "change": {T: {L: steered / baseline - 1}}}."""
     ppl = lambda lines: perplexity(model, tokenizer, lines, batch_size, max_length)  # noqa: E731
     baseline = {lang: ppl(lines) for lang, lines in texts.items()}
     steered = {}
     for t in targets:
-        with apply(model, plan_for(t)):
+        with apply(model, plan_for(t), arch):
             steered[t] = {lang: ppl(lines) for lang, lines in texts.items()}
     change = {t: {lang: steered[t][lang] / baseline[lang] - 1 for lang in texts} for t in targets}
     return {"baseline": baseline, "steered": steered, "change": change}
@@ -51,7 +51,7 @@ def _scores(model, tokenizer, pairs: list[tuple[dict, str]], batch_size: int) ->
 
 
 def lss_matrix(model, tokenizer, items: list[dict], targets: Sequence[str], plan_for: PlanFor,
-               batch_size: int = 32) -> dict:  # fmt: skip
+               batch_size: int = 32, arch: ArchSpec | None = None) -> dict:  # fmt: skip
     """{"langs", "targets", "matrix": {L: {T: LSS}}, "off_diagonal": {T: mean over L != T}, "n_items"}."""
     langs = sorted({item["lang"] for item in items})
     matrix: dict[str, dict[str, float]] = {lang: {} for lang in langs}
@@ -61,7 +61,7 @@ def lss_matrix(model, tokenizer, items: list[dict], targets: Sequence[str], plan
         rows = [(items[i], lang) for i, lang in pairs]
         # the same rows in the same batches with and without the plan, so an unchanged score stays bit-equal
         base = dict(zip(pairs, _scores(model, tokenizer, rows, batch_size)))
-        with apply(model, plan_for(t)):
+        with apply(model, plan_for(t), arch):
             new = dict(zip(pairs, _scores(model, tokenizer, rows, batch_size)))
         ups: dict[str, list[bool]] = {}
         for i in chosen:
@@ -80,11 +80,12 @@ def _nanmean(values: list[float]) -> float:
     return sum(kept) / len(kept) if kept else math.nan
 
 
-def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 24, batch_size: int = 16) -> list[str]:
+def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 24, batch_size: int = 16,
+             arch: ArchSpec | None = None) -> list[str]:  # fmt: skip
     """Greedy continuations (text after the prompt) of each prompt; batched with left padding."""
     out = []
     for _, enc in left_padded(model, tokenizer, prompts, batch_size):
-        _check_room(model, enc["input_ids"].shape[1] + max_new_tokens)
+        _check_room(model, enc["input_ids"].shape[1] + max_new_tokens, arch)
         with torch.no_grad():
             ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=pad_id(tokenizer, model))  # fmt: skip
@@ -92,21 +93,21 @@ def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 24,
     return out
 
 
-def _check_room(model, length: int) -> None:
-    limit = arch_spec(model).position_limit(model.config)
+def _check_room(model, length: int, arch: ArchSpec | None) -> None:
+    limit = arch_spec(model, arch).position_limit(model.config)
     if limit is not None and length > limit:
         raise NeuronlabError(f"prompt plus new tokens is {length} tokens, but the model has {limit} positions: "
                              "shorten the prompts (fewer shots) or generate fewer tokens")  # fmt: skip
 
 
 def generation_shift(model, tokenizer, prompts: dict[str, Sequence[str]], targets: Sequence[str], plan_for: PlanFor,
-                     max_new_tokens: int = 24, samples: int = 2) -> dict:  # fmt: skip
+                     max_new_tokens: int = 24, samples: int = 2, arch: ArchSpec | None = None) -> dict:  # fmt: skip
     """Share of greedy generations from prompts in other languages identified as T, without and with T's
     intervention: {"baseline": {T: share}, "steered": {T: share}, "samples": [...]}. A target with no prompt in
     another language gets NaN (there is nothing to shift)."""
     lid = LanguageIdentifier(sorted(set(prompts) | set(targets)))
     flat = [(lang, p) for lang, ps in prompts.items() for p in ps]
-    plain = generate(model, tokenizer, [p for _, p in flat], max_new_tokens)
+    plain = generate(model, tokenizer, [p for _, p in flat], max_new_tokens, arch=arch)
     plain_ids = [lid(text) for text in plain]
     result = {"baseline": {}, "steered": {}, "samples": []}
     for t in targets:
@@ -114,8 +115,8 @@ def generation_shift(model, tokenizer, prompts: dict[str, Sequence[str]], target
         if not keep:
             result["baseline"][t] = result["steered"][t] = math.nan
             continue
-        with apply(model, plan_for(t)):
-            steered = generate(model, tokenizer, [flat[k][1] for k in keep], max_new_tokens)
+        with apply(model, plan_for(t), arch):
+            steered = generate(model, tokenizer, [flat[k][1] for k in keep], max_new_tokens, arch=arch)
         result["baseline"][t] = sum(plain_ids[k] == t for k in keep) / len(keep)
         result["steered"][t] = sum(lid(text) == t for text in steered) / len(keep)
         for k, text in list(zip(keep, steered))[:samples]:
@@ -126,7 +127,7 @@ def generation_shift(model, tokenizer, prompts: dict[str, Sequence[str]], target
 
 def factor_sweep(model, tokenizer, make_plan: Callable[[str, float], Plan], factors: Sequence[float],
                  targets: Sequence[str], texts: dict[str, Sequence[str]], items: list[dict],
-                 max_ppl_increase: float = 0.5) -> dict:  # fmt: skip
+                 max_ppl_increase: float = 0.5, arch: ArchSpec | None = None) -> dict:  # fmt: skip
     """For each factor: mean off-diagonal LSS per target and mean off-target perplexity change; then, per
     target, the factor with the highest LSS whose off-target perplexity rises by at most `max_ppl_increase`
     (0.5 = +50%), or None if no factor stays under the bound. `factors` are passed to `make_plan(target, f)`
@@ -135,8 +136,8 @@ def factor_sweep(model, tokenizer, make_plan: Callable[[str, float], Plan], fact
     rows = []
     for f in factors:
         plan_for = lambda t, f=f: make_plan(t, f)  # noqa: E731
-        lss = lss_matrix(model, tokenizer, items, targets, plan_for)["off_diagonal"]
-        change = perplexity_matrix(model, tokenizer, texts, targets, plan_for)["change"]
+        lss = lss_matrix(model, tokenizer, items, targets, plan_for, arch=arch)["off_diagonal"]
+        change = perplexity_matrix(model, tokenizer, texts, targets, plan_for, arch=arch)["change"]
         off_ppl = {t: _nanmean([c for lang, c in change[t].items() if lang != t]) for t in targets}
         rows.append({"factor": f, "lss": lss, "off_target_ppl_change": off_ppl})
     best = {}

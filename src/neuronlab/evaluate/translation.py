@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from neuronlab.errors import NeuronlabError
 from neuronlab.evaluate.steering import generate
+from neuronlab.models.arch import ArchSpec
 
 
 def translation_prompt(src: str, shots: Sequence[tuple[str, str]], src_name: str, tgt_name: str) -> str:
@@ -24,9 +25,9 @@ def translation_prompt(src: str, shots: Sequence[tuple[str, str]], src_name: str
 
 def translate(model, tokenizer, sources: Sequence[str], shots: Sequence[tuple[str, str]] = (),
               src_name: str = "English", tgt_name: str = "French", max_new_tokens: int = 64,
-              batch_size: int = 8) -> list[str]:  # fmt: skip
+              batch_size: int = 8, arch: ArchSpec | None = None) -> list[str]:  # fmt: skip
     prompts = [translation_prompt(s, shots, src_name, tgt_name) for s in sources]
-    outputs = generate(model, tokenizer, prompts, max_new_tokens, batch_size)
+    outputs = generate(model, tokenizer, prompts, max_new_tokens, batch_size, arch)
     return [out.strip().split("\n")[0].strip() for out in outputs]
 
 
@@ -44,7 +45,8 @@ def score(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, flo
 
 def translate_and_score(model, tokenizer, sources: Sequence[str], references: Sequence[str], shots: int = 2,
                         start: int = 100, n: int = 50, src_name: str = "English", tgt_name: str = "French",
-                        max_new_tokens: int = 96, plans: dict | None = None) -> dict[str, dict]:  # fmt: skip
+                        max_new_tokens: int = 96, plans: dict | None = None,
+                        arch: ArchSpec | None = None) -> dict[str, dict]:  # fmt: skip
     """Translate lines start..start+n of aligned `sources` (the first `shots` pairs are the examples), plainly and
     under each plan of `plans` ({label: Plan}); {"plain" | label: {"bleu", "chrf", "hypotheses"}}."""
     from neuronlab.intervene.apply import apply
@@ -53,9 +55,9 @@ def translate_and_score(model, tokenizer, sources: Sequence[str], references: Se
     if not chosen:
         raise NeuronlabError(f"no lines from {start}: there are {len(sources)}")
     examples = list(zip(sources[:shots], references[:shots]))
-    run = lambda: translate(model, tokenizer, chosen, examples, src_name, tgt_name, max_new_tokens)  # noqa: E731
+    run = lambda: translate(model, tokenizer, chosen, examples, src_name, tgt_name, max_new_tokens, arch=arch)  # noqa: E731
     hyps = {"plain": run()}
     for label, plan in (plans or {}).items():
-        with apply(model, plan):
+        with apply(model, plan, arch):
             hyps[label] = run()
     return {k: {**score(h, refs), "hypotheses": h} for k, h in hyps.items()}

@@ -21,7 +21,10 @@ from neuronlab.select.lape import LapeConfig, activated, activation_values, lape
 from neuronlab.select.neuron_set import NeuronSet
 from neuronlab.evaluate.perplexity import continuation_logprob, perplexity
 from neuronlab.intervene.steer import VARIANTS, steering_plan
+from neuronlab.learn.finetune import Delta, FinetuneConfig, finetune, freeze_except_ffn
 from neuronlab.learn.methods import LearnedIntervention
+from neuronlab.evaluate.math import extract_answer, evaluate_math
+from neuronlab.select.layers import LayerConfig, LayerSelection, select_layers
 from neuronlab.learn.scalars import ScalingConfig, evaluate_scaling, train_scaling
 
 __version__ = "0.1.0"
@@ -30,5 +33,6 @@ __all__ = [
     "ARCH_SPECS", "Add", "ArchSpec", "Intervention", "LayerStat", "NeuronSet", "NeuronlabError", "Plan", "Scale", "Set",
     "Site", "Stats", "trace", "Zero", "apply", "arch_spec", "bake", "hooked", "load_model", "model_info", "record",
     "register_arch", "lape", "activated", "activation_values", "perplexity", "continuation_logprob",
-    "steering_plan", "VARIANTS", "DynScale", "LearnedIntervention", "RecordConfig", "LapeConfig", "ScalingConfig", "train_scaling", "evaluate_scaling",
+    "steering_plan", "VARIANTS", "select_layers", "LayerSelection", "LayerConfig", "freeze_except_ffn", "finetune",
+    "FinetuneConfig", "Delta", "extract_answer", "evaluate_math", "DynScale", "LearnedIntervention", "RecordConfig", "LapeConfig", "ScalingConfig", "train_scaling", "evaluate_scaling",
 ]  # fmt: skip

@@ -60,6 +60,18 @@ def _plan(path):
     return Plan.load(path)
 
 
+def _layers(path):
+    from neuronlab.select.layers import LayerSelection
+
+    return LayerSelection.load(path)
+
+
+def _delta(path):
+    from neuronlab.learn.finetune import Delta
+
+    return Delta.load(path)
+
+
 _summary = lambda obj: obj.summary()  # noqa: E731
 
 KINDS: dict[str, ArtifactKind] = {
@@ -70,6 +82,8 @@ KINDS: dict[str, ArtifactKind] = {
     "neuronlab.neuron_set/1": ArtifactKind("neuron set", _neuron_set, _summary),
     "neuronlab.plan/1": ArtifactKind("plan", _plan, _summary),
     "neuronlab.plan/2": ArtifactKind("plan", _plan, _summary),
+    "neuronlab.layers/1": ArtifactKind("layer selection", _layers, _summary),
+    "neuronlab.delta/1": ArtifactKind("fine-tuning delta", _delta, _summary),
 }
 
 

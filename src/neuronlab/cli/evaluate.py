@@ -179,3 +179,44 @@ def eval_translate(
     for k, r in result.items():
         typer.echo(f"{k}: BLEU {r['bleu']:.2f}  chrF {r['chrf']:.2f}")
     _save(out, result)
+
+
+@app.command("math")
+@friendly
+@model_options()
+def eval_math(
+    model: ModelRef,
+    data: Annotated[Path, typer.Option(help="Folder of MGSM (.tsv) or MSVAMP (.jsonl) files, one language a file.")],
+    out: Annotated[Path, typer.Option(help="Folder for results.json, generations.jsonl (resumable), accuracy.png.")],
+    prompt: Annotated[str, typer.Option(help="qalign, mathoctopus, cot, or a template with {query} "
+                                             "(and {language}).")] = "qalign",  # fmt: skip
+    language: Annotated[list[str] | None, typer.Option(help="Only these languages (codes: en, de, ...).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N questions of each language.")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Tokens per answer (default: 600 for MGSM, 300 for "
+                                                           "MSVAMP, as the reference evaluations).")] = None,  # fmt: skip
+    batch_size: BatchOpt = 8,
+    compare: Annotated[list[str] | None, typer.Option(help="LABEL=results.json of another run (the base model, a "
+                                                          "baseline) for the table and plot; repeatable.")] = None,  # fmt: skip
+) -> None:
+    """Accuracy on multilingual math word problems: greedy answers, the last number, per language and average."""
+    from neuronlab.evaluate.math import MAX_NEW_TOKENS, comparison, evaluate_math, read_math_dir
+    from neuronlab.io import read_json, write_bytes
+    from neuronlab.report.plots import accuracy_bars
+
+    writable(out, folder=True)
+    others = {}
+    for spec in compare or []:
+        label, sep, path = spec.partition("=")
+        if not sep:
+            raise NeuronlabError(f"--compare {spec!r}: write it as LABEL=results.json")
+        others[label] = read_json(path, "math results")
+    found = read_math_dir(data, language, limit)
+    budget = max_new_tokens or (MAX_NEW_TOKENS["mgsm"] if any(data.glob("*.tsv")) else MAX_NEW_TOKENS["msvamp"])
+    loaded, tok = model.load()
+    result = evaluate_math(loaded, tok, found, prompt, budget, batch_size, out)
+    runs = {**others, "this run": result}
+    for row in comparison(runs):
+        typer.echo(f"{row['language']:>8}: " + "  ".join(f"{k} {v:.3f}" if v is not None else f"{k} -"
+                                                         for k, v in row.items() if k != "language"))  # fmt: skip
+    write_bytes(out / "accuracy.png", accuracy_bars(runs))
+    typer.echo(f"wrote {out}/results.json, generations.jsonl, accuracy.png")

@@ -30,6 +30,7 @@ class ArchSpec:
     unembed:    the unembedding (LM head), from the root
     up:         the FFN's input projection (a gated FFN's up projection; Phi-3's fused gate_up), from a layer
     gate:       a gated FFN's gate projection, from a layer (None: no separate gate module)
+    fused_gate_up: `up` holds the gate and up projections stacked on its output rows, gate first (Phi-3)
     conv1d:     the projections are GPT-2 Conv1D modules, whose weight is [in, out] (nn.Linear's is [out, in])
     flat_ffn:   the FFN runs on flattened tokens [batch * pos, width] (OPT); sites still show [batch, pos, width]
     softcap:    config attribute of the final-logit soft-cap (Gemma 2), None if the family has none
@@ -45,6 +46,7 @@ class ArchSpec:
     unembed: str
     up: str | None = None
     gate: str | None = None
+    fused_gate_up: bool = False
     conv1d: bool = False
     flat_ffn: bool = False
     softcap: str | None = None
@@ -99,7 +101,8 @@ ARCH_SPECS: dict[str, ArchSpec] = {
         attn_out="self_attn",
         final_norm="model.norm",
         unembed="lm_head",
-        up="mlp.gate_up_proj",  # [gate; up] stacked along the output dimension
+        up="mlp.gate_up_proj",
+        fused_gate_up=True,
     ),
     "gemma2": _GEMMA2_LIKE,
     "gemma3_text": _GEMMA2_LIKE,

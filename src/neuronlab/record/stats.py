@@ -46,14 +46,14 @@ class Moments:
                    torch.zeros(width, **f64), torch.full((width,), float("-inf"), **f64))  # fmt: skip
 
     def add(self, x: Tensor) -> None:
-        """Count the rows of x [tokens, width] (any float dtype; summed in float64)."""
+        """Count the rows of x [tokens, width] (float32 or float64; accumulated in float64)."""
         if x.shape[0] == 0:
             return
-        x = x.to(self.sum.device)
+        x = x.to(self.sum.device)  # one batch is reduced in its own dtype (float32), then added in float64
         self.active += (x > 0).sum(0)
-        self.sum += x.sum(0, dtype=torch.float64)
-        self.sum_sq += x.double().square().sum(0) if x.dtype != torch.float64 else x.square().sum(0)
-        torch.maximum(self.max, x.amax(0).double(), out=self.max)
+        self.sum += x.sum(0)
+        self.sum_sq += x.square().sum(0)
+        torch.maximum(self.max, x.amax(0).to(self.max.dtype), out=self.max)
 
     def merge_into(self, stats: Stats, g: int, layer: int) -> None:
         """Add these accumulators to row (group g, layer) of `stats` (on the CPU)."""

@@ -9,13 +9,13 @@ import io
 import math
 
 
-def _figure(width: float, height: float):
+def _figure(width: float, height: float, ncols: int = 1):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt, plt.subplots(figsize=(width, height), dpi=110)
+    return plt, plt.subplots(ncols=ncols, figsize=(width, height), dpi=110)
 
 
 def _png(plt, fig) -> bytes:
@@ -150,3 +150,41 @@ def learned(learned) -> bytes:
     per_position = cols[0].startswith("-")  # columns -P..-1; dynscalar's are "<site> b", "<site> |w|"
     what = f"{learned.impl.value} per layer and position (from the end)" if per_position else "b and |w| per layer"
     return panels(grids, cols, rows, f"{learned.method}: {what}", center)
+
+
+def accuracy_bars(results: dict[str, dict], title: str = "accuracy per language") -> bytes:
+    """Grouped bars: per language (and the average), the accuracy of each labelled run ({label: results.json})."""
+    langs = list(dict.fromkeys(lang for r in results.values() for lang in r["accuracy"])) + ["average"]
+    plt, (fig, ax) = _figure(max(6.0, 0.6 * len(langs) * len(results) ** 0.5), 3.6)
+    width = 0.8 / len(results)
+    for j, (label, r) in enumerate(results.items()):
+        values = [r["accuracy"].get(lang, float("nan")) for lang in langs[:-1]] + [r["average"]]
+        ax.bar([i + j * width for i in range(len(langs))], values, width, label=label)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(langs))], langs)
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return _png(plt, fig)
+
+
+def layer_scores(selection) -> bytes:
+    """Per language the value behind the score (activated neurons, or overlap) over layers, and the MSD per layer
+    with the chosen layers marked."""
+    plt, (fig, axes) = _figure(9.0, 3.4, ncols=2)
+    n = len(selection.scores)
+    for lang, values in selection.per_language.items():
+        axes[0].plot(range(n), values, marker="o", ms=3, label=lang)
+    what = "overlap with " + selection.meta.get("reference", "?") if selection.meta.get("method") == "overlap" \
+        else "activated neurons"  # fmt: skip
+    axes[0].set_xlabel("layer")
+    axes[0].set_ylabel(what)
+    axes[0].legend(fontsize=7, ncol=2)
+    colors = ["tab:red" if layer in selection.layers else "tab:gray" for layer in range(n)]
+    axes[1].bar(range(n), selection.scores, color=colors)
+    axes[1].set_xlabel("layer (red: chosen)")
+    axes[1].set_ylabel("mean squared deviation over languages")
+    for ax in axes:
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    fig.suptitle(f"SLAM layer selection ({selection.meta.get('method')}, k={len(selection.layers)})")
+    return _png(plt, fig)

@@ -201,6 +201,10 @@ def finetune(model, tokenizer, items: Sequence[dict], layers: Sequence[int], cfg
         dataloader_pin_memory=torch.cuda.is_available(),
     )  # fmt: skip
     trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=_Collate(pad_id(tokenizer, model)))
+    if not progress:
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # without a progress bar the Trainer prints every log line
     last = resume and any((out / "trainer").glob("checkpoint-*"))
     model.train()
     result = trainer.train(resume_from_checkpoint=True if last else None)

@@ -1,0 +1,118 @@
+"""A tiny SLAM experiment: a model that adds number words in English but not in other languages, then FFN-only
+fine-tuning of chosen layers on questions in the other languages (tests/learn, `python -m neuronlab.demo.slam`).
+
+    >>> setup = build(flores_texts, steps=1200)                  # tokenizer, model trained on text + English sums
+    >>> base = accuracy(setup.model, setup.tok, setup.held_out)  # {"en": ..., "fr": ..., ...}
+    >>> run = finetune_layers(setup, layers=[0, 1], seed=0)      # {"accuracy": ..., "trainable": ..., "share": ...}
+
+Questions are "What is three plus four?" with number words 0-9 in each language; the answer is the sum in digits.
+The base model reads general text of every language (FLORES lines) and the English questions only. Fine-tuning
+sees questions in every language (English too, as multilingual question-alignment data does) for 70 of the 100
+number pairs; accuracy is measured on the other 30 pairs (and, for English, on all 100 pairs, to see what the
+fine-tune forgets).
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from dataclasses import dataclass
+
+WORDS = {
+    "en": "zero one two three four five six seven eight nine".split(),
+    "fr": "zéro un deux trois quatre cinq six sept huit neuf".split(),
+    "de": "null eins zwei drei vier fünf sechs sieben acht neun".split(),
+    "es": "cero uno dos tres cuatro cinco seis siete ocho nueve".split(),
+}
+QUESTIONS = {"en": "What is {a} plus {b}?", "fr": "Combien font {a} plus {b} ?", "de": "Was ist {a} plus {b}?",
+             "es": "¿Cuánto es {a} más {b}?"}  # fmt: skip
+FLORES_NAMES = {"en": "eng_Latn", "fr": "fra_Latn", "de": "deu_Latn", "es": "spa_Latn"}
+
+
+def questions(lang: str, pairs) -> list[dict]:
+    w = WORDS[lang]
+    return [{"question": QUESTIONS[lang].format(a=w[a], b=w[b]), "answer": float(a + b)} for a, b in pairs]
+
+
+def split_pairs(seed: int = 0, held_out: int = 30) -> tuple[list, list]:
+    pairs = [(a, b) for a in range(10) for b in range(10)]
+    random.Random(seed).shuffle(pairs)
+    return pairs[held_out:], pairs[:held_out]
+
+
+@dataclass
+class Setup:
+    model: object
+    tok: object
+    text: dict[str, list[str]]  # held-out general text per language (for the layer statistics)
+    train: dict[str, list[dict]]  # fine-tuning questions per language (70 pairs)
+    held_out: dict[str, list[dict]]  # evaluation questions: held-out pairs, English on every pair
+
+
+def build(flores: dict[str, list[str]], steps: int = 1500, layers: int = 6, hidden: int = 64, d_ff: int = 256,
+          seed: int = 0, progress: bool = False) -> Setup:  # fmt: skip
+    """Train the base model (see module doc) on FLORES lines 0-799 and the English questions."""
+    from neuronlab.demo.train import tiny_gpt2, train, train_tokenizer
+
+    text = {lang: flores[FLORES_NAMES[lang]] for lang in WORDS}
+    fit, held = split_pairs(seed)
+    every = [(a, b) for a in range(10) for b in range(10)]
+    english = [f"{q['question']} {int(q['answer'])}" for q in questions("en", every)]
+    all_questions = [f"{q['question']} {int(q['answer'])}" for lang in WORDS for q in questions(lang, every)]
+    tok = train_tokenizer([line for lines in text.values() for line in lines[:800]] + all_questions, 1024)
+    model = tiny_gpt2(tok, hidden=hidden, layers=layers, d_ff=d_ff, seed=seed)
+    corpus = {lang: lines[:800] for lang, lines in text.items()}
+    corpus["questions"] = english * 8  # one stream among five: the model sees the English questions often
+    train(model, tok, corpus, steps=steps, batch_size=16, seq_len=64, lr=3e-3, seed=seed, progress=progress)
+    others = [lang for lang in WORDS if lang != "en"]
+    return Setup(model, tok, {lang: lines[800:] for lang, lines in text.items()},
+                 {lang: questions(lang, fit) for lang in WORDS},
+                 {"en": questions("en", every), **{lang: questions(lang, held) for lang in others}})  # fmt: skip
+
+
+def accuracy(model, tok, data: dict[str, list[dict]]) -> dict[str, float]:
+    from neuronlab.evaluate.math import evaluate_math
+
+    return evaluate_math(model, tok, data, "{query}", max_new_tokens=3, batch_size=32, progress=False)["accuracy"]
+
+
+def finetune_layers(setup: Setup, layers: list[int], modules: str = "up,down", steps: int = 150, lr: float = 3e-3,
+                    seed: int = 0, out=None) -> dict:  # fmt: skip
+    """Fine-tune a copy of the base model (the chosen layers' FFN, or modules="all") on the non-English questions
+    for `steps` optimizer steps; its accuracy on the held-out questions, trainable values and share."""
+    import tempfile
+
+    from neuronlab.learn.finetune import FinetuneConfig, finetune
+
+    model = copy.deepcopy(setup.model)
+    items = [{"prompt": q["question"], "response": str(int(q["answer"]))} for qs in setup.train.values() for q in qs]
+    cfg = FinetuneConfig(modules=modules, lr=lr, max_steps=steps, batch_size=16, template="{query}", seed=seed,
+                         save_steps=10**9)  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        delta = finetune(model, setup.tok, items, layers, cfg, out=out or tmp, resume=False, progress=False)
+    return {"accuracy": accuracy(model, setup.tok, setup.held_out), "trainable": delta.meta["trainable"],
+            "share": delta.meta["share"], "layers": list(layers), "modules": modules, "seed": seed}  # fmt: skip
+
+
+def main() -> None:  # pragma: no cover - the experiment as a script
+    import json
+
+    import neuronlab as nl
+    from neuronlab.data.corpora import read_text_dir
+
+    flores = read_text_dir("../shared/data/flores200_devtest", "*.devtest")
+    setup = build(flores, progress=True)
+    base = accuracy(setup.model, setup.tok, setup.held_out)
+    stats = nl.record(setup.model, setup.tok, setup.text, site="act", progress=False)
+    chosen = nl.select_layers(stats, k=2).layers
+    runs = {"base": base}
+    for seed in (0, 1, 2):
+        runs[f"slam {chosen} s{seed}"] = finetune_layers(setup, chosen, seed=seed)
+        lowest = nl.select_layers(stats, k=2, method="random", seed=seed).layers
+        runs[f"random {lowest} s{seed}"] = finetune_layers(setup, lowest, seed=seed)
+        runs[f"full s{seed}"] = finetune_layers(setup, [], modules="all", seed=seed)
+    print(json.dumps(runs, indent=1))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -222,3 +222,48 @@ def test_lens_command(model_dir, tmp_path):
     assert len(json.loads(out.read_text())["layers"]) == 3
     bad = runner.invoke(app, ["lens", "-m", str(model_dir), "--prompt", "a", "--prompt", "b", "--target", "x"])
     assert bad.exit_code == 2 and "one target per prompt" in bad.output
+
+
+def test_slam_commands_layers_finetune_merge(model_dir, corpus, tmp_path):
+    import torch
+    import transformers
+
+    stats = tmp_path / "s.safetensors"
+    assert runner.invoke(app, ["record", "-m", str(model_dir), "--text-dir", str(corpus), "--out", str(stats)]).exit_code == 0
+    layers = tmp_path / "layers.json"
+    result = runner.invoke(app, ["layers", "--stats", str(stats), "--k", "2", "--threshold", "0.3", "--out", str(layers),
+                                 "--plot", str(tmp_path / "layers.png")])  # fmt: skip
+    assert result.exit_code == 0 and "layer selection (msd, k=2)" in result.output, result.output
+    assert len(nl.LayerSelection.load(layers).layers) == 2 and (tmp_path / "layers.png").is_file()
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"{a}+{a}", "response": str(2 * a)}) + "\n" for a in range(8)))
+    run = tmp_path / "run"
+    args = ["finetune", "-m", str(model_dir), "--layers", str(layers), "--data", str(data), "--out", str(run),
+            "--max-steps", "2", "--batch-size", "4", "--lr", "0.01", "--template", "{query}=", "--save-steps", "1"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0 and "trained values" in result.output, result.output
+    first = nl.Delta.load(run)
+    assert first.meta["steps"] == 2 and first.meta["layers"] == nl.LayerSelection.load(layers).layers
+    result = runner.invoke(app, [*args[:9], "--max-steps", "3", *args[11:]])  # resumes from the Trainer's checkpoint-2
+    assert result.exit_code == 0 and nl.Delta.load(run).meta["steps"] == 3, result.output
+    merged = tmp_path / "merged"
+    result = runner.invoke(app, ["merge", "-m", str(model_dir), "--delta", str(run), "--out", str(merged)])
+    assert result.exit_code == 0, result.output
+    model = transformers.AutoModelForCausalLM.from_pretrained(merged)
+    base, _ = nl.load_model(model_dir)
+    nl.Delta.load(run).apply(base)
+    ids = torch.tensor([[1, 5, 6, 7]])
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, base(ids).logits)
+    again = runner.invoke(app, ["merge", "-m", str(merged), "--delta", str(run), "--out", str(tmp_path / "m2")])
+    assert again.exit_code == 2 and "made on another model" in again.output
+    other = tmp_path / "other"
+    tiny_model("gpt2", seed=3).save_pretrained(other)
+    char_tokenizer().save_pretrained(other)
+    bad = runner.invoke(app, ["finetune", "-m", str(other), "--layers", str(layers), "--data", str(data), "--out",
+                              str(tmp_path / "r2"), "--max-steps", "1"])  # fmt: skip
+    assert bad.exit_code == 2 and "this layer selection: made on another model" in bad.output
+    bad = runner.invoke(app, ["finetune", "-m", str(model_dir), "--layers", "0-7", "--data", str(data), "--out",
+                              str(tmp_path / "r3"), "--max-steps", "1"])  # fmt: skip
+    assert bad.exit_code == 2 and "out of range" in bad.output
+    assert "delta of" in runner.invoke(app, ["inspect", str(run / "delta.safetensors")]).output

@@ -25,6 +25,7 @@ from neuronlab.learn.finetune import Delta, FinetuneConfig, finetune, freeze_exc
 from neuronlab.learn.methods import LearnedIntervention
 from neuronlab.evaluate.math import extract_answer, evaluate_math
 from neuronlab.select.layers import LayerConfig, LayerSelection, select_layers
+from neuronlab.select.experts import Expertise, auroc, average_precision, expertise, responses
 from neuronlab.learn.scalars import ScalingConfig, evaluate_scaling, train_scaling
 
 __version__ = "0.1.0"
@@ -34,5 +35,6 @@ __all__ = [
     "Site", "Stats", "trace", "Zero", "apply", "arch_spec", "bake", "hooked", "load_model", "model_info", "record",
     "register_arch", "lape", "activated", "activation_values", "perplexity", "continuation_logprob",
     "steering_plan", "VARIANTS", "select_layers", "LayerSelection", "LayerConfig", "freeze_except_ffn", "finetune",
-    "FinetuneConfig", "Delta", "extract_answer", "evaluate_math", "DynScale", "LearnedIntervention", "RecordConfig", "LapeConfig", "ScalingConfig", "train_scaling", "evaluate_scaling",
+    "FinetuneConfig", "Delta", "extract_answer", "evaluate_math", "Expertise", "average_precision", "auroc",
+    "expertise", "responses", "DynScale", "LearnedIntervention", "RecordConfig", "LapeConfig", "ScalingConfig", "train_scaling", "evaluate_scaling",
 ]  # fmt: skip

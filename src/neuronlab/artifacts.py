@@ -72,6 +72,12 @@ def _delta(path):
     return Delta.load(path)
 
 
+def _expertise(path):
+    from neuronlab.select.experts import Expertise
+
+    return Expertise.load(path)
+
+
 _summary = lambda obj: obj.summary()  # noqa: E731
 
 KINDS: dict[str, ArtifactKind] = {
@@ -84,6 +90,7 @@ KINDS: dict[str, ArtifactKind] = {
     "neuronlab.plan/2": ArtifactKind("plan", _plan, _summary),
     "neuronlab.layers/1": ArtifactKind("layer selection", _layers, _summary),
     "neuronlab.delta/1": ArtifactKind("fine-tuning delta", _delta, _summary),
+    "neuronlab.expertise/1": ArtifactKind("expertise", _expertise, _summary),
 }
 
 

@@ -67,3 +67,22 @@ def steering_plan(
     if variant == "p10":
         return Plan([LayerStat(stat="p10", **common)])
     return Plan([LayerStat(stat="max", mode="add" if variant == "add_layer_max" else "set", **common)])
+
+
+def expert_plan(expertise, concept: str, k: int = 50, mode: str = "force", positions: Positions = "all") -> Plan:
+    """Steer with a concept's experts (the k neurons of highest AP): "force" sets each to its on_p50, the median
+    response to the concept's sentences (Suau et al.), to make the concept more likely; "zero" silences them to
+    make it less likely. The site and neurons come from the Expertise, so the plan fits the model it was made on."""
+    if mode not in ("force", "zero"):
+        raise NeuronlabError(f"mode must be 'force' or 'zero', not {mode!r}")
+    top = expertise.top(concept, k)
+    per: dict[int, list[int]] = {}
+    for layer, neuron, _ap in top:
+        per.setdefault(layer, []).append(neuron)
+    site = expertise.meta.get("site", "act")
+    ns = NeuronSet({concept: per}, {"method": "experts", "site": site, "model": expertise.meta.get("model", {})})
+    common = dict(site=site, neurons=ns, positions=positions)
+    if mode == "zero":
+        return Plan([Zero(**common)])
+    on = expertise["on_p50"][expertise.index(concept)]
+    return Plan([Set(value={layer: on[layer, sorted(idx)].float() for layer, idx in per.items()}, **common)])

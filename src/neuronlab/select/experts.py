@@ -1,0 +1,240 @@
+"""Expert neurons (Suau et al.; Fedzechkina et al. 2025, arXiv 2502.15090): neurons whose response ranks a concept's
+sentences above other sentences.
+
+    >>> concepts = read_concepts("concepts.jsonl")                       # {concept: {"positive", "negative"}}
+    >>> resp = responses(model, tok, sentence_list(concepts), site="act")  # [sentences, layers, neurons], pooled
+    >>> ex = expertise(resp, concepts)                                    # Expertise: AP, AUROC, on_p50, ... per concept
+    >>> ns = ex.experts(tau=0.5)                                         # NeuronSet: concept -> layer -> neurons
+
+A neuron's response to a sentence is its value at `site` pooled over the sentence's tokens (max by default, or
+mean; padding and special tokens never count). Memory is sentences x layers x neurons values (2 bytes each in
+float16), never tokens. Per concept, AP is the average precision of the responses with the concept's sentences as
+positives and its negatives as negatives (scikit-learn's `average_precision_score`, ties included), AUROC the area
+under the ROC curve (ties count one half), on_p50 / on_p90 the median / 90th percentile over the positives and
+off_mean the mean over the negatives. Experts of a concept are the neurons with AP >= tau.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from neuronlab.data.batching import batches, model_inputs, pad_id, windows
+from neuronlab.errors import NeuronlabError
+from neuronlab.io import check_writable, read_safetensors, write_safetensors
+from neuronlab.models.arch import ArchSpec
+from neuronlab.models.load import model_info
+from neuronlab.models.sites import KINDS, Site, decoder_layers, site_width, trace
+from neuronlab.select.neuron_set import NeuronSet
+
+RESPONSES_FORMAT = "neuronlab.responses/1"
+EXPERTISE_FORMAT = "neuronlab.expertise/1"
+MEASURES = ("ap", "auroc", "on_p50", "on_p90", "off_mean")
+
+
+def average_precision(scores: Tensor, labels: Tensor) -> Tensor:
+    """AP of every column of `scores` [items, neurons] against bool `labels` [items], float64 [neurons]; equal to
+    scikit-learn's `average_precision_score` per column, ties included (tied items enter at one threshold)."""
+    labels = labels.bool()
+    if scores.dim() != 2 or labels.shape != scores.shape[:1]:
+        raise NeuronlabError(f"scores [items, neurons] and labels [items] do not fit: {tuple(scores.shape)}, "
+                             f"{tuple(labels.shape)}")  # fmt: skip
+    positives = int(labels.sum())
+    if positives == 0:
+        raise NeuronlabError("average precision needs at least one positive item")
+    s, order = scores.double().sort(dim=0, descending=True, stable=True)
+    tp = labels[order].double().cumsum(0)  # [items, neurons]
+    rank = torch.arange(1, scores.shape[0] + 1, dtype=torch.float64, device=scores.device)[:, None]
+    last = torch.ones_like(s, dtype=torch.bool)
+    last[:-1] = s[1:] != s[:-1]  # the last item of each group of tied scores: one threshold per group
+    ends = torch.where(last, tp, torch.zeros_like(tp))
+    before = torch.cat([torch.zeros_like(ends[:1]), ends[:-1]]).cummax(0).values  # tp at the previous threshold
+    return (torch.where(last, (tp - before) * tp / rank, torch.zeros_like(tp)).sum(0) / positives).to(torch.float64)
+
+
+def auroc(scores: Tensor, labels: Tensor) -> Tensor:
+    """Area under the ROC curve of every column of `scores` [items, neurons], float64 [neurons]: the Mann-Whitney
+    statistic with mid-ranks, so a tie between a positive and a negative counts one half (scikit-learn's value)."""
+    labels = labels.bool()
+    p, n = int(labels.sum()), int((~labels).sum())
+    if p == 0 or n == 0:
+        raise NeuronlabError("AUROC needs positive and negative items")
+    s, order = scores.double().sort(dim=0, stable=True)
+    idx = torch.arange(s.shape[0], device=s.device)[:, None].expand_as(s)
+    first = torch.ones_like(s, dtype=torch.bool)
+    first[1:] = s[1:] != s[:-1]
+    last = torch.ones_like(s, dtype=torch.bool)
+    last[:-1] = s[1:] != s[:-1]
+    start = torch.where(first, idx, torch.zeros_like(idx)).cummax(0).values
+    end = torch.where(last, idx, torch.full_like(idx, s.shape[0])).flip(0).cummin(0).values.flip(0)
+    mid = (start + end).double() / 2 + 1  # mid-rank, 1-based
+    rank_sum = (mid * labels[order].double()).sum(0)
+    return (rank_sum - p * (p + 1) / 2) / (p * n)
+
+
+# ---------------------------------------------------------------- responses
+
+
+def responses(model, tokenizer, sentences: Sequence[str], site: str = "act", pool: str = "max", batch_size: int = 16,
+              max_length: int = 128, dtype: torch.dtype = torch.float16, checkpoint: str | Path | None = None,
+              checkpoint_every: float = 300.0, progress: bool = True, arch: ArchSpec | None = None) -> Tensor:  # fmt: skip
+    """Pooled response of every neuron of `site` to each sentence: [sentences, layers, width] in `dtype` (module
+    doc). Sentences are cut at `max_length` tokens. With `checkpoint`, the responses so far are saved there
+    every `checkpoint_every` seconds and at the end, and a later call continues after the last saved sentence."""
+    from tqdm.auto import tqdm
+
+    if pool not in ("max", "mean"):
+        raise NeuronlabError(f"pool must be 'max' or 'mean', not {pool!r}")
+    if site not in KINDS:
+        raise NeuronlabError(f"unknown site kind {site!r}: use one of {', '.join(KINDS)}")
+    if not sentences:
+        raise NeuronlabError("no sentences to respond to")
+    n_layers, width = len(decoder_layers(model, arch)), site_width(model, site, arch)
+    info = {"model": model_info(model, arch), "site": site, "pool": pool, "max_length": max_length,
+            "sentences": len(sentences)}  # fmt: skip
+    out, done = torch.zeros(len(sentences), n_layers, width, dtype=dtype), 0
+    if checkpoint is not None:
+        check_writable(checkpoint)
+        if Path(checkpoint).is_file():
+            out, done = _resume(checkpoint, info, out)
+    special = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
+    sites = [Site(layer, site) for layer in range(n_layers)]
+    bar = tqdm(total=len(sentences), initial=done, desc="responses", disable=not progress, dynamic_ncols=True)
+    last_save = time.monotonic()
+    rows = windows(tokenizer, sentences, done, max_length, truncate=True)
+    with torch.no_grad():
+        for batch in batches(rows, batch_size, pad_id(tokenizer, model), special, count_special=False):
+            count = batch.count
+            empty = [batch.text[r] for r in range(count.shape[0]) if not bool(count[r].any())]
+            if empty:
+                raise NeuronlabError(f"sentence {empty[0]} has no token to pool (it is empty or only special tokens)")
+
+            def pooled(_site: Site, h: Tensor) -> Tensor:  # h: [batch, pos, width] -> [batch, width]
+                c = count.to(h.device)[..., None]
+                if pool == "max":
+                    return h.float().masked_fill(~c, float("-inf")).amax(1).cpu()
+                return (h.float() * c).sum(1).div(c.sum(1)).cpu()
+
+            with trace(model, sites, stop=True, reduce=pooled, arch=arch) as tr:
+                model(**model_inputs(model, batch.input_ids, batch.attention_mask), use_cache=False)
+            rows_idx = torch.tensor(batch.text)
+            out[rows_idx] = torch.stack([tr[s] for s in sites], 1).to(dtype)
+            done = batch.text[-1] + 1
+            bar.update(len(batch.text))
+            if checkpoint is not None and time.monotonic() - last_save > checkpoint_every:
+                _save(checkpoint, out, done, info)
+                last_save = time.monotonic()
+    bar.close()
+    if checkpoint is not None:
+        _save(checkpoint, out, done, info)
+    return out
+
+
+def _save(path, out: Tensor, done: int, info: dict) -> None:
+    write_safetensors(path, {"responses": out[:done]}, RESPONSES_FORMAT, info=json.dumps(info), done=str(done))
+
+
+def _resume(path, info: dict, out: Tensor) -> tuple[Tensor, int]:
+    from neuronlab.models.load import same_model
+
+    tensors, header = read_safetensors(path, RESPONSES_FORMAT, "responses")
+    saved = json.loads(header["info"])
+    differs = same_model(saved.get("model", {}), info["model"])
+    if differs or any(saved.get(k) != info[k] for k in ("site", "pool", "max_length", "sentences")):
+        raise NeuronlabError(f"{path} holds responses made another way ({differs or 'site, pooling or sentences'}): "
+                             "use another checkpoint path, or the same model and settings to resume")  # fmt: skip
+    done = int(header["done"])
+    out[:done] = tensors["responses"].to(out.dtype)
+    return out, done
+
+
+def load_responses(path: str | Path) -> tuple[Tensor, dict]:
+    tensors, header = read_safetensors(path, RESPONSES_FORMAT, "responses")
+    return tensors["responses"], json.loads(header["info"])
+
+
+# ---------------------------------------------------------------- expertise
+
+
+@dataclass
+class Expertise:
+    """Per concept and neuron: AP, AUROC, on_p50, on_p90, off_mean (float32 [concepts, layers, width]) and
+    provenance (model, site, pooling, concepts' sentence counts)."""
+
+    concepts: list[str]
+    measures: dict[str, Tensor]
+    meta: dict = field(default_factory=dict)
+
+    def __getitem__(self, measure: str) -> Tensor:
+        if measure not in self.measures:
+            raise NeuronlabError(f"unknown measure {measure!r}: use one of {', '.join(self.measures)}")
+        return self.measures[measure]
+
+    def index(self, concept: str) -> int:
+        if concept not in self.concepts:
+            raise NeuronlabError(f"concept {concept!r} is not in this expertise; it holds {len(self.concepts)} concepts")
+        return self.concepts.index(concept)
+
+    def experts(self, tau: float = 0.5) -> NeuronSet:
+        """Experts per concept: neurons with AP >= tau, as a NeuronSet (site and model in its meta)."""
+        ap = self["ap"]
+        sets = {}
+        for c, concept in enumerate(self.concepts):
+            layer, neuron = torch.nonzero(ap[c] >= tau, as_tuple=True)
+            per: dict[int, list[int]] = {}
+            for lay, idx in zip(layer.tolist(), neuron.tolist()):
+                per.setdefault(lay, []).append(idx)
+            sets[concept] = per
+        meta = {"method": "experts", "tau": tau, "site": self.meta.get("site", "act"), "model": self.meta.get("model", {})}
+        return NeuronSet(sets, meta)
+
+    def top(self, concept: str, k: int, measure: str = "ap") -> list[tuple[int, int, float]]:
+        """The k neurons with the highest `measure` for `concept`: (layer, neuron, value)."""
+        values = self[measure][self.index(concept)]
+        best = values.flatten().topk(min(k, values.numel()))
+        width = values.shape[-1]
+        return [(int(i) // width, int(i) % width, float(v)) for v, i in zip(best.values, best.indices)]
+
+    def save(self, path: str | Path) -> None:
+        write_safetensors(path, self.measures, EXPERTISE_FORMAT, concepts=json.dumps(self.concepts),
+                          meta=json.dumps(self.meta))  # fmt: skip
+
+    @classmethod
+    def load(cls, path: str | Path) -> Expertise:
+        tensors, header = read_safetensors(path, EXPERTISE_FORMAT, "expertise")
+        return cls(json.loads(header["concepts"]), tensors, json.loads(header.get("meta", "{}")))
+
+    def summary(self) -> str:
+        ap = self["ap"]
+        n = {tau: int((ap >= tau).sum()) for tau in (0.5, 0.7, 0.9)}
+        return (f"expertise of {len(self.concepts)} concepts over {ap.shape[1]} layers x {ap.shape[2]} neurons "
+                f"({self.meta.get('site', '?')}, {self.meta.get('pool', '?')} pooling): experts at AP >= 0.5 / 0.7 / "
+                f"0.9: {n[0.5]} / {n[0.7]} / {n[0.9]}; best AP {float(ap.max()):.3f}")
+
+
+def expertise(resp: Tensor, concepts: dict[str, dict], index: dict[str, int], meta: dict | None = None,
+              progress: bool = False) -> Expertise:  # fmt: skip
+    """Expertise of every neuron for every concept. `resp` [sentences, layers, width] are the pooled responses,
+    `index` maps each sentence to its row, `concepts` {concept: {"positive": [...], "negative": [...]}}."""
+    from tqdm.auto import tqdm
+
+    n, layers, width = resp.shape
+    out = {m: torch.empty(len(concepts), layers, width, dtype=torch.float32) for m in MEASURES}
+    for c, (name, sets) in enumerate(tqdm(concepts.items(), desc="expertise", disable=not progress)):
+        pos = torch.tensor([index[s] for s in sets["positive"]])
+        neg = torch.tensor([index[s] for s in sets["negative"]])
+        scores = torch.cat([resp[pos], resp[neg]]).reshape(len(pos) + len(neg), -1).double()
+        labels = torch.cat([torch.ones(len(pos), dtype=torch.bool), torch.zeros(len(neg), dtype=torch.bool)])
+        on = scores[: len(pos)]
+        values = {"ap": average_precision(scores, labels), "auroc": auroc(scores, labels),
+                  "on_p50": on.quantile(0.5, dim=0), "on_p90": on.quantile(0.9, dim=0),
+                  "off_mean": scores[len(pos) :].mean(0)}  # fmt: skip
+        for m, v in values.items():
+            out[m][c] = v.reshape(layers, width).float()
+    return Expertise(list(concepts), out, dict(meta or {}))

@@ -20,7 +20,7 @@ from neuronlab.record.stats import Stats
 from neuronlab.select.lape import LapeConfig, activated, activation_values, lape
 from neuronlab.select.neuron_set import NeuronSet
 from neuronlab.evaluate.perplexity import continuation_logprob, perplexity
-from neuronlab.intervene.steer import VARIANTS, steering_plan
+from neuronlab.intervene.steer import VARIANTS, expert_plan, steering_plan
 from neuronlab.learn.finetune import Delta, FinetuneConfig, finetune, freeze_except_ffn
 from neuronlab.learn.methods import LearnedIntervention
 from neuronlab.evaluate.math import extract_answer, evaluate_math
@@ -36,5 +36,5 @@ __all__ = [
     "register_arch", "lape", "activated", "activation_values", "perplexity", "continuation_logprob",
     "steering_plan", "VARIANTS", "select_layers", "LayerSelection", "LayerConfig", "freeze_except_ffn", "finetune",
     "FinetuneConfig", "Delta", "extract_answer", "evaluate_math", "Expertise", "average_precision", "auroc",
-    "expertise", "responses", "DynScale", "LearnedIntervention", "RecordConfig", "LapeConfig", "ScalingConfig", "train_scaling", "evaluate_scaling",
+    "expertise", "responses", "expert_plan", "DynScale", "LearnedIntervention", "RecordConfig", "LapeConfig", "ScalingConfig", "train_scaling", "evaluate_scaling",
 ]  # fmt: skip

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import neuronlab as nl
-from neuronlab.learn.methods import LearnedIntervention
-from neuronlab.learn.scalars import (METHODS, ScalingConfig, _base_logits, _encode, evaluate_scaling, init_scaling,
+from neuronlab.learn.methods import METHODS, LearnedIntervention
+from neuronlab.learn.scalars import (ScalingConfig, _base_logits, _encode, evaluate_scaling, init_scaling,
                                      logit_diff, objective, rest_kl, train_scaling)  # fmt: skip
 
 from ..conftest import tiny_model

@@ -77,7 +77,7 @@ def _site_hook(call: _Call, edits: list[tuple[Intervention, Tensor | None, float
             rows = call.rows(iv.positions, h.shape[0], h.shape[1], h.device)
             if iv.per_position(value):
                 value, has = call.along(iv.positions, value, h.shape[1])
-                rows = has[None, :].expand(h.shape[0], -1) if rows is None else rows & has[None, :]
+                rows = rows & has[None, :]  # a slice: rows is a mask
             x = h if idx is None else h[..., idx]
             new = iv.edit(x, value, h)
             if rows is not None:

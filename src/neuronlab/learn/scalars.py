@@ -43,7 +43,7 @@ from neuronlab.data.contrast import check_items, split
 from neuronlab.errors import NeuronlabError
 from neuronlab.evaluate.perplexity import continuation_ids
 from neuronlab.intervene.apply import apply
-from neuronlab.learn.methods import COMPONENTS, METHODS, LearnedIntervention, method
+from neuronlab.learn.methods import COMPONENTS, LearnedIntervention, method
 from neuronlab.models.arch import ArchSpec
 from neuronlab.models.load import model_info
 from neuronlab.models.sites import Site, decoder_layers, site_width

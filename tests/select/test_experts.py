@@ -211,3 +211,32 @@ def test_stories260k_experts_from_the_cli_with_sentences_it_writes(tmp_path):
     print(result.output)
     assert res["pairs"] == 24 and all(-1 <= res[k] <= 1 for k in ("spearman", "ap_cosine", "input_embedding",
                                                                   "sentence_embedding"))  # fmt: skip
+
+
+def test_aura_dampening_scales_each_neuron_by_its_auroc_and_bakes(tmp_path):
+    from neuronlab.data.concepts import add_negatives
+
+    model, tok = _planted_model()
+    concepts = add_negatives(_concepts())
+    sentences, index = sentence_list(concepts)
+    ex = expertise(responses(model, tok, sentences, progress=False), concepts, index,
+                   {"site": "act", "model": nl.model_info(model)})  # fmt: skip
+    plan = expert_plan(ex, "zed", k=None, mode="dampen")
+    auc = ex["auroc"][ex.index("zed")]
+    chosen = plan.interventions[0].neurons["zed"]
+    assert sum(len(v) for v in chosen.values()) == int((auc > 0.5).sum())
+    assert all(float(plan.interventions[0].factor[2][chosen[2].index(n)]) == pytest.approx(0.0) for n in (3, 30))
+    ids = tok("ab Z cd", return_tensors="pt")["input_ids"]
+    with nl.trace(model, ["layers.1.act"]) as plain:
+        model(ids)
+    with nl.apply(model, plan), nl.trace(model, ["layers.1.act"]) as damped:
+        model(ids)
+    layer1 = chosen.get(1, [])
+    want = plain[nl.Site(1, "act")][..., layer1] * (1 - 2 * (auc[1, layer1] - 0.5))
+    assert torch.allclose(damped[nl.Site(1, "act")][..., layer1], want.to(torch.float32), atol=1e-6)
+    with nl.apply(model, plan):
+        hooked = model(ids).logits
+    assert torch.allclose(nl.bake(model, plan)(ids).logits, hooked, atol=1e-5)
+    plan.save(tmp_path / "aura.json")
+    with nl.apply(model, nl.Plan.load(tmp_path / "aura.json")):
+        assert torch.equal(model(ids).logits, hooked)

@@ -77,6 +77,7 @@ def _site_hook(call: _Call, edits: list[tuple[Intervention, Tensor | None, float
             rows = call.rows(iv.positions, h.shape[0], h.shape[1], h.device)
             if iv.per_position(value):
                 value, has = call.along(iv.positions, value, h.shape[1])
+                value = value[:, None] if value.dim() == 1 else value  # one factor per position: [pos, 1]
                 rows = rows & has[None, :]  # a slice: rows is a mask
             x = h if idx is None else h[..., idx]
             new = iv.edit(x, value, h)

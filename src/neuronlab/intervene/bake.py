@@ -23,9 +23,10 @@ from neuronlab.models.arch import ArchSpec, arch_spec
 from neuronlab.models.sites import NEURON_KINDS, decoder_layers, get_module
 
 
-def _factor(iv) -> float:
+def _factor(iv, value=None) -> float | torch.Tensor:
+    """The multiplier a neuron intervention applies (a number, or per neuron from the compiled value)."""
     if isinstance(iv, Scale):
-        return float(iv.factor)
+        return value if isinstance(value, torch.Tensor) else float(value if value is not None else 1.0)
     if isinstance(iv, Zero) or (isinstance(iv, Set) and isinstance(iv.value, (int, float)) and iv.value == 0):
         return 0.0
     raise NeuronlabError(
@@ -37,7 +38,8 @@ def _factor(iv) -> float:
 def bake(model: nn.Module, plan: Plan, arch: ArchSpec | None = None) -> nn.Module:
     """A copy of `model` whose plain forward equals `model` under `apply(model, plan)`."""
     for iv in plan:
-        _factor(iv)
+        if not isinstance(iv, Scale):
+            _factor(iv)
         if iv.site not in NEURON_KINDS:
             raise NeuronlabError(f"bake cannot express an intervention on site {iv.site!r}: only act and neuron")
         if not (isinstance(iv.positions, str) and iv.positions == "all"):
@@ -51,11 +53,14 @@ def bake(model: nn.Module, plan: Plan, arch: ArchSpec | None = None) -> nn.Modul
             down = get_module(layers[site.layer], spec.down)
             d_ff = down.weight.shape[0] if spec.conv1d else down.weight.shape[1]
             scale = torch.ones(d_ff, dtype=torch.float32, device=down.weight.device)
-            for iv, idx, _value in edits:
+            for iv, idx, value in edits:
+                iv.per_position(value)  # a per-position factor needs chosen positions: refused above
+                factor = _factor(iv, value)
+                factor = factor.to(scale) if isinstance(factor, torch.Tensor) else factor
                 if idx is None:
-                    scale *= _factor(iv)
+                    scale *= factor
                 else:
-                    scale[idx] *= _factor(iv)
+                    scale[idx] *= factor
             w = down.weight
             w.copy_(w * (scale[:, None] if spec.conv1d else scale[None, :]).to(w.dtype))
     return baked

@@ -111,23 +111,39 @@ class Intervention:
 
 @dataclass(frozen=True, eq=False)
 class Scale(Intervention):
-    """Multiply by `factor`: a number, or with a slice of positions one factor per position ([n])."""
+    """Multiply by `factor`: a number; with a slice of positions one factor per position ([n]); or a dict
+    layer -> a number or one factor per selected neuron ([k]), as AurA's per-neuron dampening needs."""
 
-    factor: float | Tensor = 1.0
+    factor: float | Tensor | Mapping[int, float | Tensor] = 1.0
 
-    per_position_dims = 1
+    def per_position(self, value) -> bool:
+        f = self.factor
+        if isinstance(f, Tensor) and f.dim() == 1:
+            if not isinstance(self.positions, slice):
+                raise NeuronlabError(f"Scale: one factor per position needs positions=slice(...), not {self.positions!r}")
+            return True
+        return False
 
     def value_at(self, layer: int, k: int) -> float | Tensor:
         f = self.factor
+        if isinstance(f, Mapping):
+            if layer not in f:
+                raise NeuronlabError(f"Scale has per-layer factors but none for layer {layer}")
+            t = torch.as_tensor(f[layer])
+            if t.dim() == 0:
+                return float(t)
+            if t.shape != (k,):
+                raise NeuronlabError(f"Scale factors for layer {layer} have shape {tuple(t.shape)}, but {k} values are "
+                                     "selected there: give one number or one factor per selected neuron")  # fmt: skip
+            return t
         if isinstance(f, Tensor) and (f.dim() > 1 or (f.dim() == 0 and not f.requires_grad)):
             if f.dim() > 1:
-                raise NeuronlabError("Scale takes one factor, or one factor per position (a 1-D tensor)")
+                raise NeuronlabError("Scale takes one factor, one per position (1-D), or a dict layer -> per neuron")
             return float(f)
         return f if isinstance(f, Tensor) else float(f)
 
     def edit(self, x: Tensor, value, h: Tensor) -> Tensor:
-        return x * (value[..., None] if isinstance(value, Tensor) and value.dim() else value)
-
+        return x * value
 
 @dataclass(frozen=True, eq=False)
 class Set(Intervention):

@@ -69,20 +69,32 @@ def steering_plan(
     return Plan([LayerStat(stat="max", mode="add" if variant == "add_layer_max" else "set", **common)])
 
 
-def expert_plan(expertise, concept: str, k: int = 50, mode: str = "force", positions: Positions = "all") -> Plan:
-    """Steer with a concept's experts (the k neurons of highest AP): "force" sets each to its on_p50, the median
-    response to the concept's sentences (Suau et al.), to make the concept more likely; "zero" silences them to
-    make it less likely. The site and neurons come from the Expertise, so the plan fits the model it was made on."""
-    if mode not in ("force", "zero"):
-        raise NeuronlabError(f"mode must be 'force' or 'zero', not {mode!r}")
-    top = expertise.top(concept, k)
+def expert_plan(expertise, concept: str, k: int | None = 50, mode: str = "force", positions: Positions = "all") -> Plan:
+    """Steer with a concept's experts. "force": set the k neurons of highest AP to their on_p50, the median response
+    to the concept's sentences (Suau et al.), to make the concept more likely. "zero": silence those k. "dampen"
+    (AurA, Suau et al. 2024): multiply every neuron with AUROC > 0.5 (the k highest, or all with k=None) by
+    alpha = 1 - 2 (AUROC - 0.5), to make the concept less likely; it bakes into weights. The site and neurons come
+    from the Expertise, so the plan fits the model it was made on."""
+    if mode not in ("force", "zero", "dampen"):
+        raise NeuronlabError(f"mode must be 'force', 'zero' or 'dampen', not {mode!r}")
+    c = expertise.index(concept)
+    if mode == "dampen":
+        auroc = expertise["auroc"][c]
+        n = int((auroc > 0.5).sum())
+        top = expertise.top(concept, n if k is None else min(k, n), "auroc") if n else []
+    else:
+        top = expertise.top(concept, k or 50)
     per: dict[int, list[int]] = {}
-    for layer, neuron, _ap in top:
+    for layer, neuron, _value in top:
         per.setdefault(layer, []).append(neuron)
+    per = {layer: sorted(idx) for layer, idx in per.items()}
     site = expertise.meta.get("site", "act")
     ns = NeuronSet({concept: per}, {"method": "experts", "site": site, "model": expertise.meta.get("model", {})})
     common = dict(site=site, neurons=ns, positions=positions)
     if mode == "zero":
         return Plan([Zero(**common)])
-    on = expertise["on_p50"][expertise.index(concept)]
-    return Plan([Set(value={layer: on[layer, sorted(idx)].float() for layer, idx in per.items()}, **common)])
+    if mode == "dampen":
+        alpha = 1 - 2 * (expertise["auroc"][c] - 0.5)
+        return Plan([Scale(factor={layer: alpha[layer, idx].float() for layer, idx in per.items()}, **common)])
+    on = expertise["on_p50"][c]
+    return Plan([Set(value={layer: on[layer, idx].float() for layer, idx in per.items()}, **common)])

@@ -177,6 +177,26 @@ def test_experts_cli_find_and_align(tmp_path):
                     [("zed", "four", 9), ("zed", "other", 1), ("other", "more", 5), ("four", "more", 2)])  # fmt: skip
     assert res["spearman"] == pytest.approx(want["spearman"], nan_ok=True)
     assert "expertise of 4 concepts" in runner.invoke(app, ["inspect", str(tmp_path / "ex" / "expertise.safetensors")]).output
+    (tmp_path / "tri.csv").write_text("word0,word1,word2,n_chose_word0,n_chose_word1,n_chose_word2,"
+                                      "majority_odd_one_out_index\nzed,four,other,0,0,9,2\nzed,dog,cat,1,1,1,0\n")  # fmt: skip
+    result = runner.invoke(app, ["experts", "align", "--experts", str(tmp_path / "ex"), "--human",
+                                 str(tmp_path / "ratings.txt"), "--out", str(tmp_path / "al2"), "--triplets",
+                                 str(tmp_path / "tri.csv"), "--report"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    res2 = json.loads((tmp_path / "al2" / "alignment.json").read_text())
+    assert res2["odd_one_out"]["triplets"] == 1  # the second triplet names words that are not concepts
+    assert (tmp_path / "al2" / "alignment.html").read_text().count("data:image/png;base64,") == 3
+    (tmp_path / "domains.txt").write_text("zed\tletters\nfour\tletters\nother\tend\nmore\tend\n")
+    result = runner.invoke(app, ["experts", "tree", "--experts", str(tmp_path / "ex"), "--out", str(tmp_path / "t.json"),
+                                 "--domains", str(tmp_path / "domains.txt"), "--plot", str(tmp_path / "t.png")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    tree = json.loads((tmp_path / "t.json").read_text())
+    assert sorted(tree["order"]) == sorted(ex.concepts) and tree["domains"]["pairs_within"] == 2
+    result = runner.invoke(app, ["experts", "trend", "--run", f"early={tmp_path / 'al'}", "--run",
+                                 f"late={tmp_path / 'al2'}", "--out", str(tmp_path / "trend.json"), "--plot",
+                                 str(tmp_path / "trend.png")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "trend.json").read_text())["checkpoints"] == ["early", "late"]
 
 
 SIMLEX = STORIES.parents[1] / "data" / "word_similarity" / "EN-SIMLEX-999.txt"
@@ -240,3 +260,21 @@ def test_aura_dampening_scales_each_neuron_by_its_auroc_and_bakes(tmp_path):
     plan.save(tmp_path / "aura.json")
     with nl.apply(model, nl.Plan.load(tmp_path / "aura.json")):
         assert torch.equal(model(ids).logits, hooked)
+
+
+def test_tree_domains_and_odd_one_out_by_hand():
+    from scipy.cluster.hierarchy import linkage
+    from scipy.spatial.distance import squareform
+
+    from neuronlab.analyze.alignment import concept_tree, domain_overlap, odd_one_out
+
+    sim = torch.tensor([[1.0, 0.8, 0.1, 0.2], [0.8, 1.0, 0.3, 0.1], [0.1, 0.3, 1.0, 0.7], [0.2, 0.1, 0.7, 1.0]])
+    names = ["dog", "cat", "car", "bus"]
+    tree = concept_tree(sim, names)
+    want = linkage(squareform(1 - sim.double().numpy(), checks=False), method="average")
+    assert np.allclose(tree["linkage"], want) and set(tree["order"][:2]) in ({"dog", "cat"}, {"car", "bus"})
+    d = domain_overlap(sim, names, {"dog": "animal", "cat": "animal", "car": "vehicle", "bus": "vehicle"})
+    assert d["within"] == pytest.approx((0.8 + 0.7) / 2) and d["between"] == pytest.approx((0.1 + 0.2 + 0.3 + 0.1) / 4)
+    triplets = [("dog", "cat", "car", 2), ("dog", "car", "bus", 0), ("dog", "cat", "bus", 0), ("dog", "cat", "owl", 2)]
+    o = odd_one_out(sim, names, triplets)  # model: car, dog, bus -> two of three agree; owl is no concept
+    assert o["triplets"] == 3 and o["agreement"] == pytest.approx(2 / 3)

@@ -113,3 +113,72 @@ def sentence_similarity(hidden: Tensor, concepts: dict[str, dict], index: dict[s
     layer's mean-pooled residual stream) over its positive sentences."""
     means = [hidden[torch.tensor([index[s] for s in sets["positive"]])].double().mean(0) for sets in concepts.values()]
     return cosine_matrix(torch.stack(means))
+
+
+# ---------------------------------------------------------------- hierarchy and odd-one-out
+
+
+def concept_tree(sim: Tensor, concepts: Sequence[str]) -> dict:
+    """Average-linkage hierarchical clustering (SciPy) of concepts on the distance 1 - similarity:
+    {"order": concepts left to right, "linkage": SciPy's [n - 1, 4] matrix as lists}."""
+    from scipy.cluster.hierarchy import leaves_list, linkage
+    from scipy.spatial.distance import squareform
+
+    if len(concepts) < 2:
+        raise NeuronlabError("a concept tree needs at least two concepts")
+    dist = (1 - sim.double()).clamp(min=0).numpy().copy()
+    dist[range(len(concepts)), range(len(concepts))] = 0
+    z = linkage(squareform((dist + dist.T) / 2, checks=False), method="average")
+    return {"order": [concepts[i] for i in leaves_list(z)], "linkage": z.tolist()}
+
+
+def domain_overlap(sim: Tensor, concepts: Sequence[str], domains: dict[str, str]) -> dict:
+    """Mean similarity of concept pairs within a domain and between domains (concepts without a domain skipped)."""
+    within, between = [], []
+    labelled = [(i, domains[c]) for i, c in enumerate(concepts) if domains.get(c)]
+    for a, (i, da) in enumerate(labelled):
+        for j, db in labelled[a + 1 :]:
+            (within if da == db else between).append(float(sim[i, j]))
+    mean = lambda v: sum(v) / len(v) if v else float("nan")  # noqa: E731
+    return {"within": mean(within), "between": mean(between), "pairs_within": len(within), "pairs_between": len(between)}
+
+
+def read_domains(path: str | Path) -> dict[str, str]:
+    """word -> domain from a CSV with a header naming `word` and a category column (THINGS' words.csv), or from
+    `word<TAB>domain` lines."""
+    import csv
+
+    text = Path(path).read_text(encoding="utf-8").splitlines()
+    header = next(csv.reader(text[:1]), [])
+    if "word" in header and any("category" in h for h in header):
+        w, c = header.index("word"), next(i for i, h in enumerate(header) if "category" in h)
+        rows = [r for r in csv.reader(text[1:]) if len(r) > max(w, c)]
+        return {r[w].lower(): r[c] for r in rows if r[c]}
+    return {p[0].lower(): p[1] for p in (line.split("\t") for line in text) if len(p) >= 2 and p[1]}
+
+
+def read_triplets(path: str | Path) -> list[tuple[str, str, str, int]]:
+    """(word0, word1, word2, index of the people's majority odd-one-out) from THINGS' triplet CSV."""
+    import csv
+
+    with open(path, encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    need = {"word0", "word1", "word2", "majority_odd_one_out_index"}
+    if not rows or not need <= set(rows[0]):
+        raise NeuronlabError(f"{path} needs the columns {', '.join(sorted(need))}")
+    return [(r["word0"].lower(), r["word1"].lower(), r["word2"].lower(), int(r["majority_odd_one_out_index"])) for r in rows]
+
+
+def odd_one_out(sim: Tensor, concepts: Sequence[str], triplets: Sequence[tuple[str, str, str, int]]) -> dict:
+    """How often the model's odd one out (the item left when the most similar pair is kept) is the people's
+    majority choice, over the triplets whose three words are concepts; chance is 1/3."""
+    index = {c.lower(): i for i, c in enumerate(concepts)}
+    hits, n = 0, 0
+    for *words, majority in triplets:
+        if not all(w in index for w in words):
+            continue
+        a, b, c = (index[w] for w in words)
+        pairs = [float(sim[b, c]), float(sim[a, c]), float(sim[a, b])]  # pair kept when item 0, 1, 2 is the odd one
+        hits += int(max(range(3), key=lambda i: pairs[i]) == majority)
+        n += 1
+    return {"agreement": hits / n if n else float("nan"), "triplets": n, "chance": 1 / 3}

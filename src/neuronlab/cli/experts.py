@@ -91,12 +91,17 @@ def read_words(path: Path) -> list[str]:
 def experts_align(
     experts: Annotated[Path, typer.Option(help="Folder from `neuronlab experts find`.")],
     human: Annotated[Path, typer.Option(help="Ratings: `word1 word2 score` lines (WordSim-353, SimLex-999, MEN).")],
-    out: Annotated[Path, typer.Option(help="Folder for alignment.json.")],
+    out: Annotated[Path, typer.Option(help="Folder for alignment.json (and alignment.html with --report).")],
+    triplets: Annotated[Path | None, typer.Option(help="THINGS odd-one-out triplets (CSV) to compare with people's "
+                                                       "choices too.")] = None,  # fmt: skip
+    report: Annotated[bool, typer.Option(help="Also write alignment.html: Jaccard matrix, Spearman against tau, "
+                                              "dendrogram.")] = False,  # fmt: skip
     plot: PlotOpt = None,
 ) -> None:
     """Spearman between expert-overlap (Jaccard) similarity of concepts and human similarity ratings."""
-    from neuronlab.analyze.alignment import align, read_ratings
-    from neuronlab.io import write_bytes, write_json
+    from neuronlab.analyze.alignment import align, jaccard_matrix, odd_one_out, read_ratings, read_triplets
+    from neuronlab.io import read_safetensors, write_bytes, write_json
+    from neuronlab.report.plots import lines
     from neuronlab.select.experts import Expertise
 
     writable(out, folder=True)
@@ -104,20 +109,106 @@ def experts_align(
     ex = Expertise.load(experts / "expertise.safetensors")
     baselines = {}
     if (experts / "baselines.safetensors").is_file():
-        from neuronlab.io import read_safetensors
-
         baselines, _ = read_safetensors(experts / "baselines.safetensors", "neuronlab.similarity/1", "baselines")
     result = align(ex, read_ratings(human), baselines=baselines)
+    sim = jaccard_matrix(ex.experts(result["tau"]), ex.concepts)
+    if triplets is not None:
+        result["odd_one_out"] = odd_one_out(sim, ex.concepts, read_triplets(triplets))
     write_json(out / "alignment.json", result)
     typer.echo(f"Spearman (Jaccard of experts, tau {result['tau']}): {result['spearman']:.3f} over {result['pairs']} "
                f"rated pairs; AP cosine {result['ap_cosine']:.3f}" + "".join(
                    f"; {k.replace('_', ' ')} {result[k]:.3f}" for k in baselines))  # fmt: skip
     for t, rho in result["jaccard"].items():
         typer.echo(f"  tau {t}: {rho:.3f} ({result['experts'][t]} experts)")
+    if "odd_one_out" in result:
+        o = result["odd_one_out"]
+        typer.echo(f"odd one out: agreement {o['agreement']:.3f} with people over {o['triplets']} triplets (chance 0.333)")
+    taus = list(result["jaccard"])
+    sweep = lines({"Jaccard of experts": list(result["jaccard"].values())}, taus, "tau", "Spearman vs people",
+                  "alignment with human similarity")  # fmt: skip
     if plot is not None:
-        from neuronlab.report.plots import lines
+        write_bytes(plot, sweep)
+    if report:
+        _report(out / "alignment.html", ex, sim, result, sweep, human)
+    typer.echo(f"wrote {out}/alignment.json" + (" and alignment.html" if report else ""))
 
-        taus = list(result["jaccard"])
-        write_bytes(plot, lines({"Jaccard of experts": list(result["jaccard"].values())}, taus, "tau",
-                                "Spearman vs people", "alignment with human similarity"))  # fmt: skip
-    typer.echo(f"wrote {out}/alignment.json")
+
+def _report(path: Path, ex, sim, result: dict, sweep: bytes, human: Path) -> None:
+    from neuronlab.analyze.alignment import concept_tree
+    from neuronlab.report.html import Report
+    from neuronlab.report.plots import dendrogram, similarity
+
+    rep = Report("neuronlab: expert neurons and human similarity")
+    model = ex.meta.get("model", {})
+    rep.text("Setup", f"<p>Model <code>{model.get('name_or_path') or '?'}</code>, site {ex.meta.get('site')}, "
+                      f"{ex.meta.get('pool')} pooling, {len(ex.concepts)} concepts, {ex.meta.get('sentences')} "
+                      f"sentences; ratings <code>{human.name}</code>, {result['pairs']} rated pairs covered.</p>")  # fmt: skip
+    rows = [{"similarity": f"Jaccard of experts, tau {t}", "Spearman": rho} for t, rho in result["jaccard"].items()]
+    rows += [{"similarity": k.replace("_", " "), "Spearman": result[k]}
+             for k in ("ap_cosine", "input_embedding", "sentence_embedding") if k in result]  # fmt: skip
+    rep.table("Alignment with people", rows)
+    rep.figure("Spearman against the expert threshold", sweep)
+    rep.figure(f"Jaccard of expert sets (tau {result['tau']})", similarity(sim.tolist(), ex.concepts, "Jaccard"))
+    tree = concept_tree(sim, ex.concepts)
+    rep.figure("Concepts clustered by expert overlap", dendrogram(tree, ex.concepts, "average linkage on 1 - Jaccard"))
+    rep.save(path)
+
+
+@app.command("tree")
+@friendly
+def experts_tree(
+    experts: Annotated[Path, typer.Option(help="Folder from `neuronlab experts find`.")],
+    out: Annotated[Path, typer.Option(help="tree.json to write.")],
+    tau: Annotated[float, typer.Option(help="Experts: neurons with AP >= tau.")] = 0.5,
+    domains: Annotated[Path | None, typer.Option(help="word -> domain: THINGS' words.csv or `word<TAB>domain` lines "
+                                                      "(within- vs between-domain overlap).")] = None,  # fmt: skip
+    plot: PlotOpt = None,
+) -> None:
+    """Hierarchical clustering of concepts by expert overlap; within- versus between-domain Jaccard."""
+    from neuronlab.analyze.alignment import concept_tree, domain_overlap, jaccard_matrix, read_domains
+    from neuronlab.io import write_bytes, write_json
+    from neuronlab.report.plots import dendrogram
+    from neuronlab.select.experts import Expertise
+
+    writable(out, plot)
+    ex = Expertise.load(experts / "expertise.safetensors")
+    sim = jaccard_matrix(ex.experts(tau), ex.concepts)
+    tree = concept_tree(sim, ex.concepts)
+    if domains is not None:
+        tree["domains"] = domain_overlap(sim, ex.concepts, read_domains(domains))
+        d = tree["domains"]
+        typer.echo(f"Jaccard within domains {d['within']:.3f} ({d['pairs_within']} pairs), between "
+                   f"{d['between']:.3f} ({d['pairs_between']} pairs)")  # fmt: skip
+    write_json(out, tree)
+    typer.echo("order: " + " ".join(tree["order"]))
+    if plot is not None:
+        write_bytes(plot, dendrogram(tree, ex.concepts, f"concepts by expert overlap (tau {tau})"))
+
+
+@app.command("trend")
+@friendly
+def experts_trend(
+    run: Annotated[list[str], typer.Option(help="LABEL=FOLDER of `experts align` (one per checkpoint, e.g. "
+                                                "step1000=al-1000/), in training order; repeatable.")],  # fmt: skip
+    out: Annotated[Path, typer.Option(help="trend.json to write.")],
+    plot: PlotOpt = None,
+) -> None:
+    """Alignment across training checkpoints: run `experts find --revision R` and `experts align` per checkpoint,
+    then gather them here."""
+    from neuronlab.io import read_json, write_bytes, write_json
+    from neuronlab.report.plots import lines
+
+    writable(out, plot)
+    rows = {}
+    for spec in run:
+        label, sep, folder = spec.partition("=")
+        if not sep:
+            raise NeuronlabError(f"--run {spec!r}: write it as LABEL=FOLDER")
+        rows[label] = read_json(Path(folder) / "alignment.json", "alignment")
+    keys = [k for k in ("spearman", "ap_cosine", "input_embedding", "sentence_embedding") if all(k in r for r in rows.values())]
+    trend = {k: [rows[label][k] for label in rows] for k in keys}
+    write_json(out, {"checkpoints": list(rows), **trend})
+    for label, r in rows.items():
+        typer.echo(f"{label}: " + "  ".join(f"{k} {r[k]:.3f}" for k in keys))
+    if plot is not None:
+        write_bytes(plot, lines(trend, list(rows), "checkpoint", "Spearman vs people", "alignment across training"))

@@ -188,3 +188,26 @@ def layer_scores(selection) -> bytes:
         ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     fig.suptitle(f"SLAM layer selection ({selection.meta.get('method')}, k={len(selection.layers)})")
     return _png(plt, fig)
+
+
+def similarity(matrix, labels: list[str], title: str) -> bytes:
+    """A concept-by-concept similarity matrix (no numbers in the cells: it is often large)."""
+    size = min(12.0, 2.0 + 0.22 * len(labels))
+    plt, (fig, ax) = _figure(size + 1.0, size)
+    im = ax.imshow([[float(v) for v in row] for row in matrix], cmap="viridis", vmin=0)
+    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    return _png(plt, fig)
+
+
+def dendrogram(tree: dict, labels: list[str], title: str) -> bytes:
+    """The dendrogram of `alignment.concept_tree`."""
+    from scipy.cluster.hierarchy import dendrogram as draw
+
+    plt, (fig, ax) = _figure(min(14.0, 2.0 + 0.25 * len(labels)), 4.0)
+    draw(tree["linkage"], labels=labels, ax=ax, leaf_rotation=90, leaf_font_size=7, color_threshold=0)
+    ax.set_ylabel("1 - similarity")
+    ax.set_title(title)
+    return _png(plt, fig)

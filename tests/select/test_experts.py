@@ -210,8 +210,9 @@ def test_stories260k_experts_from_the_cli_with_sentences_it_writes(tmp_path):
     """34 SimLex-999 words that TinyStories knows (24 rated pairs). Measured with 20 sentences a word: Spearman of
     expert Jaccard 0.04 at tau 0.5 (-0.08 .. -0.12 at 0.6-0.9), AP cosine -0.19, input embeddings 0.03, sentence
     embeddings 0.07: a 260K-parameter model shows no alignment with people here. Forcing a word's top experts to
-    on_p50 lowers the word's next-token probability rather than raising it (dog 0.018 -> 0.010 with 10 experts):
-    max-pooled experts fire on the word itself, so forcing them reads as "the word was just said"."""
+    on_p50 at every position lowers the word's probability (dog 0.018 -> 0.010 with 10 experts; 7 of 8 words):
+    max-pooled experts fire on the word itself. At the last position only, the top 30 raise the word's first token
+    for 5 of 8 words and lower it for 3 (mixed); neither is asserted."""
     from typer.testing import CliRunner
 
     from neuronlab.cli import app

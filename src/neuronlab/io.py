@@ -96,8 +96,9 @@ def write_safetensors(path: str | Path, tensors: dict, fmt: str, **metadata: str
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"format": fmt, **metadata}))
 
 
-def read_safetensors(path: str | Path, fmt: str, what: str) -> tuple[dict, dict[str, str]]:
-    """(tensors, metadata) of a file written by write_safetensors with format `fmt`; clear errors otherwise."""
+def read_safetensors(path: str | Path, fmt: str | tuple[str, ...], what: str) -> tuple[dict, dict[str, str]]:
+    """(tensors, metadata) of a file written by write_safetensors with format `fmt` (or one of several: a current
+    format and the older ones that still load); clear errors otherwise."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -109,7 +110,7 @@ def read_safetensors(path: str | Path, fmt: str, what: str) -> tuple[dict, dict[
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as err:  # safetensors raises its own error types for corrupt or empty files
         raise NeuronlabError(f"{path} is not a safetensors file: {err}") from err
-    if header.get("format") != fmt:
+    if header.get("format") not in ((fmt,) if isinstance(fmt, str) else fmt):
         raise NeuronlabError(f"{path} is not a neuronlab {what} file (format {header.get('format')!r})")
     return tensors, header
 

@@ -86,11 +86,12 @@ def align(expertise, ratings: Sequence[tuple[str, str, float]], taus: Sequence[f
     """The alignment study on one Expertise: Spearman of Jaccard similarity at each tau (the headline is tau =
     taus[0]), of AP cosine, and of any baseline similarity matrices ({name: [concepts, concepts]})."""
     concepts = expertise.concepts
-    sweep = {str(t): spearman(jaccard_matrix(expertise.experts(t), concepts), concepts, ratings) for t in taus}
+    experts = {str(t): expertise.experts(t) for t in taus}
+    sweep = {t: spearman(jaccard_matrix(ns, concepts), concepts, ratings) for t, ns in experts.items()}
     head = sweep[str(taus[0])]
     result = {"spearman": head["spearman"], "pairs": head["pairs"], "tau": taus[0],
               "jaccard": {t: r["spearman"] for t, r in sweep.items()},
-              "experts": {str(t): expertise.experts(t).total() for t in taus},
+              "experts": {t: ns.total() for t, ns in experts.items()},
               "ap_cosine": spearman(cosine_matrix(expertise["ap"]), concepts, ratings)["spearman"],
               "covered": head["covered"]}  # fmt: skip
     for name, sim in (baselines or {}).items():
@@ -99,12 +100,12 @@ def align(expertise, ratings: Sequence[tuple[str, str, float]], taus: Sequence[f
 
 
 def embedding_similarity(model, tokenizer, words: Sequence[str]) -> Tensor:
-    """Baseline: cosine of the model's input embeddings of each word (the mean over its tokens)."""
+    """Baseline: cosine of the model's input embeddings of each word (the mean over its tokens, tokenized as the
+    word follows another in a sentence: `continuation_ids`, so no lone dummy-prefix token is shared by all)."""
+    from neuronlab.evaluate.perplexity import continuation_ids
+
     table = model.get_input_embeddings().weight.detach()
-    rows = []
-    for w in words:
-        ids = tokenizer(" " + w, add_special_tokens=False)["input_ids"] or tokenizer(w, add_special_tokens=False)["input_ids"]
-        rows.append(table[ids].float().mean(0).cpu())
+    rows = [table[continuation_ids(tokenizer, "The", " " + w)[1]].float().mean(0).cpu() for w in words]
     return cosine_matrix(torch.stack(rows))
 
 

@@ -10,6 +10,7 @@ import typer
 from neuronlab.cli.common import BatchOpt, ModelRef, PlotOpt, friendly, group, model_options, writable
 from neuronlab.errors import NeuronlabError
 
+BASELINES_FORMAT = "neuronlab.similarity/1"  # baselines.safetensors: concept x concept similarity matrices
 app = group("Expert neurons: concepts, AP per neuron, alignment with human similarity (Fedzechkina et al. 2025).")
 
 
@@ -72,7 +73,7 @@ def save_baselines(path: Path, model, tok, concepts: dict, sentences: list[str],
     hidden = responses(model, tok, sentences, "resid", "mean", batch_size, progress=False)[:, -1]
     sims = {"input_embedding": embedding_similarity(model, tok, list(concepts)),
             "sentence_embedding": sentence_similarity(hidden, concepts, index)}  # fmt: skip
-    write_safetensors(path, sims, "neuronlab.similarity/1", concepts=",".join(concepts))
+    write_safetensors(path, sims, BASELINES_FORMAT, concepts=",".join(concepts))
 
 
 def read_words(path: Path) -> list[str]:
@@ -109,7 +110,7 @@ def experts_align(
     ex = Expertise.load(experts / "expertise.safetensors")
     baselines = {}
     if (experts / "baselines.safetensors").is_file():
-        baselines, _ = read_safetensors(experts / "baselines.safetensors", "neuronlab.similarity/1", "baselines")
+        baselines, _ = read_safetensors(experts / "baselines.safetensors", BASELINES_FORMAT, "baselines")
     result = align(ex, read_ratings(human), baselines=baselines)
     sim = jaccard_matrix(ex.experts(result["tau"]), ex.concepts)
     if triplets is not None:

@@ -17,6 +17,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from neuronlab.data.corpora import read_jsonl
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import write_text
 
@@ -59,11 +60,13 @@ def read_concepts(path: str | Path, seed: int = 0) -> dict[str, dict]:
         raise NeuronlabError(f"no concept file at {path} (JSON or JSONL of {{concept, positive, negative}})")
     concepts: dict[str, dict] = {}
     for file in files:
-        text = file.read_text(encoding="utf-8")
-        try:
-            rows = json.loads(text) if file.suffix == ".json" else [json.loads(line) for line in text.splitlines() if line.strip()]
-        except json.JSONDecodeError as err:
-            raise NeuronlabError(f"{file} is not JSON{' lines' if file.suffix == '.jsonl' else ''} ({err})") from None
+        if file.suffix == ".jsonl":
+            rows = [row for _, row in read_jsonl(file, "concept")]
+        else:
+            try:
+                rows = json.loads(file.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as err:
+                raise NeuronlabError(f"{file} is not JSON ({err})") from None
         for row in rows if isinstance(rows, list) else [rows]:
             if not isinstance(row, dict) or "concept" not in row or "positive" not in row:
                 raise NeuronlabError(f"{file}: every entry needs concept and positive (and may give negative)")

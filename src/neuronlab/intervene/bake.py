@@ -23,10 +23,10 @@ from neuronlab.models.arch import ArchSpec, arch_spec
 from neuronlab.models.sites import NEURON_KINDS, decoder_layers, get_module
 
 
-def _factor(iv, value=None) -> float | torch.Tensor:
-    """The multiplier a neuron intervention applies (a number, or per neuron from the compiled value)."""
+def _factor(iv, value: float | torch.Tensor = 1.0) -> float | torch.Tensor:
+    """The multiplier a neuron intervention applies: for Scale its compiled value (a number, or per neuron)."""
     if isinstance(iv, Scale):
-        return value if isinstance(value, torch.Tensor) else float(value if value is not None else 1.0)
+        return value
     if isinstance(iv, Zero) or (isinstance(iv, Set) and isinstance(iv.value, (int, float)) and iv.value == 0):
         return 0.0
     raise NeuronlabError(
@@ -38,8 +38,7 @@ def _factor(iv, value=None) -> float | torch.Tensor:
 def bake(model: nn.Module, plan: Plan, arch: ArchSpec | None = None) -> nn.Module:
     """A copy of `model` whose plain forward equals `model` under `apply(model, plan)`."""
     for iv in plan:
-        if not isinstance(iv, Scale):
-            _factor(iv)
+        _factor(iv)
         if iv.site not in NEURON_KINDS:
             raise NeuronlabError(f"bake cannot express an intervention on site {iv.site!r}: only act and neuron")
         if not (isinstance(iv.positions, str) and iv.positions == "all"):

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import read_json, read_safetensors, write_json, write_safetensors
-from neuronlab.models.sites import KINDS
+from neuronlab.models.sites import KINDS, check_layers
 from neuronlab.select.neuron_set import NeuronSet
 
 Positions = str | slice | Tensor
@@ -59,9 +59,13 @@ class Intervention:
 
     per_position_dims = 2  # a value tensor with this many dimensions holds one row per position
 
+    def holds_positions(self, value) -> bool:
+        """Whether a compiled value is given per position (a tensor with `per_position_dims` dimensions)."""
+        return isinstance(value, Tensor) and value.dim() == self.per_position_dims
+
     def per_position(self, value) -> bool:
-        """Whether a compiled value holds one row per position of the slice."""
-        if isinstance(value, Tensor) and value.dim() == self.per_position_dims:
+        """Whether a compiled value holds one row per position of the slice (an error without a slice)."""
+        if self.holds_positions(value):
             if not isinstance(self.positions, slice):
                 raise NeuronlabError(f"{type(self).__name__}: one value per position needs positions=slice(...), "
                                      f"not {self.positions!r}")  # fmt: skip
@@ -77,9 +81,7 @@ class Intervention:
         else:
             idx = None if self.neurons is None else sorted({int(i) for i in self.neurons})
             chosen = {int(layer): idx for layer in (range(n_layers) if self.layers is None else self.layers)}
-        for layer in chosen:
-            if not 0 <= layer < n_layers:
-                raise NeuronlabError(f"layer {layer} is out of range: this model has layers 0..{n_layers - 1}")
+        check_layers(chosen, n_layers)
         return chosen
 
     def value_at(self, layer: int, k: int) -> float | Tensor:
@@ -116,13 +118,8 @@ class Scale(Intervention):
 
     factor: float | Tensor | Mapping[int, float | Tensor] = 1.0
 
-    def per_position(self, value) -> bool:
-        f = self.factor
-        if isinstance(f, Tensor) and f.dim() == 1:
-            if not isinstance(self.positions, slice):
-                raise NeuronlabError(f"Scale: one factor per position needs positions=slice(...), not {self.positions!r}")
-            return True
-        return False
+    def holds_positions(self, value) -> bool:  # a 1-D factor; per-neuron factors come from a per-layer dict
+        return isinstance(self.factor, Tensor) and self.factor.dim() == 1
 
     def value_at(self, layer: int, k: int) -> float | Tensor:
         f = self.factor

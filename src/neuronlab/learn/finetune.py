@@ -31,8 +31,7 @@ from neuronlab.evaluate.perplexity import continuation_ids
 from neuronlab.io import read_safetensors, write_json, write_safetensors
 from neuronlab.models.arch import ArchSpec, arch_spec
 from neuronlab.models.load import model_info, require_same_model
-from neuronlab.models.sites import decoder_layers, get_module
-from neuronlab.select.layers import check_layers
+from neuronlab.models.sites import check_layers, decoder_layers, get_module
 
 MODULES = ("up", "gate", "down")
 DELTA_FORMAT = "neuronlab.delta/1"
@@ -56,12 +55,17 @@ def _modules(modules: str) -> tuple[str, ...]:
 
 def ffn_parameters(model: nn.Module, layers: Sequence[int], modules: str = "up,down",
                    arch: ArchSpec | None = None) -> dict[str, tuple[nn.Parameter, slice | None]]:  # fmt: skip
-    """{parameter name: (parameter, rows to train or None for all)} of the chosen FFN projections. A family without
-    a separate gate module (plain FFNs) has nothing for "gate"; Phi-3's fused gate_up gives row slices."""
+    """{parameter name: (parameter, rows to train or None for all)} of the chosen FFN projections ("all": every
+    parameter of the model, whatever `layers`). A family without a separate gate module (plain FFNs) has nothing for
+    "gate"; Phi-3's fused gate_up gives row slices."""
+    chosen = _modules(modules)
+    if chosen == ("all",):
+        return {n: (p, None) for n, p in model.named_parameters()}
     spec = arch_spec(model, arch)
     blocks = decoder_layers(model, arch)
-    check_layers(list(layers), len(blocks))
-    chosen = _modules(modules)
+    if not layers:
+        raise NeuronlabError("no layers chosen: give the layers whose FFN to train, or modules='all'")
+    check_layers(layers, len(blocks))
     names = {id(p): n for n, p in model.named_parameters()}
     out: dict[str, tuple[nn.Parameter, slice | None]] = {}
     for layer in layers:
@@ -88,9 +92,6 @@ def freeze_except_ffn(model: nn.Module, layers: Sequence[int], modules: str = "u
     for handle in getattr(model, "_neuronlab_grad_masks", []):
         handle.remove()
     model._neuronlab_grad_masks = []
-    if _modules(modules) == ("all",):
-        model.requires_grad_(True)
-        return sum(p.numel() for p in model.parameters())
     model.requires_grad_(False)
     total = 0
     for p, rows in ffn_parameters(model, layers, modules, arch).values():
@@ -209,8 +210,7 @@ def finetune(model, tokenizer, items: Sequence[dict], layers: Sequence[int], cfg
     model.train()
     result = trainer.train(resume_from_checkpoint=True if last else None)
     model.eval()
-    tuned = {n: p for n, (p, _) in ffn_parameters(model, layers, cfg.modules, arch).items()} \
-        if cfg.modules.strip() != "all" else dict(model.named_parameters())  # fmt: skip
+    tuned = {n: p for n, (p, _) in ffn_parameters(model, layers, cfg.modules, arch).items()}
     meta = {"base": base, "layers": sorted(layers), "modules": cfg.modules, "config": asdict(cfg),
             "trainable": trainable, "share": trainable_share(model, trainable), "items": len(rows),
             "train_loss": float(result.training_loss), "steps": int(result.global_step)}  # fmt: skip

@@ -237,10 +237,7 @@ class LearnedIntervention:
 
     @classmethod
     def load(cls, path: str | Path) -> LearnedIntervention:
-        from neuronlab.io import safetensors_format
-
-        fmt = FORMAT if safetensors_format(path) not in OLD_FORMATS else safetensors_format(path)
-        tensors, header = read_safetensors(path, fmt, "learned intervention")
+        tensors, header = read_safetensors(path, (FORMAT, *OLD_FORMATS), "learned intervention")
         method(header.get("method", "?"))  # a clear error for a method this version does not know
         try:
             meta = json.loads(header.get("meta", "{}"))

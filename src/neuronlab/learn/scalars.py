@@ -46,7 +46,7 @@ from neuronlab.intervene.apply import apply
 from neuronlab.learn.methods import COMPONENTS, LearnedIntervention, method
 from neuronlab.models.arch import ArchSpec
 from neuronlab.models.load import model_info
-from neuronlab.models.sites import Site, decoder_layers, site_width
+from neuronlab.models.sites import Site, check_layers, decoder_layers, site_width
 
 LEARNED_FILE = "learned.safetensors"
 
@@ -200,10 +200,10 @@ def init_scaling(model, cfg: ScalingConfig, positions: int, arch: ArchSpec | Non
     layers_of = decoder_layers(model, arch)
     n_layers = len(layers_of)
     impl = method(cfg.method)
+    layers = range(n_layers) if cfg.layers is None else cfg.layers
+    check_layers(layers, n_layers)
     params = {}
-    for layer in range(n_layers) if cfg.layers is None else cfg.layers:
-        if not 0 <= layer < n_layers:
-            raise NeuronlabError(f"layer {layer} is out of range: this model has layers 0..{n_layers - 1}")
+    for layer in layers:
         device = next(layers_of[layer].parameters()).device
         for kind in cfg.components:
             p = impl.identity(site_width(model, kind, arch), positions)

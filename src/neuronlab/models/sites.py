@@ -12,7 +12,7 @@ the layer. A hook function gets the value and returns a replacement, or None to 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -68,16 +68,17 @@ def decoder_layers(model: nn.Module, arch: ArchSpec | None = None) -> nn.ModuleL
     return get_module(model, arch_spec(model, arch).layers)
 
 
-def _check_layer(model: nn.Module, layer: int, arch: ArchSpec | None) -> None:
-    n = len(decoder_layers(model, arch))
-    if not 0 <= layer < n:
-        raise NeuronlabError(f"layer {layer} is out of range: this model has layers 0..{n - 1}")
+def check_layers(layers: Iterable[int], n_layers: int) -> None:
+    """Raise, naming the first one, unless every layer index is in 0..n_layers - 1."""
+    bad = [layer for layer in layers if not 0 <= layer < n_layers]
+    if bad:
+        raise NeuronlabError(f"layer {bad[0]} is out of range: this model has layers 0..{n_layers - 1}")
 
 
 def site_module(model: nn.Module, site: Site, arch: ArchSpec | None = None) -> tuple[nn.Module, str]:
     """The module that carries `site` and whether the value is its "input" or its "output"."""
     spec = arch_spec(model, arch)
-    _check_layer(model, site.layer, arch)
+    check_layers([site.layer], len(decoder_layers(model, arch)))
     layer = decoder_layers(model, arch)[site.layer]
     if site.kind == "resid":
         return layer, "output"

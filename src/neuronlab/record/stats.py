@@ -40,13 +40,13 @@ class Moments:
     max: Tensor  # float64 [width]; -inf before any value
 
     @classmethod
-    def zeros(cls, width: int, device: torch.device | str | None = None) -> Moments:
-        f64 = dict(dtype=torch.float64, device=device)
-        return cls(torch.zeros(width, dtype=torch.int64, device=device), torch.zeros(width, **f64),
-                   torch.zeros(width, **f64), torch.full((width,), float("-inf"), **f64))  # fmt: skip
+    def zeros(cls, shape: int | tuple[int, ...], device: torch.device | str | None = None) -> Moments:
+        shape, f64 = (shape,) if isinstance(shape, int) else shape, dict(dtype=torch.float64, device=device)
+        return cls(torch.zeros(shape, dtype=torch.int64, device=device), torch.zeros(shape, **f64),
+                   torch.zeros(shape, **f64), torch.full(shape, float("-inf"), **f64))  # fmt: skip
 
     def add(self, x: Tensor) -> None:
-        """Count the rows of x [tokens, width] (float32 or float64; accumulated in float64)."""
+        """Count the rows of x [tokens, ...] (float32 or float64; accumulated in float64)."""
         if x.shape[0] == 0:
             return
         x = x.to(self.sum.device)  # one batch is reduced in its own dtype (float32), then added in float64
@@ -55,12 +55,12 @@ class Moments:
         self.sum_sq += x.square().sum(0)
         torch.maximum(self.max, x.amax(0).to(self.max.dtype), out=self.max)
 
-    def merge_into(self, stats: Stats, g: int, layer: int) -> None:
-        """Add these accumulators to row (group g, layer) of `stats` (on the CPU)."""
-        stats.active[g, layer] += self.active.cpu()
-        stats.sum[g, layer] += self.sum.cpu()
-        stats.sum_sq[g, layer] += self.sum_sq.cpu()
-        stats.max[g, layer] = torch.maximum(stats.max[g, layer], self.max.cpu())
+    def merge_into(self, stats: Stats, *index: int) -> None:
+        """Add these accumulators to `stats` at `index` (group g, or group g and layer), on the CPU."""
+        stats.active[index] += self.active.cpu()
+        stats.sum[index] += self.sum.cpu()
+        stats.sum_sq[index] += self.sum_sq.cpu()
+        stats.max[index] = torch.maximum(stats.max[index], self.max.cpu())
 
 
 @dataclass
@@ -138,10 +138,9 @@ class Stats:
         if values.dim() != 3 or tuple(values.shape[1:]) != (self.n_layers, self.width):
             raise NeuronlabError(f"values of shape {tuple(values.shape)} do not fit these stats: give "
                                  f"[tokens, {self.n_layers}, {self.width}]")  # fmt: skip
-        for layer in range(self.n_layers):
-            m = Moments.zeros(self.width)
-            m.add(values[:, layer].detach().cpu())
-            m.merge_into(self, g, layer)
+        m = Moments.zeros((self.n_layers, self.width))
+        m.add(values.detach().cpu())
+        m.merge_into(self, g)
         self.tokens[g] += values.shape[0]
 
     def check_compatible(self, other: Stats) -> None:
@@ -168,10 +167,7 @@ class Stats:
                 j = groups.index(g)
                 out.tokens[j] += part.tokens[i]
                 out.texts[j] += part.texts[i]
-                out.active[j] += part.active[i]
-                out.sum[j] += part.sum[i]
-                out.sum_sq[j] += part.sum_sq[i]
-                out.max[j] = torch.maximum(out.max[j], part.max[i])
+                Moments(part.active[i], part.sum[i], part.sum_sq[i], part.max[i]).merge_into(out, j)
                 if out.pooled_n is not None:
                     start, n = int(out.pooled_n[j]), int(part.pooled_n[i])
                     take = min(n, out.pooled_mean.shape[1] - start)

@@ -24,6 +24,7 @@ import torch
 from neuronlab.config import option
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import read_json, write_json
+from neuronlab.models.sites import check_layers
 from neuronlab.record.stats import Stats
 
 FORMAT = "neuronlab.layers/1"
@@ -81,14 +82,6 @@ class LayerSelection:
         if any(s == s for s in self.scores):  # not all NaN
             lines.append("  score per layer: " + " ".join(f"{i}:{s:.4g}" for i, s in enumerate(self.scores)))
         return "\n".join(lines)
-
-
-def check_layers(layers: list[int], n_layers: int) -> None:
-    bad = [layer for layer in layers if not 0 <= layer < n_layers]
-    if bad:
-        raise NeuronlabError(f"layer(s) {bad} out of range: this model has layers 0..{n_layers - 1}")
-    if not layers:
-        raise NeuronlabError("no layers chosen")
 
 
 def activated_sets(stats: Stats, threshold: float) -> torch.Tensor:

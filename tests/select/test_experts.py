@@ -208,7 +208,7 @@ STORY_WORDS = ("apple beach bed bee boat box boy brother candy car cat chair chi
 @needs_shared(STORIES)
 def test_stories260k_experts_from_the_cli_with_sentences_it_writes(tmp_path):
     """34 SimLex-999 words that TinyStories knows (24 rated pairs). Measured with 20 sentences a word: Spearman of
-    expert Jaccard 0.04 at tau 0.5 (-0.08 .. -0.12 at 0.6-0.9), AP cosine -0.19, input embeddings 0.03, sentence
+    expert Jaccard 0.04 at tau 0.5 (-0.08 .. -0.12 at 0.6-0.9), AP cosine -0.19, input embeddings 0.06, sentence
     embeddings 0.07: a 260K-parameter model shows no alignment with people here. Forcing a word's top experts to
     on_p50 at every position lowers the word's probability (dog 0.018 -> 0.010 with 10 experts; 7 of 8 words):
     max-pooled experts fire on the word itself. At the last position only, the top 30 raise the word's first token

@@ -64,7 +64,8 @@ def read_ratings(path: str | Path) -> list[tuple[str, str, float]]:
 
 def spearman(sim: Tensor, concepts: Sequence[str], ratings: Sequence[tuple[str, str, float]]) -> dict:
     """Spearman's rho between `sim` and the human scores over the rated pairs both of whose words are concepts
-    (pairs of a word with itself are left out): {"spearman", "pairs", "rated", "covered"}."""
+    (pairs of a word with itself are left out): {"spearman", "pairs", "rated", "covered"}. rho is NaN where the
+    model's similarities are all equal (e.g. no experts at a high tau)."""
     from scipy.stats import spearmanr
 
     index = {c.lower(): i for i, c in enumerate(concepts)}
@@ -77,7 +78,7 @@ def spearman(sim: Tensor, concepts: Sequence[str], ratings: Sequence[tuple[str, 
     if len(covered) < 3:
         raise NeuronlabError(f"only {len(covered)} rated pairs have both words among the {len(concepts)} concepts: "
                              "choose concepts from the ratings file")  # fmt: skip
-    rho = spearmanr(model, human).statistic
+    rho = spearmanr(model, human).statistic if len(set(model)) > 1 else float("nan")
     return {"spearman": float(rho), "pairs": len(covered), "rated": len(ratings), "covered": covered}
 
 

@@ -55,6 +55,16 @@ def test_lape_equals_numpy_recomputation(seed, rates):
     assert ns.meta["method"] == "lape" and ns.meta["top_rate"] == rates[0]
 
 
+@pytest.mark.parametrize("top_rate", [0.05, 0.3, 0.6])
+def test_lape_breaks_entropy_ties_by_layer_then_index(top_rate):
+    """Probabilities from three values: hundreds of neurons share an entropy, and the cut falls inside a tie."""
+    rng = np.random.default_rng(7)
+    p = rng.choice([0.1, 0.5, 0.9], size=(3, 4, 50))
+    ns = nl.lape(stats_from_probability(p, ["en", "fr", "de"]), top_rate, 0.5, 0.6)
+    assert ns.neurons == lape_by_hand(p, ["en", "fr", "de"], top_rate, 0.5, 0.6)
+    assert ns.meta["selected"] == round(p[0].size * top_rate)
+
+
 def test_worked_example_of_the_docstring():
     p = np.array([[[0.9, 0.5]], [[0.1, 0.5]]])  # [langs, layers, neurons]
     ns = nl.lape(stats_from_probability(p, ["en", "fr"]), top_rate=0.5, filter_rate=0.5, activation_bar_ratio=0.5)

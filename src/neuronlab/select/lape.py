@@ -31,10 +31,25 @@ class LapeConfig:
     activation_bar_ratio: float = option(0.95, "quantile that assigns a kept neuron to a language")
 
 
-def _kth_smallest(values: Tensor, rate: float) -> float:
-    """Tang's quantile: the k-th smallest value with k = round(n * rate), k at least 1."""
-    k = min(max(1, round(values.numel() * rate)), values.numel())
-    return float(values.kthvalue(k).values)
+def _kth_smallest(values: Tensor, rates: tuple[float, ...]) -> list[float]:
+    """Tang's quantiles: for each rate the k-th smallest value with k = round(n * rate), k at least 1 (one
+    partial sort for all of them)."""
+    import numpy as np
+
+    n = values.numel()
+    ks = [min(max(1, round(n * rate)), n) - 1 for rate in rates]
+    part = np.partition(values.reshape(-1).numpy(), sorted(set(ks)))
+    return [float(part[k]) for k in ks]
+
+
+def _lowest(values: Tensor, k: int) -> Tensor:
+    """Indices of the k smallest values, ties broken by lower index (a stable sort's first k, without the sort)."""
+    if k == 0:
+        return values.new_zeros(0, dtype=torch.long)
+    bar = torch.topk(values, k, largest=False, sorted=True).values[-1]
+    below = (values < bar).nonzero().flatten()
+    at = (values == bar).nonzero().flatten()[: k - len(below)]
+    return torch.cat([below, at])
 
 
 def lape(stats: Stats, top_rate: float = 0.01, filter_rate: float = 0.95, activation_bar_ratio: float = 0.95) -> NeuronSet:
@@ -60,29 +75,26 @@ def lape(stats: Stats, top_rate: float = 0.01, filter_rate: float = 0.95, activa
     for name, rate in (("top_rate", top_rate), ("filter_rate", filter_rate), ("activation_bar_ratio", activation_bar_ratio)):
         if not 0 < rate <= 1:
             raise NeuronlabError(f"{name} must be in (0, 1], got {rate}")
-    p = stats.probability.permute(1, 2, 0)  # [layers, neurons, languages]
-    normed = p / p.sum(-1, keepdim=True)
-    normed = torch.nan_to_num(normed, nan=0.0)
-    log = torch.where(normed > 0, normed.log(), torch.zeros_like(normed))
-    entropy = -(normed * log).sum(-1)  # [layers, neurons]
-    flat_p = p.flatten()
-    q_filter = _kth_smallest(flat_p, filter_rate)
-    entropy[(p > q_filter).sum(-1) == 0] = float("inf")
-    n_keep = round(entropy.numel() * top_rate)
-    order = torch.sort(entropy.flatten(), stable=True).indices[:n_keep]
-    order = order[torch.isfinite(entropy.flatten()[order])]
-    q_bar = _kth_smallest(flat_p, activation_bar_ratio)
-    width = p.shape[1]
-    neurons: dict[str, dict[int, list[int]]] = {g: {} for g in stats.groups}
-    for flat in order.tolist():
-        layer, idx = divmod(flat, width)
-        for g, lang in enumerate(stats.groups):
-            if p[layer, idx, g] > q_bar:
-                neurons[lang].setdefault(layer, []).append(idx)
+    p = stats.probability.flatten(1)  # [languages, layers * neurons]
+    normed = torch.nan_to_num(p / p.sum(0), nan=0.0)  # 0 / 0 where a neuron never fires
+    entropy = -torch.xlogy(normed, normed).sum(0)  # 0 log 0 = 0
+    q_filter, q_bar = _kth_smallest(p, (filter_rate, activation_bar_ratio))
+    entropy[~(p > q_filter).any(0)] = float("inf")
+    kept = _lowest(entropy, round(entropy.numel() * top_rate))
+    kept = kept[torch.isfinite(entropy[kept])]
+    kept_p = p[:, kept]  # [languages, kept]
+    width = stats.width
+    neurons: dict[str, dict[int, list[int]]] = {}
+    for g, lang in enumerate(stats.groups):
+        flat = kept[kept_p[g] > q_bar]
+        layers = {}
+        for layer in (flat // width).unique().tolist():
+            layers[layer] = (flat[flat // width == layer] % width).tolist()
+        neurons[lang] = layers
     meta = {
         "method": "lape", "site": stats.site, "model": stats.meta.get("model", {}),
         "top_rate": top_rate, "filter_rate": filter_rate, "activation_bar_ratio": activation_bar_ratio,
-        "filter_value": q_filter, "activation_bar": q_bar, "selected": len(order),
+        "filter_value": q_filter, "activation_bar": q_bar, "selected": len(kept),
         "tokens": dict(zip(stats.groups, stats.tokens.tolist())),
     }  # fmt: skip
     return NeuronSet(neurons, meta)

@@ -3,6 +3,8 @@
 Synthetic Stats: 18 languages x 80 layers x 28,672 neurons (Llama-2-70B's FFN), activation counts drawn at
 random with 200 planted neurons per language that fire only for it. The floor is reading the data once:
 `stats.probability` (one division over every value); the last line prints lape's time as a ratio of it.
+Also timed: `Expertise.experts(0.5)` on uniform random AP of 4 concepts at the same size (half of all neurons
+pass, the worst case: 1.1 million experts a concept).
 
     python benchmarks/select_speed.py                  # 70B size
     python benchmarks/select_speed.py --layers 8       # smaller, quicker
@@ -17,6 +19,7 @@ from _common import best_time
 
 import neuronlab as nl
 from neuronlab.record.stats import Stats
+from neuronlab.select.experts import Expertise
 
 
 def synthetic_stats(groups: int, layers: int, width: int, planted: int = 200, seed: int = 0) -> Stats:
@@ -49,6 +52,12 @@ def main() -> None:
     print(f"lape: {ns.meta['selected']} neurons kept, {sum(ns.total(g) for g in ns.groups)} assignments")
     print(f"read once (stats.probability): {floor:.2f} s")
     print(f"lape: {took:.2f} s")
+    ex = Expertise(
+        [f"c{i}" for i in range(4)],
+        {"ap": torch.rand(4, args.layers, args.width, generator=torch.Generator().manual_seed(0))},
+    )
+    per_concept = best_time(lambda: ex.experts(0.5), repeats=1) / 4
+    print(f"experts(0.5): {per_concept:.2f} s a concept")
     print(f"lape / one read of the stats: {took / floor:.1f}")
 
 

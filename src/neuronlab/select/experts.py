@@ -187,10 +187,8 @@ class Expertise:
         sets = {}
         for c, concept in enumerate(self.concepts):
             layer, neuron = torch.nonzero(ap[c] >= tau, as_tuple=True)
-            per: dict[int, list[int]] = {}
-            for lay, idx in zip(layer.tolist(), neuron.tolist()):
-                per.setdefault(lay, []).append(idx)
-            sets[concept] = per
+            split = neuron.split(torch.bincount(layer, minlength=ap.shape[1]).tolist())
+            sets[concept] = {lay: idx.tolist() for lay, idx in enumerate(split) if len(idx)}
         meta = {"method": "experts", "tau": tau, "site": self.meta.get("site", "act"), "model": self.meta.get("model", {})}
         return NeuronSet(sets, meta)
 

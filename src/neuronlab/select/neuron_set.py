@@ -24,7 +24,7 @@ def _clean(neurons: Mapping[str, Mapping[int, Iterable[int]]]) -> dict[str, dict
     for group, layers in neurons.items():
         out[str(group)] = {}
         for layer, idx in sorted(((int(k), v) for k, v in layers.items())):
-            values = sorted({int(i) for i in idx})
+            values = sorted(set(map(int, idx)))
             if values and (values[0] < 0 or layer < 0):
                 raise NeuronlabError(f"negative layer or neuron index in group {group!r}, layer {layer}")
             if values:

@@ -21,3 +21,36 @@ def char_tokenizer():
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
                                    unk_token="<unk>", model_input_names=["input_ids", "attention_mask"])
+
+
+# Sizes for `tiny_causal_lm`, by the config argument names families use (a family takes the ones it knows).
+TINY = dict(hidden_size=32, n_embd=32, d_model=32, intermediate_size=64, n_inner=64, ffn_dim=64, ffn_hidden_size=64,
+            moe_intermediate_size=16, shared_expert_intermediate_size=32, num_hidden_layers=2, n_layer=2,
+            num_layers=2, n_layers=2, num_attention_heads=4, n_head=4, n_heads=4, num_key_value_heads=2, head_dim=8,
+            rotary_dim=4, vocab_size=128, max_position_embeddings=128, n_positions=128, num_experts=4,
+            num_local_experts=4, n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1, kv_lora_rank=16,
+            q_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=8, pad_token_id=0, bos_token_id=1,
+            eos_token_id=2)  # fmt: skip
+MAX_TINY_PARAMETERS = 3_000_000
+_MLA = dict(num_key_value_heads=4, n_group=1, topk_group=1, first_k_dense_replace=1)  # DeepSeek's latent attention
+EXTRA = {"gpt_neo": dict(attention_types=[[["global", "local"], 1]]), "deepseek_v2": _MLA, "deepseek_v3": _MLA}
+
+
+def tiny_causal_lm(model_type: str, seed: int = 0):
+    """A tiny random `*ForCausalLM` of any registered `model_type`: its config's defaults with the sizes above
+    (and the few settings in EXTRA that some families need to shrink).
+    Raises ValueError where the family does not shrink (sub-configs of their own, over 3M parameters)."""
+    import inspect
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cls = type(AutoConfig.for_model(model_type))
+    takes = set(inspect.signature(cls.__init__).parameters)
+    config = cls(**{k: v for k, v in TINY.items() if k in takes} | EXTRA.get(model_type, {}))
+    with torch.device("meta"):
+        n = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
+    if n > MAX_TINY_PARAMETERS:
+        raise ValueError(f"{model_type} does not shrink: {n:,} parameters with the tiny sizes")
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config).eval()

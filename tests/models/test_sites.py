@@ -100,11 +100,14 @@ def test_neuron_is_the_down_projection_input(arch):
         torch.testing.assert_close(neuron, act, rtol=0, atol=0)  # un-gated: the neuron is the activation
 
 
-def test_unknown_architecture_says_how_to_pass_an_archspec():
+def test_a_model_whose_sites_cannot_be_found_says_how_to_pass_an_archspec():
     model = tiny_model("llama")
     model.config.model_type = "mystery"
-    with pytest.raises(nl.NeuronlabError, match="(?s)unknown architecture .mystery.*ArchSpec"):
+    model.model.layers[0].mlp.down_proj = torch.nn.Identity()  # no projection from d_ff back to d_model
+    with pytest.raises(nl.NeuronlabError, match="(?s)'mystery' is not in the table.*down projection.*nl.ArchSpec"):
         nl.arch_spec(model)
+    model = tiny_model("llama")
+    model.config.model_type = "mystery"
     spec = nl.ARCH_SPECS["llama"]
     got = {}
     with nl.hooked(model, {Site(0, "act"): lambda h: got.setdefault("h", h)}, arch=spec):

@@ -27,9 +27,7 @@ from neuronlab.models.sites import Site, decoder_layers, get_module, trace
 def decode(model, h: Tensor, arch: ArchSpec | None = None) -> Tensor:
     """Logits of residual-stream vectors h [..., d_model] through the final norm and the unembedding."""
     spec = arch_spec(model, arch)
-    logits = get_module(model, spec.unembed)(get_module(model, spec.final_norm)(h))
-    cap = spec.logit_cap(model.config)
-    return torch.tanh(logits / cap) * cap if cap else logits
+    return spec.logits(model.config, get_module(model, spec.unembed)(get_module(model, spec.final_norm)(h)))
 
 
 def logit_lens(model, tokenizer, prompts: Sequence[str], targets: Sequence[str] | None = None, k: int = 5,

@@ -7,12 +7,17 @@
 `layers`, `final_norm` and `unembed` are paths from the causal-LM module; the others are paths from one
 decoder layer. `a|b` names alternatives (module names that changed between transformers versions). A site reads the output of a module (`act`, `ffn_out`, `attn_out`, `resid` = the layer) or
 the input of one (`neuron` = the input of `down`). Where a module returns a tuple, the first element is
-the value. A model outside the table fails with an error that shows how to pass an ArchSpec of your own.
+the value. A model outside the table gets a derived spec, proven on a probe forward (`models/derive.py`), or an
+error that names what did not match and shows how to pass an ArchSpec of your own.
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
+
+import torch
+from torch import Tensor
 
 from neuronlab.errors import NeuronlabError
 
@@ -22,8 +27,9 @@ class ArchSpec:
     """Module paths for one Hugging Face `model_type`.
 
     layers:     the decoder layers (a ModuleList), from the causal-LM root
-    act:        the FFN activation function module, from a layer (its output is the `act` site)
-    down:       the FFN down projection, from a layer (its input is the `neuron` site)
+    act:        the FFN activation function module, from a layer (its output is the `act` site); None: no module
+    down:       the FFN down projection, from a layer (its input is the `neuron` site); None: a mixture of experts,
+                whose neurons are not served (a neuron of expert e sees only the tokens routed to e)
     ffn_out:    the module whose output is the FFN block's contribution to the residual stream
     attn_out:   the module whose output is the attention block's contribution to the residual stream
     final_norm: the norm applied before the unembedding, from the root
@@ -35,11 +41,13 @@ class ArchSpec:
     flat_ffn:   the FFN runs on flattened tokens [batch * pos, width] (OPT); sites still show [batch, pos, width]
     softcap:    config attribute of the final-logit soft-cap (Gemma 2), None if the family has none
     max_positions: config attribute of the longest sequence the model takes (None: no limit, e.g. ALiBi)
+    router:     a mixture of experts' router module, from a layer (None: a dense FFN)
+    logit_scale: config attribute of a factor the logits are multiplied by (Cohere), None if the family has none
     """
 
     layers: str
-    act: str
-    down: str
+    act: str | None
+    down: str | None
     ffn_out: str
     attn_out: str
     final_norm: str
@@ -51,6 +59,8 @@ class ArchSpec:
     flat_ffn: bool = False
     softcap: str | None = None
     max_positions: str | None = "max_position_embeddings"
+    router: str | None = None
+    logit_scale: str | None = None
 
     def position_limit(self, config) -> int | None:
         """The longest sequence a model of this family takes (None: no limit)."""
@@ -59,6 +69,13 @@ class ArchSpec:
     def logit_cap(self, config) -> float | None:
         """The final-logit soft-cap c (logits <- c * tanh(logits / c)), None where there is none."""
         return getattr(config, self.softcap, None) if self.softcap else None
+
+    def logits(self, config, unembedded: Tensor) -> Tensor:
+        """The model's logits from the unembedding's output: scaled (Cohere), then soft-capped (Gemma 2)."""
+        scale = getattr(config, self.logit_scale, None) if self.logit_scale else None
+        out = unembedded * scale if scale is not None else unembedded
+        cap = self.logit_cap(config)
+        return torch.tanh(out / cap) * cap if cap else out
 
 
 _LLAMA_LIKE = ArchSpec(
@@ -170,7 +187,7 @@ _HOW_TO = """Pass an ArchSpec of your own, for example:
                        gate="mlp.gate_proj")
     nl.register_arch("{model_type}", spec)      # or pass arch=spec where a function takes it
 
-Print `model` to see its module names."""
+Print `model` to see its module names; `neuronlab inspect-model M` prints the spec neuronlab derives."""
 
 
 def register_arch(model_type: str, spec: ArchSpec) -> None:
@@ -181,14 +198,30 @@ def register_arch(model_type: str, spec: ArchSpec) -> None:
     ARCH_SPECS[model_type] = spec
 
 
+_DERIVED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def arch_spec(model, arch: ArchSpec | None = None) -> ArchSpec:
-    """The ArchSpec of `model`: `arch` if given, else the table row for `model.config.model_type`."""
+    """The ArchSpec of `model`: `arch` if given, else the table row for `model.config.model_type`, else one derived
+    from the model's modules and proven on a probe forward (see `neuronlab.models.derive`; once per model)."""
     if arch is not None:
         return arch
     model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type not in ARCH_SPECS:
-        known = ", ".join(sorted(ARCH_SPECS))
-        raise NeuronlabError(
-            f"unknown architecture {model_type!r}: neuronlab knows {known}.\n" + _HOW_TO.format(model_type=model_type)
-        )
-    return ARCH_SPECS[model_type]
+    if model_type in ARCH_SPECS:
+        return ARCH_SPECS[model_type]
+    if model in _DERIVED:
+        return _DERIVED[model]
+    from neuronlab.models.derive import derive_spec, spec_code, verify_spec
+
+    how = _HOW_TO.format(model_type=model_type)
+    try:
+        spec = derive_spec(model)
+    except NeuronlabError as err:
+        raise NeuronlabError(f"architecture {model_type!r} is not in the table and its sites could not be derived: "
+                             f"{err}.\n{how}") from None  # fmt: skip
+    failed = verify_spec(model, spec)
+    if failed:
+        raise NeuronlabError(f"architecture {model_type!r} is not in the table and the derived sites\n    "
+                             f"{spec_code(spec)}\nfail on a probe forward: {'; '.join(failed)}.\n{how}")  # fmt: skip
+    _DERIVED[model] = spec
+    return spec

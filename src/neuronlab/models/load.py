@@ -111,8 +111,8 @@ def fingerprint(model: nn.Module, arch: ArchSpec | None = None) -> dict:
     spec = arch_spec(model, arch)
     ffn, other = [], []
     for layer in decoder_layers(model, arch):
-        mine = {id(p) for path in (spec.up, spec.gate, spec.down) if path
-                for p in get_module(layer, path).parameters()}  # fmt: skip
+        ffn_paths = (spec.up, spec.gate, spec.down) if spec.down else (spec.ffn_out,)  # a mixture of experts: the block
+        mine = {id(p) for path in ffn_paths if path for p in get_module(layer, path).parameters()}
         params = list(layer.parameters())
         ffn.append(_summary([p for p in params if id(p) in mine]))
         other.append(_summary([p for p in params if id(p) not in mine]))
@@ -134,7 +134,7 @@ def model_info(model: nn.Module, arch: ArchSpec | None = None) -> dict:
         "model_type": config.model_type,
         "n_layers": len(decoder_layers(model, arch)),
         "d_model": site_width(model, "ffn_out", arch),
-        "d_ff": site_width(model, "act", arch),
+        "d_ff": site_width(model, "act", arch) if arch_spec(model, arch).down else None,  # None: mixture of experts
         "vocab": int(embed.shape[0]),
         "probe": [round(v, 6) for v in probe],
         "fingerprint": fingerprint(model, arch),

@@ -82,14 +82,19 @@ def site_module(model: nn.Module, site: Site, arch: ArchSpec | None = None) -> t
     layer = decoder_layers(model, arch)[site.layer]
     if site.kind == "resid":
         return layer, "output"
-    if site.kind == "neuron":
-        return get_module(layer, spec.down), "input"
-    return get_module(layer, getattr(spec, site.kind)), "output"
+    path = spec.down if site.kind == "neuron" else getattr(spec, site.kind)
+    if path is None:
+        why = ("its FFN is a mixture of experts: a neuron of expert e sees only the tokens routed to e, so there is "
+               "no one value per token" if spec.down is None else "it has no activation module (use `neuron`)")  # fmt: skip
+        raise NeuronlabError(f"site {site} is not served on this model: {why}. ffn_out, attn_out and resid are served")
+    return get_module(layer, path), "input" if site.kind == "neuron" else "output"
 
 
 def down_weight_io(model: nn.Module, arch: ArchSpec | None = None) -> tuple[int, int]:
     """(in, out) widths of the down projection (the ArchSpec says whether its weight is [out, in] or [in, out])."""
     spec = arch_spec(model, arch)
+    if spec.down is None:
+        site_module(model, Site(0, "neuron"), arch)  # the error that says why
     weight = getattr(get_module(decoder_layers(model, arch)[0], spec.down), "weight", None)
     if weight is None or weight.dim() != 2:
         raise NeuronlabError(f"the down projection {spec.down!r} has no 2-D weight; the ArchSpec does not match")
@@ -98,6 +103,9 @@ def down_weight_io(model: nn.Module, arch: ArchSpec | None = None) -> tuple[int,
 
 def site_width(model: nn.Module, kind: str, arch: ArchSpec | None = None) -> int:
     """Number of values per token at a site kind: d_ff for `act`/`neuron`, d_model otherwise."""
+    if arch_spec(model, arch).down is None and kind not in NEURON_KINDS:  # a mixture of experts
+        config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        return config.hidden_size
     d_ff, d_model = down_weight_io(model, arch)
     return d_ff if kind in NEURON_KINDS else d_model
 
@@ -214,7 +222,7 @@ def trace(model: nn.Module, sites, stop: bool = False, reduce: Callable[[Site, T
 
     def hook(site: Site) -> HookFn:
         def fn(h: Tensor) -> None:
-            kept = h.detach() if reduce is None else reduce(site, h)
+            kept = h.detach().clone() if reduce is None else reduce(site, h)  # a copy: some layers add in place
             if kept is not None:
                 tr[site] = kept
             tr.fired.add(site)

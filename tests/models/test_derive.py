@@ -136,3 +136,25 @@ def test_walk_every_causal_lm_type_in_transformers():
     built = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES) - set(result["not built"])
     assert {m for m in MUST_SERVE if m in built} <= set(result["served"])
     assert {m for m in MUST_SERVE_BLOCKS if m in built} <= set(result["served (block level)"])
+
+
+def test_inspect_model_prints_the_spec_and_its_proof(tmp_path):
+    import transformers
+    from typer.testing import CliRunner
+
+    from neuronlab.cli import app
+
+    tok = nl.testing.char_tokenizer()
+    tiny_causal_lm("gptj").save_pretrained(tmp_path / "gptj")
+    tok.save_pretrained(tmp_path / "gptj")
+    result = CliRunner().invoke(app, ["inspect-model", "-m", str(tmp_path / "gptj")])
+    assert result.exit_code == 0, result.output
+    assert "gptj: derived from the module tree" in result.output and "proven on a probe forward" in result.output
+    code = result.output.split("spec = ", 1)[1].splitlines()[0]
+    assert eval(code, {"nl": nl}) == derive_spec(tiny_causal_lm("gptj"))  # noqa: S307
+    config = transformers.GraniteConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=4, vocab_size=128, residual_multiplier=0.5)  # fmt: skip
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "granite")
+    tok.save_pretrained(tmp_path / "granite")
+    result = CliRunner().invoke(app, ["inspect-model", "-m", str(tmp_path / "granite")])
+    assert result.exit_code != 0 and "not h + attn + ffn" in result.output

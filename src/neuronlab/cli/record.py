@@ -22,6 +22,7 @@ from neuronlab.record.recorder import RecordConfig
 def register(app: typer.Typer) -> None:
     app.command("record")(record)
     app.command("inspect")(inspect)
+    app.command("inspect-model")(inspect_model)
 
 
 @friendly
@@ -57,3 +58,25 @@ def inspect(path: Annotated[Path, typer.Argument(help="Any neuronlab artifact: s
     from neuronlab.artifacts import describe
 
     typer.echo(describe(path))
+
+
+@friendly
+@model_options()
+def inspect_model(model: ModelRef) -> None:
+    """The ArchSpec of a model (the table's row, or derived from its modules), as code to paste, and whether its
+    sites pass the identities on a probe forward (resid = hidden_states, h + attn + ffn = resid, ...)."""
+    from neuronlab.models.arch import ARCH_SPECS
+    from neuronlab.models.derive import derive_spec, spec_code, verify_spec
+    from neuronlab.models.load import load_model
+
+    loaded, _ = load_model(model.name, dtype=model.dtype, device=model.device, revision=model.revision, check=False)
+    model_type = loaded.config.model_type
+    spec = ARCH_SPECS.get(model_type) or derive_spec(loaded)
+    failed = verify_spec(loaded, spec)
+    typer.echo(f"{model_type}: {'table row' if model_type in ARCH_SPECS else 'derived from the module tree'}")
+    typer.echo(f"spec = {spec_code(spec)}")
+    if spec.down is None:
+        typer.echo("a mixture of experts: ffn_out, attn_out and resid are served; act and neuron are not")
+    typer.echo("proven on a probe forward" if not failed else "FAILS on a probe forward:\n  " + "\n  ".join(failed))
+    if failed:
+        raise typer.Exit(1)

@@ -35,13 +35,15 @@ def load_model(
     device_map: str | dict | None = None,
     trust_remote_code: bool = False,
     arch: ArchSpec | None = None,
+    check: bool = True,
 ) -> tuple[nn.Module, object]:
     """A causal LM in eval mode and its tokenizer (given a pad token if it has none).
 
     `name_or_path` is a hub id or a local folder; `revision` a branch, tag or commit (Pythia's
     `step1000`); `dtype` float32/float16/bfloat16 (default: the checkpoint's own); `device` one device
-    ("cuda:0") or `device_map` ("auto") to spread a large model over several. Fails early, with the fix,
-    if the architecture is not in the ArchSpec table and no `arch` is given.
+    ("cuda:0") or `device_map` ("auto") to spread a large model over several. Finds the ArchSpec (the table's
+    row, or one derived and proven on a probe forward) and fails early, with the fix, where none fits and no
+    `arch` is given (`check=False` leaves that to the first use: `neuronlab inspect-model`).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -59,7 +61,8 @@ def load_model(
         model = model.to(device)
     model.eval()
     model.neuronlab_revision = revision
-    arch_spec(model, arch)  # unknown architectures fail here, not in the middle of a run
+    if check:
+        arch_spec(model, arch)  # unknown architectures fail here, not in the middle of a run
     ensure_pad_token(tokenizer)
     return model, tokenizer
 

@@ -110,7 +110,13 @@ def test_walk_every_causal_lm_type_in_transformers():
 
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    result: dict[str, list[str]] = {"served": [], "served (block level)": [], "refused": [], "failed": [], "not built": []}
+    result: dict[str, list[str]] = {
+        "served": [],
+        "served (block level)": [],
+        "refused": [],
+        "failed": [],
+        "not built": [],
+    }
     for model_type in sorted(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES):
         try:
             with warnings.catch_warnings():

@@ -64,7 +64,12 @@ def _linear_io(module: nn.Module) -> tuple[int, int] | None:
     from transformers.pytorch_utils import Conv1D
 
     w = getattr(module, "weight", None)
-    if not isinstance(w, Tensor) or w.dim() != 2 or isinstance(module, nn.Embedding) or "norm" in type(module).__name__.lower():
+    if (
+        not isinstance(w, Tensor)
+        or w.dim() != 2
+        or isinstance(module, nn.Embedding)
+        or "norm" in type(module).__name__.lower()
+    ):
         return None
     return (w.shape[0], w.shape[1]) if isinstance(module, Conv1D) else (w.shape[1], w.shape[0])
 
@@ -79,16 +84,25 @@ def _path(root: nn.Module, target: nn.Module) -> str:
 def _find_layers(model: nn.Module, n_layers: int | None) -> str:
     lists = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
     fitting = [n for n, m in lists if n_layers is None or len(m) == n_layers]
-    fitting = [n for n in fitting if any(FFN.search(c) or ATTN.search(c) for c, _ in model.get_submodule(n)[0].named_children())]
+    fitting = [
+        n
+        for n in fitting
+        if any(FFN.search(c) or ATTN.search(c) for c, _ in model.get_submodule(n)[0].named_children())
+    ]
     if not fitting:
         raise NeuronlabError(f"no list of {n_layers} decoder layers with attention or FFN blocks found")
     return min(fitting, key=lambda n: n.count("."))
 
 
 def _is_moe(ffn: nn.Module, config) -> bool:
-    experts = any(getattr(config, k, 0) or 0 for k in ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts"))
-    return any(p.dim() >= 3 for p in ffn.parameters()) or any("expert" in n for n, _ in ffn.named_modules()) or (
-        experts and any(isinstance(m, nn.ModuleList) for m in ffn.modules()))
+    experts = any(
+        getattr(config, k, 0) or 0 for k in ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
+    )
+    return (
+        any(p.dim() >= 3 for p in ffn.parameters())
+        or any("expert" in n for n, _ in ffn.named_modules())
+        or (experts and any(isinstance(m, nn.ModuleList) for m in ffn.modules()))
+    )
 
 
 def _candidates(model: nn.Module) -> dict:
@@ -146,8 +160,11 @@ def _candidates(model: nn.Module) -> dict:
     out["ffn_out"] = [p for p in ([ffn] if ffn else []) + ([out["down"]] if out["down"] else []) + norms
                       if all(_has(lay, p) for lay in layers)]  # fmt: skip
     inside_layers = {id(m) for m in layers.modules()}
-    out["final_norm"] = [n for n, m in model.named_modules()
-                         if n and id(m) not in inside_layers and _is_norm(n, m) and not list(m.children())][::-1]
+    out["final_norm"] = [
+        n
+        for n, m in model.named_modules()
+        if n and id(m) not in inside_layers and _is_norm(n, m) and not list(m.children())
+    ][::-1]
     unembed = model.get_output_embeddings()
     if unembed is None:
         raise NeuronlabError(f"{type(model).__name__} has no output embeddings (get_output_embeddings() is None)")
@@ -175,6 +192,7 @@ def _capture(model: nn.Module, paths: dict[str, str], inputs: tuple[str, ...] = 
             value = value[0] if isinstance(value, tuple) else value
             if isinstance(value, Tensor):
                 seen[key] = value.detach().clone()  # a copy: some layers add to a block's output in place (Falcon)
+
         return hook
 
     try:

@@ -78,6 +78,12 @@ class ArchSpec:
         return torch.tanh(out / cap) * cap if cap else out
 
 
+def text_config(model):
+    """The config of a model's language part (the model's own config where it has no sub-configs)."""
+    config = model.config
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
 _LLAMA_LIKE = ArchSpec(
     layers="model.layers",
     act="mlp.act_fn",

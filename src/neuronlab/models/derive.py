@@ -32,18 +32,13 @@ import torch
 from torch import Tensor, nn
 
 from neuronlab.errors import NeuronlabError
-from neuronlab.models.arch import ArchSpec
+from neuronlab.models.arch import ArchSpec, text_config
 from neuronlab.models.sites import get_module
 
 ATTN = re.compile(r"att", re.I)
 FFN = re.compile(r"mlp|ffn|feed_?forward|moe", re.I)
 ACT = re.compile(r"act|gelu|silu|relu|swish|swiglu|tanh|sigmoid|mish|glu", re.I)
 POSITIONS = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length")
-
-
-def _text_config(model: nn.Module):
-    config = model.config
-    return config.get_text_config() if hasattr(config, "get_text_config") else config
 
 
 def _is_norm(name: str, module: nn.Module) -> bool:
@@ -107,7 +102,7 @@ def _is_moe(ffn: nn.Module, config) -> bool:
 
 def _candidates(model: nn.Module) -> dict:
     """Module paths for every role, several where the numbers must decide (first = preferred)."""
-    config = _text_config(model)
+    config = text_config(model)
     d_model = getattr(config, "hidden_size", None) or model.get_input_embeddings().weight.shape[1]
     layers_path = _find_layers(model, getattr(config, "num_hidden_layers", None))
     layers = model.get_submodule(layers_path)
@@ -125,14 +120,12 @@ def _candidates(model: nn.Module) -> dict:
     if not ffn and not any(_linear_io(m) for m in inside.values()):
         raise NeuronlabError(f"layer {type(layer).__name__} has no FFN block (a child named like mlp, ffn or "
                              f"feed_forward among {', '.join(children)})")  # fmt: skip
-    out = {"layers": layers_path, "attn": attn, "ffn": ffn, "d_model": d_model, "act": None, "down": None, "up": None,
-           "gate": None, "fused": False, "conv1d": False, "router": None}  # fmt: skip
+    out = {"layers": layers_path, "act": None, "down": None, "up": None, "gate": None, "fused": False,
+           "conv1d": False, "router": None}  # fmt: skip
     if ffn and any(_has(lay, ffn) and _is_moe(lay.get_submodule(ffn), config) for lay in layers):  # any layer
-        out["moe"] = True
         out["router"] = next((prefix + n for n, m in box.named_children() if re.search(r"gate$|router", n)
                               and any(True for _ in m.parameters())), None)  # fmt: skip
     else:
-        out["moe"] = False
         proj = {n: _linear_io(m) for n, m in inside.items() if _linear_io(m)}
         downs = [n for n, (i, o) in proj.items() if o == d_model and i != d_model]
         if len(downs) != 1:
@@ -236,7 +229,9 @@ def derive_spec(model: nn.Module) -> ArchSpec:
     paths = {f"{role}:{layer}:{p}": f"{c['layers']}.{layer}.{p}" for role in ("attn_out", "ffn_out") for p in c[role]
              for layer in range(n)}  # fmt: skip
     paths |= {f"norm:{p}": p for p in c["final_norm"]} | {"unembed": c["unembed"]}
-    with _capture(model, paths, inputs=("unembed",)) as seen, torch.no_grad():
+    if c["down"]:  # its input tells a flat FFN ([batch * pos, d_ff], OPT) in the same forward
+        paths["down_in"] = f"{c['layers']}.0.{c['down']}"
+    with _capture(model, paths, inputs=("unembed", "down_in")) as seen, torch.no_grad():
         hs = model(**_probe(model), output_hidden_states=True, use_cache=False).hidden_states
     tol, chosen = _tol(model), None
     for a in c["attn_out"]:
@@ -258,24 +253,15 @@ def derive_spec(model: nn.Module) -> ArchSpec:
     if norm is None:
         raise NeuronlabError(f"none of the norms outside the layers ({', '.join(c['final_norm']) or 'none'}) "
                              "feeds the unembedding")  # fmt: skip
-    config = _text_config(model)
+    config = text_config(model)
     return ArchSpec(
         layers=c["layers"], act=c["act"], down=c["down"], ffn_out=chosen[1], attn_out=chosen[0], final_norm=norm,
         unembed=c["unembed"], up=c["up"], gate=c["gate"], fused_gate_up=c["fused"], conv1d=c["conv1d"],
         softcap="final_logit_softcapping" if hasattr(config, "final_logit_softcapping") else None,
         max_positions=next((k for k in POSITIONS if isinstance(getattr(config, k, None), int)), None),
-        router=c["router"], flat_ffn=_flat(model, c),
+        router=c["router"], flat_ffn="down_in" in seen and seen["down_in"].dim() == 2,
         logit_scale="logit_scale" if isinstance(getattr(config, "logit_scale", None), (int, float)) else None,
     )  # fmt: skip
-
-
-def _flat(model: nn.Module, c: dict) -> bool:
-    """Whether the FFN runs on [batch * pos, width] (its activation output is 2-D on a 3-D probe)."""
-    if c["down"] is None:
-        return False
-    with _capture(model, {"n": f"{c['layers']}.0.{c['down']}"}, inputs=("n",)) as seen, torch.no_grad():
-        model(**_probe(model), use_cache=False)
-    return "n" in seen and seen["n"].dim() == 2
 
 
 def verify_spec(model: nn.Module, spec: ArchSpec) -> list[str]:
@@ -315,7 +301,7 @@ def verify_spec(model: nn.Module, spec: ArchSpec) -> list[str]:
                               f"{spec.down!r} is not the only path from the neurons")  # fmt: skip
     logits = out.get("unembed")
     if logits is not None:
-        logits = spec.logits(_text_config(model), logits)
+        logits = spec.logits(text_config(model), logits)
     fed = "norm" in out and "unembed_in" in out and _close(out["norm"], out["unembed_in"], tol)
     if logits is None or not fed or not _close(logits, res.logits, tol):
         failed.append(f"{spec.unembed}({spec.final_norm}(...)) is not the model's logits (the logit lens would be off)")

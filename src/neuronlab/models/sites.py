@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from neuronlab.errors import NeuronlabError
-from neuronlab.models.arch import ArchSpec, arch_spec
+from neuronlab.models.arch import ArchSpec, arch_spec, text_config
 
 KINDS = ("act", "neuron", "ffn_out", "attn_out", "resid")
 NEURON_KINDS = ("act", "neuron")  # width d_ff; the other kinds have width d_model
@@ -104,8 +104,7 @@ def down_weight_io(model: nn.Module, arch: ArchSpec | None = None) -> tuple[int,
 def site_width(model: nn.Module, kind: str, arch: ArchSpec | None = None) -> int:
     """Number of values per token at a site kind: d_ff for `act`/`neuron`, d_model otherwise."""
     if arch_spec(model, arch).down is None and kind not in NEURON_KINDS:  # a mixture of experts
-        config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-        return config.hidden_size
+        return text_config(model).hidden_size
     d_ff, d_model = down_weight_io(model, arch)
     return d_ff if kind in NEURON_KINDS else d_model
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import neuronlab as nl
+from neuronlab.data.batching import batches, windows
 from neuronlab.models.sites import Site
 
 from ..conftest import ARCHS, TEXTS, tiny_model
@@ -71,9 +72,10 @@ def test_long_texts_are_split_into_windows_not_cut(tok):
     assert int(cut.tokens[0]) == 9 + 9
 
 
-def test_token_cap_is_exact(tok):
+@pytest.mark.parametrize("bucket", [1, 3])
+def test_token_cap_is_exact(tok, bucket):
     model = tiny_model("llama")
-    stats = nl.record(model, tok, TEXTS, max_tokens=30, batch_size=2, progress=False)
+    stats = nl.record(model, tok, TEXTS, max_tokens=30, batch_size=2, bucket=bucket, progress=False)
     assert stats.tokens.tolist() == [30, 30]
     # the first 30 counted tokens of each group, in order
     for g in TEXTS:
@@ -119,10 +121,11 @@ def test_refuses_stats_of_another_model_or_site(tok):
         a.merge(c)
 
 
-def test_resume_never_counts_a_text_twice(tok, tmp_path):
+@pytest.mark.parametrize("bucket", [1, 2])
+def test_resume_never_counts_a_text_twice(tok, tmp_path, bucket):
     model = tiny_model("llama")
     texts = {"en": [f"text number {i} " * (1 + i % 3) for i in range(20)], "fr": TEXTS["fr"]}
-    full = nl.record(model, tok, texts, batch_size=3, progress=False, pooled_texts=5)
+    full = nl.record(model, tok, texts, batch_size=3, progress=False, pooled_texts=5, bucket=bucket)
 
     calls = []
 
@@ -136,16 +139,45 @@ def test_resume_never_counts_a_text_twice(tok, tmp_path):
     try:
         with pytest.raises(KeyboardInterrupt):
             nl.record(model, tok, texts, batch_size=3, progress=False, pooled_texts=5, checkpoint=ckpt,
-                      checkpoint_every=0)
+                      checkpoint_every=0, bucket=bucket)
     finally:
         handle.remove()
     partial = nl.Stats.load(ckpt)
     assert 0 < int(partial.texts[0]) < 20 and partial.meta["complete"] == []
-    resumed = nl.record(model, tok, texts, batch_size=3, progress=False, pooled_texts=5, checkpoint=ckpt)
+    resumed = nl.record(model, tok, texts, batch_size=3, progress=False, pooled_texts=5, checkpoint=ckpt,
+                        bucket=bucket)
     for key in ("tokens", "active", "sum", "sum_sq", "max", "texts", "pooled_mean", "pooled_n"):
         torch.testing.assert_close(getattr(resumed, key), getattr(full, key), equal_nan=True)
     with pytest.raises(nl.NeuronlabError, match="other settings"):
         nl.record(model, tok, texts, max_length=7, progress=False, pooled_texts=5, checkpoint=ckpt)
+
+
+def test_length_buckets_count_the_same_tokens_with_less_padding(tok):
+    model = tiny_model("gpt2")
+    texts = {"en": ["a" * (1 + (7 * i) % 23) for i in range(30)], "fr": TEXTS["fr"]}
+    plain = nl.record(model, tok, texts, batch_size=4, max_length=16, bucket=1, progress=False, pooled_texts=3)
+    sorted_ = nl.record(model, tok, texts, batch_size=4, max_length=16, bucket=3, progress=False, pooled_texts=3)
+    for key in ("tokens", "texts", "active", "pooled_n"):
+        assert torch.equal(getattr(sorted_, key), getattr(plain, key)), key
+    for key in ("sum", "sum_sq", "max", "pooled_mean", "pooled_max"):
+        # other batch shapes change float32 matmul rounding (~1e-6 relative), nothing else
+        torch.testing.assert_close(getattr(sorted_, key), getattr(plain, key), rtol=1e-4, atol=1e-4, equal_nan=True)
+    assert_matches(sorted_, by_hand(model, tok, texts, max_length=16))
+
+    special = torch.tensor(tok.all_special_ids)
+    spans = lambda: windows(tok, texts["en"], 0, 16, False)  # noqa: E731
+    plain_b = list(batches(spans(), 4, 0, special, False))
+    sorted_b = list(batches(spans(), 4, 0, special, False, bucket=3))
+    cells = lambda bs: sum(b.input_ids.numel() for b in bs)  # noqa: E731
+    assert cells(sorted_b) < 0.8 * cells(plain_b)
+    assert sorted(t for b in sorted_b for t in b.text) == sorted(t for b in plain_b for t in b.text)
+    # a bucket (3 batches, ending where a text ends) runs longest first; only its last batch is a safe point
+    end = [b.boundary for b in sorted_b].index(True)
+    first = sorted_b[: end + 1]
+    assert len(first) >= 3 and not any(b.boundary for b in first[:-1])
+    assert [b.input_ids.shape[1] for b in first] == sorted([b.input_ids.shape[1] for b in first], reverse=True)
+    in_bucket = {t for b in first for t in b.text}
+    assert in_bucket == set(range(len(in_bucket))) and first[-1].done == len(in_bucket) and first[0].done == 0
 
 
 def test_bad_input_is_named(tok):

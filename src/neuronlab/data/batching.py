@@ -29,6 +29,8 @@ class Batch:
     count: Tensor  # bool [batch, pos]: positions that are counted
     text: list[int]  # text index of each row
     last_window: list[int]  # 1 where the row is its text's last window
+    done: int = 0  # texts complete once this batch has run (all texts below this index)
+    boundary: bool = True  # no window of a text at or after `done` has run: a safe point to save
 
 
 def windows(tokenizer, texts: Iterable[str], skip: int, max_length: int, truncate: bool, chunk: int = 256):
@@ -54,21 +56,65 @@ def windows(tokenizer, texts: Iterable[str], skip: int, max_length: int, truncat
         yield from flush(start, part)
 
 
-def batches(windows, batch_size: int, pad_id: int, special: Tensor, count_special: bool) -> Iterator[Batch]:
-    rows = []
+def batches(windows, batch_size: int, pad_id: int, special: Tensor, count_special: bool, bucket: int = 1,
+            budget: int | None = None, plain_below: int = 0) -> Iterator[Batch]:  # fmt: skip
+    """Batches of `windows` (text index, ids, is last window) in text order, or with `bucket > 1` sorted by length
+    (longest first) within buckets of about `bucket` batches that end where a text ends, so that rows of similar
+    length share a batch and little is padding. `budget` counts at most that many tokens, the first ones in text
+    order whatever the sorting; windows of texts below `plain_below` are never sorted.
+
+    Each batch's `done` says how many texts are complete once it has run; `boundary` marks a batch after which no
+    window of a later text has run (a safe point to save and resume from)."""
+    rows, done, left = [], None, budget
     for row in windows:
+        if done is None:
+            done = row[0]
         rows.append(row)
-        if len(rows) == batch_size:
-            yield collate(rows, pad_id, special, count_special)
+        size = batch_size if bucket <= 1 or row[0] < plain_below else batch_size * bucket
+        if len(rows) >= size and (size == batch_size or row[2]):
+            for batch, done, left in _bucket(rows, batch_size, pad_id, special, count_special, bucket, done, left):
+                yield batch
             rows = []
+            if left is not None and left <= 0:
+                return
     if rows:
-        yield collate(rows, pad_id, special, count_special)
+        for batch, done, left in _bucket(rows, batch_size, pad_id, special, count_special, bucket, done, left):
+            yield batch
 
 
-def collate(rows, pad_id: int, special: Tensor, count_special: bool) -> Batch:
+def _bucket(rows, batch_size, pad_id, special, count_special, bucket, done, left):
+    """Yield (batch, done, budget left) for one bucket of rows given in text order."""
+    caps = [None] * len(rows)
+    if left is not None:
+        skip = frozenset() if count_special else frozenset(special.tolist())
+        for r, (_, span, _) in enumerate(rows):
+            caps[r] = min(sum(t not in skip for t in span), left)
+            left -= caps[r]
+            if left <= 0:
+                rows, caps = rows[: r + 1], caps[: r + 1]
+                break
+    end_text, end_last = rows[-1][0], rows[-1][2]
+    order = range(len(rows))
+    if bucket > 1 and len(rows) > batch_size:
+        order = sorted(order, key=lambda r: -len(rows[r][1]))  # stable: equal lengths keep text order
+    order = list(order)
+    for start in range(0, len(order), batch_size):
+        part = order[start : start + batch_size]
+        final = start + batch_size >= len(order)
+        batch = collate([rows[r] for r in part], pad_id, special, count_special, [caps[r] for r in part])
+        batch.done = (end_text + 1 if end_last else end_text) if final else done
+        batch.boundary = final and bool(end_last)
+        yield batch, batch.done, left
+
+
+def collate(rows, pad_id: int, special: Tensor, count_special: bool, caps: list | None = None) -> Batch:
     ids, mask = pad_right([span for _, span, _ in rows], pad_id)
     count = mask.bool() if count_special else mask.bool() & ~torch.isin(ids, special)
-    return Batch(ids, mask, count, [t for t, _, _ in rows], [int(last) for _, _, last in rows])
+    if caps is not None and any(c is not None for c in caps):
+        limit = torch.tensor([ids.shape[1] if c is None else c for c in caps])[:, None]
+        count = count & (count.cumsum(1) <= limit)
+    text, last = [t for t, _, _ in rows], [int(last) for _, _, last in rows]
+    return Batch(ids, mask, count, text, last, text[-1] + 1 if last[-1] else text[-1], bool(last[-1]))
 
 
 def pad_right(seqs: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:

@@ -8,7 +8,10 @@ How tokens are counted
   `max_length` tokens (or cut there with `truncate=True`), and windows are batched with right padding, so
   positions are never shifted. Padding never counts; special tokens (BOS, EOS, ...) do not count unless
   `count_special=True`, because BOS activations are outliers that would swamp short texts.
-- `max_tokens` caps the tokens counted per group, exactly.
+- `max_tokens` caps the tokens counted per group, exactly: the first ones in text order.
+- Windows are sorted by length within buckets of `bucket` batches that end where a text ends, so rows of similar
+  length share a batch and little compute goes to padding; the tokens counted are the same as in text order
+  (sums differ only by float rounding), and checkpoints fall between buckets.
 - `pooled_texts=N` also keeps, for the first N texts of each group, each neuron's mean and max over the
   text's counted tokens (Stats.pooled_mean / pooled_max), which LAPE's activation values and the
   expert-neuron method need.
@@ -50,6 +53,7 @@ class RecordConfig:
     pooled_texts: int = option(0, "keep per-text mean/max for the first N texts per group")
     count_special: bool = option(False, "also count special tokens (BOS, EOS)")
     checkpoint_every: float = option(600.0, "seconds between checkpoints")
+    bucket: int = option(32, "sort windows by length within groups of this many batches (less padding); 1: text order")
 
 
 class _Accumulator:
@@ -116,6 +120,7 @@ def record(
     count_special: bool = False,
     checkpoint: str | Path | None = None,
     checkpoint_every: float = 600.0,
+    bucket: int = 32,
     progress: bool = True,
     arch: ArchSpec | None = None,
 ) -> Stats:
@@ -153,30 +158,23 @@ def record(
                 continue
             bar.set_description(group)
             spans = windows(tokenizer, texts[group], int(stats.texts[g]), max_length, truncate)
-            for batch in batches(spans, batch_size, pad_id(tokenizer, model), special, count_special):
-                count = batch.count
-                if max_tokens is not None:
-                    left = max_tokens - int(stats.tokens[g])
-                    count = count & (count.flatten().cumsum(0).view_as(count) <= left)
-                acc.count, acc.batch = count, batch
+            budget = None if max_tokens is None else max_tokens - int(stats.tokens[g])
+            for batch in batches(spans, batch_size, pad_id(tokenizer, model), special, count_special, bucket, budget,
+                                 plain_below=pooled_texts):  # fmt: skip
+                acc.count, acc.batch = batch.count, batch
                 with trace(model, sites, stop=True, reduce=acc.add, arch=arch) as tr:  # the head never runs
                     model(**model_inputs(model, batch.input_ids, batch.attention_mask), use_cache=False)
                 if tr.missing():
                     missing = ", ".join(str(s) for s in tr.missing())
                     raise NeuronlabError(f"site(s) {missing} never ran in the forward pass; the ArchSpec does not "
                                          "match how this model computes its FFN: pass arch=ArchSpec(...)")  # fmt: skip
-                n = int(count.sum())
+                n = int(batch.count.sum())
                 stats.tokens[g] += n
                 bar.update(n)
-                aligned = bool(batch.last_window[-1])
-                done = batch.text[-1] + 1 if aligned else batch.text[-1]
-                stats.texts[g] = done
+                stats.texts[g] = batch.done
                 if pooled_texts:
-                    acc.flush_pooled(stats, g, layers, done)
-                capped = max_tokens is not None and int(stats.tokens[g]) >= max_tokens
-                if capped:
-                    break
-                if checkpoint is not None and aligned and time.monotonic() - last_save > checkpoint_every:
+                    acc.flush_pooled(stats, g, layers, batch.done)
+                if checkpoint is not None and batch.boundary and time.monotonic() - last_save > checkpoint_every:
                     acc.flush(stats, g)
                     stats.save(checkpoint)
                     last_save = time.monotonic()

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 import neuronlab as nl
@@ -267,3 +268,24 @@ def test_slam_commands_layers_finetune_merge(model_dir, corpus, tmp_path):
                               str(tmp_path / "r3"), "--max-steps", "1"])  # fmt: skip
     assert bad.exit_code == 2 and "out of range" in bad.output
     assert "delta of" in runner.invoke(app, ["inspect", str(run / "delta.safetensors")]).output
+
+
+def test_record_streams_a_datasets_source(model_dir, tmp_path):
+    """--dataset GROUP=FILE reads a column with `datasets` (streamed) and records what the lines record."""
+    pytest.importorskip("datasets", reason="the `datasets` package is not importable here (pip install datasets)")
+    (tmp_path / "en.jsonl").write_text("".join(json.dumps({"id": i, "body": t}) + "\n" for i, t in enumerate(TEXTS["en"])))
+    (tmp_path / "fr.csv").write_text("body\n" + "".join(f'"{t}"\n' for t in TEXTS["fr"]))
+    out = tmp_path / "s.safetensors"
+    result = runner.invoke(app, ["record", "-m", str(model_dir), "--dataset", f"en={tmp_path / 'en.jsonl'}",
+                                 "--dataset", f"fr={tmp_path / 'fr.csv'}", "--column", "body", "--limit", "3",
+                                 "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    model, tok = nl.load_model(model_dir)
+    expected = nl.record(model, tok, {g: t[:3] for g, t in TEXTS.items()}, progress=False)
+    got = nl.Stats.load(out)
+    assert got.groups == ["en", "fr"] and got.tokens.tolist() == expected.tokens.tolist()
+    assert got.texts.tolist() == [3, 3] and torch.allclose(got.sum, expected.sum)
+
+    wrong = runner.invoke(app, ["record", "-m", str(model_dir), "--dataset", f"en={tmp_path / 'en.jsonl'}",
+                                "--out", str(tmp_path / "w.safetensors")])  # fmt: skip
+    assert wrong.exit_code == 2 and "no column 'text'" in wrong.output and "id, body" in wrong.output

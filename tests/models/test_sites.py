@@ -32,7 +32,7 @@ def capture_all(model, ids):
             got[site] = h.detach().clone()
         return fn
 
-    sites = [Site(layer, kind) for layer in range(n) for kind in KINDS]
+    sites = [Site(layer, kind) for layer in range(n) for kind in KINDS if kind != "router"]
     with nl.hooked(model, {s: keep(s) for s in sites}):
         out = model(input_ids=ids, output_hidden_states=True)
     return got, out

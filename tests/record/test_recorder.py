@@ -222,3 +222,16 @@ def test_stats_add_and_state_dict_contract(tok):
         stats.add("a", x[:, :2])
     with pytest.raises(nl.NeuronlabError, match="one row per group"):
         again.load_state_dict({**stats.state_dict(), "groups": ["a"]})
+
+
+def test_a_streamed_corpus_is_read_only_as_far_as_needed(tok):
+    """Texts may be any iterable (a generator, a streamed dataset): record reads them in order, a chunk at a time."""
+    model, read = tiny_model("llama"), []
+
+    def stream():
+        for i in range(100_000):
+            read.append(i)
+            yield f"text {i}"
+
+    stats = nl.record(model, tok, {"en": stream()}, max_tokens=50, batch_size=4, progress=False)
+    assert int(stats.tokens[0]) == 50 and len(read) <= 512  # one tokenizer chunk (256 texts) and the one after

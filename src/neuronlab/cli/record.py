@@ -2,6 +2,7 @@
 
     neuronlab record --model M --text en=en.txt --text fr=fr.txt --out stats.safetensors
     neuronlab record --model M --text-dir flores/ --pattern '*.devtest' --out stats.safetensors --resume
+    neuronlab record --model M --dataset en=wikimedia/wikipedia --subset 20231101.en --limit 100000 --out s.safetensors
     neuronlab inspect stats.safetensors
 """
 
@@ -37,14 +38,24 @@ def record(
     pattern: PatternOpt = "*.txt",
     limit: Annotated[int | None, typer.Option(help="Use only the first N lines of each file.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from --out if it exists, never counting a text twice.")] = False,
+    dataset: Annotated[list[str] | None, typer.Option(help="GROUP=SOURCE: a data file (.txt .jsonl .csv .parquet) or "
+                                                     "a hub id read with `datasets`, streamed; repeatable.")] = None,
+    split: Annotated[str, typer.Option(help="Split of each --dataset.")] = "train",
+    column: Annotated[str, typer.Option(help="Text column of each --dataset.")] = "text",
+    subset: Annotated[str | None, typer.Option(help="Subset (config name) of each hub --dataset.")] = None,
 ) -> None:
     """Record per-neuron statistics of a site over texts grouped by language or concept."""
+    from neuronlab.data.corpora import parse_group_datasets
     from neuronlab.record.recorder import record as record_stats
 
     if out.exists() and not resume:
         raise NeuronlabError(f"{out} exists: pass --resume to continue it, or choose another --out")
     writable(out)
-    found = texts(text, text_dir, pattern, limit)
+    found = texts(text, text_dir, pattern, limit) if text or text_dir or not dataset else {}
+    for group, source in parse_group_datasets(dataset or [], split, column, subset, limit).items():
+        if group in found:
+            raise NeuronlabError(f"group {group!r} is given twice")
+        found[group] = source
     loaded, tokenizer = model.load()
     stats = record_stats(loaded, tokenizer, found, checkpoint=out, **asdict(cfg))
     typer.echo(stats.summary())

@@ -3,6 +3,7 @@
     >>> texts = read_text_dir("corpus/")                        # {"en": [...], "fr": [...]}
     >>> texts = read_text_dir("flores200_devtest/", pattern="*.devtest", limit=800)
     >>> texts = {"en": read_lines("en.txt")}
+    >>> texts = {"en": DatasetTexts("en.jsonl", column="text")}      # streamed with `datasets`, never all in memory
 """
 
 from __future__ import annotations
@@ -81,3 +82,66 @@ def read_parallel(src: str | Path, ref: str | Path) -> tuple[list[str], list[str
                              "be line-aligned")  # fmt: skip
     pairs = [(x, y) for x, y in zip(a, b) if x and y]
     return [x for x, _ in pairs], [y for _, y in pairs]
+
+
+_BUILDERS = {".txt": "text", ".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+class DatasetTexts:
+    """One column of a Hugging Face `datasets` source, streamed: iterating reads the texts in order and never holds
+    the corpus in memory, so `record` runs over corpora larger than RAM. The source is a local data file (.txt,
+    .json/.jsonl, .csv, .parquet), a folder `load_dataset` understands, or a hub id (with `subset`, the config name).
+
+        >>> texts = {"en": DatasetTexts("wikimedia/wikipedia", subset="20231101.en", limit=100_000),
+        ...          "fr": DatasetTexts("fr.jsonl", column="text")}
+        >>> stats = nl.record(model, tok, texts)
+    """
+
+    def __init__(self, source: str | Path, split: str = "train", column: str = "text", subset: str | None = None,
+                 limit: int | None = None):  # fmt: skip
+        self.source, self.split, self.column, self.subset, self.limit = str(source), split, column, subset, limit
+
+    def __repr__(self) -> str:
+        return f"DatasetTexts({self.source!r}, split={self.split!r}, column={self.column!r})"
+
+    def _open(self):
+        try:
+            from datasets import load_dataset
+        except ImportError as err:
+            raise NeuronlabError(f"reading {self.source} needs the `datasets` package ({err}): "
+                                 "pip install 'neuronlab[datasets]'") from None  # fmt: skip
+        path = Path(self.source)
+        try:
+            if path.is_file():
+                builder = _BUILDERS.get(path.suffix.lower())
+                if builder is None:
+                    raise NeuronlabError(f"{path}: give a .txt, .json, .jsonl, .csv or .parquet file")
+                return load_dataset(builder, data_files=str(path), split=self.split, streaming=True)
+            return load_dataset(self.source, self.subset, split=self.split, streaming=True)
+        except NeuronlabError:
+            raise
+        except Exception as err:  # datasets raises many kinds (not found, no such split, offline, ...)
+            raise NeuronlabError(f"cannot open dataset {self.source!r} (split {self.split!r}): "
+                                 f"{type(err).__name__}: {err}") from None  # fmt: skip
+
+    def __iter__(self):
+        for i, row in enumerate(self._open()):
+            if self.limit is not None and i >= self.limit:
+                return
+            if self.column not in row:
+                raise NeuronlabError(f"dataset {self.source!r} has no column {self.column!r}: its columns are "
+                                     f"{', '.join(row)}; pass column=... (--column)")  # fmt: skip
+            yield row[self.column]
+
+
+def parse_group_datasets(specs: list[str], split: str, column: str, subset: str | None, limit: int | None):
+    """`GROUP=SOURCE` pairs (the CLI's --dataset) into {group: DatasetTexts}."""
+    out: dict[str, DatasetTexts] = {}
+    for spec in specs:
+        group, sep, source = spec.partition("=")
+        if not sep or not group or not source:
+            raise NeuronlabError(f"--dataset {spec!r}: write it as GROUP=SOURCE, e.g. --dataset fr=fr.jsonl")
+        if group in out:
+            raise NeuronlabError(f"group {group!r} is given twice")
+        out[group] = DatasetTexts(source, split, column, subset, limit)
+    return out

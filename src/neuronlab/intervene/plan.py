@@ -51,6 +51,8 @@ class Intervention:
     def __post_init__(self) -> None:
         if self.site not in KINDS:
             raise NeuronlabError(f"unknown site kind {self.site!r}: use one of {', '.join(KINDS)}")
+        if self.site == "router":
+            raise NeuronlabError("the router site is read-only (record it); intervene on ffn_out, attn_out or resid")
         p = self.positions
         if not (p in ("all", "last") if isinstance(p, str) else isinstance(p, (slice, Tensor))):
             raise NeuronlabError(f"positions must be 'all', 'last', a slice or a boolean mask, not {p!r}")

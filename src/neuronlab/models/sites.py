@@ -6,7 +6,8 @@
 
 Kinds (see DESIGN.md): `act` the FFN activation output, `neuron` the input of the down projection,
 `ffn_out` / `attn_out` the block outputs added to the residual stream, `resid` the residual stream after
-the layer. A hook function gets the value and returns a replacement, or None to leave it as it is
+the layer, and on a mixture of experts `router` (read-only): the weight the layer gives each expert's output for
+the token, 0 for experts not chosen, so in `record` active / tokens is how often expert e is used. A hook function gets the value and returns a replacement, or None to leave it as it is
 (it may change it in place). Hooks exist only inside `hooked`, which removes them in `finally`.
 """
 
@@ -22,8 +23,8 @@ from torch import Tensor, nn
 from neuronlab.errors import NeuronlabError
 from neuronlab.models.arch import ArchSpec, arch_spec, text_config
 
-KINDS = ("act", "neuron", "ffn_out", "attn_out", "resid")
-NEURON_KINDS = ("act", "neuron")  # width d_ff; the other kinds have width d_model
+KINDS = ("act", "neuron", "ffn_out", "attn_out", "resid", "router")
+NEURON_KINDS = ("act", "neuron")  # width d_ff; router: the number of experts; the other kinds have width d_model
 
 
 @dataclass(frozen=True, order=True)
@@ -82,6 +83,15 @@ def site_module(model: nn.Module, site: Site, arch: ArchSpec | None = None) -> t
     layer = decoder_layers(model, arch)[site.layer]
     if site.kind == "resid":
         return layer, "output"
+    if site.kind == "router":
+        if spec.router is None:
+            raise NeuronlabError(f"site {site} is not served: this model has no router (the `router` site is for "
+                                 "mixtures of experts; its ArchSpec names none)")  # fmt: skip
+        try:
+            return get_module(layer, spec.router), "output"
+        except NeuronlabError:
+            raise NeuronlabError(f"layer {site.layer} has no router at {spec.router!r} (a dense FFN among expert "
+                                 "layers?): record the router of the expert layers only") from None  # fmt: skip
     path = spec.down if site.kind == "neuron" else getattr(spec, site.kind)
     if path is None:
         why = ("its FFN is a mixture of experts: a neuron of expert e sees only the tokens routed to e, so there is "
@@ -102,7 +112,12 @@ def down_weight_io(model: nn.Module, arch: ArchSpec | None = None) -> tuple[int,
 
 
 def site_width(model: nn.Module, kind: str, arch: ArchSpec | None = None) -> int:
-    """Number of values per token at a site kind: d_ff for `act`/`neuron`, d_model otherwise."""
+    """Number of values per token at a site kind: d_ff for `act`/`neuron`, the experts for `router`, else d_model."""
+    if kind == "router":
+        weight = getattr(site_module(model, Site(len(decoder_layers(model, arch)) - 1, kind), arch)[0], "weight", None)
+        if weight is None or weight.dim() != 2:
+            raise NeuronlabError("the router has no 2-D weight [experts, d_model]; the ArchSpec does not match")
+        return int(weight.shape[0])
     if arch_spec(model, arch).down is None and kind not in NEURON_KINDS:  # a mixture of experts
         return text_config(model).hidden_size
     d_ff, d_model = down_weight_io(model, arch)
@@ -115,9 +130,23 @@ HookFn = Callable[[Tensor], Tensor | None]
 FFN_KINDS = ("act", "neuron", "ffn_out")
 
 
-def _install(module: nn.Module, where: str, fn: HookFn, shape: list | None) -> torch.utils.hooks.RemovableHandle:
+def routing(output) -> Tensor:
+    """[tokens, experts] weights from a router's output (logits, top-k weights, top-k expert indices); 0 where an
+    expert is not chosen. Routers that return only logits (transformers 4.x) choose inside their block: refused."""
+    if not (isinstance(output, tuple) and len(output) == 3 and not output[2].is_floating_point()):
+        raise NeuronlabError("this model's router returns only its logits; the `router` site reads the choice a "
+                             "router returns (logits, weights, expert indices), as in transformers >= 5: upgrade "
+                             "transformers")  # fmt: skip
+    logits, weights, experts = output
+    return torch.zeros(logits.shape, dtype=torch.float32, device=logits.device).scatter_(
+        -1, experts.long(), weights.float())
+
+
+def _install(module: nn.Module, where: str, fn: HookFn, shape: list | None,
+             router: bool = False) -> torch.utils.hooks.RemovableHandle:  # fmt: skip
     """Hook `fn` on a module's input or output. Where the ArchSpec says the FFN runs on flattened tokens
-    [batch*pos, width] (OPT), `shape` holds the layer input's (batch, pos) and `fn` still sees [batch, pos, width]."""
+    [batch*pos, width] (OPT), `shape` holds the layer input's (batch, pos) and `fn` still sees [batch, pos, width].
+    A router's output is read as `routing` weights; a hook may not replace them."""
 
     def call(value: Tensor) -> Tensor | None:
         flat = bool(shape) and value.dim() == 2
@@ -139,6 +168,10 @@ def _install(module: nn.Module, where: str, fn: HookFn, shape: list | None) -> t
         return module.register_forward_pre_hook(pre_hook, with_kwargs=True)
 
     def hook(_module, _args, output):
+        if router:
+            if call(routing(output)) is not None:
+                raise NeuronlabError("the router site is read-only: intervene on ffn_out, attn_out or resid")
+            return None
         new = call(output[0] if isinstance(output, tuple) else output)
         if new is None:
             return None
@@ -170,15 +203,15 @@ def hooked(model: nn.Module, fns: dict[Site, HookFn], arch: ArchSpec | None = No
                 f"sites {seen[key]} and {site} resolve to the same module; the ArchSpec must name one module per layer"
             )
         seen[key] = site
-        flat = spec.flat_ffn and site.kind in FFN_KINDS
-        targets.append((module, where, fn, shapes.setdefault(site.layer, []) if flat else None))
+        flat = (spec.flat_ffn and site.kind in FFN_KINDS) or site.kind == "router"  # routers see [tokens, width]
+        targets.append((module, where, fn, shapes.setdefault(site.layer, []) if flat else None, site.kind == "router"))
     layers = decoder_layers(model, arch)
     handles = []
     try:
         for layer, shape in shapes.items():
             handles.append(layers[layer].register_forward_pre_hook(_shape_hook(shape), with_kwargs=True))
-        for module, where, fn, shape in targets:
-            handles.append(_install(module, where, fn, shape))
+        for module, where, fn, shape, router in targets:
+            handles.append(_install(module, where, fn, shape, router))
         yield
     finally:
         for handle in handles:

@@ -45,7 +45,7 @@ from neuronlab.record.stats import Moments, Stats
 class RecordConfig:
     """The settings of `record` (besides model, texts and checkpoint): `record(model, tok, texts, **asdict(cfg))`."""
 
-    site: str = option("act", "site kind: act, neuron, ffn_out, attn_out or resid")
+    site: str = option("act", "site kind: act, neuron, ffn_out, attn_out, resid or router (MoE)")
     batch_size: int = option(8, "rows per forward pass")
     max_length: int = option(512, "tokens per window; longer texts are split")
     truncate: bool = option(False, "cut texts at max_length instead of splitting them")

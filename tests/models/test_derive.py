@@ -164,3 +164,21 @@ def test_inspect_model_prints_the_spec_and_its_proof(tmp_path):
     tok.save_pretrained(tmp_path / "granite")
     result = CliRunner().invoke(app, ["inspect-model", "-m", str(tmp_path / "granite")])
     assert result.exit_code != 0 and "not h + attn + ffn" in result.output
+
+
+def test_gemma3_multimodal_checkpoints_serve_their_language_model():
+    """Gemma 3 4B-27B are Gemma3ForConditionalGeneration (a vision tower beside the language model)."""
+    from transformers import AutoModelForCausalLM, Gemma3Config
+
+    text = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                num_key_value_heads=1, head_dim=32, vocab_size=300, sliding_window=16)  # fmt: skip
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=28,
+                  patch_size=14)  # fmt: skip
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(Gemma3Config(text_config=text, vision_config=vision,
+                                                          mm_tokens_per_image=4)).eval()  # fmt: skip
+    spec = nl.arch_spec(model)
+    assert spec.layers.endswith("language_model.layers") or spec.layers.endswith("language_model.model.layers")
+    assert (spec.act, spec.down, spec.softcap) == ("mlp.act_fn", "mlp.down_proj", "final_logit_softcapping")
+    stats = nl.record(model, nl.testing.char_tokenizer(), {"x": ["abc def"]}, progress=False)
+    assert stats.active.shape == (1, 2, 128) and int(stats.tokens[0]) == 7

@@ -73,11 +73,12 @@ class ModelRef:
 
     def load(self):
         """(model, tokenizer)."""
+        from neuronlab.dist import local_device
         from neuronlab.models.load import load_model
 
         if self.device == "auto":
             return load_model(self.name, dtype=self.dtype, device_map="auto", revision=self.revision)
-        return load_model(self.name, dtype=self.dtype, device=self.device, revision=self.revision)
+        return load_model(self.name, dtype=self.dtype, device=local_device(self.device), revision=self.revision)
 
 
 def model_options(default: str | None = None, help: str = "Hugging Face hub id or local folder."):  # noqa: A002

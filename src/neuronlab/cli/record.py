@@ -2,6 +2,7 @@
 
     neuronlab record --model M --text en=en.txt --text fr=fr.txt --out stats.safetensors
     neuronlab record --model M --text-dir flores/ --pattern '*.devtest' --out stats.safetensors --resume
+    torchrun --nproc-per-node 2 -m neuronlab record --model M --text-dir corpus/ --out stats.safetensors
     neuronlab record --model M --dataset en=wikimedia/wikipedia --subset 20231101.en --limit 100000 --out s.safetensors
     neuronlab inspect stats.safetensors
 """
@@ -46,6 +47,7 @@ def record(
 ) -> None:
     """Record per-neuron statistics of a site over texts grouped by language or concept."""
     from neuronlab.data.corpora import parse_group_datasets
+    from neuronlab.dist import init_from_env, world
     from neuronlab.record.recorder import record as record_stats
 
     if out.exists() and not resume:
@@ -56,10 +58,12 @@ def record(
         if group in found:
             raise NeuronlabError(f"group {group!r} is given twice")
         found[group] = source
+    init_from_env(model.device)  # under torchrun: join the ranks (gloo on CPUs, nccl on GPUs)
     loaded, tokenizer = model.load()
     stats = record_stats(loaded, tokenizer, found, checkpoint=out, **asdict(cfg))
-    typer.echo(stats.summary())
-    typer.echo(f"wrote {out}")
+    if world()[0] == 0:
+        typer.echo(stats.summary())
+        typer.echo(f"wrote {out}" + (f" (recorded by {stats.meta['world_size']} processes)" if world()[1] > 1 else ""))
 
 
 @friendly

@@ -19,6 +19,10 @@ How tokens are counted
 - With `checkpoint`, the stats are saved there atomically every `checkpoint_every` seconds (at a text
   boundary) and at the end; a later call with the same path continues where the file ends and never counts
   a text twice.
+- Under torch.distributed (torchrun; see `neuronlab.dist`) each rank records its share of every group and the
+  ranks combine counts, sums and maxima: the result equals one process's (counts exactly, sums to float64
+  rounding), `meta["world_size"]` says how many ranks shared the work, and rank 0 writes `checkpoint`. Each rank
+  checkpoints to `NAME.rankRofN.safetensors` beside it until the end, so a killed run resumes with the same N.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from torch import Tensor
 
 from neuronlab.config import option
 from neuronlab.data.batching import Batch, batches, model_inputs, pad_id, windows
+from neuronlab.dist import Shard, all_reduce, barrier, broadcast, world
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import check_writable
 from neuronlab.models.arch import ArchSpec
@@ -139,14 +144,34 @@ def record(
 
     if checkpoint is not None:
         check_writable(checkpoint)  # before any work: a bad path never costs a recorded group
-    layers = list(range(len(decoder_layers(model, arch))))
     settings = dict(max_length=max_length, truncate=truncate, max_tokens=max_tokens, count_special=count_special)
-    meta = {"model": model_info(model, arch), "site": site, "settings": settings, "complete": []}
-    stats = Stats.empty(list(texts), len(layers), site_width(model, site, arch), meta, pooled_texts)
-    if checkpoint is not None and Path(checkpoint).is_file():
-        stats = _resume(stats, Stats.load(checkpoint))
+    fresh = lambda pooled: _empty(model, list(texts), site, settings, pooled, arch)  # noqa: E731
+    run = dict(batch_size=batch_size, checkpoint_every=checkpoint_every, bucket=bucket, arch=arch)
+    rank, size = world()
+    if size == 1:
+        stats = fresh(pooled_texts)
+        if checkpoint is not None and Path(checkpoint).is_file():
+            stats = _resume(stats, Stats.load(checkpoint))
+            stats.meta.setdefault("world_size", 1)  # files written before ranks existed
+        return _record(model, tokenizer, texts, stats, checkpoint, progress, **run)
+    return _record_ranks(model, tokenizer, texts, fresh, checkpoint, progress, rank, size, pooled_texts, run)
 
+
+def _empty(model, groups: list[str], site: str, settings: dict, pooled_texts: int, arch) -> Stats:
+    meta = {"model": model_info(model, arch), "site": site, "settings": settings, "complete": [],
+            "world_size": world()[1]}  # fmt: skip
+    return Stats.empty(groups, len(decoder_layers(model, arch)), site_width(model, site, arch), meta, pooled_texts)
+
+
+def _record(model, tokenizer, texts, stats: Stats, checkpoint, progress: bool, batch_size: int,
+            checkpoint_every: float, bucket: int, arch, allow_empty: bool = False) -> Stats:  # fmt: skip
+    """Record the groups `stats` does not mark complete, adding to it (one process, or one rank's share)."""
+    site, settings = stats.site, stats.meta["settings"]
+    max_length, truncate, max_tokens = settings["max_length"], settings["truncate"], settings["max_tokens"]
+    pooled_texts = stats.meta["pooled_texts"]
+    layers = list(range(stats.n_layers))
     special = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
+    count_special = settings["count_special"]
     acc = _Accumulator(pooled_texts)
     sites = [Site(layer, site) for layer in layers]
 
@@ -181,13 +206,59 @@ def record(
             acc.flush(stats, g)
             if pooled_texts:
                 acc.flush_pooled(stats, g, layers, 1 << 62)
-            if int(stats.tokens[g]) == 0:
+            if int(stats.tokens[g]) == 0 and not allow_empty:
                 raise NeuronlabError(f"group {group!r} has no text that yields countable tokens: give it real text")
             stats.meta["complete"].append(group)
             if checkpoint is not None:
                 stats.save(checkpoint)
                 last_save = time.monotonic()
     bar.close()
+    return stats
+
+
+def _record_ranks(model, tokenizer, texts, fresh, checkpoint, progress: bool, rank: int, size: int,
+                  pooled_texts: int, run: dict) -> Stats:  # fmt: skip
+    """Each rank records its `Shard` of every group (rank 0 also the first `pooled_texts` texts, for their per-text
+    rows) into its own checkpoint; the ranks then add counts and sums and take maxima, and rank 0 writes the one
+    file. A finished file is returned as it is; a killed run resumes rank by rank with the same number of ranks."""
+    if fresh(0).meta["settings"]["max_tokens"] is not None:
+        raise NeuronlabError("max_tokens counts the first tokens of each group in text order, which ranks cannot "
+                             "share: cap the texts instead (--limit), or run one process")  # fmt: skip
+    groups, mine = list(texts), None
+    if checkpoint is not None:
+        checkpoint = Path(checkpoint)
+        if checkpoint.is_file():
+            done = _resume(fresh(pooled_texts), Stats.load(checkpoint))
+            if set(done.meta["complete"]) == set(groups):
+                return done
+            raise NeuronlabError(f"{checkpoint} holds an unfinished run of one process: resume it with one process, "
+                                 "or write to another path")  # fmt: skip
+        others = [p.name for p in checkpoint.parent.glob(f"{checkpoint.stem}.rank*of*{checkpoint.suffix}")
+                  if not p.name.endswith(f"of{size}{checkpoint.suffix}")]  # fmt: skip
+        if others:
+            raise NeuronlabError(f"{', '.join(sorted(others))} hold a run with another number of processes: resume "
+                                 "with that many, or delete them to start over")  # fmt: skip
+        mine = checkpoint.with_name(f"{checkpoint.stem}.rank{rank}of{size}{checkpoint.suffix}")
+    local = fresh(pooled_texts if rank == 0 else 0)
+    if mine is not None and mine.is_file():
+        local = _resume(local, Stats.load(mine))
+    shards = {g: Shard(texts[g], rank, size, first=pooled_texts) for g in groups}
+    local = _record(model, tokenizer, shards, local, mine, progress and rank == 0, allow_empty=True, **run)
+
+    stats = Stats.empty(groups, local.n_layers, local.width, local.meta, pooled_texts)
+    for key in ("tokens", "texts", "active", "sum", "sum_sq"):
+        setattr(stats, key, all_reduce(getattr(local, key)))
+    stats.max = all_reduce(local.max, "max")
+    for key in ("pooled_mean", "pooled_max", "pooled_n") if pooled_texts else ():
+        setattr(stats, key, broadcast(getattr(local if rank == 0 else stats, key)))
+    empty = [g for g, n in zip(groups, stats.tokens.tolist()) if n == 0]
+    if empty:
+        raise NeuronlabError(f"group {empty[0]!r} has no text that yields countable tokens: give it real text")
+    if checkpoint is not None:
+        if rank == 0:
+            stats.save(checkpoint)
+        barrier()  # the one file exists before any rank's own checkpoint goes
+        mine.unlink(missing_ok=True)
     return stats
 
 

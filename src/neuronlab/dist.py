@@ -1,0 +1,99 @@
+"""Data parallelism over torch.distributed: which share of a corpus a process takes, and combining what ranks found.
+
+    torchrun --nproc-per-node 2 -m neuronlab record --model M --text-dir DIR --out S   # one file, as one process
+    >>> torch.distributed.init_process_group("gloo")   # or let a command do it: init_from_env()
+    >>> stats = nl.record(model, tok, texts)            # every rank returns the combined stats
+
+Nothing here starts processes: torchrun, `accelerate launch` or a cluster script does, and `init_from_env` joins the
+group they describe in the environment (RANK, WORLD_SIZE, MASTER_ADDR, ...): nccl where the model runs on a GPU,
+gloo on CPUs. A rank takes every `world`-th text of each group (the first `first` texts all go to rank 0, which
+keeps per-text rows for them), so shards are deterministic, balanced, and need no length of the corpus.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+import torch
+
+
+def world() -> tuple[int, int]:
+    """(rank, number of ranks) of the initialised process group, else (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def launched() -> bool:
+    """Whether a launcher (torchrun, accelerate launch) started this process as one of several."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def local_device(device: str | None) -> str | None:
+    """`cuda` -> `cuda:LOCAL_RANK` under a launcher (one GPU per process); anything else unchanged."""
+    if device == "cuda" and launched():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return device
+
+
+def init_from_env(device: str | None = None) -> None:
+    """Join the process group a launcher describes (no-op in a single process or when already joined)."""
+    import torch.distributed as dist
+
+    if not launched() or dist.is_initialized():
+        return
+    gpu = device is not None and device.startswith("cuda")
+    if gpu:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if gpu else "gloo")
+
+
+def collective_device() -> torch.device:
+    """Where tensors must be for the group's collectives (nccl: this rank's GPU)."""
+    import torch.distributed as dist
+
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_reduce(t: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """`t` reduced over all ranks (sum or max), as a new CPU tensor; `t` itself is left as it was."""
+    import torch.distributed as dist
+
+    x = t.to(collective_device(), copy=True)
+    dist.all_reduce(x, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+    return x.cpu()
+
+
+def broadcast(t: torch.Tensor, src: int = 0) -> torch.Tensor:
+    """Rank `src`'s `t` on every rank (every rank passes a tensor of the same shape and dtype)."""
+    import torch.distributed as dist
+
+    x = t.to(collective_device(), copy=True)
+    dist.broadcast(x, src)
+    return x.cpu()
+
+
+def barrier() -> None:
+    import torch.distributed as dist
+
+    if world()[1] > 1:
+        dist.barrier()
+
+
+class Shard:
+    """The texts of one rank, read lazily from any iterable (a list, a file, a streamed dataset): texts below
+    `first` all go to rank 0, the rest in turn, text `i` to rank `(i - first) % size`."""
+
+    def __init__(self, texts: Iterable[str], rank: int, size: int, first: int = 0):
+        self.texts, self.rank, self.size, self.first = texts, rank, size, first
+
+    def __iter__(self):
+        for i, text in enumerate(self.texts):
+            owner = 0 if i < self.first else (i - self.first) % self.size
+            if owner == self.rank:
+                yield text

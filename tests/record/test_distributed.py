@@ -1,0 +1,112 @@
+"""record on 2 CPU ranks (gloo, spawned here) equals record in one process, also after a rank is killed mid-run."""
+
+import os
+import socket
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+import torch
+
+import neuronlab as nl
+
+from ..conftest import char_tokenizer, tiny_model
+
+pytestmark = pytest.mark.slow
+TEXTS = {"en": [f"the text number {i} " * (1 + i % 4) for i in range(13)],
+         "fr": [f"le texte numéro {i}" + " et encore" * (i % 3) for i in range(9)]}  # fmt: skip
+SETTINGS = dict(batch_size=1, bucket=2, pooled_texts=3, progress=False)  # one text a forward: the same float32 values anywhere
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank(rank, size, port, model_dir, out, crash_after):
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=size, timeout=timedelta(seconds=60))
+    model, tok = nl.load_model(model_dir)
+    calls = []
+
+    def crash(_module, _args):
+        calls.append(1)
+        if len(calls) == crash_after:
+            raise KeyboardInterrupt  # a rank killed mid-run
+
+    if crash_after and rank == 1:
+        model.register_forward_pre_hook(crash)
+    try:
+        nl.record(model, tok, TEXTS, checkpoint=out, checkpoint_every=0, **SETTINGS)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny_llama")
+    tiny_model("llama").save_pretrained(path)
+    char_tokenizer().save_pretrained(path)
+    return path
+
+
+def _assert_equal(got, want):
+    pooled = want.pooled_n is not None
+    assert (got.pooled_n is not None) == pooled
+    for key in ("tokens", "texts", "active") + (("pooled_n",) if pooled else ()):
+        assert torch.equal(getattr(got, key), getattr(want, key)), key
+    for key in ("sum", "sum_sq", "max") + (("pooled_mean", "pooled_max") if pooled else ()):
+        torch.testing.assert_close(getattr(got, key), getattr(want, key), rtol=1e-12, atol=0, equal_nan=True)
+
+
+def test_two_ranks_equal_one_process_also_after_a_rank_is_killed(model_dir, tmp_path):
+    import torch.multiprocessing as mp
+
+    model, tok = nl.load_model(model_dir)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the ranks: another thread count changes float32 matmul rounding
+    try:
+        want = nl.record(model, tok, TEXTS, **SETTINGS)
+    finally:
+        torch.set_num_threads(threads)
+    assert want.meta["world_size"] == 1
+
+    out = tmp_path / "s.safetensors"
+    with pytest.raises(Exception):  # rank 1 dies at its 4th forward; spawn stops rank 0 too
+        mp.spawn(_rank, args=(2, _free_port(), str(model_dir), str(out), 4), nprocs=2)
+    assert not out.exists()
+    partial = nl.Stats.load(tmp_path / "s.rank1of2.safetensors")
+    assert 0 < int(partial.texts.sum()) < (13 - 3) // 2 + (9 - 3) // 2  # rank 1 saved a part of its share
+
+    mp.spawn(_rank, args=(2, _free_port(), str(model_dir), str(out), 0), nprocs=2)
+    got = nl.Stats.load(out)
+    assert got.meta["world_size"] == 2 and got.meta["complete"] == ["en", "fr"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.safetensors"]  # the rank checkpoints are gone
+    _assert_equal(got, want)
+    again = nl.record(model, tok, TEXTS, checkpoint=out, **SETTINGS)  # one process resumes a finished file
+    _assert_equal(again, want)
+
+
+def test_torchrun_record_writes_the_file_one_process_writes(model_dir, tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for g, lines in TEXTS.items():
+        (corpus / f"{g}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    args = ["-m", str(model_dir), "--text-dir", str(corpus), "--batch-size", "1"]
+    one, two = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    subprocess.run([sys.executable, "-m", "neuronlab", "record", *args, "--out", str(one)], check=True, env=env,
+                   capture_output=True)  # fmt: skip
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                          "--master-port", str(_free_port()), "-m", "neuronlab", "record", *args, "--out", str(two)],
+                         env=env, capture_output=True, text=True)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "recorded by 2 processes" in run.stdout
+    a, b = nl.Stats.load(one), nl.Stats.load(two)
+    assert (a.meta["world_size"], b.meta["world_size"]) == (1, 2)
+    _assert_equal(b, a)

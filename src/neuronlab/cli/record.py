@@ -52,6 +52,10 @@ def record(
 
     if out.exists() and not resume:
         raise NeuronlabError(f"{out} exists: pass --resume to continue it, or choose another --out")
+    ranks = sorted(p.name for p in out.parent.glob(f"{out.stem}.rank*of*{out.suffix}"))
+    if ranks and not resume:
+        raise NeuronlabError(f"{', '.join(ranks)} hold a killed run of several processes: pass --resume to continue "
+                             "it, or delete them")  # fmt: skip
     writable(out)
     found = texts(text, text_dir, pattern, limit) if text or text_dir or not dataset else {}
     for group, source in parse_group_datasets(dataset or [], split, column, subset, limit).items():

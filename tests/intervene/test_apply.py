@@ -197,6 +197,7 @@ def test_baked_model_saves_as_a_plain_checkpoint(tmp_path):
     with nl.apply(model, plan):
         torch.testing.assert_close(logits(reloaded), logits(model), rtol=1e-5, atol=1e-5)
     assert F.mse_loss(logits(reloaded), logits(model)) > 0
+    assert "neuronlab" not in (tmp_path / "config.json").read_text()  # nothing a serving engine would not know
 
 
 def test_plan_tensors_live_in_safetensors_and_bad_files_fail_clearly(tmp_path):

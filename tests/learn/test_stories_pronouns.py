@@ -38,6 +38,7 @@ def test_the_model_prefers_she_after_girls_and_he_after_boys(stories):
     assert result["logit_diff_change"] == 0.0 and result["kl"] == 0.0
 
 
+@pytest.mark.slow  # 20 s of training on stories260K
 def test_activscalar_flips_held_out_names_with_fewer_parameters_than_steervec(stories, task):
     model, tok = stories
     train, held_out = task
@@ -53,6 +54,7 @@ def test_activscalar_flips_held_out_names_with_fewer_parameters_than_steervec(st
     assert 0 < a["kl"] < 5 and 0 < v["kl"] < 5
 
 
+@pytest.mark.slow  # 14 s of training on stories260K
 def test_dynscalar_trained_on_one_length_flips_other_lengths(stories, task):
     model, tok = stories
     train, held_out = split(pronoun_task(swap=True, templates=tuple(

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from neuronlab.errors import NeuronlabError
+from neuronlab.models.sites import module_device
 
 
 @dataclass
@@ -163,7 +164,7 @@ def model_inputs(model, input_ids: Tensor, attention_mask: Tensor | None = None,
 
 def input_device(model) -> torch.device:
     """Where a model's inputs go (the input embedding's device; with device_map, the first device)."""
-    return model.get_input_embeddings().weight.device
+    return module_device(model.get_input_embeddings())
 
 
 def forward_takes(model, name: str) -> bool:

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from neuronlab.errors import NeuronlabError
 from neuronlab.intervene.plan import Intervention, Plan
 from neuronlab.models.arch import ArchSpec
-from neuronlab.models.sites import Site, decoder_layers, hooked, site_width
+from neuronlab.models.sites import Site, decoder_layers, hooked, module_device, site_width
 
 
 class _Call:
@@ -111,7 +111,7 @@ def compile_plan(model: nn.Module, plan: Plan, arch: ArchSpec | None = None) -> 
             if idx is not None and not idx:
                 continue
             value = iv.value_at(layer, width if idx is None else len(idx))
-            device = next(layers[layer].parameters()).device
+            device = module_device(layers[layer])
             if isinstance(value, Tensor):
                 value = value.to(device)
             index = None if idx is None else torch.tensor(idx, dtype=torch.long, device=device)

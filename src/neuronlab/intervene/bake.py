@@ -43,6 +43,10 @@ def bake(model: nn.Module, plan: Plan, arch: ArchSpec | None = None) -> nn.Modul
             raise NeuronlabError(f"bake cannot express an intervention on site {iv.site!r}: only act and neuron")
         if not (isinstance(iv.positions, str) and iv.positions == "all"):
             raise NeuronlabError("bake cannot express interventions on chosen positions: use positions='all'")
+    if any(p.device.type == "meta" for p in model.parameters()):
+        raise NeuronlabError("this model's weights are offloaded (device_map with cpu/disk, accelerate offload): bake "
+                             "writes into the weights, so load the model whole (e.g. on the CPU) to bake it, then "
+                             "serve the saved checkpoint")  # fmt: skip
     compiled = compile_plan(model, plan, arch)
     spec = arch_spec(model, arch)
     baked = copy.deepcopy(model)

@@ -46,7 +46,7 @@ from neuronlab.intervene.apply import apply
 from neuronlab.learn.methods import COMPONENTS, LearnedIntervention, method
 from neuronlab.models.arch import ArchSpec
 from neuronlab.models.load import model_info
-from neuronlab.models.sites import Site, check_layers, decoder_layers, site_width
+from neuronlab.models.sites import Site, check_layers, decoder_layers, module_device, site_width
 
 LEARNED_FILE = "learned.safetensors"
 
@@ -204,7 +204,7 @@ def init_scaling(model, cfg: ScalingConfig, positions: int, arch: ArchSpec | Non
     check_layers(layers, n_layers)
     params = {}
     for layer in layers:
-        device = next(layers_of[layer].parameters()).device
+        device = module_device(layers_of[layer])
         for kind in cfg.components:
             p = impl.identity(site_width(model, kind, arch), positions)
             params[str(Site(layer, kind))] = p.to(device).requires_grad_(True)

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from neuronlab.errors import NeuronlabError
 from neuronlab.models.arch import ArchSpec, text_config
-from neuronlab.models.sites import get_module
+from neuronlab.models.sites import get_module, module_device
 
 ATTN = re.compile(r"att", re.I)
 FFN = re.compile(r"mlp|ffn|feed_?forward|moe", re.I)
@@ -169,7 +169,7 @@ def _candidates(model: nn.Module) -> dict:
 def _probe(model: nn.Module) -> dict:
     vocab = model.get_input_embeddings().weight.shape[0]
     gen = torch.Generator().manual_seed(0)
-    device = next(model.parameters()).device
+    device = module_device(model.get_input_embeddings())
     ids = torch.randint(min(3, vocab - 1), vocab, (2, 7), generator=gen).to(device)
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 

@@ -33,6 +33,7 @@ def load_model(
     device: str | None = None,
     revision: str | None = None,
     device_map: str | dict | None = None,
+    offload_folder: str | Path | None = None,
     trust_remote_code: bool = False,
     arch: ArchSpec | None = None,
     check: bool = True,
@@ -41,7 +42,8 @@ def load_model(
 
     `name_or_path` is a hub id or a local folder; `revision` a branch, tag or commit (Pythia's
     `step1000`); `dtype` float32/float16/bfloat16 (default: the checkpoint's own); `device` one device
-    ("cuda:0") or `device_map` ("auto") to spread a large model over several. Finds the ArchSpec (the table's
+    ("cuda:0") or `device_map` ("auto") to spread a large model over several (and over CPU and disk:
+    accelerate's offload, with `offload_folder`). Finds the ArchSpec (the table's
     row, or one derived and proven on a probe forward) and fails early, with the fix, where none fits and no
     `arch` is given (`check=False` leaves that to the first use: `neuronlab inspect-model`).
     """
@@ -53,7 +55,8 @@ def load_model(
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(
-            name_or_path, dtype=resolve_dtype(dtype) or "auto", device_map=device_map, **kwargs
+            name_or_path, dtype=resolve_dtype(dtype) or "auto", device_map=device_map, **kwargs,
+            **({"offload_folder": str(offload_folder)} if offload_folder is not None else {}),
         )
     except (OSError, ValueError) as err:  # missing folder, unknown hub id, malformed config
         raise NeuronlabError(f"cannot load model {str(name_or_path)!r}: {err}") from err

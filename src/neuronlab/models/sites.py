@@ -65,6 +65,21 @@ def get_module(root: nn.Module, path: str) -> nn.Module:
     )
 
 
+def module_device(module: nn.Module) -> torch.device:
+    """Where a module computes: the execution device of its accelerate hook where it has one (device_map="auto",
+    CPU or disk offload: offloaded weights sit on `meta` until the forward), else its first weight's device."""
+    for m in module.modules():
+        hook = getattr(m, "_hf_hook", None)
+        for h in getattr(hook, "hooks", None) or [hook]:  # a SequentialHook holds several
+            device = getattr(h, "execution_device", None)
+            if device is not None:
+                return torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
+        weight = next(m.parameters(recurse=False), None)
+        if weight is not None and weight.device.type != "meta":
+            return weight.device
+    return torch.device("cpu")
+
+
 def decoder_layers(model: nn.Module, arch: ArchSpec | None = None) -> nn.ModuleList:
     return get_module(model, arch_spec(model, arch).layers)
 

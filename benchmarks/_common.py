@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import random
 import string
 import time
@@ -39,6 +40,21 @@ def best_time(fn, repeats: int = 3) -> float:
     return min(times)
 
 
+def bench_device() -> str:
+    """The --device of the command line (default cpu, with two threads as on the development machines)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    device = parser.parse_known_args()[0].device
+    if device == "cpu":
+        torch.set_num_threads(2)
+    return device
+
+
+def _sync() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()  # GPU work is asynchronous: time it to its end
+
+
 def interleaved(fns: dict, rounds: int = 3) -> dict[str, float]:
     """Best time of each function, measured in alternation so drifts in machine load hit all alike."""
     for fn in fns.values():
@@ -46,7 +62,9 @@ def interleaved(fns: dict, rounds: int = 3) -> dict[str, float]:
     best = {k: float("inf") for k in fns}
     for _ in range(rounds):
         for k, fn in fns.items():
+            _sync()
             start = time.perf_counter()
             fn()
+            _sync()
             best[k] = min(best[k], time.perf_counter() - start)
     return best

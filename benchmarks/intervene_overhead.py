@@ -9,20 +9,20 @@ Prints each ratio (plain time / other time), then the smallest hooked ratio on t
 from __future__ import annotations
 
 import torch
-from _common import BATCH, LENGTH, gpt2_model, interleaved
+from _common import BATCH, LENGTH, bench_device, gpt2_model, interleaved
 
 import neuronlab as nl
 
 
 def main() -> None:
-    torch.set_num_threads(2)
-    model = gpt2_model()
+    device = bench_device()
+    model = gpt2_model().to(device)
     d_ff, n_layers = 4 * 512, 6
     gen = torch.Generator().manual_seed(0)
     neurons = {layer: torch.randperm(d_ff, generator=gen)[: d_ff // 100].tolist() for layer in range(n_layers)}
     plan = nl.Plan([nl.Scale(factor=2.0, neurons=nl.NeuronSet({"x": neurons}))])
     baked = nl.bake(model, plan)
-    ids = torch.randint(3, 8192, (BATCH, LENGTH), generator=gen)
+    ids = torch.randint(3, 8192, (BATCH, LENGTH), generator=gen).to(device)
     prompt = ids[:, :64]
 
     def forward(m):

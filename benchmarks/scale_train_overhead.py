@@ -11,17 +11,17 @@ Prints the ratio (baseline time / step time) on the last line.
 from __future__ import annotations
 
 import torch
-from _common import gpt2_model, interleaved
+from _common import bench_device, gpt2_model, interleaved
 
 from neuronlab.learn.scalars import ScalingConfig, _Encoded, init_scaling, objective
 
 
 def main() -> None:
-    torch.set_num_threads(2)
-    model = gpt2_model()
+    device = bench_device()
+    model = gpt2_model().to(device)
     model.requires_grad_(False)
     gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(3, 8192, (32, 16), generator=gen)
+    ids = torch.randint(3, 8192, (32, 16), generator=gen).to(device)
     enc = _Encoded(ids.tolist(), torch.randint(3, 8192, (32,), generator=gen), torch.randint(3, 8192, (32,), generator=gen))
     cfg = ScalingConfig(positions=16)
     scaling = init_scaling(model, cfg, 16)

@@ -32,7 +32,8 @@ def by_hand(model, tok, texts, **kw):
     out = {}
     for group, items in texts.items():
         x = np.concatenate([per_token_values(model, tok, t, **kw) for t in items], axis=0)
-        out[group] = dict(tokens=x.shape[0], active=(x > 0).sum(0), sum=x.sum(0), sum_sq=(x * x).sum(0), max=x.max(0))
+        out[group] = dict(tokens=x.shape[0], active=(x > 0).sum(0), sum=x.sum(0), sum_sq=(x * x).sum(0), max=x.max(0),
+                          abs_sum=np.abs(x).sum(0))
     return out
 
 
@@ -41,8 +42,10 @@ def assert_matches(stats, expected):
         i = stats.index(g)
         assert int(stats.tokens[i]) == exp["tokens"]
         np.testing.assert_array_equal(stats.active[i].numpy(), exp["active"])
-        for key in ("sum", "sum_sq", "max"):
-            np.testing.assert_allclose(getattr(stats, key)[i].numpy(), exp[key], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(stats.max[i].numpy(), exp["max"], rtol=1e-5, atol=1e-5)
+        # a batch is summed in float32: the error bound grows with the sum of magnitudes (resid: hundreds)
+        for key, scale in (("sum", exp["abs_sum"]), ("sum_sq", exp["sum_sq"])):
+            assert (np.abs(getattr(stats, key)[i].numpy() - exp[key]) <= 1e-5 + 1e-6 * scale).all(), key
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -68,17 +68,24 @@ class _Accumulator:
         self.layers: dict[int, Moments] = {}
         self.pooled_texts = pooled_texts
         self.pooled: dict[int, list] = {}  # text index -> [count, sum [L, W], max [L, W]]
-        self.count: Tensor | None = None  # bool [batch, pos] of the batch being run
-        self.batch: Batch | None = None
+        self.start(Batch(torch.zeros(0, 0), torch.zeros(0, 0), torch.zeros(0, 0, dtype=torch.bool), [], []))
+
+    def start(self, batch: Batch) -> None:
+        """Take the next batch's counted positions (decided on the CPU: no device sync per layer)."""
+        self.batch, self.count = batch, batch.count
+        self.counted, self.whole = bool(batch.count.any()), bool(batch.count.all())
+        self.on_device = {}
 
     def add(self, site: Site, h: Tensor) -> None:  # h: [batch, pos, width]; trace's reduce: keeps nothing
-        count = self.count.to(h.device)
-        x = h[count].float()  # [tokens, width]
-        if x.shape[0] == 0:
+        if not self.counted:
             return
+        if h.device not in self.on_device:
+            self.on_device[h.device] = self.count.to(h.device, non_blocking=True)
+        count = self.on_device[h.device]
         if site.layer not in self.layers:
-            self.layers[site.layer] = Moments.zeros(x.shape[1], x.device if x.device.type != "mps" else "cpu")
-        self.layers[site.layer].add(x)
+            self.layers[site.layer] = Moments.zeros(h.shape[-1], h.device if h.device.type != "mps" else "cpu")
+        # no boolean gather (a host sync on GPUs): uncounted rows are masked inside the reductions
+        self.layers[site.layer].add(h.reshape(-1, h.shape[-1]), None if self.whole else count.reshape(-1))
         if self.pooled_texts:
             self._pool(site.layer, h, count)
 
@@ -186,7 +193,7 @@ def _record(model, tokenizer, texts, stats: Stats, checkpoint, progress: bool, b
             budget = None if max_tokens is None else max_tokens - int(stats.tokens[g])
             for batch in batches(spans, batch_size, pad_id(tokenizer, model), special, count_special, bucket, budget,
                                  plain_below=pooled_texts):  # fmt: skip
-                acc.count, acc.batch = batch.count, batch
+                acc.start(batch)
                 with trace(model, sites, stop=True, reduce=acc.add, arch=arch) as tr:  # the head never runs
                     model(**model_inputs(model, batch.input_ids, batch.attention_mask), use_cache=False)
                 if tr.missing():

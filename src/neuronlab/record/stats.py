@@ -45,15 +45,23 @@ class Moments:
         return cls(torch.zeros(shape, dtype=torch.int64, device=device), torch.zeros(shape, **f64),
                    torch.zeros(shape, **f64), torch.full(shape, float("-inf"), **f64))  # fmt: skip
 
-    def add(self, x: Tensor) -> None:
-        """Count the rows of x [tokens, ...] (float32 or float64; accumulated in float64)."""
+    def add(self, x: Tensor, keep: Tensor | None = None) -> None:
+        """Count the rows of x [tokens, ...] (any float dtype; a batch is reduced in float32 or float64, then added
+        in float64), only those where the bool `keep` [tokens] is True when given."""
         if x.shape[0] == 0:
             return
-        x = x.to(self.sum.device)  # one batch is reduced in its own dtype (float32), then added in float64
-        self.active += (x > 0).sum(0)
+        x = x.to(self.sum.device)
+        x = x.float() if x.dtype not in (torch.float32, torch.float64) else x
+        if keep is not None:
+            keep = keep.to(x.device).view(-1, *([1] * (x.dim() - 1)))
+            top = x.masked_fill(~keep, float("-inf")).amax(0)
+            x = x.masked_fill(~keep, 0.0)  # adds nothing, and 0 is not active
+        else:
+            top = x.amax(0)
+        self.active += (x > 0).sum(0, dtype=torch.int32)  # int32 counts: 6x faster than int64 on CPUs; exact per batch
         self.sum += x.sum(0)
         self.sum_sq += x.square().sum(0)
-        torch.maximum(self.max, x.amax(0).to(self.max.dtype), out=self.max)
+        torch.maximum(self.max, top.to(self.max.dtype), out=self.max)
 
     def merge_into(self, stats: Stats, *index: int) -> None:
         """Add these accumulators to `stats` at `index` (group g, or group g and layer), on the CPU."""

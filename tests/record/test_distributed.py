@@ -1,4 +1,4 @@
-"""record on 2 CPU ranks (gloo, spawned here) equals record in one process, also after a rank is killed mid-run."""
+"""record (and perplexity) on 2 CPU ranks (gloo, spawned here) equal one process, also after a rank is killed."""
 
 import os
 import socket
@@ -43,6 +43,9 @@ def _rank(rank, size, port, model_dir, out, crash_after):
         model.register_forward_pre_hook(crash)
     try:
         nl.record(model, tok, TEXTS, checkpoint=out, checkpoint_every=0, **SETTINGS)
+        ppl = nl.perplexity(model, tok, TEXTS["en"], batch_size=1)  # each rank scores its share; sums are added
+        if rank == 0:
+            open(f"{out}.ppl", "w").write(repr(ppl))
     finally:
         dist.destroy_process_group()
 
@@ -72,6 +75,7 @@ def test_two_ranks_equal_one_process_also_after_a_rank_is_killed(model_dir, tmp_
     torch.set_num_threads(1)  # as in the ranks: another thread count changes float32 matmul rounding
     try:
         want = nl.record(model, tok, TEXTS, **SETTINGS)
+        ppl = nl.perplexity(model, tok, TEXTS["en"], batch_size=1)
     finally:
         torch.set_num_threads(threads)
     assert want.meta["world_size"] == 1
@@ -86,6 +90,8 @@ def test_two_ranks_equal_one_process_also_after_a_rank_is_killed(model_dir, tmp_
     mp.spawn(_rank, args=(2, _free_port(), str(model_dir), str(out), 0), nprocs=2)
     got = nl.Stats.load(out)
     assert got.meta["world_size"] == 2 and got.meta["complete"] == ["en", "fr"]
+    assert float((tmp_path / "s.safetensors.ppl").read_text()) == pytest.approx(ppl, rel=1e-12)
+    (tmp_path / "s.safetensors.ppl").unlink()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.safetensors"]  # the rank checkpoints are gone
     _assert_equal(got, want)
     again = nl.record(model, tok, TEXTS, checkpoint=out, **SETTINGS)  # one process resumes a finished file

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from neuronlab.data.batching import batches, model_inputs, pad_id, pad_right, windows
+from neuronlab.dist import Shard, all_reduce, world
 from neuronlab.errors import NeuronlabError
 
 
@@ -33,17 +34,22 @@ def _token_nll(model, input_ids, attention_mask):
 
 
 def nll_sums(model, tokenizer, texts: Sequence[str], batch_size: int = 8, max_length: int = 512) -> tuple[float, int]:
-    """(sum of NLL in nats, number of scored tokens) over `texts`."""
+    """(sum of NLL in nats, number of scored tokens) over `texts`. Under torch.distributed each rank scores every
+    size-th text and the ranks add their sums (`neuronlab.dist`)."""
     if isinstance(texts, str) or not any(t.strip() for t in texts):
         raise NeuronlabError("perplexity needs a list of non-empty texts")
-    total, count = 0.0, 0
+    rank, size = world()
+    total, count = torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.int64)
     special = torch.tensor([], dtype=torch.long)
     with torch.no_grad():
-        for batch in batches(windows(tokenizer, texts, 0, max_length, False), batch_size, pad_id(tokenizer, model),
-                             special, True):  # fmt: skip
+        for batch in batches(windows(tokenizer, Shard(texts, rank, size), 0, max_length, False), batch_size,
+                             pad_id(tokenizer, model), special, True, bucket=16):  # fmt: skip
             nll, mask = _token_nll(model, batch.input_ids, batch.attention_mask)
-            total += float(nll[mask].double().sum())
+            total += nll[mask].double().sum().cpu()
             count += int(mask.sum())
+    if size > 1:
+        total, count = all_reduce(total), all_reduce(count)
+    total, count = float(total), int(count)
     if count == 0:
         raise NeuronlabError("no token to score: texts must be at least two tokens long")
     return total, count

@@ -47,7 +47,7 @@ def record(
 ) -> None:
     """Record per-neuron statistics of a site over texts grouped by language or concept."""
     from neuronlab.data.corpora import parse_group_datasets
-    from neuronlab.dist import init_from_env, world
+    from neuronlab.dist import world
     from neuronlab.record.recorder import record as record_stats
 
     if out.exists() and not resume:
@@ -62,7 +62,6 @@ def record(
         if group in found:
             raise NeuronlabError(f"group {group!r} is given twice")
         found[group] = source
-    init_from_env(model.device)  # under torchrun: join the ranks (gloo on CPUs, nccl on GPUs)
     loaded, tokenizer = model.load()
     stats = record_stats(loaded, tokenizer, found, checkpoint=out, **asdict(cfg))
     if world()[0] == 0:

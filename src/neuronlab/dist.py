@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from pathlib import Path
 
 import torch
 
@@ -83,6 +84,20 @@ def barrier() -> None:
 
     if world()[1] > 1:
         dist.barrier()
+
+
+def rank_path(path: str | Path, rank: int, size: int) -> Path:
+    """This rank's own checkpoint beside `path` (NAME.rankRofN.ext), until the ranks combine their results into
+    `path`; an error where checkpoints of a run with another number of ranks lie there (they would be ignored)."""
+    from neuronlab.errors import NeuronlabError
+
+    path = Path(path)
+    others = [p.name for p in path.parent.glob(f"{path.stem}.rank*of*{path.suffix}")
+              if not p.name.endswith(f"of{size}{path.suffix}")]  # fmt: skip
+    if others:
+        raise NeuronlabError(f"{', '.join(sorted(others))} hold a run with another number of processes: resume "
+                             "with that many, or delete them to start over")  # fmt: skip
+    return path.with_name(f"{path.stem}.rank{rank}of{size}{path.suffix}")
 
 
 class Shard:

@@ -44,8 +44,10 @@ def _rank(rank, size, port, model_dir, out, crash_after):
     try:
         nl.record(model, tok, TEXTS, checkpoint=out, checkpoint_every=0, **SETTINGS)
         ppl = nl.perplexity(model, tok, TEXTS["en"], batch_size=1)  # each rank scores its share; sums are added
+        got = nl.responses(model, tok, TEXTS["fr"], batch_size=1, checkpoint=f"{out}.responses", progress=False)
         if rank == 0:
             open(f"{out}.ppl", "w").write(repr(ppl))
+            torch.save(got, f"{out}.got")
     finally:
         dist.destroy_process_group()
 
@@ -76,6 +78,7 @@ def test_two_ranks_equal_one_process_also_after_a_rank_is_killed(model_dir, tmp_
     try:
         want = nl.record(model, tok, TEXTS, **SETTINGS)
         ppl = nl.perplexity(model, tok, TEXTS["en"], batch_size=1)
+        responses = nl.responses(model, tok, TEXTS["fr"], batch_size=1, progress=False)
     finally:
         torch.set_num_threads(threads)
     assert want.meta["world_size"] == 1
@@ -91,7 +94,10 @@ def test_two_ranks_equal_one_process_also_after_a_rank_is_killed(model_dir, tmp_
     got = nl.Stats.load(out)
     assert got.meta["world_size"] == 2 and got.meta["complete"] == ["en", "fr"]
     assert float((tmp_path / "s.safetensors.ppl").read_text()) == pytest.approx(ppl, rel=1e-12)
-    (tmp_path / "s.safetensors.ppl").unlink()
+    assert torch.equal(torch.load(tmp_path / "s.safetensors.got"), responses)  # blocks of rows, put in order
+    assert torch.equal(nl.select.experts.load_responses(tmp_path / "s.safetensors.responses")[0], responses)
+    for extra in ("ppl", "got", "responses"):
+        (tmp_path / f"s.safetensors.{extra}").unlink()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.safetensors"]  # the rank checkpoints are gone
     _assert_equal(got, want)
     again = nl.record(model, tok, TEXTS, checkpoint=out, **SETTINGS)  # one process resumes a finished file

@@ -37,7 +37,7 @@ from torch import Tensor
 
 from neuronlab.config import option
 from neuronlab.data.batching import Batch, batches, model_inputs, pad_id, windows
-from neuronlab.dist import Shard, all_reduce, barrier, broadcast, world
+from neuronlab.dist import Shard, all_reduce, barrier, broadcast, rank_path, world
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import check_writable
 from neuronlab.models.arch import ArchSpec
@@ -240,12 +240,7 @@ def _record_ranks(model, tokenizer, texts, fresh, checkpoint, progress: bool, ra
                 return done
             raise NeuronlabError(f"{checkpoint} holds an unfinished run of one process: resume it with one process, "
                                  "or write to another path")  # fmt: skip
-        others = [p.name for p in checkpoint.parent.glob(f"{checkpoint.stem}.rank*of*{checkpoint.suffix}")
-                  if not p.name.endswith(f"of{size}{checkpoint.suffix}")]  # fmt: skip
-        if others:
-            raise NeuronlabError(f"{', '.join(sorted(others))} hold a run with another number of processes: resume "
-                                 "with that many, or delete them to start over")  # fmt: skip
-        mine = checkpoint.with_name(f"{checkpoint.stem}.rank{rank}of{size}{checkpoint.suffix}")
+        mine = rank_path(checkpoint, rank, size)
     local = fresh(pooled_texts if rank == 0 else 0)
     if mine is not None and mine.is_file():
         local = _resume(local, Stats.load(mine))

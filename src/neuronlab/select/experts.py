@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from neuronlab.data.batching import batches, model_inputs, pad_id, windows
+from neuronlab.dist import all_reduce, barrier, rank_path, world
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import check_writable, read_safetensors, write_safetensors
 from neuronlab.models.arch import ArchSpec
@@ -86,21 +87,56 @@ def responses(model, tokenizer, sentences: Sequence[str], site: str = "act", poo
               checkpoint_every: float = 300.0, progress: bool = True, arch: ArchSpec | None = None) -> Tensor:  # fmt: skip
     """Pooled response of every neuron of `site` to each sentence: [sentences, layers, width] in `dtype` (module
     doc). Sentences are cut at `max_length` tokens. With `checkpoint`, the responses so far are saved there
-    every `checkpoint_every` seconds and at the end, and a later call continues after the last saved sentence."""
-    from tqdm.auto import tqdm
-
+    every `checkpoint_every` seconds and at the end, and a later call continues after the last saved sentence.
+    Under torch.distributed each rank takes a block of the sentences (checkpointing to its own file beside
+    `checkpoint`) and every rank returns all of them, in order."""
     if pool not in ("max", "mean"):
         raise NeuronlabError(f"pool must be 'max' or 'mean', not {pool!r}")
     if site not in KINDS:
         raise NeuronlabError(f"unknown site kind {site!r}: use one of {', '.join(KINDS)}")
     if not sentences:
         raise NeuronlabError("no sentences to respond to")
-    n_layers, width = len(decoder_layers(model, arch)), site_width(model, site, arch)
-    info = {"model": model_info(model, arch), "site": site, "pool": pool, "max_length": max_length,
-            "sentences": len(sentences)}  # fmt: skip
-    out, done = torch.zeros(len(sentences), n_layers, width, dtype=dtype), 0
     if checkpoint is not None:
         check_writable(checkpoint)
+    rank, size = world()
+    if size > 1:  # each rank takes a contiguous block; the blocks are put together in order on every rank
+        lo, hi = rank * len(sentences) // size, (rank + 1) * len(sentences) // size
+        mine = None if checkpoint is None else rank_path(checkpoint, rank, size)
+        if checkpoint is not None and Path(checkpoint).is_file():  # a finished run: nothing left to do
+            shape = (len(sentences), len(decoder_layers(model, arch)), site_width(model, site, arch))
+            out, done = _resume(checkpoint, _info(model, sentences, site, pool, max_length, arch), torch.zeros(shape))
+            if done < len(sentences):
+                raise NeuronlabError(f"{checkpoint} holds an unfinished run of one process: resume it with one "
+                                     "process, or write to another path")  # fmt: skip
+            return out.to(dtype)
+        part = _responses(model, tokenizer, sentences[lo:hi], site, pool, batch_size, max_length, dtype, mine,
+                          checkpoint_every, progress and rank == 0, arch)  # fmt: skip
+        full = torch.zeros(len(sentences), *part.shape[1:], dtype=torch.float32)
+        full[lo:hi] = part.float()  # exact: the other blocks add zeros
+        out = all_reduce(full).to(dtype)
+        if checkpoint is not None:
+            if rank == 0:
+                _save(checkpoint, out, len(sentences), _info(model, sentences, site, pool, max_length, arch))
+            barrier()
+            mine.unlink(missing_ok=True)
+        return out
+    return _responses(model, tokenizer, sentences, site, pool, batch_size, max_length, dtype, checkpoint,
+                      checkpoint_every, progress, arch)  # fmt: skip
+
+
+def _info(model, sentences, site, pool, max_length, arch) -> dict:
+    return {"model": model_info(model, arch), "site": site, "pool": pool, "max_length": max_length,
+            "sentences": len(sentences)}  # fmt: skip
+
+
+def _responses(model, tokenizer, sentences, site, pool, batch_size, max_length, dtype, checkpoint, checkpoint_every,
+               progress, arch) -> Tensor:  # fmt: skip
+    from tqdm.auto import tqdm
+
+    n_layers, width = len(decoder_layers(model, arch)), site_width(model, site, arch)
+    info = _info(model, sentences, site, pool, max_length, arch)
+    out, done = torch.zeros(len(sentences), n_layers, width, dtype=dtype), 0
+    if checkpoint is not None:
         if Path(checkpoint).is_file():
             out, done = _resume(checkpoint, info, out)
     special = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)

@@ -273,7 +273,8 @@ def test_slam_commands_layers_finetune_merge(model_dir, corpus, tmp_path):
 def test_record_streams_a_datasets_source(model_dir, tmp_path):
     """--dataset GROUP=FILE reads a column with `datasets` (streamed) and records what the lines record."""
     pytest.importorskip("datasets", reason="the `datasets` package is not importable here (pip install datasets)")
-    (tmp_path / "en.jsonl").write_text("".join(json.dumps({"id": i, "body": t}) + "\n" for i, t in enumerate(TEXTS["en"])))
+    rows = [json.dumps({"id": i, "body": t}) for i, t in enumerate(TEXTS["en"])]
+    (tmp_path / "en.jsonl").write_text("\n".join(rows) + "\n")
     (tmp_path / "fr.csv").write_text("body\n" + "".join(f'"{t}"\n' for t in TEXTS["fr"]))
     out = tmp_path / "s.safetensors"
     result = runner.invoke(app, ["record", "-m", str(model_dir), "--dataset", f"en={tmp_path / 'en.jsonl'}",

@@ -33,7 +33,10 @@ def test_offloaded_model_gives_the_same_numbers(models):
             steered = whole(ids).logits
         with nl.apply(spread, PLAN):  # values go where each layer computes, not to the meta device
             torch.testing.assert_close(spread(ids).logits, steered)
-        with nl.trace(spread, ["layers.2.act", "layers.1.resid"]) as a, nl.trace(whole, ["layers.2.act", "layers.1.resid"]) as b:
+        with (
+            nl.trace(spread, ["layers.2.act", "layers.1.resid"]) as a,
+            nl.trace(whole, ["layers.2.act", "layers.1.resid"]) as b,
+        ):
             spread(ids), whole(ids)
     for site in a:
         torch.testing.assert_close(a[site], b[site])
@@ -47,8 +50,10 @@ def test_offloaded_model_gives_the_same_numbers(models):
 
 def test_learned_scalars_train_on_an_offloaded_model(models):
     whole, spread, tok = models
-    items = [{"prompt": p, "target": t, "foil": f, "group": str(i)}
-             for i, (p, t, f) in enumerate([("the cat", "x", "y"), ("one two", "q", "z"), ("a dog", "x", "y")])]
+    items = [
+        {"prompt": p, "target": t, "foil": f, "group": str(i)}
+        for i, (p, t, f) in enumerate([("the cat", "x", "y"), ("one two", "q", "z"), ("a dog", "x", "y")])
+    ]
     cfg = nl.ScalingConfig(epochs=2, val_fraction=0.0, components=("ffn_out",), layers=(1, 2))
     got = nl.train_scaling(spread, tok, items, cfg, progress=False)
     want = nl.train_scaling(whole, tok, items, cfg, progress=False)

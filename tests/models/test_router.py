@@ -28,8 +28,11 @@ def test_router_usage_equals_softmax_top_k_by_hand():
             inputs, handles = {}, []
             for layer, block in enumerate(decoder_layers(model)):
                 router = get_module(block, spec.router)
-                handles.append(router.register_forward_hook(
-                    lambda m, a, o, layer=layer: inputs.__setitem__(layer, a[0].reshape(-1, a[0].shape[-1]))))
+                handles.append(
+                    router.register_forward_hook(
+                        lambda m, a, o, layer=layer: inputs.__setitem__(layer, a[0].reshape(-1, a[0].shape[-1]))
+                    )
+                )
             with torch.no_grad():
                 model(input_ids=torch.tensor([ids]))
             for h in handles:

@@ -16,7 +16,8 @@ from ..conftest import char_tokenizer, tiny_model
 pytestmark = pytest.mark.slow
 TEXTS = {"en": [f"the text number {i} " * (1 + i % 4) for i in range(13)],
          "fr": [f"le texte numéro {i}" + " et encore" * (i % 3) for i in range(9)]}  # fmt: skip
-SETTINGS = dict(batch_size=1, bucket=2, pooled_texts=3, progress=False)  # one text a forward: the same float32 values anywhere
+# one text a forward: the same float32 values in any process
+SETTINGS = dict(batch_size=1, bucket=2, pooled_texts=3, progress=False)
 
 
 def _free_port() -> int:

@@ -122,7 +122,8 @@ def _candidates(model: nn.Module) -> dict:
                              f"feed_forward among {', '.join(children)})")  # fmt: skip
     out = {"layers": layers_path, "act": None, "down": None, "up": None, "gate": None, "fused": False,
            "conv1d": False, "router": None}  # fmt: skip
-    moe = [lay.get_submodule(ffn) for lay in layers if ffn and _has(lay, ffn) and _is_moe(lay.get_submodule(ffn), config)]
+    moe = [lay.get_submodule(ffn) for lay in layers if ffn and _has(lay, ffn)]
+    moe = [block for block in moe if _is_moe(block, config)]
     if moe:  # any layer; the router is read off the first expert layer (DeepSeek's first layers are dense)
         out["router"] = next((prefix + n for n, m in moe[0].named_children() if re.search(r"gate$|router", n)
                               and any(True for _ in m.parameters())), None)  # fmt: skip

@@ -7,7 +7,8 @@
 Kinds (see DESIGN.md): `act` the FFN activation output, `neuron` the input of the down projection,
 `ffn_out` / `attn_out` the block outputs added to the residual stream, `resid` the residual stream after
 the layer, and on a mixture of experts `router` (read-only): the weight the layer gives each expert's output for
-the token, 0 for experts not chosen, so in `record` active / tokens is how often expert e is used. A hook function gets the value and returns a replacement, or None to leave it as it is
+the token, 0 for experts not chosen, so in `record` active / tokens is how often expert e is used. A hook
+function gets the value and returns a replacement, or None to leave it as it is
 (it may change it in place). Hooks exist only inside `hooked`, which removes them in `finally`.
 """
 

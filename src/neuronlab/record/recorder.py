@@ -68,7 +68,10 @@ class _Accumulator:
         self.layers: dict[int, Moments] = {}
         self.pooled_texts = pooled_texts
         self.pooled: dict[int, list] = {}  # text index -> [count, sum [L, W], max [L, W]]
-        self.start(Batch(torch.zeros(0, 0), torch.zeros(0, 0), torch.zeros(0, 0, dtype=torch.bool), [], []))
+        self.batch: Batch | None = None  # the batch being run, and its bool [batch, pos] counted positions
+        self.count: Tensor | None = None
+        self.counted = self.whole = False  # any / every position counted
+        self.on_device: dict = {}  # device -> count there
 
     def start(self, batch: Batch) -> None:
         """Take the next batch's counted positions (decided on the CPU: no device sync per layer)."""

@@ -13,7 +13,7 @@ keeps per-text rows for them), so shards are deterministic, balanced, and need n
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -84,6 +84,20 @@ def barrier() -> None:
 
     if world()[1] > 1:
         dist.barrier()
+
+
+def in_blocks(items: Sequence, fn: Callable[[Sequence], Sequence]) -> list:
+    """`fn(items)` as a list, computed with each rank taking a contiguous block of the items: every rank gets all
+    the results, in the items' order (one process: just `fn(items)`)."""
+    import torch.distributed as dist
+
+    rank, size = world()
+    if size == 1:
+        return list(fn(items))
+    lo, hi = rank * len(items) // size, (rank + 1) * len(items) // size
+    parts = [None] * size
+    dist.all_gather_object(parts, list(fn(items[lo:hi])) if hi > lo else [])
+    return [x for part in parts for x in part]
 
 
 def rank_path(path: str | Path, rank: int, size: int) -> Path:

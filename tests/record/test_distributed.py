@@ -1,4 +1,5 @@
-"""record (and perplexity) on 2 CPU ranks (gloo, spawned here) equal one process, also after a rank is killed."""
+"""record, perplexity, expert responses, generation and continuation scores on 2 CPU ranks (gloo, spawned here)
+equal one process; record also after a rank is killed mid-run."""
 
 import os
 import socket
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 import neuronlab as nl
+from neuronlab.evaluate.steering import generate
 
 from ..conftest import char_tokenizer, tiny_model
 
@@ -46,9 +48,11 @@ def _rank(rank, size, port, model_dir, out, crash_after):
         nl.record(model, tok, TEXTS, checkpoint=out, checkpoint_every=0, **SETTINGS)
         ppl = nl.perplexity(model, tok, TEXTS["en"], batch_size=1)  # each rank scores its share; sums are added
         got = nl.responses(model, tok, TEXTS["fr"], batch_size=1, checkpoint=f"{out}.responses", progress=False)
+        story = generate(model, tok, TEXTS["en"][:5], 6, batch_size=1)  # a block of prompts a rank, gathered
+        scores = nl.continuation_logprob(model, tok, TEXTS["en"][:5], [" a"] * 5, batch_size=1)
         if rank == 0:
             open(f"{out}.ppl", "w").write(repr(ppl))
-            torch.save(got, f"{out}.got")
+            torch.save((got, story, scores), f"{out}.got")
     finally:
         dist.destroy_process_group()
 
@@ -80,6 +84,8 @@ def test_two_ranks_equal_one_process_also_after_a_rank_is_killed(model_dir, tmp_
         want = nl.record(model, tok, TEXTS, **SETTINGS)
         ppl = nl.perplexity(model, tok, TEXTS["en"], batch_size=1)
         responses = nl.responses(model, tok, TEXTS["fr"], batch_size=1, progress=False)
+        story = generate(model, tok, TEXTS["en"][:5], 6, batch_size=1)
+        scores = nl.continuation_logprob(model, tok, TEXTS["en"][:5], [" a"] * 5, batch_size=1)
     finally:
         torch.set_num_threads(threads)
     assert want.meta["world_size"] == 1
@@ -95,7 +101,8 @@ def test_two_ranks_equal_one_process_also_after_a_rank_is_killed(model_dir, tmp_
     got = nl.Stats.load(out)
     assert got.meta["world_size"] == 2 and got.meta["complete"] == ["en", "fr"]
     assert float((tmp_path / "s.safetensors.ppl").read_text()) == pytest.approx(ppl, rel=1e-12)
-    assert torch.equal(torch.load(tmp_path / "s.safetensors.got"), responses)  # blocks of rows, put in order
+    got_responses, got_story, got_scores = torch.load(tmp_path / "s.safetensors.got")
+    assert torch.equal(got_responses, responses) and got_story == story and torch.equal(got_scores, scores)
     assert torch.equal(nl.select.experts.load_responses(tmp_path / "s.safetensors.responses")[0], responses)
     for extra in ("ppl", "got", "responses"):
         (tmp_path / f"s.safetensors.{extra}").unlink()

@@ -21,6 +21,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from neuronlab.dist import world
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import write_json
 from neuronlab.models.load import model_info
@@ -130,7 +131,7 @@ def evaluate_math(model, tokenizer, data: dict[str, list[dict]], template: str =
     done = _resume(Path(out), {"template": template, "max_new_tokens": max_new_tokens,
                                "model": model_info(model, arch)}) if out is not None else {}  # fmt: skip
     todo = [(lang, i) for lang, items in data.items() for i in range(len(items)) if (lang, i) not in done]
-    bar = tqdm(total=len(todo), desc="math", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(todo), desc="math", disable=not progress or world()[0] != 0, dynamic_ncols=True)
     for start in range(0, len(todo), batch_size):
         part = todo[start : start + batch_size]
         prompts = [math_prompt(data[lang][i]["question"], template, lang) for lang, i in part]
@@ -142,7 +143,7 @@ def evaluate_math(model, tokenizer, data: dict[str, list[dict]], template: str =
                    "prediction": pred, "correct": is_correct(pred, gold)}  # fmt: skip
             done[(lang, i)] = row
             rows.append(row)
-        if out is not None:
+        if out is not None and world()[0] == 0:  # every rank has every row (generate gathers them); one writes
             _append(Path(out) / "generations.jsonl", rows)
         bar.update(len(part))
     bar.close()
@@ -151,7 +152,7 @@ def evaluate_math(model, tokenizer, data: dict[str, list[dict]], template: str =
     result = {"accuracy": accuracy, "average": sum(accuracy.values()) / len(accuracy),
               "n": {lang: len(items) for lang, items in data.items()}, "template": template,
               "max_new_tokens": max_new_tokens}  # fmt: skip
-    if out is not None:
+    if out is not None and world()[0] == 0:
         write_json(Path(out) / "results.json", result)
     return result
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from neuronlab.data.batching import batches, model_inputs, pad_id, pad_right, windows
-from neuronlab.dist import Shard, all_reduce, world
+from neuronlab.dist import Shard, all_reduce, in_blocks, world
 from neuronlab.errors import NeuronlabError
 
 
@@ -65,7 +65,8 @@ def continuation_logprob(model, tokenizer, prompts: Sequence[str], continuations
                          batch_size: int = 16) -> torch.Tensor:  # fmt: skip
     """log P(continuation | prompt), summed over the continuation's tokens, float64 [n].
 
-    Write the continuation as it follows the prompt (" Paris" after "is"); see `continuation_ids`.
+    Write the continuation as it follows the prompt (" Paris" after "is"); see `continuation_ids`. Under
+    torch.distributed each rank scores a block of the pairs and every rank gets all scores.
     """
     if len(prompts) != len(continuations):
         raise NeuronlabError("give one continuation per prompt")
@@ -75,6 +76,13 @@ def continuation_logprob(model, tokenizer, prompts: Sequence[str], continuations
             raise NeuronlabError("a prompt has no tokens (and the tokenizer adds no BOS): give each prompt text")
         if not c:
             raise NeuronlabError(f"continuation {text!r} has no tokens")
+    pairs = list(zip(p_ids, c_ids))
+    scores = in_blocks(pairs, lambda part: _continuation_scores(model, tokenizer, part, batch_size).tolist())
+    return torch.tensor(scores, dtype=torch.float64)
+
+
+def _continuation_scores(model, tokenizer, pairs: list[tuple[list[int], list[int]]], batch_size: int) -> torch.Tensor:
+    p_ids, c_ids = [p for p, _ in pairs], [c for _, c in pairs]
     out = []
     with torch.no_grad():
         for start in range(0, len(p_ids), batch_size):

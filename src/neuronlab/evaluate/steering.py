@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from neuronlab.data.batching import left_padded, pad_id
+from neuronlab.dist import in_blocks
 from neuronlab.errors import NeuronlabError
 from neuronlab.evaluate.langid import LanguageIdentifier
 from neuronlab.evaluate.perplexity import continuation_logprob, perplexity
@@ -82,7 +83,12 @@ def _nanmean(values: list[float]) -> float:
 
 def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 24, batch_size: int = 16,
              arch: ArchSpec | None = None) -> list[str]:  # fmt: skip
-    """Greedy continuations (text after the prompt) of each prompt; batched with left padding."""
+    """Greedy continuations (text after the prompt) of each prompt; batched with left padding. Under
+    torch.distributed each rank continues a block of the prompts and every rank gets all continuations."""
+    return in_blocks(list(prompts), lambda part: _generate(model, tokenizer, part, max_new_tokens, batch_size, arch))
+
+
+def _generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, batch_size: int, arch) -> list[str]:
     out = []
     for _, enc in left_padded(model, tokenizer, prompts, batch_size):
         _check_room(model, enc["input_ids"].shape[1] + max_new_tokens, arch)

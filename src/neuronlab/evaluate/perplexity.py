@@ -18,19 +18,22 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from neuronlab.data.batching import batches, model_inputs, pad_id, pad_right, windows
+from neuronlab.data.batching import batches, forward_takes, model_inputs, pad_id, pad_right, windows
 from neuronlab.dist import Shard, all_reduce, in_blocks, world
 from neuronlab.errors import NeuronlabError
 
 
-def _token_nll(model, input_ids, attention_mask):
-    """NLL of each token given the ones before it, float32 [batch, pos-1], and which of them count."""
+def _token_nll(model, input_ids, attention_mask, first: int = 0):
+    """NLL of each token after position `first` given the ones before it, float32 [batch, pos-1-first], and which
+    of them count. The model unembeds only the positions needed (`logits_to_keep`, Hugging Face's own slicing)."""
     inputs = model_inputs(model, input_ids, attention_mask)
-    logits = model(**inputs, use_cache=False).logits[:, :-1]
+    keep = input_ids.shape[1] - first
+    extra = {"logits_to_keep": keep} if first and forward_takes(model, "logits_to_keep") else {}
+    logits = model(**inputs, use_cache=False, **extra).logits[:, -keep:-1]
     input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
-    target = input_ids[:, 1:]
+    target = input_ids[:, first + 1 :]
     nll = F.cross_entropy(logits.float().transpose(1, 2), target, reduction="none")
-    return nll, attention_mask[:, 1:].bool()
+    return nll, attention_mask[:, first + 1 :].bool()
 
 
 def nll_sums(model, tokenizer, texts: Sequence[str], batch_size: int = 8, max_length: int = 512) -> tuple[float, int]:
@@ -86,12 +89,14 @@ def _continuation_scores(model, tokenizer, pairs: list[tuple[list[int], list[int
     out = []
     with torch.no_grad():
         for start in range(0, len(p_ids), batch_size):
-            rows = [p + c for p, c in zip(p_ids[start : start + batch_size], c_ids[start : start + batch_size])]
+            prompts = p_ids[start : start + batch_size]
+            rows = [p + c for p, c in zip(prompts, c_ids[start : start + batch_size])]
             ids, mask = pad_right(rows, pad_id(tokenizer, model))
-            score = torch.zeros(len(rows), ids.shape[1] - 1, dtype=torch.bool)
-            for r, (row, p) in enumerate(zip(rows, p_ids[start : start + batch_size])):
-                score[r, len(p) - 1 : len(row) - 1] = True  # predictions of the continuation's tokens
-            nll, _ = _token_nll(model, ids, mask)
+            first = min(len(p) for p in prompts) - 1  # no logits are needed before the first continuation
+            score = torch.zeros(len(rows), ids.shape[1] - 1 - first, dtype=torch.bool)
+            for r, (row, p) in enumerate(zip(rows, prompts)):
+                score[r, len(p) - 1 - first : len(row) - 1 - first] = True  # predictions of the continuation
+            nll, _ = _token_nll(model, ids, mask, first)
             out.append(-(nll.double().cpu() * score).sum(1))
     return torch.cat(out)
 

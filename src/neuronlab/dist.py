@@ -52,6 +52,15 @@ def init_from_env(device: str | None = None) -> None:
     dist.init_process_group("nccl" if gpu else "gloo")
 
 
+def quiet_other_ranks() -> None:
+    """Under a launcher, let only rank 0 print to stdout (the results are the same on every rank); errors and
+    warnings still reach stderr from every rank."""
+    import sys
+
+    if world()[0] != 0:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (for the life of the process)
+
+
 def collective_device() -> torch.device:
     """Where tensors must be for the group's collectives (nccl: this rank's GPU)."""
     import torch.distributed as dist

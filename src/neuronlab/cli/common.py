@@ -73,10 +73,11 @@ class ModelRef:
 
     def load(self):
         """(model, tokenizer)."""
-        from neuronlab.dist import init_from_env, local_device
+        from neuronlab.dist import init_from_env, local_device, quiet_other_ranks
         from neuronlab.models.load import load_model
 
         init_from_env(self.device)  # under torchrun: join the ranks (nccl on GPUs, gloo on CPUs)
+        quiet_other_ranks()
         if self.device == "auto":
             return load_model(self.name, dtype=self.dtype, device_map="auto", revision=self.revision)
         return load_model(self.name, dtype=self.dtype, device=local_device(self.device), revision=self.revision)

@@ -64,9 +64,8 @@ def record(
         found[group] = source
     loaded, tokenizer = model.load()
     stats = record_stats(loaded, tokenizer, found, checkpoint=out, **asdict(cfg))
-    if world()[0] == 0:
-        typer.echo(stats.summary())
-        typer.echo(f"wrote {out}" + (f" (recorded by {stats.meta['world_size']} processes)" if world()[1] > 1 else ""))
+    typer.echo(stats.summary())
+    typer.echo(f"wrote {out}" + (f" (recorded by {stats.meta['world_size']} processes)" if world()[1] > 1 else ""))
 
 
 @friendly

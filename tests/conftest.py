@@ -60,6 +60,13 @@ def tiny_model(arch: str, seed: int = 0):
     return model.eval()
 
 
+def save_tiny(path: Path, arch: str, seed: int = 0) -> Path:
+    """A tiny model and the character tokenizer saved as a Hugging Face folder (the path a hub id takes)."""
+    tiny_model(arch, seed).save_pretrained(path)
+    char_tokenizer().save_pretrained(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tok():
     return char_tokenizer()

@@ -9,17 +9,14 @@ from typer.testing import CliRunner
 import neuronlab as nl
 from neuronlab.cli import app
 
-from .conftest import TEXTS, char_tokenizer, tiny_model
+from .conftest import TEXTS, save_tiny
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny_gpt2")
-    tiny_model("gpt2").save_pretrained(path)
-    char_tokenizer().save_pretrained(path)
-    return path
+    return save_tiny(tmp_path_factory.mktemp("tiny_gpt2"), "gpt2")
 
 
 @pytest.fixture
@@ -258,9 +255,7 @@ def test_slam_commands_layers_finetune_merge(model_dir, corpus, tmp_path):
         assert torch.equal(model(ids).logits, base(ids).logits)
     again = runner.invoke(app, ["merge", "-m", str(merged), "--delta", str(run), "--out", str(tmp_path / "m2")])
     assert again.exit_code == 2 and "made on another model" in again.output
-    other = tmp_path / "other"
-    tiny_model("gpt2", seed=3).save_pretrained(other)
-    char_tokenizer().save_pretrained(other)
+    other = save_tiny(tmp_path / "other", "gpt2", seed=3)
     bad = runner.invoke(app, ["finetune", "-m", str(other), "--layers", str(layers), "--data", str(data), "--out",
                               str(tmp_path / "r2"), "--max-steps", "1"])  # fmt: skip
     assert bad.exit_code == 2 and "this layer selection: made on another model" in bad.output

@@ -115,12 +115,25 @@ def rank_path(path: str | Path, rank: int, size: int) -> Path:
     from neuronlab.errors import NeuronlabError
 
     path = Path(path)
-    others = [p.name for p in path.parent.glob(f"{path.stem}.rank*of*{path.suffix}")
-              if not p.name.endswith(f"of{size}{path.suffix}")]  # fmt: skip
+    others = [p.name for p in rank_files(path) if not p.name.endswith(f"of{size}{path.suffix}")]
     if others:
         raise NeuronlabError(f"{', '.join(sorted(others))} hold a run with another number of processes: resume "
                              "with that many, or delete them to start over")  # fmt: skip
     return path.with_name(f"{path.stem}.rank{rank}of{size}{path.suffix}")
+
+
+def rank_files(path: str | Path) -> list[Path]:
+    """The per-rank checkpoints (NAME.rankRofN.ext) lying beside `path`: a run of several ranks not yet finished."""
+    path = Path(path)
+    return sorted(path.parent.glob(f"{path.stem}.rank*of*{path.suffix}"))
+
+
+def hand_over(mine: Path, write: Callable[[], None]) -> None:
+    """Rank 0 writes the one combined file (`write()`); once it exists, every rank deletes its own checkpoint."""
+    if world()[0] == 0:
+        write()
+    barrier()
+    mine.unlink(missing_ok=True)
 
 
 class Shard:

@@ -6,16 +6,14 @@ import torch
 
 import neuronlab as nl
 
-from ..conftest import TEXTS, char_tokenizer, tiny_model
+from ..conftest import TEXTS, save_tiny
 
 PLAN = nl.Plan([nl.Scale(factor=3.0, site="act", neurons=[1, 5, 9]), nl.Add(site="resid", layers=[1], value=0.5)])
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny_llama")
-    tiny_model("llama").save_pretrained(path)
-    char_tokenizer().save_pretrained(path)
+    path = save_tiny(tmp_path_factory.mktemp("tiny_llama"), "llama")
     whole, tok = nl.load_model(path)
     device_map = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers.0": "cpu",
                   "model.layers.1": "disk", "model.layers.2": "disk", "model.norm": "cpu", "lm_head": "disk"}  # fmt: skip

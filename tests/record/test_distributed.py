@@ -15,7 +15,7 @@ import neuronlab as nl
 from neuronlab.cli import app
 from neuronlab.evaluate.steering import generate
 
-from ..conftest import char_tokenizer, tiny_model
+from ..conftest import save_tiny
 
 pytestmark = pytest.mark.slow
 TEXTS = {"en": [f"the text number {i} " * (1 + i % 4) for i in range(13)],
@@ -61,10 +61,7 @@ def _rank(rank, size, port, model_dir, out, crash_after):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny_llama")
-    tiny_model("llama").save_pretrained(path)
-    char_tokenizer().save_pretrained(path)
-    return path
+    return save_tiny(tmp_path_factory.mktemp("tiny_llama"), "llama")
 
 
 def _assert_equal(got, want):

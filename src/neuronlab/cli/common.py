@@ -101,14 +101,11 @@ def model_options(default: str | None = None, help: str = "Hugging Face hub id o
 
 def texts(text: list[str] | None, text_dir: Path | None, pattern: str, limit: int | None = None) -> dict[str, list[str]]:
     """{group: lines} from --text GROUP=FILE pairs and/or a --text-dir, each cut to its first `limit` lines."""
-    from neuronlab.data.corpora import parse_group_files, read_text_dir
+    from neuronlab.data.corpora import merge_groups, parse_group_files, read_text_dir
 
     found = parse_group_files(text or [])
     if text_dir is not None:
-        for name, lines in read_text_dir(text_dir, pattern).items():
-            if name in found:
-                raise NeuronlabError(f"group {name!r} is given twice")
-            found[name] = lines
+        merge_groups(found, read_text_dir(text_dir, pattern))
     if not found:
         raise NeuronlabError("no texts: pass --text GROUP=FILE (repeatable) or --text-dir DIR")
     return found if limit is None else {g: lines[:limit] for g, lines in found.items()}

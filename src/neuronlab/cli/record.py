@@ -46,22 +46,19 @@ def record(
     subset: Annotated[str | None, typer.Option(help="Subset (config name) of each hub --dataset.")] = None,
 ) -> None:
     """Record per-neuron statistics of a site over texts grouped by language or concept."""
-    from neuronlab.data.corpora import parse_group_datasets
-    from neuronlab.dist import world
+    from neuronlab.data.corpora import merge_groups, parse_group_datasets
+    from neuronlab.dist import rank_files, world
     from neuronlab.record.recorder import record as record_stats
 
     if out.exists() and not resume:
         raise NeuronlabError(f"{out} exists: pass --resume to continue it, or choose another --out")
-    ranks = sorted(p.name for p in out.parent.glob(f"{out.stem}.rank*of*{out.suffix}"))
+    ranks = [p.name for p in rank_files(out)]
     if ranks and not resume:
         raise NeuronlabError(f"{', '.join(ranks)} hold a killed run of several processes: pass --resume to continue "
                              "it, or delete them")  # fmt: skip
     writable(out)
     found = texts(text, text_dir, pattern, limit) if text or text_dir or not dataset else {}
-    for group, source in parse_group_datasets(dataset or [], split, column, subset, limit).items():
-        if group in found:
-            raise NeuronlabError(f"group {group!r} is given twice")
-        found[group] = source
+    merge_groups(found, parse_group_datasets(dataset or [], split, column, subset, limit))
     loaded, tokenizer = model.load()
     stats = record_stats(loaded, tokenizer, found, checkpoint=out, **asdict(cfg))
     typer.echo(stats.summary())

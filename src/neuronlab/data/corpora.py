@@ -44,15 +44,27 @@ def read_text_dir(folder: str | Path, pattern: str = "*.txt", limit: int | None 
 
 def parse_group_files(specs: list[str]) -> dict[str, list[str]]:
     """Read `GROUP=FILE` pairs (the CLI's --text) into {group: lines}."""
-    out: dict[str, list[str]] = {}
+    return {group: read_lines(path) for group, path in _group_pairs(specs, "--text", "FILE", "fr=fr.txt").items()}
+
+
+def _group_pairs(specs: list[str], flag: str, what: str, example: str) -> dict[str, str]:
+    """{group: value} of `GROUP=VALUE` options, with one clear error for a malformed one or a group given twice."""
+    out: dict[str, str] = {}
     for spec in specs:
-        group, sep, path = spec.partition("=")
-        if not sep or not group or not path:
-            raise NeuronlabError(f"--text {spec!r}: write it as GROUP=FILE, e.g. --text fr=fr.txt")
-        if group in out:
-            raise NeuronlabError(f"group {group!r} is given twice")
-        out[group] = read_lines(path)
+        group, sep, value = spec.partition("=")
+        if not sep or not group or not value:
+            raise NeuronlabError(f"{flag} {spec!r}: write it as GROUP={what}, e.g. {flag} {example}")
+        merge_groups(out, {group: value})
     return out
+
+
+def merge_groups(into: dict, more: dict) -> dict:
+    """Add the groups of `more` to `into` (and return it); an error naming a group both give."""
+    for group, texts in more.items():
+        if group in into:
+            raise NeuronlabError(f"group {group!r} is given twice")
+        into[group] = texts
+    return into
 
 
 def read_jsonl(path: str | Path, what: str = "items") -> list[tuple[int, object]]:
@@ -136,12 +148,5 @@ class DatasetTexts:
 
 def parse_group_datasets(specs: list[str], split: str, column: str, subset: str | None, limit: int | None):
     """`GROUP=SOURCE` pairs (the CLI's --dataset) into {group: DatasetTexts}."""
-    out: dict[str, DatasetTexts] = {}
-    for spec in specs:
-        group, sep, source = spec.partition("=")
-        if not sep or not group or not source:
-            raise NeuronlabError(f"--dataset {spec!r}: write it as GROUP=SOURCE, e.g. --dataset fr=fr.jsonl")
-        if group in out:
-            raise NeuronlabError(f"group {group!r} is given twice")
-        out[group] = DatasetTexts(source, split, column, subset, limit)
-    return out
+    pairs = _group_pairs(specs, "--dataset", "SOURCE", "fr=fr.jsonl")
+    return {group: DatasetTexts(source, split, column, subset, limit) for group, source in pairs.items()}

@@ -37,7 +37,7 @@ from torch import Tensor
 
 from neuronlab.config import option
 from neuronlab.data.batching import Batch, batches, model_inputs, pad_id, windows
-from neuronlab.dist import Shard, all_reduce, barrier, broadcast, rank_path, world
+from neuronlab.dist import Shard, all_reduce, broadcast, hand_over, rank_path, world
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import check_writable
 from neuronlab.models.arch import ArchSpec
@@ -260,10 +260,7 @@ def _record_ranks(model, tokenizer, texts, fresh, checkpoint, progress: bool, ra
     if empty:
         raise NeuronlabError(f"group {empty[0]!r} has no text that yields countable tokens: give it real text")
     if checkpoint is not None:
-        if rank == 0:
-            stats.save(checkpoint)
-        barrier()  # the one file exists before any rank's own checkpoint goes
-        mine.unlink(missing_ok=True)
+        hand_over(mine, lambda: stats.save(checkpoint))
     return stats
 
 

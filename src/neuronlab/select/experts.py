@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from neuronlab.data.batching import batches, model_inputs, pad_id, windows
-from neuronlab.dist import all_reduce, barrier, rank_path, world
+from neuronlab.dist import all_reduce, hand_over, rank_path, world
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import check_writable, read_safetensors, write_safetensors
 from neuronlab.models.arch import ArchSpec
@@ -115,10 +115,8 @@ def responses(model, tokenizer, sentences: Sequence[str], site: str = "act", poo
         full[lo:hi] = part.float()  # exact: the other blocks add zeros
         out = all_reduce(full).to(dtype)
         if checkpoint is not None:
-            if rank == 0:
-                _save(checkpoint, out, len(sentences), _info(model, sentences, site, pool, max_length, arch))
-            barrier()
-            mine.unlink(missing_ok=True)
+            info = lambda: _info(model, sentences, site, pool, max_length, arch)  # noqa: E731  (rank 0 only)
+            hand_over(mine, lambda: _save(checkpoint, out, len(sentences), info()))
         return out
     return _responses(model, tokenizer, sentences, site, pool, batch_size, max_length, dtype, checkpoint,
                       checkpoint_every, progress, arch)  # fmt: skip

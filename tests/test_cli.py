@@ -156,6 +156,14 @@ def test_errors_are_one_clear_line(model_dir, tmp_path, make_args, message):
     assert message in result.output and "Traceback" not in result.output
 
 
+def test_device_auto_is_refused_under_a_launcher(model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it; refused before joining any group
+    (tmp_path / "a.txt").write_text("some text\n")
+    args = ["record", "-m", str(model_dir), "--device", "auto", "--text", f"en={tmp_path / 'a.txt'}", "--out", "o"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "use --device cuda under torchrun" in result.output
+
+
 def test_find_and_eval_commands(model_dir, corpus, tmp_path):
     stats = tmp_path / "s.safetensors"
     assert runner.invoke(app, ["record", "-m", str(model_dir), "--text-dir", str(corpus), "--out", str(stats),

@@ -12,8 +12,10 @@ keeps per-text rows for them), so shards are deterministic, balanced, and need n
 
 from __future__ import annotations
 
+import contextvars
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -126,6 +128,25 @@ def rank_files(path: str | Path) -> list[Path]:
     """The per-rank checkpoints (NAME.rankRofN.ext) lying beside `path`: a run of several ranks not yet finished."""
     path = Path(path)
     return sorted(path.parent.glob(f"{path.stem}.rank*of*{path.suffix}"))
+
+
+_OWN_FILES = contextvars.ContextVar("neuronlab_own_files", default=False)
+
+
+def writes_here() -> bool:
+    """Whether this process writes files: always in one process; under several ranks rank 0 writes the results
+    (every rank computes the same) and the others only their own checkpoints, inside `own_files`."""
+    return _OWN_FILES.get() or world()[0] == 0
+
+
+@contextmanager
+def own_files() -> Iterator[None]:
+    """Inside, every rank writes its files (its own checkpoints, NAME.rankRofN)."""
+    token = _OWN_FILES.set(True)
+    try:
+        yield
+    finally:
+        _OWN_FILES.reset(token)
 
 
 def hand_over(mine: Path, write: Callable[[], None]) -> None:

@@ -24,7 +24,12 @@ def _temp_beside(path: Path) -> str:
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call `write(tmp_path)` for a temporary file beside `path`, then rename it onto `path`."""
+    """Call `write(tmp_path)` for a temporary file beside `path`, then rename it onto `path`. Under several ranks
+    only rank 0 writes (see `neuronlab.dist.writes_here`): the others computed the same result."""
+    from neuronlab.dist import writes_here
+
+    if not writes_here():
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_beside(path)

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 import neuronlab as nl
 from neuronlab.cli import app
 from neuronlab.evaluate.steering import generate
+from neuronlab.io import write_text
 
 from ..conftest import save_tiny
 
@@ -52,8 +53,9 @@ def _rank(rank, size, port, model_dir, out, crash_after):
         got = nl.responses(model, tok, TEXTS["fr"], batch_size=1, checkpoint=f"{out}.responses", progress=False)
         story = generate(model, tok, TEXTS["en"][:5], 6, batch_size=1)  # a block of prompts a rank, gathered
         scores = nl.continuation_logprob(model, tok, TEXTS["en"][:5], [" a"] * 5, batch_size=1)
+        write_text(f"{out}.ppl", repr(ppl))  # under ranks only rank 0 writes
+        write_text(f"{out}.from{rank}", "")
         if rank == 0:
-            open(f"{out}.ppl", "w").write(repr(ppl))
             torch.save((got, story, scores), f"{out}.got")
     finally:
         dist.destroy_process_group()
@@ -103,7 +105,7 @@ def test_two_ranks_equal_one_process_also_after_a_rank_is_killed(model_dir, tmp_
     got_responses, got_story, got_scores = torch.load(tmp_path / "s.safetensors.got")
     assert torch.equal(got_responses, responses) and got_story == story and torch.equal(got_scores, scores)
     assert torch.equal(nl.select.experts.load_responses(tmp_path / "s.safetensors.responses")[0], responses)
-    for extra in ("ppl", "got", "responses"):
+    for extra in ("ppl", "got", "responses", "from0"):  # no file "from1": rank 1 wrote nothing of its own
         (tmp_path / f"s.safetensors.{extra}").unlink()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.safetensors"]  # the rank checkpoints are gone
     _assert_equal(got, want)

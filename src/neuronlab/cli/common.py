@@ -73,9 +73,14 @@ class ModelRef:
 
     def load(self):
         """(model, tokenizer)."""
-        from neuronlab.dist import init_from_env, local_device, quiet_other_ranks
+        from neuronlab.dist import init_from_env, launched, local_device, quiet_other_ranks
+        from neuronlab.errors import NeuronlabError
         from neuronlab.models.load import load_model
 
+        if self.device == "auto" and launched():
+            raise NeuronlabError("--device auto spreads one model over every GPU, and a launcher starts one process "
+                                 "per GPU: use --device cuda under torchrun (each rank its own GPU), or --device auto "
+                                 "in one process for a model larger than a GPU")  # fmt: skip
         init_from_env(self.device)  # under torchrun: join the ranks (nccl on GPUs, gloo on CPUs)
         quiet_other_ranks()
         if self.device == "auto":

@@ -37,7 +37,7 @@ from torch import Tensor
 
 from neuronlab.config import option
 from neuronlab.data.batching import Batch, batches, model_inputs, pad_id, windows
-from neuronlab.dist import Shard, all_reduce, broadcast, hand_over, rank_path, world
+from neuronlab.dist import Shard, all_reduce, broadcast, hand_over, own_files, rank_path, world
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import check_writable
 from neuronlab.models.arch import ArchSpec
@@ -248,7 +248,8 @@ def _record_ranks(model, tokenizer, texts, fresh, checkpoint, progress: bool, ra
     if mine is not None and mine.is_file():
         local = _resume(local, Stats.load(mine))
     shards = {g: Shard(texts[g], rank, size, first=pooled_texts) for g in groups}
-    local = _record(model, tokenizer, shards, local, mine, progress and rank == 0, allow_empty=True, **run)
+    with own_files():
+        local = _record(model, tokenizer, shards, local, mine, progress and rank == 0, allow_empty=True, **run)
 
     stats = Stats.empty(groups, local.n_layers, local.width, local.meta, pooled_texts)
     for key in ("tokens", "texts", "active", "sum", "sum_sq"):

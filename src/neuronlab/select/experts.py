@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from neuronlab.data.batching import batches, model_inputs, pad_id, windows
-from neuronlab.dist import all_reduce, hand_over, rank_path, world
+from neuronlab.dist import all_reduce, hand_over, own_files, rank_path, world
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import check_writable, read_safetensors, write_safetensors
 from neuronlab.models.arch import ArchSpec
@@ -109,8 +109,9 @@ def responses(model, tokenizer, sentences: Sequence[str], site: str = "act", poo
                 raise NeuronlabError(f"{checkpoint} holds an unfinished run of one process: resume it with one "
                                      "process, or write to another path")  # fmt: skip
             return out.to(dtype)
-        part = _responses(model, tokenizer, sentences[lo:hi], site, pool, batch_size, max_length, dtype, mine,
-                          checkpoint_every, progress and rank == 0, arch)  # fmt: skip
+        with own_files():
+            part = _responses(model, tokenizer, sentences[lo:hi], site, pool, batch_size, max_length, dtype, mine,
+                              checkpoint_every, progress and rank == 0, arch)  # fmt: skip
         full = torch.zeros(len(sentences), *part.shape[1:], dtype=torch.float32)
         full[lo:hi] = part.float()  # exact: the other blocks add zeros
         out = all_reduce(full).to(dtype)

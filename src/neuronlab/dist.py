@@ -81,6 +81,16 @@ def all_reduce(t: torch.Tensor, op: str = "sum") -> torch.Tensor:
     return x.cpu()
 
 
+def all_gather(t: torch.Tensor) -> list[torch.Tensor]:
+    """Every rank's `t` (same shape and dtype on every rank), in rank order, as CPU tensors."""
+    import torch.distributed as dist
+
+    x = t.to(collective_device(), copy=True)
+    parts = [torch.empty_like(x) for _ in range(world()[1])]
+    dist.all_gather(parts, x)
+    return [p.cpu() for p in parts]
+
+
 def broadcast(t: torch.Tensor, src: int = 0) -> torch.Tensor:
     """Rank `src`'s `t` on every rank (every rank passes a tensor of the same shape and dtype)."""
     import torch.distributed as dist
@@ -163,6 +173,12 @@ class Shard:
 
     def __init__(self, texts: Iterable[str], rank: int, size: int, first: int = 0):
         self.texts, self.rank, self.size, self.first = texts, rank, size, first
+
+    def global_index(self, i: int) -> int:
+        """The index in the whole corpus of this rank's `i`-th text."""
+        if self.rank == 0 and i < self.first:
+            return i
+        return self.first + (i - (self.first if self.rank == 0 else 0)) * self.size + self.rank
 
     def __iter__(self):
         for i, text in enumerate(self.texts):

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 TEXTS = {"en": [f"the text number {i} " * (1 + i % 4) for i in range(13)],
          "fr": [f"le texte numéro {i}" + " et encore" * (i % 3) for i in range(9)]}  # fmt: skip
 # one text a forward: the same float32 values in any process
-SETTINGS = dict(batch_size=1, bucket=2, pooled_texts=3, progress=False)
+SETTINGS = dict(batch_size=1, bucket=2, pooled_texts=3, contexts=True, top_k=5, progress=False)
 
 
 def _free_port() -> int:
@@ -73,6 +73,9 @@ def _assert_equal(got, want):
         assert torch.equal(getattr(got, key), getattr(want, key)), key
     for key in ("sum", "sum_sq", "max") + (("pooled_mean", "pooled_max") if pooled else ()):
         torch.testing.assert_close(getattr(got, key), getattr(want, key), rtol=1e-12, atol=0, equal_nan=True)
+    for a, b in zip(got.contexts.tensors(), want.contexts.tensors()):  # text indices over the whole corpus
+        assert torch.equal(a, b)
+    assert got.meta["pieces"] == want.meta["pieces"]
 
 
 def test_two_ranks_equal_one_process_also_after_a_rank_is_killed(model_dir, tmp_path):
@@ -118,7 +121,7 @@ def test_torchrun_record_writes_the_file_one_process_writes(model_dir, tmp_path)
     corpus.mkdir()
     for g, lines in TEXTS.items():
         (corpus / f"{g}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    args = ["-m", str(model_dir), "--text-dir", str(corpus), "--batch-size", "1"]
+    args = ["-m", str(model_dir), "--text-dir", str(corpus), "--batch-size", "1", "--contexts", "--top-k", "3"]
     one, two = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in each rank

@@ -30,18 +30,20 @@ class Batch:
     count: Tensor  # bool [batch, pos]: positions that are counted
     text: list[int]  # text index of each row
     last_window: list[int]  # 1 where the row is its text's last window
+    start: list[int]  # where each row's window starts in its text (token index)
     done: int = 0  # texts complete once this batch has run (all texts below this index)
     boundary: bool = True  # no window of a text at or after `done` has run: a safe point to save
 
 
 def windows(tokenizer, texts: Iterable[str], skip: int, max_length: int, truncate: bool, chunk: int = 256):
-    """Yield (text index, token ids, is last window) for each window of each text after the first `skip`."""
+    """Yield (text index, token ids, is last window, start in the text) for each window of each text after the
+    first `skip`."""
 
     def flush(start: int, part: list[str]):
         for offset, ids in enumerate(tokenizer(part, add_special_tokens=True)["input_ids"]):
-            spans = [ids[:max_length]] if truncate else [ids[s : s + max_length] for s in range(0, len(ids), max_length)]
-            for k, span in enumerate(spans):
-                yield start + offset, span, k == len(spans) - 1
+            starts = [0] if truncate else range(0, len(ids), max_length)
+            for k, s in enumerate(starts):
+                yield start + offset, ids[s : s + max_length], k == len(starts) - 1, s
 
     part, start = [], skip
     for i, text in enumerate(texts):
@@ -59,7 +61,7 @@ def windows(tokenizer, texts: Iterable[str], skip: int, max_length: int, truncat
 
 def batches(windows, batch_size: int, pad_id: int, special: Tensor, count_special: bool, bucket: int = 1,
             budget: int | None = None, plain_below: int = 0) -> Iterator[Batch]:  # fmt: skip
-    """Batches of `windows` (text index, ids, is last window) in text order, or with `bucket > 1` sorted by length
+    """Batches of `windows` (text index, ids, is last window, start) in text order, or with `bucket > 1` sorted by length
     (longest first) within buckets of about `bucket` batches that end where a text ends, so that rows of similar
     length share a batch and little is padding. `budget` counts at most that many tokens, the first ones in text
     order whatever the sorting; windows of texts below `plain_below` are never sorted.
@@ -88,7 +90,7 @@ def _bucket(rows, batch_size, pad_id, special, count_special, bucket, done, left
     caps = [None] * len(rows)
     if left is not None:
         skip = frozenset() if count_special else frozenset(special.tolist())
-        for r, (_, span, _) in enumerate(rows):
+        for r, (_, span, *_) in enumerate(rows):
             caps[r] = min(sum(t not in skip for t in span), left)
             left -= caps[r]
             if left <= 0:
@@ -109,13 +111,13 @@ def _bucket(rows, batch_size, pad_id, special, count_special, bucket, done, left
 
 
 def collate(rows, pad_id: int, special: Tensor, count_special: bool, caps: list | None = None) -> Batch:
-    ids, mask = pad_right([span for _, span, _ in rows], pad_id)
+    ids, mask = pad_right([span for _, span, *_ in rows], pad_id)
     count = mask.bool() if count_special else mask.bool() & ~torch.isin(ids, special)
     if caps is not None and any(c is not None for c in caps):
         limit = torch.tensor([ids.shape[1] if c is None else c for c in caps])[:, None]
         count = count & (count.cumsum(1) <= limit)
-    text, last = [t for t, _, _ in rows], [int(last) for _, _, last in rows]
-    return Batch(ids, mask, count, text, last, text[-1] + 1 if last[-1] else text[-1], bool(last[-1]))
+    text, last, start = [r[0] for r in rows], [int(r[2]) for r in rows], [r[3] for r in rows]
+    return Batch(ids, mask, count, text, last, start, text[-1] + 1 if last[-1] else text[-1], bool(last[-1]))
 
 
 def pad_right(seqs: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:

@@ -15,6 +15,9 @@ How tokens are counted
 - `pooled_texts=N` also keeps, for the first N texts of each group, each neuron's mean and max over the
   text's counted tokens (Stats.pooled_mean / pooled_max), which LAPE's activation values and the
   expert-neuron method need.
+- `contexts=True` also keeps each neuron's `top_k` top activating tokens over all groups with the tokens around
+  them (Stats.contexts, see `neuronlab.record.topk`; what `neuronlab view` shows), resumed and combined over
+  ranks like the rest, the same whatever the batch order.
 - The forward pass stops right after the last recorded layer: the final norm and unembedding never run.
 - With `checkpoint`, the stats are saved there atomically every `checkpoint_every` seconds (at a text
   boundary) and at the end; a later call with the same path continues where the file ends and never counts
@@ -37,13 +40,14 @@ from torch import Tensor
 
 from neuronlab.config import option
 from neuronlab.data.batching import Batch, batches, model_inputs, pad_id, windows
-from neuronlab.dist import Shard, all_reduce, broadcast, hand_over, own_files, rank_path, world
+from neuronlab.dist import Shard, all_gather, all_reduce, broadcast, hand_over, own_files, rank_path, world
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import check_writable
 from neuronlab.models.arch import ArchSpec
 from neuronlab.models.load import model_info
 from neuronlab.models.sites import KINDS, Site, decoder_layers, site_width, trace
 from neuronlab.record.stats import Moments, Stats
+from neuronlab.record.topk import NONE, TopContexts, offer, pack, pieces
 
 
 @dataclass(frozen=True)
@@ -59,13 +63,18 @@ class RecordConfig:
     count_special: bool = option(False, "also count special tokens (BOS, EOS)")
     checkpoint_every: float = option(600.0, "seconds between checkpoints")
     bucket: int = option(32, "sort windows by length within groups of this many batches (less padding); 1: text order")
+    contexts: bool = option(False, "keep each neuron's top activating contexts (for neuronlab view)")
+    top_k: int = option(20, "contexts kept per neuron with contexts")
 
 
 class _Accumulator:
     """Per-layer Moments for one group on the activations' own device; flushed into Stats on the CPU."""
 
-    def __init__(self, pooled_texts: int):
+    def __init__(self, pooled_texts: int, contexts):
         self.layers: dict[int, Moments] = {}
+        self.contexts = contexts  # TopContexts or None; its layers run on the device as `self.top`
+        self.top: dict[int, list[Tensor]] = {}
+        self.keys: Tensor | None = None  # int64 [batch, pos]: the batch's context keys (NONE: not counted)
         self.pooled_texts = pooled_texts
         self.pooled: dict[int, list] = {}  # text index -> [count, sum [L, W], max [L, W]]
         self.batch: Batch | None = None  # the batch being run, and its bool [batch, pos] counted positions
@@ -73,9 +82,9 @@ class _Accumulator:
         self.counted = self.whole = False  # any / every position counted
         self.on_device: dict = {}  # device -> count there
 
-    def start(self, batch: Batch) -> None:
+    def start(self, batch: Batch, keys: Tensor | None = None) -> None:
         """Take the next batch's counted positions (decided on the CPU: no device sync per layer)."""
-        self.batch, self.count = batch, batch.count
+        self.batch, self.count, self.keys = batch, batch.count, keys
         self.counted, self.whole = bool(batch.count.any()), bool(batch.count.all())
         self.on_device = {}
 
@@ -83,8 +92,13 @@ class _Accumulator:
         if not self.counted:
             return
         if h.device not in self.on_device:
-            self.on_device[h.device] = self.count.to(h.device, non_blocking=True)
-        count = self.on_device[h.device]
+            moved = (self.count, self.keys, self.batch.input_ids, self.batch.attention_mask.bool())
+            self.on_device[h.device] = [None if t is None else t.to(h.device, non_blocking=True) for t in moved]
+        count, keys, ids, real = self.on_device[h.device]
+        if keys is not None:
+            if site.layer not in self.top:
+                self.top[site.layer] = [t.to(h.device) for t in self.contexts.layer(site.layer)]
+            self.top[site.layer] = offer(self.top[site.layer], h, keys, ids, real)
         if site.layer not in self.layers:
             self.layers[site.layer] = Moments.zeros(h.shape[-1], h.device if h.device.type != "mps" else "cpu")
         # no boolean gather (a host sync on GPUs): uncounted rows are masked inside the reductions
@@ -108,6 +122,8 @@ class _Accumulator:
         for layer, moments in self.layers.items():
             moments.merge_into(stats, g, layer)
         self.layers.clear()
+        for layer, top in self.top.items():  # the running top stays on the device; Stats gets a copy
+            stats.contexts.set_layer(layer, top)
 
     def flush_pooled(self, stats: Stats, g: int, layers: list[int], texts_done: int) -> None:
         """Move pooled rows of texts that are complete into Stats (in text order)."""
@@ -136,6 +152,8 @@ def record(
     checkpoint: str | Path | None = None,
     checkpoint_every: float = 600.0,
     bucket: int = 32,
+    contexts: bool = False,
+    top_k: int = 20,
     progress: bool = True,
     arch: ArchSpec | None = None,
 ) -> Stats:
@@ -144,6 +162,8 @@ def record(
         raise NeuronlabError(f"unknown site kind {site!r}: use one of {', '.join(KINDS)}")
     if batch_size < 1 or max_length < 1:
         raise NeuronlabError("batch_size and max_length must be at least 1")
+    if contexts and top_k < 1:
+        raise NeuronlabError(f"top_k is {top_k}: keep at least 1 context a neuron, or record without contexts")
     if not texts:
         raise NeuronlabError("no groups of texts given: pass {group: [text, ...]}")
     for group, items in texts.items():
@@ -155,7 +175,10 @@ def record(
     if checkpoint is not None:
         check_writable(checkpoint)  # before any work: a bad path never costs a recorded group
     settings = dict(max_length=max_length, truncate=truncate, max_tokens=max_tokens, count_special=count_special)
-    fresh = lambda pooled: _empty(model, list(texts), site, settings, pooled, arch)  # noqa: E731
+    top_k = top_k if contexts else 0
+    if top_k:
+        settings["top_k"] = top_k  # only then: files of earlier versions resume as before
+    fresh = lambda pooled: _empty(model, list(texts), site, settings, pooled, top_k, arch)  # noqa: E731
     run = dict(batch_size=batch_size, checkpoint_every=checkpoint_every, bucket=bucket, arch=arch)
     rank, size = world()
     if size == 1:
@@ -167,10 +190,20 @@ def record(
     return _record_ranks(model, tokenizer, texts, fresh, checkpoint, progress, rank, size, pooled_texts, run)
 
 
-def _empty(model, groups: list[str], site: str, settings: dict, pooled_texts: int, arch) -> Stats:
+def _empty(model, groups: list[str], site: str, settings: dict, pooled_texts: int, top_k: int, arch) -> Stats:
     meta = {"model": model_info(model, arch), "site": site, "settings": settings, "complete": [],
             "world_size": world()[1]}  # fmt: skip
-    return Stats.empty(groups, len(decoder_layers(model, arch)), site_width(model, site, arch), meta, pooled_texts)
+    width = site_width(model, site, arch)
+    return Stats.empty(groups, len(decoder_layers(model, arch)), width, meta, pooled_texts, top_k)
+
+
+def _keys(batch: Batch, g: int, texts) -> Tensor:
+    """int64 [batch, pos]: the context keys of the batch's tokens (group, text index over all ranks, position in
+    the text), NONE where a token is not counted."""
+    index = getattr(texts, "global_index", lambda i: i)
+    text = torch.tensor([index(t) for t in batch.text])[:, None]
+    position = torch.tensor(batch.start)[:, None] + torch.arange(batch.input_ids.shape[1])
+    return torch.where(batch.count, pack(g, text, position), NONE)
 
 
 def _record(model, tokenizer, texts, stats: Stats, checkpoint, progress: bool, batch_size: int,
@@ -182,7 +215,7 @@ def _record(model, tokenizer, texts, stats: Stats, checkpoint, progress: bool, b
     layers = list(range(stats.n_layers))
     special = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
     count_special = settings["count_special"]
-    acc = _Accumulator(pooled_texts)
+    acc = _Accumulator(pooled_texts, stats.contexts)
     sites = [Site(layer, site) for layer in layers]
 
     last_save = time.monotonic()
@@ -196,7 +229,7 @@ def _record(model, tokenizer, texts, stats: Stats, checkpoint, progress: bool, b
             budget = None if max_tokens is None else max_tokens - int(stats.tokens[g])
             for batch in batches(spans, batch_size, pad_id(tokenizer, model), special, count_special, bucket, budget,
                                  plain_below=pooled_texts):  # fmt: skip
-                acc.start(batch)
+                acc.start(batch, None if stats.contexts is None else _keys(batch, g, texts[group]))
                 with trace(model, sites, stop=True, reduce=acc.add, arch=arch) as tr:  # the head never runs
                     model(**model_inputs(model, batch.input_ids, batch.attention_mask), use_cache=False)
                 if tr.missing():
@@ -219,6 +252,8 @@ def _record(model, tokenizer, texts, stats: Stats, checkpoint, progress: bool, b
             if int(stats.tokens[g]) == 0 and not allow_empty:
                 raise NeuronlabError(f"group {group!r} has no text that yields countable tokens: give it real text")
             stats.meta["complete"].append(group)
+            if stats.contexts is not None:
+                stats.meta["pieces"] = pieces(tokenizer, stats.contexts.tokens)
             if checkpoint is not None:
                 stats.save(checkpoint)
                 last_save = time.monotonic()
@@ -257,6 +292,10 @@ def _record_ranks(model, tokenizer, texts, fresh, checkpoint, progress: bool, ra
     stats.max = all_reduce(local.max, "max")
     for key in ("pooled_mean", "pooled_max", "pooled_n") if pooled_texts else ():
         setattr(stats, key, broadcast(getattr(local if rank == 0 else stats, key)))
+    if local.contexts is not None:
+        parts = [TopContexts(*p) for p in zip(*(all_gather(t) for t in local.contexts.tensors()))]
+        stats.contexts = parts[0].merged(parts[1:])
+        stats.meta["pieces"] = pieces(tokenizer, stats.contexts.tokens)
     empty = [g for g, n in zip(groups, stats.tokens.tolist()) if n == 0]
     if empty:
         raise NeuronlabError(f"group {empty[0]!r} has no text that yields countable tokens: give it real text")

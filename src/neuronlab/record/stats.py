@@ -10,7 +10,8 @@
 
 Counts are int64 and sums float64 whatever the model's dtype; memory does not grow with the corpus.
 Optional pooled values keep, for the first `pooled_texts` texts of each group, each neuron's mean and
-max over that text's tokens (NaN where a group has fewer texts).
+max over that text's tokens (NaN where a group has fewer texts). Optional `contexts` (TopContexts) keep each
+neuron's top activating tokens over all groups, with the tokens around them.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from torch import Tensor
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import read_safetensors, write_safetensors
 from neuronlab.models.load import require_same_model
+from neuronlab.record.topk import TopContexts
 
 FORMAT = "neuronlab.stats/1"
 
@@ -84,9 +86,11 @@ class Stats:
     pooled_mean: Tensor | None = None  # float32 [groups, pooled_texts, layers, neurons]
     pooled_max: Tensor | None = None  # float32 [groups, pooled_texts, layers, neurons]
     pooled_n: Tensor | None = None  # int64 [groups]: rows of pooled_* filled per group
+    contexts: TopContexts | None = None  # each neuron's top activating contexts (record with contexts=True)
 
     @classmethod
-    def empty(cls, groups: list[str], n_layers: int, width: int, meta: dict, pooled_texts: int = 0) -> Stats:
+    def empty(cls, groups: list[str], n_layers: int, width: int, meta: dict, pooled_texts: int = 0,
+              top_k: int = 0) -> Stats:  # fmt: skip
         g = len(groups)
         shape = (g, n_layers, width)
         pooled = (g, pooled_texts, n_layers, width)
@@ -102,7 +106,13 @@ class Stats:
             pooled_mean=torch.full(pooled, float("nan")) if pooled_texts else None,
             pooled_max=torch.full(pooled, float("nan")) if pooled_texts else None,
             pooled_n=torch.zeros(g, dtype=torch.int64) if pooled_texts else None,
+            contexts=TopContexts.empty(n_layers, top_k, width) if top_k else None,
         )
+
+    @property
+    def top_k(self) -> int:
+        """How many top contexts a neuron keeps (0: none)."""
+        return 0 if self.contexts is None else self.contexts.k
 
     # ---- derived values -------------------------------------------------------------------------
     @property
@@ -160,16 +170,20 @@ class Stats:
             raise NeuronlabError(f"stats shapes differ: {tuple(self.active.shape)} vs {tuple(other.active.shape)}")
         if self.meta.get("pooled_texts", 0) != other.meta.get("pooled_texts", 0):
             raise NeuronlabError("stats keep different numbers of pooled texts; record both with the same setting")
+        if self.top_k != other.top_k:
+            raise NeuronlabError(f"stats keep {self.top_k} and {other.top_k} top contexts a neuron; record both with "
+                                 "the same --top-k (or both without --contexts)")  # fmt: skip
 
     def check_model(self, model, arch=None) -> None:
         """Raise unless these stats were recorded on `model` (same shape and weights)."""
         require_same_model(self.meta.get("model"), model, "these stats", arch)
 
     def merge(self, other: Stats) -> Stats:
-        """A new Stats holding both: counts and sums add, max takes the max, pooled rows append."""
+        """A new Stats holding both: counts and sums add, max takes the max, pooled rows append, top contexts are
+        the best of both."""
         self.check_compatible(other)
         groups = self.groups + [g for g in other.groups if g not in self.groups]
-        out = Stats.empty(groups, self.n_layers, self.width, self.meta, self.meta.get("pooled_texts", 0))
+        out = Stats.empty(groups, self.n_layers, self.width, self.meta, self.meta.get("pooled_texts", 0), self.top_k)
         for part in (self, other):
             for i, g in enumerate(part.groups):
                 j = groups.index(g)
@@ -182,15 +196,23 @@ class Stats:
                     out.pooled_mean[j, start : start + take] = part.pooled_mean[i, :take]
                     out.pooled_max[j, start : start + take] = part.pooled_max[i, :take]
                     out.pooled_n[j] += take
+        if out.contexts is not None:
+            mine, theirs = (part.contexts.regroup([groups.index(g) for g in part.groups]) for part in (self, other))
+            out.contexts = mine.merged([theirs])
+            out.meta["pieces"] = {**other.meta.get("pieces", {}), **self.meta.get("pieces", {})}
         return out
 
     def subset(self, groups: list[str]) -> Stats:
-        """Stats with only the named groups, in that order."""
+        """Stats with only the named groups, in that order (top contexts: those of these groups among the top k)."""
         idx = torch.tensor([self.index(g) for g in groups], dtype=torch.long)
         pick = lambda t: None if t is None else t[idx].clone()  # noqa: E731
+        contexts = None
+        if self.contexts is not None:
+            contexts = self.contexts.regroup([groups.index(g) if g in groups else -1 for g in self.groups])
         return Stats(
             list(groups), pick(self.tokens), pick(self.active), pick(self.sum), pick(self.sum_sq), pick(self.max),
             pick(self.texts), dict(self.meta), pick(self.pooled_mean), pick(self.pooled_max), pick(self.pooled_n),
+            contexts,
         )  # fmt: skip
 
     # ---- disk -----------------------------------------------------------------------------------
@@ -199,6 +221,8 @@ class Stats:
     def state_dict(self) -> dict:
         """Tensors by name plus "groups" and "meta": everything needed to rebuild these stats."""
         state = {k: getattr(self, k) for k in self._TENSORS if getattr(self, k) is not None}
+        if self.contexts is not None:
+            state.update(self.contexts.state_dict())
         return {**state, "groups": list(self.groups), "meta": dict(self.meta)}
 
     def load_state_dict(self, state: dict) -> None:
@@ -210,6 +234,7 @@ class Stats:
         self.groups, self.meta = groups, dict(state["meta"])
         for k in self._TENSORS:
             setattr(self, k, state.get(k))
+        self.contexts = TopContexts.from_state(state)
 
     def save(self, path: str | Path) -> None:
         """Write safetensors (tensors) with JSON metadata, atomically: a crash never leaves half a file."""
@@ -243,5 +268,7 @@ class Stats:
                 f"  {g}: {int(self.tokens[i])} tokens, {int(self.texts[i])} texts{pooled}, "
                 f"mean P(value>0) {float(p[i].mean()):.3f}"
             )
+        if self.contexts is not None:
+            lines.append(f"  top {self.top_k} activating contexts kept a neuron (neuronlab view)")
         return "\n".join(lines)
 

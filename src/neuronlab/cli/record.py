@@ -1,10 +1,11 @@
-"""neuronlab record | inspect: statistics over grouped texts, and a summary of any artifact.
+"""neuronlab record | inspect | view: statistics over grouped texts, a summary of any artifact, and the neuron browser.
 
     neuronlab record --model M --text en=en.txt --text fr=fr.txt --out stats.safetensors
     neuronlab record --model M --text-dir flores/ --pattern '*.devtest' --out stats.safetensors --resume
     torchrun --nproc-per-node 2 -m neuronlab record --model M --text-dir corpus/ --out stats.safetensors
     neuronlab record --model M --dataset en=wikimedia/wikipedia --subset 20231101.en --limit 100000 --out s.safetensors
     neuronlab inspect stats.safetensors
+    neuronlab record --model M --text-dir corpus/ --contexts --out s.safetensors && neuronlab view --stats s.safetensors
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def register(app: typer.Typer) -> None:
     app.command("record")(record)
     app.command("inspect")(inspect)
     app.command("inspect-model")(inspect_model)
+    app.command("view")(view)
 
 
 @friendly
@@ -94,3 +96,29 @@ def inspect_model(model: ModelRef) -> None:
     typer.echo("proven on a probe forward" if not failed else "FAILS on a probe forward:\n  " + "\n  ".join(failed))
     if failed:
         raise typer.Exit(1)
+
+
+@friendly
+def view(
+    stats: Annotated[Path, typer.Option(help="Stats recorded with --contexts.")],
+    out: Annotated[Path, typer.Option(help="Folder for index.html (a static page: open it from disk).")] = Path("view"),
+    neurons: Annotated[Path | None, typer.Option(help="Neuron set (.json) to show; default: the --limit neurons of "
+                                                      "lowest LAPE entropy.")] = None,  # fmt: skip
+    expertise: Annotated[Path | None, typer.Option(help="Expertise (.safetensors) of `experts find`: AP per "
+                                                         "concept.")] = None,  # fmt: skip
+    results: Annotated[Path | None, typer.Option(help="results.json of `neuronlab demo`: what zeroing a "
+                                                       "language's neurons did to perplexity.")] = None,  # fmt: skip
+    limit: Annotated[int, typer.Option(help="Show at most this many neurons (lowest score first).")] = 500,
+) -> None:
+    """Write a static neuron browser: per neuron its top contexts, activation probability per group and scores."""
+    from neuronlab.io import read_json
+    from neuronlab.record.stats import Stats
+    from neuronlab.report.viewer import write_view
+    from neuronlab.select.experts import Expertise
+    from neuronlab.select.neuron_set import NeuronSet
+
+    writable(out, folder=True)
+    path = write_view(Stats.load(stats), out, None if neurons is None else NeuronSet.load(neurons),
+                      None if expertise is None else Expertise.load(expertise),
+                      None if results is None else read_json(results, "results"), limit)  # fmt: skip
+    typer.echo(f"wrote {path} (open it in a browser; a neuron's page is {path.name}#L<layer>N<neuron>)")

@@ -52,6 +52,14 @@ def _lowest(values: Tensor, k: int) -> Tensor:
     return torch.cat([below, at])
 
 
+def lape_entropy(stats: Stats) -> Tensor:
+    """LAPE's entropy of each neuron's activation probability over the groups, float64 [layers, neurons] (0 log 0 =
+    0; a neuron that never fires gets 0 too, and `lape` filters it out)."""
+    p = stats.probability
+    normed = torch.nan_to_num(p / p.sum(0), nan=0.0)  # 0 / 0 where a neuron never fires
+    return -torch.xlogy(normed, normed).sum(0)
+
+
 def lape(stats: Stats, top_rate: float = 0.01, filter_rate: float = 0.95, activation_bar_ratio: float = 0.95) -> NeuronSet:
     """Language activation probability entropy (Tang et al. 2024, arXiv 2402.16438).
 
@@ -76,8 +84,7 @@ def lape(stats: Stats, top_rate: float = 0.01, filter_rate: float = 0.95, activa
         if not 0 < rate <= 1:
             raise NeuronlabError(f"{name} must be in (0, 1], got {rate}")
     p = stats.probability.flatten(1)  # [languages, layers * neurons]
-    normed = torch.nan_to_num(p / p.sum(0), nan=0.0)  # 0 / 0 where a neuron never fires
-    entropy = -torch.xlogy(normed, normed).sum(0)  # 0 log 0 = 0
+    entropy = lape_entropy(stats).flatten()
     q_filter, q_bar = _kth_smallest(p, (filter_rate, activation_bar_ratio))
     entropy[~(p > q_filter).any(0)] = float("inf")
     kept = _lowest(entropy, round(entropy.numel() * top_rate))

@@ -27,6 +27,7 @@ from neuronlab.evaluate.math import extract_answer, evaluate_math
 from neuronlab.select.layers import LayerConfig, LayerSelection, select_layers
 from neuronlab.select.experts import Expertise, auroc, average_precision, expertise, responses
 from neuronlab.learn.scalars import ScalingConfig, evaluate_scaling, train_scaling
+from neuronlab.select.attribution import Attribution, AttributionConfig, attribute, attribution_neurons
 
 __version__ = "0.1.0"
 
@@ -37,4 +38,5 @@ __all__ = [
     "steering_plan", "VARIANTS", "select_layers", "LayerSelection", "LayerConfig", "freeze_except_ffn", "finetune",
     "FinetuneConfig", "Delta", "extract_answer", "evaluate_math", "Expertise", "average_precision", "auroc",
     "expertise", "responses", "expert_plan", "DynScale", "LearnedIntervention", "RecordConfig", "LapeConfig", "ScalingConfig", "train_scaling", "evaluate_scaling",
+    "Attribution", "AttributionConfig", "attribute", "attribution_neurons",
 ]  # fmt: skip

@@ -78,6 +78,12 @@ def _expertise(path):
     return Expertise.load(path)
 
 
+def _attribution(path):
+    from neuronlab.select.attribution import Attribution
+
+    return Attribution.load(path)
+
+
 _summary = lambda obj: obj.summary()  # noqa: E731
 
 KINDS: dict[str, ArtifactKind] = {
@@ -91,6 +97,7 @@ KINDS: dict[str, ArtifactKind] = {
     "neuronlab.layers/1": ArtifactKind("layer selection", _layers, _summary),
     "neuronlab.delta/1": ArtifactKind("fine-tuning delta", _delta, _summary),
     "neuronlab.expertise/1": ArtifactKind("expertise", _expertise, _summary),
+    "neuronlab.attribution/1": ArtifactKind("attribution", _attribution, _summary),
 }
 
 

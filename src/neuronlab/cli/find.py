@@ -1,13 +1,21 @@
-"""neuronlab find lape | activated: select neurons from recorded statistics."""
+"""neuronlab find lape | activated | attribution: select neurons from recorded statistics, or by attribution.
+
+    neuronlab find lape --stats s.safetensors --out lape.json
+    neuronlab find attribution -m M --text-dir corpus/ --like lape.json --scores attr.safetensors --out attr.json
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from neuronlab.cli.common import OutOpt, StatsOpt, config_options, friendly, group, writable
+from neuronlab.cli.common import (ModelRef, OutOpt, PatternOpt, StatsOpt, TextDirOpt, TextOpt, config_options,
+                                  friendly, group, model_options, texts, writable)  # fmt: skip
+from neuronlab.select.attribution import AttributionConfig
+from neuronlab.errors import NeuronlabError
 from neuronlab.select.lape import LapeConfig
 
 app = group("Select neurons from recorded statistics.")
@@ -48,3 +56,41 @@ def find_activated(
 
     writable(out)
     _write(activated(Stats.load(stats), n_texts), out)
+
+
+@app.command("attribution")
+@friendly
+@model_options()
+@config_options(AttributionConfig)
+def find_attribution(
+    model: ModelRef,
+    out: OutOpt,
+    cfg: AttributionConfig,
+    text: TextOpt = None,
+    text_dir: TextDirOpt = None,
+    pattern: PatternOpt = "*.txt",
+    limit: Annotated[int | None, typer.Option(help="Use only the first N lines of each file.")] = None,
+    per_group: Annotated[int | None, typer.Option(help="Neurons kept a group.")] = None,
+    like: Annotated[Path | None, typer.Option(help="Keep as many neurons a group as this neuron set (e.g. LAPE's).")] = None,
+    specific: Annotated[bool, typer.Option(help="Score for the group minus the best score for another group.")] = True,
+    stats: Annotated[Path | None, typer.Option(help="Stats of the same model and site, for --baseline mean.")] = None,
+    scores: Annotated[Path | None, typer.Option(help="Also save the scores (.safetensors).")] = None,
+) -> None:
+    """Neurons whose activation raises a group's log-likelihood most, by gradient x activation or integrated
+    gradients (summed over the group's texts)."""
+    from neuronlab.record.stats import Stats
+    from neuronlab.select.attribution import attribute, attribution_neurons
+    from neuronlab.select.neuron_set import NeuronSet
+
+    if (per_group is None) == (like is None):
+        raise NeuronlabError("give --per-group N or --like NEURONS.json (how many neurons a group keeps)")
+    writable(out, scores)
+    found = texts(text, text_dir, pattern, limit)
+    counts = None if like is None else NeuronSet.load(like)
+    recorded = None if stats is None else Stats.load(stats)
+    loaded, tokenizer = model.load()
+    attr = attribute(loaded, tokenizer, found, stats=recorded, **asdict(cfg))
+    if scores is not None:
+        attr.save(scores)
+    typer.echo(attr.summary())
+    _write(attribution_neurons(attr, per_group, counts, specific), out)

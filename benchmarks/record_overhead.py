@@ -5,7 +5,8 @@ target: record <= 1.05x its time). `--device cuda` measures a GPU.
 GPT-2 architecture, 6 layers, d_model 512, vocab 8192, random weights, batches of 8 x 256 tokens.
 The bare forward is the model's own `model(input_ids, attention_mask)` on the same, already tokenized
 batches; `record` includes tokenizing, padding, the statistics and moving them to the CPU.
-Prints tokens per second of each, then the ratio (record / bare) on the last line.
+Prints tokens per second of each, then the ratio (record / bare) on the last line. Also times `record` keeping
+each neuron's top 20 contexts (`contexts=True`, for `neuronlab view`) against plain `record`.
 """
 
 from __future__ import annotations
@@ -34,14 +35,16 @@ def main() -> None:
                     m(input_ids=b.to(device), attention_mask=mask.to(device), use_cache=False)
         return run
 
-    def recorded():
-        nl.record(model, tok, {"x": corpus}, site="act", batch_size=BATCH, max_length=LENGTH, progress=False,
-                  count_special=True)  # fmt: skip
+    def recorded(contexts=False):
+        return lambda: nl.record(model, tok, {"x": corpus}, site="act", batch_size=BATCH, max_length=LENGTH,
+                                 progress=False, count_special=True, contexts=contexts)  # fmt: skip
 
-    best = interleaved({"bare": forward(model), "floor": forward(model.base_model), "record": recorded})
+    best = interleaved({"bare": forward(model), "floor": forward(model.base_model), "record": recorded(),
+                        "contexts": recorded(True)})  # fmt: skip
     tokens = BATCH * N_BATCHES * LENGTH
     for k, t in best.items():
         print(f"{k:>8}: {tokens / t:10.0f} tokens/s ({device})")
+    print(f"record with top-20 contexts / record: {best['contexts'] / best['record']:.3f}")
     print(f"record time / floor (forward without the unembedding): {best['record'] / best['floor']:.3f}")
     print(f"record / bare forward throughput: {best['bare'] / best['record']:.3f}")
 

@@ -9,6 +9,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+import neuronlab as nl
 from neuronlab.cli import app
 from neuronlab.demo.pipeline import DEMO_MODEL, PipelineConfig, run
 
@@ -32,6 +33,17 @@ def test_demo_runs_offline_and_shows_the_effects(tmp_path):
     gen = res["generation"]
     assert sum(gen["steered"].values()) > sum(gen["baseline"].values()), gen
     assert res["seconds"] < 300
+    # LAPE against attribution neurons, as many a language; the report links its neuron table into the browser
+    a = res["attribution"]
+    lape = nl.NeuronSet.load(tmp_path / "neurons.json")
+    found = nl.NeuronSet.load(tmp_path / "attribution_neurons.json")
+    assert {t: found.total(t) for t in res["targets"]} == {t: lape.total(t) for t in res["targets"]}
+    assert set(a["jaccard"]) == set(res["targets"]) and all(0 <= j < 1 for j in a["jaccard"].values())
+    assert set(a["lss"]["off_diagonal"]) == set(res["targets"])
+    assert "LAPE neurons against attribution neurons" in report and 'href="view/index.html#L' in report
+    page = (tmp_path / "view" / "index.html").read_text(encoding="utf-8")
+    top = res["top_neurons"][0]
+    assert f'"id": "L{top["layer"]}N{top["neuron"]}"' in page and "(attribution)" in page
     again = CliRunner().invoke(app, ["report", str(tmp_path / "results.json"), "--out", str(tmp_path / "r2.html")])
     assert again.exit_code == 0 and (tmp_path / "r2.html").stat().st_size > 10_000
 
@@ -60,8 +72,10 @@ def test_tiny_flores_model_has_language_neurons(tmp_path):
     train(model, tok, train_texts, steps=1400, batch_size=16, seq_len=128, lr=4e-3, progress=False)
     held = {lang: lines[800:] for lang, lines in texts.items()}  # lines 800-1011: never trained on
     # the perplexity matrix under amplification and the factor sweep are not asserted here: skipped (95 s)
+    # nor the attribution comparison and the browser (the demo test covers them)
     cfg = PipelineConfig(record_lines=120, eval_lines=60, top_rate=0.3, lss_items=20, prompts=5,
-                         amplify_perplexity=False, factors=(), max_new_tokens=16)  # fmt: skip
+                         amplify_perplexity=False, factors=(), max_new_tokens=16, attribution="none",
+                         contexts=0)  # fmt: skip
     res = run(model, tok, held, tmp_path, cfg, progress=False)
     assert res["perplexity_amplify"] is None and res["sweep"] is None and (tmp_path / "report.html").is_file()
     c, lss, gen = res["checks"], res["lss"]["off_diagonal"], res["generation"]

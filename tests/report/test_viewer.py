@@ -56,10 +56,15 @@ def test_view_holds_the_neurons_contexts_and_probabilities(recorded, tok, tmp_pa
 def test_view_command(recorded, tmp_path):
     stats, ns, path = recorded
     ns.save(tmp_path / "n.json")
+    change = {"en": {"en": 0.5, "fr": 0.125}}  # a demo's deactivation matrix: zeroing en's set
+    results = {k: {} for k in ("config", "model", "languages", "targets", "checks", "lss", "generation")}
+    (tmp_path / "results.json").write_text(json.dumps({**results, "perplexity_deactivate": {"change": change}}))
     result = CliRunner().invoke(app, ["view", "--stats", str(path), "--neurons", str(tmp_path / "n.json"),
-                                      "--out", str(tmp_path / "v")])  # fmt: skip
+                                      "--results", str(tmp_path / "results.json"), "--out", str(tmp_path / "v")])  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert len(page_data(tmp_path / "v" / "index.html")["neurons"]) == ns.total() - _shared(ns)
+    shown = page_data(tmp_path / "v" / "index.html")["neurons"]
+    assert len(shown) == ns.total() - _shared(ns)
+    assert all(n["zeroing"] == ({"en": change["en"]} if "en" in n["sets"] else {}) for n in shown)
     plain = nl.Stats.load(path)
     plain.contexts = None
     plain.save(tmp_path / "plain.safetensors")

@@ -111,14 +111,14 @@ def view(
     limit: Annotated[int, typer.Option(help="Show at most this many neurons (lowest score first).")] = 500,
 ) -> None:
     """Write a static neuron browser: per neuron its top contexts, activation probability per group and scores."""
-    from neuronlab.io import read_json
     from neuronlab.record.stats import Stats
+    from neuronlab.report.language import read_results
     from neuronlab.report.viewer import write_view
     from neuronlab.select.experts import Expertise
     from neuronlab.select.neuron_set import NeuronSet
 
     writable(out, folder=True)
+    effects = None if results is None else read_results(results)["perplexity_deactivate"]["change"]
     path = write_view(Stats.load(stats), out, None if neurons is None else NeuronSet.load(neurons),
-                      None if expertise is None else Expertise.load(expertise),
-                      None if results is None else read_json(results, "results"), limit)  # fmt: skip
+                      None if expertise is None else Expertise.load(expertise), effects, limit)  # fmt: skip
     typer.echo(f"wrote {path} (open it in a browser; a neuron's page is {path.name}#L<layer>N<neuron>)")

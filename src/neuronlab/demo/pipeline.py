@@ -1,5 +1,6 @@
 """The language-neuron pipeline behind `neuronlab demo`: record -> LAPE -> deactivate / amplify -> perplexity
-matrix, LSS matrix, generation shift, factor sweep -> report.html, with every artifact saved beside it.
+matrix, LSS matrix, generation shift, factor sweep; attribution neurons (as many per language as LAPE's) against
+LAPE's -> report.html and the neuron browser view/index.html, with every artifact saved beside them.
 
     >>> model, tok = nl.load_model(DEMO_MODEL)
     >>> results = run(model, tok, read_text_dir(DEMO_DATA), "out/", PipelineConfig())
@@ -23,7 +24,10 @@ from neuronlab.io import check_writable, write_json
 from neuronlab.models.arch import ArchSpec
 from neuronlab.record.recorder import record
 from neuronlab.report.language import write_report
+from neuronlab.report.viewer import write_view
+from neuronlab.select.attribution import attribute, attribution_neurons
 from neuronlab.select.lape import activated, lape
+from neuronlab.select.neuron_set import NeuronSet
 
 DEMO_DIR = Path(__file__).parent
 DEMO_MODEL = DEMO_DIR / "model"
@@ -47,6 +51,9 @@ class PipelineConfig:
     sweep_lines: int = option(40, "sweep: held-out lines per language for perplexity")
     sweep_items: int = option(20, "sweep: LSS items per language")
     max_ppl_increase: float = option(1.0, "sweep: off-target perplexity bound (1 = +100%)")
+    attribution: str = option("gxa", "compare LAPE with neurons found by attribution (gxa or ig); none: skip")
+    attribution_lines: int = option(100, "attribution: lines per language it is computed on")
+    contexts: int = option(20, "top contexts kept a neuron for the neuron browser (0: no browser)")
     batch_size: int = option(16, "rows per forward pass")
     max_length: int = option(256, "tokens per window")
 
@@ -84,7 +91,8 @@ def run(model, tokenizer, texts: dict[str, list[str]], out: str | Path, cfg: Pip
 
     step("recording activation statistics")
     stats = record(model, tokenizer, rec, site="act", batch_size=cfg.batch_size, max_length=cfg.max_length,
-                   pooled_texts=cfg.pooled_texts, progress=progress, arch=arch)  # fmt: skip
+                   pooled_texts=cfg.pooled_texts, contexts=cfg.contexts > 0, top_k=max(cfg.contexts, 1),
+                   progress=progress, arch=arch)  # fmt: skip
     stats.save(out / "stats.safetensors")
     step("selecting neurons (LAPE and the language-activated baseline)")
     ns = lape(stats, cfg.top_rate, cfg.filter_rate, cfg.activation_bar_ratio)
@@ -105,7 +113,8 @@ def run(model, tokenizer, texts: dict[str, list[str]], out: str | Path, cfg: Pip
         amp = perplexity_matrix(model, tokenizer, held, targets, amplify, cfg.batch_size, cfg.max_length, arch)
     items = lss_items_from_texts(held, cfg.lss_items)
     step(f"language steering shift on {len(items)} items")
-    lss = lss_matrix(model, tokenizer, items, targets, amplify, arch=arch)
+    plain_scores: dict = {}  # the plain model's LSS rows, scored once for LAPE's and the attribution neurons
+    lss = lss_matrix(model, tokenizer, items, targets, amplify, arch=arch, cache=plain_scores)
     step("generation shift")
     gen = generation_shift(model, tokenizer, prompts_from_texts(held, cfg.prompts), targets, amplify,
                            cfg.max_new_tokens, arch=arch)  # fmt: skip
@@ -115,13 +124,75 @@ def run(model, tokenizer, texts: dict[str, list[str]], out: str | Path, cfg: Pip
         sweep = factor_sweep(model, tokenizer, lambda t, f: steering_plan(ns, t, "scale", factor=f), cfg.factors,
                              targets, {lang: lines[: cfg.sweep_lines] for lang, lines in held.items()},
                              items[: cfg.sweep_items * len(langs)], cfg.max_ppl_increase, arch)  # fmt: skip
+    compared = None
+    if cfg.attribution != "none":
+        step(f"attribution neurons ({cfg.attribution}, {cfg.attribution_lines} lines a language) against LAPE's")
+        compared = compare_attribution(model, tokenizer, rec, held, items, stats, ns, targets, out, cfg, progress, arch,
+                                       zero["baseline"], plain_scores)  # fmt: skip
     results = {
         "config": asdict(cfg), "model": stats.meta["model"], "languages": langs, "targets": targets,
         "no_neurons": missing, "neurons": ns.counts(), "perplexity_deactivate": zero, "perplexity_amplify": amp,
-        "lss": lss, "generation": gen, "sweep": sweep, "checks": checks(zero, lss, gen),
-        "seconds": round(time.monotonic() - start, 1),
+        "lss": lss, "generation": gen, "sweep": sweep, "checks": checks(zero, lss, gen), "attribution": compared,
+        "top_neurons": top_neurons(stats, ns), "seconds": round(time.monotonic() - start, 1),
     }  # fmt: skip
     write_json(out / "results.json", results)
+    if cfg.contexts:
+        write_browser(stats, ns, results, out / "view")
     write_report(results, out / "report.html", title)
     step(f"wrote {out / 'report.html'}")
     return results
+
+
+def compare_attribution(model, tokenizer, rec: dict, held: dict, items: list, stats, ns: NeuronSet, targets: list,
+                        out: Path, cfg: PipelineConfig, progress: bool, arch, baseline: dict,
+                        plain_scores: dict) -> dict:  # fmt: skip
+    """Attribution neurons, as many per language as LAPE found, evaluated as LAPE's are: their overlap with LAPE's
+    (Jaccard), the perplexity matrix when they are zeroed, and LSS when they are amplified."""
+    texts = {lang: lines[: cfg.attribution_lines] for lang, lines in rec.items()}
+    attr = attribute(model, tokenizer, texts, cfg.attribution, batch_size=cfg.batch_size, max_length=cfg.max_length,
+                     progress=progress, arch=arch)  # fmt: skip
+    attr.save(out / "attribution.safetensors")
+    found = attribution_neurons(attr, counts=ns)
+    found.save(out / "attribution_neurons.json")
+    jaccard = {t: _jaccard(ns[t], found[t]) for t in targets}
+    zero = perplexity_matrix(model, tokenizer, held, targets, lambda t: steering_plan(found, t, "zero"),
+                             cfg.batch_size, cfg.max_length, arch, baseline)  # fmt: skip
+    amplify = lambda t: steering_plan(found, t, cfg.amplify, stats=stats, n_texts=cfg.pooled_texts)  # noqa: E731
+    lss = lss_matrix(model, tokenizer, items, [t for t in targets if found.total(t)], amplify, arch=arch,
+                     cache=plain_scores)  # fmt: skip
+    return {"method": cfg.attribution, "neurons": found.counts(), "jaccard": jaccard, "perplexity_deactivate": zero,
+            "lss": lss}  # fmt: skip
+
+
+def _jaccard(a: dict[int, list[int]], b: dict[int, list[int]]) -> float:
+    sa = {(layer, i) for layer, idx in a.items() for i in idx}
+    sb = {(layer, i) for layer, idx in b.items() for i in idx}
+    return len(sa & sb) / len(sa | sb) if sa | sb else float("nan")
+
+
+def top_neurons(stats, ns: NeuronSet, per_language: int = 5) -> list[dict]:
+    """Each language's LAPE neurons of lowest entropy, with their activation probability there and elsewhere."""
+    from neuronlab.select.lape import lape_entropy
+
+    entropy, p = lape_entropy(stats), stats.probability
+    rows = []
+    for g, lang in enumerate(stats.groups):
+        pairs = sorted(((layer, i) for layer, idx in ns.neurons.get(lang, {}).items() for i in idx),
+                       key=lambda li: (float(entropy[li]), li))  # fmt: skip
+        for layer, i in pairs[:per_language]:
+            others = [float(p[j, layer, i]) for j in range(len(stats.groups)) if j != g]
+            rows.append({"language": lang, "layer": layer, "neuron": i, "entropy": float(entropy[layer, i]),
+                         "p_language": float(p[g, layer, i]), "p_other_max": max(others)})  # fmt: skip
+    return rows
+
+
+def write_browser(stats, ns: NeuronSet, results: dict, out: Path) -> None:
+    """The neuron browser over LAPE's neurons (and the attribution neurons, as "L (attribution)")."""
+    sets, effects = dict(ns.neurons), dict(results["perplexity_deactivate"]["change"])
+    compared = results.get("attribution")
+    if compared is not None:
+        found = NeuronSet.load(out.parent / "attribution_neurons.json")
+        sets.update({f"{t} (attribution)": found[t] for t in found.groups})
+        effects.update({f"{t} (attribution)": c for t, c in compared["perplexity_deactivate"]["change"].items()})
+    write_view(stats, out, NeuronSet(sets, dict(ns.meta)), effects=effects, limit=10_000,
+               title="neurons of the demo model (LAPE and attribution)")

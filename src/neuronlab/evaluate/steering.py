@@ -31,10 +31,12 @@ PlanFor = Callable[[str], Plan]
 
 
 def perplexity_matrix(model, tokenizer, texts: dict[str, Sequence[str]], targets: Sequence[str], plan_for: PlanFor,
-                      batch_size: int = 16, max_length: int = 512, arch: ArchSpec | None = None) -> dict:  # fmt: skip
-    """{"baseline": {L: ppl}, "steered": {T: {L: ppl}}, "change": {T: {L: steered / baseline - 1}}}."""
+                      batch_size: int = 16, max_length: int = 512, arch: ArchSpec | None = None,
+                      baseline: dict[str, float] | None = None) -> dict:  # fmt: skip
+    """{"baseline": {L: ppl}, "steered": {T: {L: ppl}}, "change": {T: {L: steered / baseline - 1}}}. `baseline`:
+    the plain perplexities of these texts with these settings, when another matrix already measured them."""
     ppl = lambda lines: perplexity(model, tokenizer, lines, batch_size, max_length)  # noqa: E731
-    baseline = {lang: ppl(lines) for lang, lines in texts.items()}
+    baseline = baseline or {lang: ppl(lines) for lang, lines in texts.items()}
     steered = {}
     for t in targets:
         with apply(model, plan_for(t), arch):
@@ -52,8 +54,10 @@ def _scores(model, tokenizer, pairs: list[tuple[dict, str]], batch_size: int) ->
 
 
 def lss_matrix(model, tokenizer, items: list[dict], targets: Sequence[str], plan_for: PlanFor,
-               batch_size: int = 32, arch: ArchSpec | None = None) -> dict:  # fmt: skip
-    """{"langs", "targets", "matrix": {L: {T: LSS}}, "off_diagonal": {T: mean over L != T}, "n_items"}."""
+               batch_size: int = 32, arch: ArchSpec | None = None, cache: dict | None = None) -> dict:  # fmt: skip
+    """{"langs", "targets", "matrix": {L: {T: LSS}}, "off_diagonal": {T: mean over L != T}, "n_items"}. Pass the
+    same `cache` (a dict) to several calls on the same items (other plans, factors) to score the plain model's rows
+    once."""
     langs = sorted({item["lang"] for item in items})
     matrix: dict[str, dict[str, float]] = {lang: {} for lang in langs}
     for t in targets:
@@ -61,7 +65,13 @@ def lss_matrix(model, tokenizer, items: list[dict], targets: Sequence[str], plan
         pairs = [(i, lang) for i in chosen for lang in (t, items[i]["lang"])]
         rows = [(items[i], lang) for i, lang in pairs]
         # the same rows in the same batches with and without the plan, so an unchanged score stays bit-equal
-        base = dict(zip(pairs, _scores(model, tokenizer, rows, batch_size)))
+        key = (batch_size, tuple((item["prompt"], item["objects"][lang]) for item, lang in rows))
+        plain = cache.get(key) if cache is not None else None
+        if plain is None:
+            plain = _scores(model, tokenizer, rows, batch_size)
+            if cache is not None:
+                cache[key] = plain
+        base = dict(zip(pairs, plain))
         with apply(model, plan_for(t), arch):
             new = dict(zip(pairs, _scores(model, tokenizer, rows, batch_size)))
         ups: dict[str, list[bool]] = {}
@@ -139,11 +149,12 @@ def factor_sweep(model, tokenizer, make_plan: Callable[[str, float], Plan], fact
     (0.5 = +50%), or None if no factor stays under the bound. `factors` are passed to `make_plan(target, f)`
     as they are, so a sweep over variants works too:
     `factor_sweep(model, tok, lambda t, v: steering_plan(ns, t, v, stats=stats), ["p_max", "p_median"], ...)`."""
-    rows = []
+    rows, plain, baseline = [], {}, None  # the plain model is scored once for every factor
     for f in factors:
         plan_for = lambda t, f=f: make_plan(t, f)  # noqa: E731
-        lss = lss_matrix(model, tokenizer, items, targets, plan_for, arch=arch)["off_diagonal"]
-        change = perplexity_matrix(model, tokenizer, texts, targets, plan_for, arch=arch)["change"]
+        lss = lss_matrix(model, tokenizer, items, targets, plan_for, arch=arch, cache=plain)["off_diagonal"]
+        ppl = perplexity_matrix(model, tokenizer, texts, targets, plan_for, arch=arch, baseline=baseline)
+        change, baseline = ppl["change"], ppl["baseline"]
         off_ppl = {t: _nanmean([c for lang, c in change[t].items() if lang != t]) for t in targets}
         rows.append({"factor": f, "lss": lss, "off_target_ppl_change": off_ppl})
     best = {}

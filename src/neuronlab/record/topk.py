@@ -138,21 +138,32 @@ def offer(top: list[Tensor], h: Tensor, key: Tensor, ids: Tensor, real: Tensor) 
     k = top[0].shape[0]
     x = h.reshape(b * p, width).float()
     key = key.reshape(-1)
-    counted = key != NONE
-    xs = x.masked_fill(~counted[:, None], float("-inf"))
+    xs = x.masked_fill((key == NONE)[:, None], float("-inf"))
     n = min(k, b * p)
     value, index = xs.topk(n, dim=0)  # [n, width], ties in no particular order
+    live = value[0] >= top[0][-1]  # neurons this batch can change (a tie may win on its key)
+    if not bool(live.any()):
+        return top
+    cols = None if bool(live.all()) else live.nonzero().squeeze(1)
+    if cols is not None:
+        xs, value, index = xs[:, cols], value[:, cols], index[:, cols]
     index = _break_ties(xs, key, value, index)
     cand_key = torch.where(value > float("-inf"), key[index], NONE)
     offsets = torch.arange(-BEFORE, AFTER + 1, device=h.device)
-    at = (index % p)[..., None] + offsets  # [n, width, CONTEXT] positions in the row
+    at = (index % p)[..., None] + offsets  # [n, cols, CONTEXT] positions in the row
     flat = (index[..., None] + offsets).clamp(0, b * p - 1)
     ok = (at >= 0) & (at < p) & real.reshape(-1)[flat] & (cand_key != NONE)[..., None]
     tokens = torch.where(ok, ids.reshape(-1)[flat].int(), -1)
-    acts = x.gather(0, flat.permute(0, 2, 1).reshape(n * CONTEXT, width)).reshape(n, CONTEXT, width).permute(0, 2, 1)
+    source = x if cols is None else x[:, cols]
+    acts = source.gather(0, flat.permute(0, 2, 1).reshape(n * CONTEXT, -1)).reshape(n, CONTEXT, -1).permute(0, 2, 1)
     acts = torch.where(ok, acts, 0.0).to(top[3].dtype)
-    cand = [value, cand_key, tokens, acts]
-    return _best([torch.cat([a, c.to(a.device)]) for a, c in zip(top, cand)], k)
+    if cols is None:
+        return _best([torch.cat([a, c.to(a.device)]) for a, c in zip(top, [value, cand_key, tokens, acts])], k)
+    best = _best([torch.cat([a[:, cols], c]) for a, c in zip(top, [value, cand_key, tokens, acts])], k)
+    out = [t.clone() for t in top]
+    for o, new in zip(out, best):
+        o[:, cols] = new
+    return out
 
 
 def _break_ties(xs: Tensor, key: Tensor, value: Tensor, index: Tensor) -> Tensor:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+from dataclasses import dataclass
 from pathlib import Path
 
 from neuronlab.io import write_text
@@ -17,6 +18,14 @@ STYLE = """body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em aut
 h1{font-size:1.6em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ccc;padding:.25em .5em;text-align:left}
 img{max-width:100%}.ok{color:#080}.bad{color:#b00}code{background:#f4f4f4;padding:0 .2em}"""
+
+
+@dataclass(frozen=True)
+class Link:
+    """A table cell that links somewhere (e.g. a neuron's page in the browser)."""
+
+    text: str
+    href: str
 
 
 class Report:
@@ -37,7 +46,7 @@ class Report:
             return
         cols = list(rows[0])
         head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in cols) + "</tr>" for r in rows)
+        body = "".join("<tr>" + "".join(f"<td>{_cell(r.get(c))}</td>" for c in cols) + "</tr>" for r in rows)
         cap = f"<p>{html.escape(caption)}</p>" if caption else ""
         self.text(heading, f"{cap}<table><tr>{head}</tr>{body}</table>")
 
@@ -48,6 +57,12 @@ class Report:
 
     def save(self, path: str | Path) -> None:
         write_text(path, self.render())
+
+
+def _cell(v) -> str:
+    if isinstance(v, Link):
+        return f'<a href="{html.escape(v.href)}">{html.escape(v.text)}</a>'
+    return html.escape(_fmt(v))
 
 
 def _fmt(v) -> str:

@@ -11,7 +11,8 @@ from pathlib import Path
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import read_json
 from neuronlab.report import plots
-from neuronlab.report.html import Report
+from neuronlab.report.html import Link, Report
+from neuronlab.report.viewer import neuron_id
 
 
 def write_report(results: dict, path: Path, title: str = "neuronlab: language-specific neurons") -> None:
@@ -41,6 +42,16 @@ def write_report(results: dict, path: Path, title: str = "neuronlab: language-sp
     report.figure("Neurons per layer", plots.neurons_per_layer(
         {g: {int(k): v for k, v in per.items()} for g, per in results["neurons"].items()}, model["n_layers"],
         "LAPE neurons per layer and language"))  # fmt: skip
+    if results.get("top_neurons"):
+        browse = cfg.get("contexts", 0) > 0
+        cell = lambda r: Link(neuron_id(r["layer"], r["neuron"]), f"view/index.html#{neuron_id(r['layer'], r['neuron'])}")  # noqa: E731
+        report.table("Each language's most specific LAPE neurons", [
+            {"language": r["language"], "neuron": cell(r) if browse else neuron_id(r["layer"], r["neuron"]),
+             "LAPE entropy": r["entropy"], "P(active) in the language": r["p_language"],
+             "highest P(active) elsewhere": r["p_other_max"]} for r in results["top_neurons"]],
+            "The five of lowest entropy a language." + (" Each links to its page in the neuron browser "
+            "(view/index.html: top contexts, activation probability per language, what zeroing the set did)."
+            if browse else ""))  # fmt: skip
     zero = results["perplexity_deactivate"]
     report.figure("Perplexity change when a language's neurons are deactivated", plots.heatmap(
         zero["change"], targets, langs, "relative perplexity change", "evaluated language", "deactivated neurons of"),
@@ -67,7 +78,35 @@ def write_report(results: dict, path: Path, title: str = "neuronlab: language-sp
         report.table(None, [{"target": t, "best factor": f} for t, f in sweep["best"].items()],
                      f"Per target, the factor with the highest LSS whose mean off-target perplexity rises by at most "
                      f"{sweep['max_ppl_increase']:.0%}.")  # fmt: skip
+    if results.get("attribution"):
+        _attribution_section(report, results)
     report.save(path)
+
+
+_METHOD = {"gxa": "gradient x activation", "ig": "integrated gradients"}
+
+
+def _attribution_section(report: Report, results: dict) -> None:
+    """LAPE's neurons against attribution neurons of the same count per language, side by side."""
+    a, langs = results["attribution"], results["languages"]
+    lape_zero, attr_zero = results["perplexity_deactivate"]["change"], a["perplexity_deactivate"]["change"]
+    lape_lss, attr_lss = results["lss"]["off_diagonal"], a["lss"]["off_diagonal"]
+    own = lambda ch, t: ch[t][t]  # noqa: E731
+    off = lambda ch, t: sum(v for lang, v in ch[t].items() if lang != t) / max(1, len(ch[t]) - 1)  # noqa: E731
+    rows = [{"language": t, "neurons": sum(a["neurons"].get(t, {}).values()), "Jaccard": a["jaccard"][t],
+             "own ppl change, LAPE": own(lape_zero, t), "own ppl change, attribution": own(attr_zero, t),
+             "mean other ppl change, LAPE": off(lape_zero, t), "mean other ppl change, attribution": off(attr_zero, t),
+             "LSS, LAPE": lape_lss.get(t), "LSS, attribution": attr_lss.get(t)} for t in results["targets"]]  # fmt: skip
+    hits = lambda ch: sum(all(ch[t][t] > v for lang, v in ch[t].items() if lang != t) for t in ch) / len(ch)  # noqa: E731
+    report.table(f"LAPE neurons against attribution neurons ({a['method']})", rows, (
+        f"Attribution: per language, each neuron's {_METHOD.get(a['method'], a['method'])} for the language's "
+        "log-likelihood (summed over its first lines, per token), minus its highest score for another language; the "
+        "top neurons, as many "
+        "as LAPE kept for the language. Zeroing hits the own language most for "
+        f"{hits(lape_zero):.0%} of languages with LAPE's neurons and {hits(attr_zero):.0%} with attribution's."))  # fmt: skip
+    report.figure("Perplexity change when a language's attribution neurons are deactivated", plots.heatmap(
+        attr_zero, list(attr_zero), langs, "relative perplexity change", "evaluated language",
+        "deactivated attribution neurons of"))  # fmt: skip
 
 
 def read_results(path: str | Path) -> dict:

@@ -2,12 +2,13 @@
 recorded with top contexts.
 
     neuronlab view --stats s.safetensors --neurons neurons.json --out view/     # then open view/index.html
-    >>> write_view(stats, "view/", neurons=ns, results=demo_results)           # view/index.html#L3N17: one neuron
+    >>> write_view(stats, "view/", neurons=ns, effects=demo_results["perplexity_deactivate"]["change"])
+    >>> # view/index.html#L3N17: one neuron's page
 
 The index lists neurons (filter by layer, group and score); a neuron's page shows its top contexts with each token
 shaded by the neuron's value on it, its activation probability per group as bars, its LAPE entropy, its AP per
-concept where an expertise is given, and, where a demo's results are given, what zeroing its group's neurons did to
-each group's perplexity. Everything is in the page; token texts come from the stats file (`meta["pieces"]`).
+concept where an expertise is given, and, where `effects` are given ({set group: {group: relative perplexity
+change}}, e.g. the demo's deactivation matrix), what zeroing its neuron set's group did to each group's perplexity. Everything is in the page; token texts come from the stats file (`meta["pieces"]`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def neuron_id(layer: int, neuron: int) -> str:
 
 
 def write_view(stats: Stats, out: str | Path, neurons: NeuronSet | None = None, expertise=None,
-               results: dict | None = None, limit: int = 500, title: str | None = None) -> Path:  # fmt: skip
+               effects: dict | None = None, limit: int = 500, title: str | None = None) -> Path:  # fmt: skip
     """Write out/index.html for the neurons of `neurons` (else the `limit` of lowest LAPE entropy, or of highest
     max with one group); returns its path."""
     if stats.contexts is None:
@@ -44,7 +45,7 @@ def write_view(stats: Stats, out: str | Path, neurons: NeuronSet | None = None, 
         "title": title or f"neurons of {stats.meta.get('model', {}).get('name_or_path') or 'a model'}",
         "site": stats.site, "groups": stats.groups, "tokens": stats.tokens.tolist(), "k": stats.top_k,
         "method": (neurons.meta.get("method") if neurons is not None else None) or "lowest LAPE entropy",
-        "shown": len(chosen), "neurons": [_neuron(stats, layer, n, entropy, per_group, neurons, expertise, results)
+        "shown": len(chosen), "neurons": [_neuron(stats, layer, n, entropy, per_group, neurons, expertise, effects or {})
                                              for layer, n in chosen],
     }  # fmt: skip
     path = Path(out) / "index.html"
@@ -68,7 +69,7 @@ def _choose(stats: Stats, entropy, neurons: NeuronSet | None, limit: int) -> lis
 
 
 def _neuron(stats: Stats, layer: int, n: int, entropy, per_group: dict, neurons: NeuronSet | None, expertise,
-            results: dict | None) -> dict:  # fmt: skip
+            effects: dict) -> dict:  # fmt: skip
     top, pieces = stats.contexts, stats.meta.get("pieces", {})
     contexts = []
     for j in range(top.k):
@@ -92,8 +93,7 @@ def _neuron(stats: Stats, layer: int, n: int, entropy, per_group: dict, neurons:
         ap = expertise["ap"][:, layer, n]
         best = ap.topk(min(5, len(ap)))
         entry["ap"] = [[expertise.concepts[int(i)], round(float(v), 4)] for v, i in zip(best.values, best.indices)]
-    change = ((results or {}).get("perplexity_deactivate") or {}).get("change", {})
-    entry["zeroing"] = {g: change[g] for g in sets if g in change}
+    entry["zeroing"] = {g: effects[g] for g in sets if g in effects}
     return entry
 
 

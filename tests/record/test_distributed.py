@@ -138,3 +138,21 @@ def test_torchrun_record_writes_the_file_one_process_writes(model_dir, tmp_path)
     a, b = nl.Stats.load(one), nl.Stats.load(two)
     assert (a.meta["world_size"], b.meta["world_size"]) == (1, 2)
     _assert_equal(b, a)
+
+
+def test_torchrun_finetune_trains_data_parallel(model_dir, tmp_path):
+    """The Trainer runs DDP over the launcher's ranks (gloo on CPUs): 2 ranks x 4 rows a step, one delta written."""
+    import json
+
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"{a}+{a}", "response": str(2 * a)}) + "\n" for a in range(16)))
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                          str(_free_port()), "-m", "neuronlab", "finetune", "-m", str(model_dir), "--layers", "0-1",
+                          "--data", str(data), "--out", str(tmp_path / "run"), "--max-steps", "3", "--batch-size", "4",
+                          "--template", "{query}=", "--save-steps", "3"],
+                         env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("wrote ") == 1  # rank 0 writes the delta and says so
+    state = json.loads((tmp_path / "run" / "trainer" / "checkpoint-3" / "trainer_state.json").read_text())
+    assert state["epoch"] == 1.5  # 3 steps x 2 ranks x 4 rows = 24 rows of 16: one process would be at 0.75
+    assert nl.Delta.load(tmp_path / "run").meta["steps"] == 3

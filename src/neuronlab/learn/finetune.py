@@ -188,6 +188,8 @@ def finetune(model, tokenizer, items: Sequence[dict], layers: Sequence[int], cfg
     return it. With `resume`, a run continues from the last Trainer checkpoint in `out/trainer`."""
     from transformers import Trainer, TrainingArguments
 
+    from neuronlab.dist import launched
+
     out = Path(out)
     base = model_info(model, arch)
     trainable = freeze_except_ffn(model, layers, cfg.modules, arch)
@@ -200,6 +202,8 @@ def finetune(model, tokenizer, items: Sequence[dict], layers: Sequence[int], cfg
         logging_steps=10, save_steps=cfg.save_steps, save_total_limit=1, save_only_model=False, seed=cfg.seed,
         report_to=[], remove_unused_columns=False, disable_tqdm=not progress, dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
+        # under torchrun with the model on CPUs the Trainer runs DDP over gloo only when told the run is on CPUs
+        use_cpu=launched() and next(model.parameters()).device.type == "cpu",
     )  # fmt: skip
     trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=_Collate(pad_id(tokenizer, model)))
     if not progress:

@@ -53,9 +53,9 @@ def test_tiny_flores_model_has_language_neurons(tmp_path):
     """A 4-layer GPT-2-architecture model (ReLU FFN, 2048 neurons) trained here for about two minutes on FLORES
     lines 0-799 of 14 languages, evaluated on lines 800+ (never trained on), LAPE top_rate 0.3.
 
-    Measured: deactivation hurts the own language most for 13 of 14 languages; p_max amplification gives
-    off-diagonal LSS 0.92-1.0 for every target and raises the share of generations identified as the target
-    for all 14 (from 0-9% to 6-100%). A Llama fixture of the same size (gated FFN) met the deactivation claim
+    Measured (40 held-out lines a language; with 60, 13 of 14 and LSS 0.92-1.0, 20 s longer): deactivation hurts
+    the own language most for 12 of 14 languages; p_max amplification gives off-diagonal LSS 0.91-1.0 for every
+    target and raises the share of generations identified as the target for all 14 (from 0-11% to 3-100%). A Llama fixture of the same size (gated FFN) met the deactivation claim
     but not the other two: with a gate, "set the activation to p_max" leaves the sign of the neuron's output
     to the up projection of whatever text is running, so it does not push toward the target language.
     """
@@ -73,7 +73,7 @@ def test_tiny_flores_model_has_language_neurons(tmp_path):
     held = {lang: lines[800:] for lang, lines in texts.items()}  # lines 800-1011: never trained on
     # the perplexity matrix under amplification and the factor sweep are not asserted here: skipped (95 s)
     # nor the attribution comparison and the browser (the demo test covers them)
-    cfg = PipelineConfig(record_lines=120, eval_lines=60, top_rate=0.3, lss_items=20, prompts=5,
+    cfg = PipelineConfig(record_lines=120, eval_lines=40, top_rate=0.3, lss_items=20, prompts=5,
                          amplify_perplexity=False, factors=(), max_new_tokens=16, attribution="none",
                          contexts=0)  # fmt: skip
     res = run(model, tok, held, tmp_path, cfg, progress=False)

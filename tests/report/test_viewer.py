@@ -7,6 +7,7 @@ import shutil
 import subprocess
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 import neuronlab as nl
@@ -48,6 +49,11 @@ def test_view_holds_the_neurons_contexts_and_probabilities(recorded, tok, tmp_pa
         window = p // 16 * 16  # contexts stay inside the 16-token window of the peak
         lo, hi = max(window, p - BEFORE), min(window + 16, len(ids), p + 4)
         assert c["tokens"] == [tok.decode([i]) for i in ids[lo:hi]] and c["peak"] == p - lo
+    ap = torch.rand(6, stats.n_layers, stats.width, generator=torch.Generator().manual_seed(0))
+    expertise = nl.Expertise([f"c{i}" for i in range(6)], {"ap": ap})
+    first = page_data(write_view(stats, tmp_path / "ap", ns, expertise))["neurons"][0]
+    best = ap[:, layer, neuron].argsort(descending=True)[:5].tolist()  # the five concepts of highest AP
+    assert first["ap"] == [[f"c{i}", round(float(ap[i, layer, neuron]), 4)] for i in best]
     unfiltered = page_data(write_view(stats, tmp_path / "all", limit=7))  # no set: the 7 of lowest entropy
     assert len(unfiltered["neurons"]) == 7
     assert [n["entropy"] for n in unfiltered["neurons"]] == sorted(n["entropy"] for n in unfiltered["neurons"])

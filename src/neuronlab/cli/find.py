@@ -14,11 +14,11 @@ import typer
 
 from neuronlab.cli.common import (ModelRef, OutOpt, PatternOpt, StatsOpt, TextDirOpt, TextOpt, config_options,
                                   friendly, group, model_options, texts, writable)  # fmt: skip
-from neuronlab.select.attribution import AttributionConfig
 from neuronlab.errors import NeuronlabError
+from neuronlab.select.attribution import AttributionConfig
 from neuronlab.select.lape import LapeConfig
 
-app = group("Select neurons from recorded statistics.")
+app = group("Select neurons from recorded statistics, or by attribution.")
 
 
 def register(root: typer.Typer) -> None:

@@ -37,7 +37,7 @@ DEMO_DATA = DEMO_DIR / "data"
 @dataclass(frozen=True)
 class PipelineConfig:
     record_lines: int = option(250, "lines per language for the statistics")
-    eval_lines: int = option(100, "held-out lines per language for evaluation")
+    eval_lines: int = option(60, "held-out lines per language for evaluation")
     top_rate: float = option(0.15, "LAPE: share of all neurons kept")
     filter_rate: float = option(0.95, "LAPE: activation-probability filter quantile")
     activation_bar_ratio: float = option(0.95, "LAPE: quantile to assign a language")
@@ -91,7 +91,7 @@ def run(model, tokenizer, texts: dict[str, list[str]], out: str | Path, cfg: Pip
 
     step("recording activation statistics")
     stats = record(model, tokenizer, rec, site="act", batch_size=cfg.batch_size, max_length=cfg.max_length,
-                   pooled_texts=cfg.pooled_texts, contexts=cfg.contexts > 0, top_k=max(cfg.contexts, 1),
+                   pooled_texts=cfg.pooled_texts, contexts=cfg.contexts > 0, top_k=cfg.contexts,
                    progress=progress, arch=arch)  # fmt: skip
     stats.save(out / "stats.safetensors")
     step("selecting neurons (LAPE and the language-activated baseline)")

@@ -139,15 +139,18 @@ def offer(top: list[Tensor], h: Tensor, key: Tensor, ids: Tensor, real: Tensor) 
     x = h.reshape(b * p, width).float()
     key = key.reshape(-1)
     xs = x.masked_fill((key == NONE)[:, None], float("-inf"))
-    n = min(k, b * p)
-    value, index = xs.topk(n, dim=0)  # [n, width], ties in no particular order
-    live = value[0] >= top[0][-1]  # neurons this batch can change (a tie may win on its key)
+    # the neurons this batch can change (a tie may still win on its key): later in a run few, and topk runs on those
+    live = xs.amax(0) >= top[0][-1]
     if not bool(live.any()):
         return top
     cols = None if bool(live.all()) else live.nonzero().squeeze(1)
     if cols is not None:
-        xs, value, index = xs[:, cols], value[:, cols], index[:, cols]
-    index = _break_ties(xs, key, value, index)
+        xs = xs[:, cols]
+    n = min(k, b * p)
+    value, index = xs.topk(min(k + 1, b * p), dim=0)  # ties in no particular order; one more to see them
+    tied = value[n] == value[n - 1] if n < b * p else torch.zeros(xs.shape[1], dtype=torch.bool, device=h.device)
+    value, index = value[:n], index[:n]  # [n, cols]; where `tied`, equal values straddle the n-th place
+    index = _break_ties(xs, key, value, index, tied)
     cand_key = torch.where(value > float("-inf"), key[index], NONE)
     offsets = torch.arange(-BEFORE, AFTER + 1, device=h.device)
     at = (index % p)[..., None] + offsets  # [n, cols, CONTEXT] positions in the row
@@ -166,15 +169,14 @@ def offer(top: list[Tensor], h: Tensor, key: Tensor, ids: Tensor, real: Tensor) 
     return out
 
 
-def _break_ties(xs: Tensor, key: Tensor, value: Tensor, index: Tensor) -> Tensor:
-    """Where equal values straddle the k-th place, fill the places of that value with the smallest keys."""
+def _break_ties(xs: Tensor, key: Tensor, value: Tensor, index: Tensor, tied: Tensor) -> Tensor:
+    """Where equal values straddle the n-th place (`tied`), fill the places of that value with the smallest keys."""
     n = value.shape[0]
-    t = value[-1]  # [width]: the lowest value taken
-    above = (value > t).sum(0)
-    equal = (xs == t).sum(0)
-    cols = (above + equal > n).nonzero().squeeze(1)
+    cols = tied.nonzero().squeeze(1)
     if len(cols) == 0:
         return index
+    t = value[-1]  # [width]: the lowest value taken
+    above = (value > t).sum(0)
     sub = torch.where(xs[:, cols] == t[cols], key[:, None], NONE)  # [rows, cols]
     smallest = sub.topk(n, dim=0, largest=False).indices  # [n, cols]
     slot = torch.arange(n, device=xs.device)[:, None]

@@ -105,8 +105,24 @@ def test_top_contexts_equal_brute_force_in_any_batch_order(setup, tok):
     assert_equal_to(padded.contexts, want, exact=False)
     value, group, text, position = stats.contexts.where(1, 5)[0]
     assert value == want["value"][1, 0, 5] and stats.groups[group] in TEXTS
-    assert stats.meta["pieces"][str(int(stats.contexts.tokens[1, 0, 5, BEFORE]))] == tok.decode(
+    assert bytes.fromhex(stats.meta["pieces"][str(int(stats.contexts.tokens[1, 0, 5, BEFORE]))]).decode() == tok.decode(
         [tok(list(TEXTS.values())[group][text])["input_ids"][position]])
+
+
+@pytest.mark.parametrize("text", ["日本語のテキスト", "Ελληνικά και русский", "مرحبا بالعالم", "plain words"])
+def test_token_pieces_rejoin_into_the_text(text):
+    """Byte-level BPE splits characters over tokens: the pieces keep bytes, and a context decodes as one stream."""
+    from transformers import AutoTokenizer
+
+    from neuronlab.demo.pipeline import DEMO_MODEL
+    from neuronlab.record.topk import pieces, texts
+
+    tok = AutoTokenizer.from_pretrained(DEMO_MODEL)  # byte-level BPE (the demo's)
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    found = pieces(tok, torch.tensor(ids))
+    shown = texts([found[str(i)] for i in ids])
+    assert "".join(shown) == tok.decode(ids) and "\ufffd" not in "".join(shown)
+    assert len(shown) == len(ids)
 
 
 def test_top_contexts_survive_a_killed_run_save_merge_and_subset(setup, tok, tmp_path):

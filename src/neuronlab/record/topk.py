@@ -11,11 +11,14 @@ Kept while recording, on the device of the activations: memory is k x neurons x 
 The order is value descending, ties by (group, text index, position in the text) ascending, so the result is
 the same whatever the batch order (length buckets), the number of ranks, or where a run was resumed. Only
 counted tokens compete (no padding, no special tokens unless counted); the context shows any token of the
-window. Group, text and position are packed in one int64 key (`pack`).
+window. Group, text and position are packed in one int64 key (`pack`); `pieces` keeps each token's bytes.
 """
 
 from __future__ import annotations
 
+import codecs
+import functools
+import re
 from dataclasses import dataclass
 
 import torch
@@ -109,13 +112,50 @@ class TopContexts:
 
 
 def pieces(tokenizer, tokens: Tensor) -> dict[str, str]:
-    """Text of each token id in `tokens` (-1 skipped), for showing contexts without the tokenizer: {id: text}."""
+    """The bytes of each token id in `tokens` (-1 skipped), as hex, for showing contexts without the tokenizer:
+    {id: hex}. Bytes, not text, so tokens that hold part of a character (byte-level BPE, byte fallback) join up
+    when a context is decoded (`texts`)."""
     ids = torch.unique(tokens[tokens >= 0]).tolist()
     out = {}
     for i, raw, text in zip(ids, tokenizer.convert_ids_to_tokens(ids), tokenizer.batch_decode([[i] for i in ids])):
-        if raw and raw[0] in "\u2581\u0120" and not text.startswith(" "):  # a word start the decoder strips alone
+        out[str(i)] = _token_bytes(raw or "", text).hex()
+    return out
+
+
+def texts(hexes: list[str]) -> list[str]:
+    """Text of each token of a run (from `pieces`), decoded as one UTF-8 stream: a token that completes a character
+    shows it, a token holding only its first bytes shows nothing; bytes left incomplete at the end show U+FFFD."""
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    out = [decoder.decode(bytes.fromhex(h)) for h in hexes]
+    if out:
+        out[-1] += decoder.decode(b"", final=True)
+    return out
+
+
+def _token_bytes(raw: str, text: str) -> bytes:
+    if "\ufffd" not in text:
+        if raw[:1] in ("\u2581", "\u0120") and not text.startswith(" "):  # a word start the decoder strips alone
             text = " " + text
-        out[str(i)] = text
+        return text.encode("utf-8")
+    if re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", raw):  # sentencepiece byte fallback
+        return bytes([int(raw[3:5], 16)])
+    table = _byte_level()
+    if raw and all(c in table for c in raw):  # byte-level BPE (GPT-2): one character a byte
+        return bytes(table[c] for c in raw)
+    return text.encode("utf-8")
+
+
+@functools.cache
+def _byte_level() -> dict[str, int]:
+    """Byte-level BPE's alphabet (GPT-2): printable bytes stand for themselves, the others for chr(256 + n)."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1), *range(ord("\u00ae"), 256)]
+    out, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            out[chr(b)] = b
+        else:
+            out[chr(256 + extra)] = b
+            extra += 1
     return out
 
 

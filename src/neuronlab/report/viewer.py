@@ -22,7 +22,7 @@ import torch
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import write_text
 from neuronlab.record.stats import Stats
-from neuronlab.record.topk import BEFORE, NONE, unpack
+from neuronlab.record.topk import BEFORE, NONE, texts, unpack
 from neuronlab.select.lape import lape_entropy
 from neuronlab.select.neuron_set import NeuronSet
 
@@ -81,7 +81,7 @@ def _neuron(stats: Stats, layer: int, n: int, entropy, per_group: dict, neurons:
         acts = top.acts[layer, j, n].float().tolist()
         first, last = min(i for i, x in enumerate(ids) if x >= 0), max(i for i, x in enumerate(ids) if x >= 0)
         contexts.append({"value": round(float(top.value[layer, j, n]), 4), "group": g, "text": t, "position": p,
-                         "tokens": [pieces.get(str(x), f"<{x}>") for x in ids[first : last + 1]],
+                         "tokens": texts([pieces.get(str(x), f"<{x}>".encode().hex()) for x in ids[first : last + 1]]),
                          "acts": [round(a, 3) for a in acts[first : last + 1]], "peak": BEFORE - first})  # fmt: skip
     sets = [g for g in neurons.groups if n in neurons[g].get(layer, [])] if neurons is not None else []
     entry = {
@@ -161,7 +161,7 @@ function renderIndex() {
   const body = document.querySelector('#neurons tbody'); body.replaceChildren();
   rows.forEach(n => { const tr = el('tr'), a = el('a', n.id); a.href = '#' + n.id;
     const td = el('td'); td.appendChild(a); tr.appendChild(td);
-    [n.layer, n.sets.join(' '), fmt(n.entropy), n.contexts.length ? fmt(n.contexts[0].value) : '']
+    [n.layer, n.sets.join(', '), fmt(n.entropy), n.contexts.length ? fmt(n.contexts[0].value) : '']
       .forEach(x => tr.appendChild(el('td', x)));
     const c = el('td'); if (n.contexts.length) c.appendChild(contextLine(n.contexts[0], n.contexts[0].value || 1));
     tr.appendChild(c); body.appendChild(tr); });

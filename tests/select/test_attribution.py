@@ -141,4 +141,5 @@ def test_find_attribution_command(tmp_path):
     assert result.exit_code == 0, result.output
     ns = nl.NeuronSet.load(tmp_path / "n.json")
     assert ns.meta["method"] == "attribution (ig)" and all(ns.total(g) <= 4 for g in TEXTS)
-    assert "attribution (ig, baseline zero, 2 steps)" in CliRunner().invoke(app, ["inspect", str(tmp_path / "a.safetensors")]).output
+    shown = CliRunner().invoke(app, ["inspect", str(tmp_path / "a.safetensors")]).output
+    assert "attribution (ig, baseline zero, 2 steps)" in shown

@@ -71,7 +71,7 @@ def find_attribution(
     pattern: PatternOpt = "*.txt",
     limit: Annotated[int | None, typer.Option(help="Use only the first N lines of each file.")] = None,
     per_group: Annotated[int | None, typer.Option(help="Neurons kept a group.")] = None,
-    like: Annotated[Path | None, typer.Option(help="Keep as many neurons a group as this neuron set (e.g. LAPE's).")] = None,
+    like: Annotated[Path | None, typer.Option(help="Keep as many neurons a group as this set (e.g. LAPE's).")] = None,
     specific: Annotated[bool, typer.Option(help="Score for the group minus the best score for another group.")] = True,
     stats: Annotated[Path | None, typer.Option(help="Stats of the same model and site, for --baseline mean.")] = None,
     scores: Annotated[Path | None, typer.Option(help="Also save the scores (.safetensors).")] = None,

@@ -61,9 +61,9 @@ def windows(tokenizer, texts: Iterable[str], skip: int, max_length: int, truncat
 
 def batches(windows, batch_size: int, pad_id: int, special: Tensor, count_special: bool, bucket: int = 1,
             budget: int | None = None, plain_below: int = 0) -> Iterator[Batch]:  # fmt: skip
-    """Batches of `windows` (text index, ids, is last window, start) in text order, or with `bucket > 1` sorted by length
-    (longest first) within buckets of about `bucket` batches that end where a text ends, so that rows of similar
-    length share a batch and little is padding. `budget` counts at most that many tokens, the first ones in text
+    """Batches of `windows` (text index, ids, is last window, start) in text order, or with `bucket > 1` sorted by
+    length (longest first) within buckets of about `bucket` batches that end where a text ends, so that rows of
+    similar length share a batch and little is padding. `budget` counts at most that many tokens, the first ones in text
     order whatever the sorting; windows of texts below `plain_below` are never sorted.
 
     Each batch's `done` says how many texts are complete once it has run; `boundary` marks a batch after which no

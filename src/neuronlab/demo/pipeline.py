@@ -194,5 +194,5 @@ def write_browser(stats, ns: NeuronSet, results: dict, out: Path) -> None:
         found = NeuronSet.load(out.parent / "attribution_neurons.json")
         sets.update({f"{t} (attribution)": found[t] for t in found.groups})
         effects.update({f"{t} (attribution)": c for t, c in compared["perplexity_deactivate"]["change"].items()})
-    write_view(stats, out, NeuronSet(sets, {**ns.meta, "method": "LAPE and attribution"}), effects=effects, limit=10_000,
-               title="neurons of the demo model (LAPE and attribution)")
+    both = NeuronSet(sets, {**ns.meta, "method": "LAPE and attribution"})
+    write_view(stats, out, both, effects=effects, limit=10_000, title="neurons of the demo model (LAPE and attribution)")

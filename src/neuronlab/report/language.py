@@ -44,9 +44,9 @@ def write_report(results: dict, path: Path, title: str = "neuronlab: language-sp
         "LAPE neurons per layer and language"))  # fmt: skip
     if results.get("top_neurons"):
         browse = cfg.get("contexts", 0) > 0
-        cell = lambda r: Link(neuron_id(r["layer"], r["neuron"]), f"view/index.html#{neuron_id(r['layer'], r['neuron'])}")  # noqa: E731
+        name = lambda r: neuron_id(r["layer"], r["neuron"])  # noqa: E731
         report.table("Each language's most specific LAPE neurons", [
-            {"language": r["language"], "neuron": cell(r) if browse else neuron_id(r["layer"], r["neuron"]),
+            {"language": r["language"], "neuron": Link(name(r), f"view/index.html#{name(r)}") if browse else name(r),
              "LAPE entropy": r["entropy"], "P(active) in the language": r["p_language"],
              "highest P(active) elsewhere": r["p_other_max"]} for r in results["top_neurons"]],
             "The five of lowest entropy a language." + (" Each links to its page in the neuron browser "

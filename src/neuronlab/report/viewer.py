@@ -8,7 +8,8 @@ recorded with top contexts.
 The index lists neurons (filter by layer, group and score); a neuron's page shows its top contexts with each token
 shaded by the neuron's value on it, its activation probability per group as bars, its LAPE entropy, its AP per
 concept where an expertise is given, and, where `effects` are given ({set group: {group: relative perplexity
-change}}, e.g. the demo's deactivation matrix), what zeroing its neuron set's group did to each group's perplexity. Everything is in the page; token texts come from the stats file (`meta["pieces"]`).
+change}}, e.g. the demo's deactivation matrix), what zeroing its neuron set's group did to each group's perplexity.
+Everything is in the page; token texts come from the stats file (`meta["pieces"]`).
 """
 
 from __future__ import annotations

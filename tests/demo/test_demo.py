@@ -20,7 +20,8 @@ pytestmark = pytest.mark.slow
 
 def test_demo_runs_offline_and_shows_the_effects(tmp_path):
     assert (DEMO_MODEL / "model.safetensors").stat().st_size <= 5 * 2**20
-    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path)])
+    # the defaults but one sweep factor (the sweep itself is tested in tests/evaluate; 3 factors cost 30 s more)
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--factor", "4"])
     assert result.exit_code == 0, result.output
     report = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert report.count("data:image/png;base64,") >= 5
@@ -32,7 +33,7 @@ def test_demo_runs_offline_and_shows_the_effects(tmp_path):
     assert all(v > 0.5 for v in res["lss"]["off_diagonal"].values()), res["lss"]["off_diagonal"]
     gen = res["generation"]
     assert sum(gen["steered"].values()) > sum(gen["baseline"].values()), gen
-    assert res["seconds"] < 300
+    assert res["seconds"] < 300 and [r["factor"] for r in res["sweep"]["rows"]] == [4.0]
     # LAPE against attribution neurons, as many a language; the report links its neuron table into the browser
     a = res["attribution"]
     lape = nl.NeuronSet.load(tmp_path / "neurons.json")

@@ -112,12 +112,12 @@ def test_top_contexts_equal_brute_force_in_any_batch_order(setup, tok):
 @pytest.mark.parametrize("text", ["日本語のテキスト", "Ελληνικά και русский", "مرحبا بالعالم", "plain words"])
 def test_token_pieces_rejoin_into_the_text(text):
     """Byte-level BPE splits characters over tokens: the pieces keep bytes, and a context decodes as one stream."""
-    from transformers import PreTrainedTokenizerFast
+    from transformers import AutoTokenizer
 
     from neuronlab.demo.pipeline import DEMO_MODEL
     from neuronlab.record.topk import pieces, texts
 
-    tok = PreTrainedTokenizerFast(tokenizer_file=str(DEMO_MODEL / "tokenizer.json"))  # byte-level BPE (the demo's)
+    tok = AutoTokenizer.from_pretrained(DEMO_MODEL)  # byte-level BPE (the demo's; loads on transformers 4.x too)
     ids = tok(text, add_special_tokens=False)["input_ids"]
     found = pieces(tok, torch.tensor(ids))
     shown = texts([found[str(i)] for i in ids])

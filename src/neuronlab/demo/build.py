@@ -37,6 +37,8 @@ def main() -> None:
     (args.out / "model").mkdir(parents=True, exist_ok=True)
     model.save_pretrained(args.out / "model")
     tok.save_pretrained(args.out / "model")
+    config = args.out / "model" / "tokenizer_config.json"  # a class name transformers 4.x knows too (same tokenizer)
+    config.write_text(config.read_text().replace('"TokenizersBackend"', '"PreTrainedTokenizerFast"'))
     (args.out / "model" / "training.json").write_text(json.dumps(
         {"steps": args.steps, "final_loss": sum(losses[-50:]) / 50, "languages": list(LOCALES),
          "train_lines": TRAIN_LINES, "corpus": "neuronlab.demo.corpus (Faker, seed 0)"}, indent=1) + "\n")  # fmt: skip

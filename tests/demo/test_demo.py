@@ -51,14 +51,17 @@ def test_demo_runs_offline_and_shows_the_effects(tmp_path):
 
 @needs_shared(FLORES)
 def test_tiny_flores_model_has_language_neurons(tmp_path):
-    """A 4-layer GPT-2-architecture model (ReLU FFN, 2048 neurons) trained here for about two minutes on FLORES
-    lines 0-799 of 14 languages, evaluated on lines 800+ (never trained on), LAPE top_rate 0.3.
+    """A 4-layer GPT-2-architecture model (ReLU FFN, 2048 neurons) trained here for about a minute on FLORES
+    lines 0-799 of 7 of the 14 languages (every other one: arb, eng, hin, ita, kor, rus, vie; 700 steps), evaluated
+    on lines 800-839 (never trained on), LAPE top_rate 0.3.
 
-    Measured (40 held-out lines a language; with 60, 13 of 14 and LSS 0.92-1.0, 20 s longer): deactivation hurts
-    the own language most for 12 of 14 languages; p_max amplification gives off-diagonal LSS 0.91-1.0 for every
-    target and raises the share of generations identified as the target for all 14 (from 0-11% to 3-100%). A Llama fixture of the same size (gated FFN) met the deactivation claim
-    but not the other two: with a gate, "set the activation to p_max" leaves the sign of the neuron's output
-    to the up projection of whatever text is running, so it does not push toward the target language.
+    Measured: deactivation hurts the own language most for 7 of 7 languages; p_max amplification gives
+    off-diagonal LSS 0.96-1.0 for every target and raises the share of generations identified as the target
+    for all 7 (from 0% to 7-100%). With all 14 languages and 1400 steps (the test until it took 215 s): 12 of 14
+    (13 of 14 on 60 lines), LSS 0.91-1.0, generations up for all 14. A Llama fixture of the same size (gated FFN)
+    met the deactivation claim but not the other two: with a gate, "set the activation to p_max" leaves the sign
+    of the neuron's output to the up projection of whatever text is running, so it does not push toward the
+    target language.
     """
     import torch
 
@@ -67,11 +70,12 @@ def test_tiny_flores_model_has_language_neurons(tmp_path):
 
     torch.set_num_threads(2)
     texts = read_text_dir(FLORES, "*.devtest")
+    texts = {lang: texts[lang] for lang in sorted(texts)[::2]}  # every other language: 7 of the 14 (suite time)
     train_texts = {lang: lines[:800] for lang, lines in texts.items()}
     tok = train_tokenizer([line for lines in train_texts.values() for line in lines], vocab_size=2048)
     model = tiny_gpt2(tok, hidden=64, layers=4, d_ff=512, heads=4)
-    train(model, tok, train_texts, steps=1400, batch_size=16, seq_len=128, lr=4e-3, progress=False)
-    held = {lang: lines[800:] for lang, lines in texts.items()}  # lines 800-1011: never trained on
+    train(model, tok, train_texts, steps=700, batch_size=16, seq_len=128, lr=4e-3, progress=False)
+    held = {lang: lines[800:] for lang, lines in texts.items()}  # lines 800-1011 (40 used): never trained on
     # the perplexity matrix under amplification and the factor sweep are not asserted here: skipped (95 s)
     # nor the attribution comparison and the browser (the demo test covers them)
     cfg = PipelineConfig(record_lines=120, eval_lines=40, top_rate=0.3, lss_items=20, prompts=5,
@@ -80,6 +84,6 @@ def test_tiny_flores_model_has_language_neurons(tmp_path):
     res = run(model, tok, held, tmp_path, cfg, progress=False)
     assert res["perplexity_amplify"] is None and res["sweep"] is None and (tmp_path / "report.html").is_file()
     c, lss, gen = res["checks"], res["lss"]["off_diagonal"], res["generation"]
-    assert len(res["targets"]) == 14 and c["deactivation_hits_own_language"] >= 0.7, c
+    assert len(res["targets"]) == 7 and c["deactivation_hits_own_language"] >= 0.7, c
     assert all(v > 0.5 for v in lss.values()), lss
     assert all(gen["steered"][t] > gen["baseline"][t] for t in res["targets"]), gen

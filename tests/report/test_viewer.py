@@ -38,7 +38,7 @@ def test_view_holds_the_neurons_contexts_and_probabilities(recorded, tok, tmp_pa
     stats, ns, _ = recorded
     data = page_data(write_view(stats, tmp_path, ns))
     shown = {(n["layer"], n["neuron"]) for n in data["neurons"]}
-    assert shown == {(layer, i) for layer, idx in ns.layers().items() for i in idx}
+    assert shown == ns.pairs()
     entry = data["neurons"][0]
     layer, neuron = entry["layer"], entry["neuron"]
     assert entry["sets"] == [g for g in ns.groups if neuron in ns[g].get(layer, [])]
@@ -80,7 +80,7 @@ def test_view_command(recorded, tmp_path):
 
 def _shared(ns) -> int:
     """Neurons counted in more than one group (shown once)."""
-    return ns.total() - len({(layer, i) for layer, idx in ns.layers().items() for i in idx})
+    return ns.total() - len(ns.pairs())
 
 
 def dump_dom(url: str) -> tuple[str, str]:

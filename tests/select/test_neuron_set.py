@@ -16,6 +16,7 @@ def test_indices_are_sorted_and_sets_combine():
     assert (a & b)["fr"] == {2: [1]} and (a & b)["de"] == {}
     assert a.subset(["de"]).groups == ["de"]
     assert a.layers() == {0: [3], 1: [4], 2: [1, 9]}
+    assert a.pairs("fr") == {(0, 3), (2, 1), (2, 9)} and a.pairs() == {(0, 3), (1, 4), (2, 1), (2, 9)}
     with pytest.raises(nl.NeuronlabError, match="group 'it' is not in this neuron set"):
         a["it"]
 

@@ -24,14 +24,19 @@ from neuronlab.select.neuron_set import NeuronSet
 TAUS = (0.5, 0.6, 0.7, 0.8, 0.9)
 
 
+def jaccard(a: set, b: set) -> float:
+    """|a & b| / |a | b| (0 for two empty sets)."""
+    union = len(a | b)
+    return len(a & b) / union if union else 0.0
+
+
 def jaccard_matrix(experts: NeuronSet, concepts: Sequence[str]) -> Tensor:
     """Jaccard index of every pair of concepts' expert sets, float64 [concepts, concepts]."""
-    sets = [{(layer, i) for layer, idx in experts[c].items() for i in idx} if c in experts else set() for c in concepts]
+    sets = [experts.pairs(c) if c in experts else set() for c in concepts]
     out = torch.zeros(len(concepts), len(concepts), dtype=torch.float64)
     for a in range(len(concepts)):
         for b in range(a, len(concepts)):
-            union = len(sets[a] | sets[b])
-            out[a, b] = out[b, a] = len(sets[a] & sets[b]) / union if union else 0.0
+            out[a, b] = out[b, a] = jaccard(sets[a], sets[b])
     return out
 
 

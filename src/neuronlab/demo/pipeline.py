@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from neuronlab.analyze.alignment import jaccard
 from neuronlab.config import option
 from neuronlab.data.tasks import lss_items_from_texts, prompts_from_texts
 from neuronlab.errors import NeuronlabError
@@ -154,20 +155,14 @@ def compare_attribution(model, tokenizer, rec: dict, held: dict, items: list, st
     attr.save(out / "attribution.safetensors")
     found = attribution_neurons(attr, counts=ns)
     found.save(out / "attribution_neurons.json")
-    jaccard = {t: _jaccard(ns[t], found[t]) for t in targets}
+    overlap = {t: jaccard(ns.pairs(t), found.pairs(t)) for t in targets}
     zero = perplexity_matrix(model, tokenizer, held, targets, lambda t: steering_plan(found, t, "zero"),
                              cfg.batch_size, cfg.max_length, arch, baseline)  # fmt: skip
     amplify = lambda t: steering_plan(found, t, cfg.amplify, stats=stats, n_texts=cfg.pooled_texts)  # noqa: E731
     lss = lss_matrix(model, tokenizer, items, [t for t in targets if found.total(t)], amplify, arch=arch,
                      cache=plain_scores)  # fmt: skip
-    return {"method": cfg.attribution, "neurons": found.counts(), "jaccard": jaccard, "perplexity_deactivate": zero,
+    return {"method": cfg.attribution, "neurons": found.counts(), "jaccard": overlap, "perplexity_deactivate": zero,
             "lss": lss}  # fmt: skip
-
-
-def _jaccard(a: dict[int, list[int]], b: dict[int, list[int]]) -> float:
-    sa = {(layer, i) for layer, idx in a.items() for i in idx}
-    sb = {(layer, i) for layer, idx in b.items() for i in idx}
-    return len(sa & sb) / len(sa | sb) if sa | sb else float("nan")
 
 
 def top_neurons(stats, ns: NeuronSet, per_language: int = 5) -> list[dict]:
@@ -177,8 +172,7 @@ def top_neurons(stats, ns: NeuronSet, per_language: int = 5) -> list[dict]:
     entropy, p = lape_entropy(stats), stats.probability
     rows = []
     for g, lang in enumerate(stats.groups):
-        pairs = sorted(((layer, i) for layer, idx in ns.neurons.get(lang, {}).items() for i in idx),
-                       key=lambda li: (float(entropy[li]), li))  # fmt: skip
+        pairs = sorted(ns.pairs(lang), key=lambda li: (float(entropy[li]), li))
         for layer, i in pairs[:per_language]:
             others = [float(p[j, layer, i]) for j in range(len(stats.groups)) if j != g]
             rows.append({"language": lang, "layer": layer, "neuron": i, "entropy": float(entropy[layer, i]),

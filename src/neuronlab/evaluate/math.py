@@ -21,7 +21,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from neuronlab.dist import world
+from neuronlab.dist import world, writes_here
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import write_json
 from neuronlab.models.load import model_info
@@ -143,7 +143,7 @@ def evaluate_math(model, tokenizer, data: dict[str, list[dict]], template: str =
                    "prediction": pred, "correct": is_correct(pred, gold)}  # fmt: skip
             done[(lang, i)] = row
             rows.append(row)
-        if out is not None and world()[0] == 0:  # every rank has every row (generate gathers them); one writes
+        if out is not None and writes_here():  # every rank has every row (generate gathers them); one appends
             _append(Path(out) / "generations.jsonl", rows)
         bar.update(len(part))
     bar.close()
@@ -152,7 +152,7 @@ def evaluate_math(model, tokenizer, data: dict[str, list[dict]], template: str =
     result = {"accuracy": accuracy, "average": sum(accuracy.values()) / len(accuracy),
               "n": {lang: len(items) for lang, items in data.items()}, "template": template,
               "max_new_tokens": max_new_tokens}  # fmt: skip
-    if out is not None and world()[0] == 0:
+    if out is not None:  # an atomic write: under ranks only rank 0 writes (neuronlab.dist.writes_here)
         write_json(Path(out) / "results.json", result)
     return result
 

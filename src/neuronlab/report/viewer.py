@@ -57,7 +57,7 @@ def write_view(stats: Stats, out: str | Path, neurons: NeuronSet | None = None, 
 def _choose(stats: Stats, entropy, neurons: NeuronSet | None, limit: int) -> list[tuple[int, int]]:
     score = entropy if entropy is not None else -stats.max.amax(0)
     if neurons is not None:
-        pairs = sorted({(layer, n) for layer, idx in neurons.layers().items() for n in idx})
+        pairs = sorted(neurons.pairs())
         bad = [(layer, n) for layer, n in pairs if layer >= stats.n_layers or n >= stats.width]
         if bad:
             raise NeuronlabError(f"neuron {bad[0]} is outside these stats ({stats.n_layers} layers x {stats.width}): "

@@ -64,6 +64,11 @@ class NeuronSet:
                 merged.setdefault(layer, set()).update(idx)
         return {layer: sorted(merged[layer]) for layer in sorted(merged)}
 
+    def pairs(self, group: str | None = None) -> set[tuple[int, int]]:
+        """(layer, neuron) of one group's neurons, or of all groups together."""
+        layers = self[group] if group is not None else self.layers()
+        return {(layer, i) for layer, idx in layers.items() for i in idx}
+
     def counts(self) -> dict[str, dict[int, int]]:
         return {g: {layer: len(idx) for layer, idx in layers.items()} for g, layers in self.neurons.items()}
 

@@ -243,3 +243,58 @@ def test_one_factor_per_position_aligned_at_the_end_of_the_slice():
     with pytest.raises(nl.NeuronlabError, match="needs positions=slice"):
         with nl.apply(model, nl.Plan([nl.Scale(factor=torch.tensor([0.5, 3.0]))])):
             model(input_ids=ids)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_positions_while_generating_equal_a_full_rerun_without_cache(arch):
+    """Left-padded prompts of different lengths, generated with the KV cache under a position-sliced and a "last"
+    plan: the logits of every step equal a rerun of the whole sequence without a cache under the same change at the
+    same absolute positions ("last" with a cache: the prompt's end, then every new token)."""
+    model = tiny_model(arch)
+    ids = torch.tensor([[0, 0, 0, 5, 9, 14], [0, 7, 8, 9, 10, 11], [1, 3, 4, 6, 12, 13]])
+    mask = (torch.arange(6)[None, :] >= torch.tensor([3, 1, 0])[:, None]).long()  # left padding: 3, 1, 0 tokens
+    steps, p = 4, ids.shape[1]
+    plans = {  # the plan under generation, and the same change written over absolute positions for the rerun
+        "slice": ([nl.Set(value=3.0, neurons=[0, 5], layers=[0], positions=slice(4, p + 2))],
+                  [nl.Set(value=3.0, neurons=[0, 5], layers=[0], positions=slice(4, p + 2))]),
+        "last": ([nl.Scale(factor=-4.0, site="ffn_out", layers=[1], positions="last")],
+                 [nl.Scale(factor=-4.0, site="ffn_out", layers=[1], positions=slice(p - 1, None))]),
+    }
+    offsets = []
+    spy = model.register_forward_pre_hook(
+        lambda _m, args, kwargs: offsets.append(nl.intervene.apply.cached_tokens(args, kwargs)), with_kwargs=True)
+    for name, (plan, same) in plans.items():
+        offsets.clear()
+        with torch.no_grad(), nl.apply(model, plan):
+            out = model.generate(ids, attention_mask=mask, max_new_tokens=steps, do_sample=False,
+                                 output_logits=True, return_dict_in_generate=True, pad_token_id=0)
+        assert offsets == [0] + list(range(p, p + steps - 1)), f"{name}: transformers passed {offsets}"
+        seq = out.sequences
+        for step in range(steps):
+            full = seq[:, : p + step]
+            full_mask = torch.cat([mask, torch.ones(3, step, dtype=mask.dtype)], 1)
+            positions = (full_mask.cumsum(-1) - 1).masked_fill(full_mask == 0, 1)
+            with torch.no_grad(), nl.apply(model, same):
+                ref = model(input_ids=full, attention_mask=full_mask, position_ids=positions, use_cache=False).logits
+            torch.testing.assert_close(out.logits[step], ref[:, -1], rtol=1e-4, atol=1e-4, msg=f"{name} step {step}")
+            with torch.no_grad():
+                plain = model(input_ids=full, attention_mask=full_mask, position_ids=positions, use_cache=False).logits
+            if step in (0, 1):  # the change reaches the scored position: the comparison can fail
+                assert not torch.allclose(plain[:, -1], ref[:, -1], atol=1e-3), f"{name} step {step} changed nothing"
+    spy.remove()
+
+
+def test_an_unreadable_cache_is_refused_not_counted_from_zero():
+    from neuronlab.intervene.apply import cached_tokens
+
+    class Opaque:  # a cache object with no length transformers' classes would give
+        pass
+
+    ids = torch.ones(2, 1, dtype=torch.long)
+    assert cached_tokens((), {"input_ids": ids, "cache": Opaque(), "attention_mask": torch.ones(2, 6)}) == 5
+    assert cached_tokens((), {"input_ids": ids, "cache_position": torch.tensor([7])}) == 7
+    assert cached_tokens((), {"input_ids": ids, "past_key_values": Opaque(),
+                              "position_ids": torch.tensor([[3], [5]])}) == 5  # fmt: skip
+    assert cached_tokens((ids,), {}) == 0
+    with pytest.raises(nl.NeuronlabError, match="transformers .* cannot read|cannot read .* transformers"):
+        cached_tokens((), {"input_ids": ids, "cache": Opaque()})

@@ -23,6 +23,41 @@ from neuronlab.models.arch import ArchSpec
 from neuronlab.models.sites import Site, decoder_layers, hooked, module_device, site_width
 
 
+CACHE_ARGUMENTS = ("cache", "past_key_values")  # transformers >= 5.24 names the KV cache `cache`, older ones the other
+
+
+def cached_tokens(args: tuple, kwargs: dict) -> int:
+    """How many tokens of the sequence a forward call of a causal LM continues (0 without a KV cache).
+
+    Read, in this order, from what transformers passes: `cache_position` (<= 5.23), the cache's own length (under
+    either name; `get_seq_length()` or a legacy tuple of (key, value) tensors), a 2-d attention mask that covers
+    the cached and the new tokens (what `generate` passes), then `position_ids` (their largest first entry: a row
+    without left padding counts from 0). A cache whose length none of these tells is refused, never taken as 0."""
+    position = kwargs.get("cache_position")
+    if isinstance(position, Tensor) and position.numel():
+        return int(position.reshape(-1)[0])
+    cache = next((kwargs[name] for name in CACHE_ARGUMENTS if kwargs.get(name) is not None), None)
+    if cache is None:
+        return 0
+    if hasattr(cache, "get_seq_length"):
+        return int(cache.get_seq_length())
+    if isinstance(cache, (tuple, list)) and cache and isinstance(cache[0], (tuple, list)) and cache[0]:
+        return int(cache[0][0].shape[-2])  # legacy format: per layer (key [batch, heads, pos, dim], value)
+    ids = kwargs.get("input_ids", args[0] if args else None)
+    mask, positions = kwargs.get("attention_mask"), kwargs.get("position_ids")
+    if isinstance(ids, Tensor) and isinstance(mask, Tensor) and mask.dim() == 2 and mask.shape[1] >= ids.shape[-1]:
+        return mask.shape[1] - ids.shape[-1]
+    if isinstance(positions, Tensor) and positions.numel():
+        return int(positions.reshape(-1, positions.shape[-1])[:, 0].max())
+    import transformers
+
+    raise NeuronlabError(
+        f"a forward call continues a KV cache ({type(cache).__name__}) whose length neuronlab cannot read on "
+        f"transformers {transformers.__version__}, so positions of a plan cannot be counted: generate with "
+        "use_cache=False, or use a transformers release the README names as tested (and report this)"
+    )
+
+
 class _Call:
     """What the current forward call looks like: tokens already in the KV cache and the attention mask."""
 
@@ -30,8 +65,7 @@ class _Call:
     attention_mask: Tensor | None = None
 
     def pre_hook(self, _module, args, kwargs) -> None:
-        cache = kwargs.get("past_key_values")
-        self.offset = int(cache.get_seq_length()) if cache is not None and hasattr(cache, "get_seq_length") else 0
+        self.offset = cached_tokens(args, kwargs)
         mask = kwargs.get("attention_mask")
         self.attention_mask = mask if isinstance(mask, Tensor) and mask.dim() == 2 else None
 

@@ -166,6 +166,12 @@ def _install(module: nn.Module, where: str, fn: HookFn, shape: list | None,
 
     def call(value: Tensor) -> Tensor | None:
         flat = bool(shape) and value.dim() == 2
+        if shape is not None and not shape and value.dim() == 2:  # the layer's input was not found where expected
+            import transformers
+
+            raise NeuronlabError(f"this FFN runs on flattened tokens, and the layer's input (hidden_states [batch, pos, "
+                                 f"d_model]) was not among its arguments on transformers {transformers.__version__}: "
+                                 "the (batch, pos) shape cannot be restored; please report it")  # fmt: skip
         view = value.view(*shape[0], value.shape[-1]) if flat else value
         new = fn(view)
         if new is None or new is view:

@@ -13,6 +13,7 @@ from torch import nn
 
 from neuronlab.errors import NeuronlabError
 from neuronlab.models.arch import ArchSpec, arch_spec
+from neuronlab.models.gguf import checkpoint_for, is_gguf
 from neuronlab.models.sites import decoder_layers, get_module, site_width
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -40,7 +41,8 @@ def load_model(
 ) -> tuple[nn.Module, object]:
     """A causal LM in eval mode and its tokenizer (given a pad token if it has none).
 
-    `name_or_path` is a hub id or a local folder; `revision` a branch, tag or commit (Pythia's
+    `name_or_path` is a hub id, a local folder or a .gguf file (dequantized to float; `models/gguf.py`);
+    `revision` a branch, tag or commit (Pythia's
     `step1000`); `dtype` float32/float16/bfloat16 (default: the checkpoint's own); `device` one device
     ("cuda:0") or `device_map` ("auto") to spread a large model over several (and over CPU and disk:
     accelerate's offload, with `offload_folder`). Finds the ArchSpec (the table's
@@ -52,6 +54,9 @@ def load_model(
     if device is not None and device_map is not None:
         raise NeuronlabError("pass either device or device_map, not both")
     kwargs = dict(revision=revision, trust_remote_code=trust_remote_code)
+    source = name_or_path
+    if is_gguf(name_or_path):  # dequantized once into a plain checkpoint in the cache (see models/gguf.py)
+        name_or_path = checkpoint_for(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(
@@ -64,6 +69,7 @@ def load_model(
         model = model.to(device)
     model.eval()
     model.neuronlab_revision = revision
+    model.config._name_or_path = str(source)
     if check:
         arch_spec(model, arch)  # unknown architectures fail here, not in the middle of a run
     ensure_pad_token(tokenizer)
@@ -103,7 +109,7 @@ def _summary(params: list[torch.Tensor]) -> list[float] | None:
             w = p.detach().float().reshape(p.shape[0], -1) if p.dim() > 1 else p.detach().float()[None, :]
             u, v = _signs(w.shape[0], 1 + w.shape[0]).to(w.device), _signs(w.shape[1], 2 + w.shape[1]).to(w.device)
             proj += ((w @ v) * u).sum(0).double().cpu()  # [PROJECTIONS]
-            sq += float(w.double().square().sum())
+            sq += float(torch.linalg.vector_norm(w)) ** 2  # no float64 copy of the weights (a 262k vocabulary: 1.3 GB)
     return [round(float(x), 6) for x in proj] + [round(sq**0.5, 6)]
 
 

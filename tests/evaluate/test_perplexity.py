@@ -57,3 +57,35 @@ def test_continuation_logprob(tok):
         n_p = len(tok(p)["input_ids"])
         expected = sum(lp[i - 1, ids[i]] for i in range(n_p, len(ids)))
         assert got[k].item() == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["gemma2", "gemma3_text", "llama", "opt", "phi", "phi3"])
+@pytest.mark.parametrize("by", ["vocabulary", "rows"])
+def test_token_nll_equals_the_models_own_loss_in_small_chunks(arch, by, monkeypatch):
+    """The scoring path (stop at the unembedding, unembed only the scored rows, in chunks: slices of the vocabulary
+    with an online log-sum-exp, or for any other unembedding module a few rows at a time) gives the loss the model
+    computes itself from its full logits, soft-cap (Gemma 2) and unembedding bias (Phi) included, on right-padded
+    rows."""
+    from neuronlab.evaluate import perplexity
+
+    model = tiny_model(arch)
+    if arch == "gemma2":
+        model.config.final_logit_softcapping = 2.0  # strong enough to matter at these logit sizes
+    monkeypatch.setattr(perplexity, "CHUNK_VALUES", 3 * model.config.vocab_size)  # 3 rows a chunk
+    monkeypatch.setattr(perplexity, "MIN_SLICE", 7)  # vocabulary slices of 7 or more entries
+    if by == "rows":  # an unembedding that is not a plain nn.Linear (a quantized or wrapped layer) takes rows
+        head = model.get_output_embeddings()
+        head.__class__ = type("WrappedLinear", (torch.nn.Linear,), {})
+    ids = torch.tensor([[1, 5, 9, 14, 22, 30, 41], [1, 7, 8, 9, 10, 0, 0]])
+    mask = (ids != 0).long()
+    targets = mask.bool()
+    targets[:, 0] = False
+    with torch.no_grad():
+        got = perplexity.token_nll(model, ids, mask, targets)
+        for r in range(2):
+            n = int(mask[r].sum())
+            own = model(input_ids=ids[r : r + 1, :n], labels=ids[r : r + 1, :n]).loss
+            torch.testing.assert_close(got[targets[:r].sum() : targets[: r + 1].sum()].mean(), own, rtol=1e-5,
+                                       atol=1e-6)  # fmt: skip
+    with pytest.raises(nl.NeuronlabError, match="position 0"):
+        perplexity.token_nll(model, ids, mask, torch.ones_like(targets))

@@ -81,21 +81,44 @@ def checks(ppl: dict, lss: dict, gen: dict) -> dict:
     }
 
 
+class Phases:
+    """Seconds spent in each phase of a run: `start(name, message)` logs the message and ends the phase before."""
+
+    def __init__(self, log=print):
+        self.log, self.seconds = log, {}
+        self.began = self.since = time.monotonic()
+        self.current: str | None = None
+
+    def start(self, name: str | None, message: str | None = None) -> None:
+        now = time.monotonic()
+        if self.current is not None:
+            self.seconds[self.current] = round(self.seconds.get(self.current, 0.0) + now - self.since, 1)
+        self.current, self.since = name, now
+        if message:
+            self.log(f"[{now - self.began:7.1f}s] {message}")
+
+    def table(self) -> str:
+        self.start(None)
+        total = sum(self.seconds.values())
+        width = max(map(len, self.seconds), default=5)
+        rows = [f"{name:<{width}}  {t:8.1f} s  {t / max(total, 1e-9):6.1%}" for name, t in self.seconds.items()]
+        return "\n".join(["time per phase:", *rows, f"{'total':<{width}}  {total:8.1f} s"])
+
+
 def run(model, tokenizer, texts: dict[str, list[str]], out: str | Path, cfg: PipelineConfig = PipelineConfig(),
         title: str = "neuronlab: language-specific neurons", progress: bool = True, log=print, arch: ArchSpec | None = None) -> dict:  # fmt: skip
     out = Path(out)
     check_writable(out, folder=True)
-    start = time.monotonic()
+    phases = Phases(log)
     rec, held = split_texts(texts, cfg)
     langs = list(texts)
-    step = lambda msg: log(f"[{time.monotonic() - start:6.1f}s] {msg}")  # noqa: E731
 
-    step("recording activation statistics")
+    phases.start("record", "recording activation statistics")
     stats = record(model, tokenizer, rec, site="act", batch_size=cfg.batch_size, max_length=cfg.max_length,
                    pooled_texts=cfg.pooled_texts, contexts=cfg.contexts > 0, top_k=cfg.contexts,
                    progress=progress, arch=arch)  # fmt: skip
     stats.save(out / "stats.safetensors")
-    step("selecting neurons (LAPE and the language-activated baseline)")
+    phases.start("select", "selecting neurons (LAPE and the language-activated baseline)")
     ns = lape(stats, cfg.top_rate, cfg.filter_rate, cfg.activation_bar_ratio)
     ns.save(out / "neurons.json")
     activated(stats, cfg.pooled_texts).save(out / "activated.json")
@@ -104,51 +127,56 @@ def run(model, tokenizer, texts: dict[str, list[str]], out: str | Path, cfg: Pip
     if not targets:
         raise NeuronlabError("LAPE found no language-specific neurons: raise top_rate or give more text")
 
-    step("perplexity with each language's neurons deactivated")
+    phases.start("perplexity, deactivated", "perplexity with each language's neurons deactivated")
     zero = perplexity_matrix(model, tokenizer, held, targets, lambda t: steering_plan(ns, t, "zero"),
-                             cfg.batch_size, cfg.max_length, arch)  # fmt: skip
+                             cfg.batch_size, cfg.max_length, arch, progress=progress)  # fmt: skip
     amplify = lambda t: steering_plan(ns, t, cfg.amplify, stats=stats, n_texts=cfg.pooled_texts)  # noqa: E731
     amp = None
     if cfg.amplify_perplexity:
-        step(f"perplexity with each language's neurons amplified ({cfg.amplify})")
-        amp = perplexity_matrix(model, tokenizer, held, targets, amplify, cfg.batch_size, cfg.max_length, arch)
+        phases.start("perplexity, amplified", f"perplexity with each language's neurons amplified ({cfg.amplify})")
+        amp = perplexity_matrix(model, tokenizer, held, targets, amplify, cfg.batch_size, cfg.max_length, arch,
+                                zero["baseline"], progress)  # fmt: skip
     items = lss_items_from_texts(held, cfg.lss_items)
-    step(f"language steering shift on {len(items)} items")
+    phases.start("LSS", f"language steering shift on {len(items)} items")
     plain_scores: dict = {}  # the plain model's LSS rows, scored once for LAPE's and the attribution neurons
-    lss = lss_matrix(model, tokenizer, items, targets, amplify, arch=arch, cache=plain_scores)
-    step("generation shift")
+    lss = lss_matrix(model, tokenizer, items, targets, amplify, arch=arch, cache=plain_scores, progress=progress)
+    phases.start("generation", "generation shift")
     gen = generation_shift(model, tokenizer, prompts_from_texts(held, cfg.prompts), targets, amplify,
-                           cfg.max_new_tokens, arch=arch)  # fmt: skip
+                           cfg.max_new_tokens, arch=arch, progress=progress)  # fmt: skip
     sweep = None
     if cfg.factors:
-        step(f"factor sweep {list(cfg.factors)}")
+        phases.start("factor sweep", f"factor sweep {list(cfg.factors)}")
         sweep = factor_sweep(model, tokenizer, lambda t, f: steering_plan(ns, t, "scale", factor=f), cfg.factors,
                              targets, {lang: lines[: cfg.sweep_lines] for lang, lines in held.items()},
-                             items[: cfg.sweep_items * len(langs)], cfg.max_ppl_increase, arch)  # fmt: skip
+                             items[: cfg.sweep_items * len(langs)], cfg.max_ppl_increase, arch, progress)  # fmt: skip
     compared = None
     if cfg.attribution != "none":
-        step(f"attribution neurons ({cfg.attribution}, {cfg.attribution_lines} lines a language) against LAPE's")
         compared = compare_attribution(model, tokenizer, rec, held, items, stats, ns, targets, out, cfg, progress, arch,
-                                       zero["baseline"], plain_scores)  # fmt: skip
+                                       zero["baseline"], plain_scores, phases)  # fmt: skip
     results = {
         "config": asdict(cfg), "model": stats.meta["model"], "languages": langs, "targets": targets,
         "no_neurons": missing, "neurons": ns.counts(), "perplexity_deactivate": zero, "perplexity_amplify": amp,
         "lss": lss, "generation": gen, "sweep": sweep, "checks": checks(zero, lss, gen), "attribution": compared,
-        "top_neurons": top_neurons(stats, ns), "seconds": round(time.monotonic() - start, 1),
+        "top_neurons": top_neurons(stats, ns),
     }  # fmt: skip
-    write_json(out / "results.json", results)
     if cfg.contexts:
+        phases.start("neuron browser", "writing the neuron browser")
         write_browser(stats, ns, results, out / "view")
+    log(phases.table())
+    results["phases"] = phases.seconds
+    results["seconds"] = round(sum(phases.seconds.values()), 1)
+    write_json(out / "results.json", results)
     write_report(results, out / "report.html", title)
-    step(f"wrote {out / 'report.html'}")
+    log(f"wrote {out / 'report.html'}")
     return results
 
 
 def compare_attribution(model, tokenizer, rec: dict, held: dict, items: list, stats, ns: NeuronSet, targets: list,
                         out: Path, cfg: PipelineConfig, progress: bool, arch, baseline: dict,
-                        plain_scores: dict) -> dict:  # fmt: skip
+                        plain_scores: dict, phases: Phases) -> dict:  # fmt: skip
     """Attribution neurons, as many per language as LAPE found, evaluated as LAPE's are: their overlap with LAPE's
     (Jaccard), the perplexity matrix when they are zeroed, and LSS when they are amplified."""
+    phases.start("attribution", f"attribution neurons ({cfg.attribution}, {cfg.attribution_lines} lines a language)")
     texts = {lang: lines[: cfg.attribution_lines] for lang, lines in rec.items()}
     attr = attribute(model, tokenizer, texts, cfg.attribution, batch_size=cfg.batch_size, max_length=cfg.max_length,
                      progress=progress, arch=arch)  # fmt: skip
@@ -156,11 +184,13 @@ def compare_attribution(model, tokenizer, rec: dict, held: dict, items: list, st
     found = attribution_neurons(attr, counts=ns)
     found.save(out / "attribution_neurons.json")
     overlap = {t: jaccard(ns.pairs(t), found.pairs(t)) for t in targets}
+    phases.start("attribution: perplexity", "perplexity with each language's attribution neurons deactivated")
     zero = perplexity_matrix(model, tokenizer, held, targets, lambda t: steering_plan(found, t, "zero"),
-                             cfg.batch_size, cfg.max_length, arch, baseline)  # fmt: skip
+                             cfg.batch_size, cfg.max_length, arch, baseline, progress)  # fmt: skip
     amplify = lambda t: steering_plan(found, t, cfg.amplify, stats=stats, n_texts=cfg.pooled_texts)  # noqa: E731
+    phases.start("attribution: LSS", "language steering shift with the attribution neurons amplified")
     lss = lss_matrix(model, tokenizer, items, [t for t in targets if found.total(t)], amplify, arch=arch,
-                     cache=plain_scores)  # fmt: skip
+                     cache=plain_scores, progress=progress)  # fmt: skip
     return {"method": cfg.attribution, "neurons": found.counts(), "jaccard": overlap, "perplexity_deactivate": zero,
             "lss": lss}  # fmt: skip
 

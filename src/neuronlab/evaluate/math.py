@@ -21,10 +21,11 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from neuronlab.dist import world, writes_here
+from neuronlab.dist import writes_here
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import write_json
 from neuronlab.models.load import model_info
+from neuronlab.progress import progress_bar
 
 NUMBER = re.compile(r"-?\d+\.?\d*")
 TOLERANCE = 1e-3
@@ -124,14 +125,12 @@ def evaluate_math(model, tokenizer, data: dict[str, list[dict]], template: str =
     """Greedy answers to every question; {"accuracy": {lang: share}, "average", "n": {lang: items}, ...}. With `out`,
     every generation goes to out/generations.jsonl as it is made (an interrupted run resumes there, never answering
     a question twice) and the result to out/results.json."""
-    from tqdm.auto import tqdm
-
     from neuronlab.evaluate.steering import generate
 
     done = _resume(Path(out), {"template": template, "max_new_tokens": max_new_tokens,
                                "model": model_info(model, arch)}) if out is not None else {}  # fmt: skip
     todo = [(lang, i) for lang, items in data.items() for i in range(len(items)) if (lang, i) not in done]
-    bar = tqdm(total=len(todo), desc="math", disable=not progress or world()[0] != 0, dynamic_ncols=True)
+    bar = progress_bar(total=len(todo), desc="math", unit="question", enabled=progress)
     for start in range(0, len(todo), batch_size):
         part = todo[start : start + batch_size]
         prompts = [math_prompt(data[lang][i]["question"], template, lang) for lang, i in part]

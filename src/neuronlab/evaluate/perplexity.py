@@ -13,27 +13,102 @@ and padding never counts. The result is exp(sum of NLL / number of scored tokens
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
 
-from neuronlab.data.batching import batches, forward_takes, model_inputs, pad_id, pad_right, windows
+from neuronlab.data.batching import batches, model_inputs, pad_id, pad_right, vocab_rows, windows
 from neuronlab.dist import Shard, all_reduce, in_blocks, world
 from neuronlab.errors import NeuronlabError
+from neuronlab.models.arch import ArchSpec, arch_spec, text_config
+from neuronlab.models.sites import StopForward, get_module
+
+CHUNK_VALUES = 2**25  # float32 logits held at once (128 MB)
+MIN_SLICE = 1024  # vocabulary entries unembedded together at the least (the matmul's efficiency)
+UNDERFLOW = -80.0  # exp(-80) ~ 2e-35: a logit this far below the row's maximum adds nothing to the softmax sum
 
 
-def _token_nll(model, input_ids, attention_mask, first: int = 0):
-    """NLL of each token after position `first` given the ones before it, float32 [batch, pos-1-first], and which
-    of them count. The model unembeds only the positions needed (`logits_to_keep`, Hugging Face's own slicing)."""
+@contextmanager
+def _unembedding_input(model, spec: ArchSpec) -> Iterator[dict]:
+    """{"h": what the unembedding receives (the final norm's output)} for the forward pass run in the block; the pass
+    stops there, so the model computes no logits at all."""
+    held: dict = {}
+
+    def pre_hook(_module, args, kwargs):
+        held["h"] = args[0] if args else next(iter(kwargs.values()))
+        raise StopForward
+
+    handle = get_module(model, spec.unembed).register_forward_pre_hook(pre_hook, with_kwargs=True)
+    try:
+        yield held
+    except StopForward:
+        pass
+    finally:
+        handle.remove()
+
+
+def token_nll(model, input_ids: Tensor, attention_mask: Tensor, targets: Tensor, arch: ArchSpec | None = None) -> Tensor:
+    """NLL in nats (float32 [n]) of each token where `targets` [batch, pos] is True, given the tokens before it, in
+    the order of `targets.nonzero()` (position 0 has nothing before it and may not be a target).
+
+    One path for every score (perplexity, continuations, LSS, attribution), at about the cost of one forward pass:
+    the forward stops at the unembedding; only the n positions that predict a target are unembedded (no padding,
+    no prompt positions), with the model's own logit scale and soft-cap (`ArchSpec.logits`, proven equal to the
+    model's logits), in float32, a chunk at a time so that the logits of a whole batch never exist (see
+    `_nll_by_vocabulary`). Gradients flow when enabled (attribution)."""
+    if targets[:, 0].any():
+        raise NeuronlabError("position 0 has no tokens before it: it cannot be scored")
+    spec = arch_spec(model, arch)
     inputs = model_inputs(model, input_ids, attention_mask)
-    keep = input_ids.shape[1] - first
-    extra = {"logits_to_keep": keep} if first and forward_takes(model, "logits_to_keep") else {}
-    logits = model(**inputs, use_cache=False, **extra).logits[:, -keep:-1]
-    input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
-    target = input_ids[:, first + 1 :]
-    nll = F.cross_entropy(logits.float().transpose(1, 2), target, reduction="none")
-    return nll, attention_mask[:, first + 1 :].bool()
+    with _unembedding_input(model, spec) as held:
+        model(**inputs, use_cache=False)
+    if "h" not in held:
+        raise NeuronlabError(f"the forward pass never reached the unembedding ({spec.unembed}): check the ArchSpec")
+    h = held["h"]
+    if h.shape[:2] != input_ids.shape:
+        raise NeuronlabError(f"the unembedding received shape {tuple(h.shape)} for input ids of shape "
+                             f"{tuple(input_ids.shape)}: the model does not unembed every position")  # fmt: skip
+    rows, cols = targets.to(h.device).nonzero(as_tuple=True)
+    wanted = inputs["input_ids"].to(h.device)[rows, cols]
+    h = h[rows, cols - 1]  # [n, d_model]: the positions that predict the targets
+    unembed, config = get_module(model, spec.unembed), text_config(model)
+    logits = lambda z: spec.logits(config, z).float()  # noqa: E731
+    if type(unembed) is nn.Linear and unembed.weight.device.type != "meta":
+        return _nll_by_vocabulary(h, unembed.weight, unembed.bias, wanted, logits)
+    out, step = [], max(1, CHUNK_VALUES // vocab_rows(model))  # any other unembedding (quantized, offloaded)
+    for start in range(0, h.shape[0], step):
+        z = torch.log_softmax(logits(unembed(h[start : start + step])), -1)
+        out.append(-z.gather(-1, wanted[start : start + step, None].to(z.device))[:, 0])
+    return torch.cat(out) if out else h.new_zeros(0, dtype=torch.float32)
+
+
+def _nll_by_vocabulary(h: Tensor, weight: Tensor, bias: Tensor | None, wanted: Tensor, logits) -> Tensor:
+    """-log softmax(logits(h W^T + b))[wanted] for the rows of h [n, d], a slice of the vocabulary at a time with a
+    running maximum and sum (the online log-sum-exp): each slice of W is read once for all rows, and only
+    [n, slice] logits exist at once. Exponentials of logits more than 80 below the running maximum are taken as
+    exp(-80) (they add < 1e-30 to a sum >= 1): torch's CPU exp is many times slower in its underflow range."""
+    wanted = wanted.to(weight.device)
+    h = h.to(weight.device)
+    n, vocab = h.shape[0], weight.shape[0]
+    step = min(vocab, max(MIN_SLICE, CHUNK_VALUES // max(n, 1)))
+    top = torch.full((n,), float("-inf"), device=h.device)
+    total = torch.zeros(n, device=h.device)
+    picked = torch.zeros(n, device=h.device)
+    differentiable = torch.is_grad_enabled() and h.requires_grad
+    for a in range(0, vocab, step):
+        z = logits(F.linear(h, weight[a : a + step], None if bias is None else bias[a : a + step]))  # [n, slice]
+        here = (wanted >= a) & (wanted < a + z.shape[1])
+        at = (wanted - a).clamp(0, z.shape[1] - 1)[:, None]
+        picked = picked + torch.where(here, z.gather(-1, at)[:, 0], 0.0)
+        new_top = torch.maximum(top, z.detach().amax(-1))
+        shifted = (z - new_top[:, None]).clamp(min=UNDERFLOW) if differentiable else z.sub_(new_top[:, None]).clamp_(
+            min=UNDERFLOW)  # fmt: skip
+        total = total * torch.exp(top - new_top) + (shifted.exp() if differentiable else shifted.exp_()).sum(-1)
+        top = new_top
+    return top + total.log() - picked
 
 
 def nll_sums(model, tokenizer, texts: Sequence[str], batch_size: int = 8, max_length: int = 512) -> tuple[float, int]:
@@ -47,9 +122,11 @@ def nll_sums(model, tokenizer, texts: Sequence[str], batch_size: int = 8, max_le
     with torch.no_grad():
         for batch in batches(windows(tokenizer, Shard(texts, rank, size), 0, max_length, False), batch_size,
                              pad_id(tokenizer, model), special, True, bucket=16):  # fmt: skip
-            nll, mask = _token_nll(model, batch.input_ids, batch.attention_mask)
-            total += nll[mask].double().sum().cpu()
-            count += int(mask.sum())
+            targets = batch.attention_mask.bool()
+            targets[:, 0] = False  # each window's first token has nothing before it
+            nll = token_nll(model, batch.input_ids, batch.attention_mask, targets)
+            total += nll.double().sum().cpu()
+            count += nll.numel()
     if size > 1:
         total, count = all_reduce(total), all_reduce(count)
     total, count = float(total), int(count)
@@ -92,12 +169,11 @@ def _continuation_scores(model, tokenizer, pairs: list[tuple[list[int], list[int
             prompts = p_ids[start : start + batch_size]
             rows = [p + c for p, c in zip(prompts, c_ids[start : start + batch_size])]
             ids, mask = pad_right(rows, pad_id(tokenizer, model))
-            first = min(len(p) for p in prompts) - 1  # no logits are needed before the first continuation
-            score = torch.zeros(len(rows), ids.shape[1] - 1 - first, dtype=torch.bool)
+            targets = torch.zeros_like(mask, dtype=torch.bool)
             for r, (row, p) in enumerate(zip(rows, prompts)):
-                score[r, len(p) - 1 - first : len(row) - 1 - first] = True  # predictions of the continuation
-            nll, _ = _token_nll(model, ids, mask, first)
-            out.append(-(nll.double().cpu() * score).sum(1))
+                targets[r, len(p) : len(row)] = True  # the continuation's tokens
+            nll = token_nll(model, ids, mask, targets).double().cpu()
+            out.append(torch.zeros(len(rows), dtype=torch.float64).index_add_(0, targets.nonzero()[:, 0], -nll))
     return torch.cat(out)
 
 

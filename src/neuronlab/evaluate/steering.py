@@ -19,61 +19,85 @@ from collections.abc import Callable, Sequence
 import torch
 
 from neuronlab.data.batching import left_padded, pad_id
-from neuronlab.dist import in_blocks
+from neuronlab.dist import in_blocks, world
 from neuronlab.errors import NeuronlabError
 from neuronlab.evaluate.langid import LanguageIdentifier
 from neuronlab.evaluate.perplexity import continuation_logprob, perplexity
 from neuronlab.intervene.apply import apply
 from neuronlab.intervene.plan import Plan
 from neuronlab.models.arch import ArchSpec, arch_spec
+from neuronlab.progress import progress_bar
 
 PlanFor = Callable[[str], Plan]
 
 
 def perplexity_matrix(model, tokenizer, texts: dict[str, Sequence[str]], targets: Sequence[str], plan_for: PlanFor,
                       batch_size: int = 16, max_length: int = 512, arch: ArchSpec | None = None,
-                      baseline: dict[str, float] | None = None) -> dict:  # fmt: skip
+                      baseline: dict[str, float] | None = None, progress: bool = True) -> dict:  # fmt: skip
     """{"baseline": {L: ppl}, "steered": {T: {L: ppl}}, "change": {T: {L: steered / baseline - 1}}}. `baseline`:
     the plain perplexities of these texts with these settings, when another matrix already measured them."""
-    ppl = lambda lines: perplexity(model, tokenizer, lines, batch_size, max_length)  # noqa: E731
+    runs = len(targets) + (not baseline)
+    bar = progress_bar(sum(map(len, texts.values())) * runs, "perplexity", "line", progress)
+
+    def ppl(lines):
+        value = perplexity(model, tokenizer, lines, batch_size, max_length)
+        bar.update(len(lines))
+        return value
+
     baseline = baseline or {lang: ppl(lines) for lang, lines in texts.items()}
     steered = {}
     for t in targets:
+        bar.set_postfix_str(f"{t}'s neurons")
         with apply(model, plan_for(t), arch):
             steered[t] = {lang: ppl(lines) for lang, lines in texts.items()}
+    bar.close()
     change = {t: {lang: steered[t][lang] / baseline[lang] - 1 for lang in texts} for t in targets}
     return {"baseline": baseline, "steered": steered, "change": change}
 
 
-def _scores(model, tokenizer, pairs: list[tuple[dict, str]], batch_size: int) -> list[float]:
-    if not pairs:
-        return []
-    prompts = [item["prompt"] for item, _ in pairs]
-    objects = [item["objects"][lang] for item, lang in pairs]
-    return continuation_logprob(model, tokenizer, prompts, objects, batch_size).tolist()
+def _scores(model, tokenizer, pairs: list[tuple[dict, str]], batch_size: int, bar) -> list[float]:
+    """log P(object | prompt) of each (item, language) row, a few batches at a time (the same batches with and
+    without a plan, so an unchanged score stays bit-equal)."""
+    out: list[float] = []
+    step = batch_size * world()[1] * 4
+    for start in range(0, len(pairs), step):
+        part = pairs[start : start + step]
+        prompts = [item["prompt"] for item, _ in part]
+        objects = [item["objects"][lang] for item, lang in part]
+        out += continuation_logprob(model, tokenizer, prompts, objects, batch_size).tolist()
+        bar.update(len(part))
+    return out
 
 
 def lss_matrix(model, tokenizer, items: list[dict], targets: Sequence[str], plan_for: PlanFor,
-               batch_size: int = 32, arch: ArchSpec | None = None, cache: dict | None = None) -> dict:  # fmt: skip
+               batch_size: int = 32, arch: ArchSpec | None = None, cache: dict | None = None,
+               progress: bool = True) -> dict:  # fmt: skip
     """{"langs", "targets", "matrix": {L: {T: LSS}}, "off_diagonal": {T: mean over L != T}, "n_items"}. Pass the
     same `cache` (a dict) to several calls on the same items (other plans, factors) to score the plain model's rows
     once."""
     langs = sorted({item["lang"] for item in items})
     matrix: dict[str, dict[str, float]] = {lang: {} for lang in langs}
+    work = {}
     for t in targets:
         chosen = [i for i, item in enumerate(items) if item["lang"] != t and t in item["objects"]]
         pairs = [(i, lang) for i in chosen for lang in (t, items[i]["lang"])]
         rows = [(items[i], lang) for i, lang in pairs]
         # the same rows in the same batches with and without the plan, so an unchanged score stays bit-equal
         key = (batch_size, tuple((item["prompt"], item["objects"][lang]) for item, lang in rows))
+        work[t] = chosen, pairs, rows, key
+    total = sum(len(rows) * (1 + (cache is None or key not in cache)) for _, _, rows, key in work.values())
+    bar = progress_bar(total, "LSS", "row", progress)
+    for t in targets:
+        chosen, pairs, rows, key = work[t]
+        bar.set_postfix_str(f"{t}'s neurons")
         plain = cache.get(key) if cache is not None else None
         if plain is None:
-            plain = _scores(model, tokenizer, rows, batch_size)
+            plain = _scores(model, tokenizer, rows, batch_size, bar)
             if cache is not None:
                 cache[key] = plain
         base = dict(zip(pairs, plain))
         with apply(model, plan_for(t), arch):
-            new = dict(zip(pairs, _scores(model, tokenizer, rows, batch_size)))
+            new = dict(zip(pairs, _scores(model, tokenizer, rows, batch_size, bar)))
         ups: dict[str, list[bool]] = {}
         for i in chosen:
             src = items[i]["lang"]
@@ -82,6 +106,7 @@ def lss_matrix(model, tokenizer, items: list[dict], targets: Sequence[str], plan
             ups.setdefault(src, []).append(after > before)
         for lang in langs:
             matrix[lang][t] = sum(ups[lang]) / len(ups[lang]) if ups.get(lang) else math.nan
+    bar.close()
     off = {t: _nanmean([matrix[lang][t] for lang in langs if lang != t]) for t in targets}
     return {"langs": langs, "targets": list(targets), "matrix": matrix, "off_diagonal": off, "n_items": len(items)}
 
@@ -92,13 +117,16 @@ def _nanmean(values: list[float]) -> float:
 
 
 def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 24, batch_size: int = 16,
-             arch: ArchSpec | None = None) -> list[str]:  # fmt: skip
+             arch: ArchSpec | None = None, bar=None) -> list[str]:  # fmt: skip
     """Greedy continuations (text after the prompt) of each prompt; batched with left padding. Under
-    torch.distributed each rank continues a block of the prompts and every rank gets all continuations."""
-    return in_blocks(list(prompts), lambda part: _generate(model, tokenizer, part, max_new_tokens, batch_size, arch))
+    torch.distributed each rank continues a block of the prompts and every rank gets all continuations. `bar`: a
+    progress bar to advance by the prompts of each batch."""
+    return in_blocks(list(prompts), lambda part: _generate(model, tokenizer, part, max_new_tokens, batch_size, arch,
+                                                           bar))  # fmt: skip
 
 
-def _generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, batch_size: int, arch) -> list[str]:
+def _generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, batch_size: int, arch,
+              bar=None) -> list[str]:  # fmt: skip
     out = []
     for _, enc in left_padded(model, tokenizer, prompts, batch_size):
         _check_room(model, enc["input_ids"].shape[1] + max_new_tokens, arch)
@@ -106,6 +134,8 @@ def _generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, bat
             ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=pad_id(tokenizer, model))  # fmt: skip
         out += tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+        if bar is not None:
+            bar.update(world()[1] * enc["input_ids"].shape[0])
     return out
 
 
@@ -117,13 +147,16 @@ def _check_room(model, length: int, arch: ArchSpec | None) -> None:
 
 
 def generation_shift(model, tokenizer, prompts: dict[str, Sequence[str]], targets: Sequence[str], plan_for: PlanFor,
-                     max_new_tokens: int = 24, samples: int = 2, arch: ArchSpec | None = None) -> dict:  # fmt: skip
+                     max_new_tokens: int = 24, samples: int = 2, arch: ArchSpec | None = None,
+                     progress: bool = True) -> dict:  # fmt: skip
     """Share of greedy generations from prompts in other languages identified as T, without and with T's
     intervention: {"baseline": {T: share}, "steered": {T: share}, "samples": [...]}. A target with no prompt in
     another language gets NaN (there is nothing to shift)."""
     lid = LanguageIdentifier(sorted(set(prompts) | set(targets)))
     flat = [(lang, p) for lang, ps in prompts.items() for p in ps]
-    plain = generate(model, tokenizer, [p for _, p in flat], max_new_tokens, arch=arch)
+    total = len(flat) + sum(sum(lang != t for lang, _ in flat) for t in targets)
+    bar = progress_bar(total, "generation", "prompt", progress)
+    plain = generate(model, tokenizer, [p for _, p in flat], max_new_tokens, arch=arch, bar=bar)
     plain_ids = [lid(text) for text in plain]
     result = {"baseline": {}, "steered": {}, "samples": []}
     for t in targets:
@@ -131,19 +164,22 @@ def generation_shift(model, tokenizer, prompts: dict[str, Sequence[str]], target
         if not keep:
             result["baseline"][t] = result["steered"][t] = math.nan
             continue
+        bar.set_postfix_str(f"{t}'s neurons")
         with apply(model, plan_for(t), arch):
-            steered = generate(model, tokenizer, [flat[k][1] for k in keep], max_new_tokens, arch=arch)
+            steered = generate(model, tokenizer, [flat[k][1] for k in keep], max_new_tokens, arch=arch, bar=bar)
         result["baseline"][t] = sum(plain_ids[k] == t for k in keep) / len(keep)
         result["steered"][t] = sum(lid(text) == t for text in steered) / len(keep)
         for k, text in list(zip(keep, steered))[:samples]:
             result["samples"].append({"target": t, "lang": flat[k][0], "prompt": flat[k][1], "plain": plain[k],
                                       "steered": text})  # fmt: skip
+    bar.close()
     return result
 
 
 def factor_sweep(model, tokenizer, make_plan: Callable[[str, float], Plan], factors: Sequence[float],
                  targets: Sequence[str], texts: dict[str, Sequence[str]], items: list[dict],
-                 max_ppl_increase: float = 0.5, arch: ArchSpec | None = None) -> dict:  # fmt: skip
+                 max_ppl_increase: float = 0.5, arch: ArchSpec | None = None,
+                 progress: bool = True) -> dict:  # fmt: skip
     """For each factor: mean off-diagonal LSS per target and mean off-target perplexity change; then, per
     target, the factor with the highest LSS whose off-target perplexity rises by at most `max_ppl_increase`
     (0.5 = +50%), or None if no factor stays under the bound. `factors` are passed to `make_plan(target, f)`
@@ -152,8 +188,10 @@ def factor_sweep(model, tokenizer, make_plan: Callable[[str, float], Plan], fact
     rows, plain, baseline = [], {}, None  # the plain model is scored once for every factor
     for f in factors:
         plan_for = lambda t, f=f: make_plan(t, f)  # noqa: E731
-        lss = lss_matrix(model, tokenizer, items, targets, plan_for, arch=arch, cache=plain)["off_diagonal"]
-        ppl = perplexity_matrix(model, tokenizer, texts, targets, plan_for, arch=arch, baseline=baseline)
+        lss = lss_matrix(model, tokenizer, items, targets, plan_for, arch=arch, cache=plain,
+                         progress=progress)["off_diagonal"]  # fmt: skip
+        ppl = perplexity_matrix(model, tokenizer, texts, targets, plan_for, arch=arch, baseline=baseline,
+                                progress=progress)  # fmt: skip
         change, baseline = ppl["change"], ppl["baseline"]
         off_ppl = {t: _nanmean([c for lang, c in change[t].items() if lang != t]) for t in targets}
         rows.append({"factor": f, "lss": lss, "off_target_ppl_change": off_ppl})

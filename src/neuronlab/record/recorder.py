@@ -46,6 +46,7 @@ from neuronlab.io import check_writable
 from neuronlab.models.arch import ArchSpec
 from neuronlab.models.load import model_info
 from neuronlab.models.sites import KINDS, Site, decoder_layers, site_width, trace
+from neuronlab.progress import progress_bar
 from neuronlab.record.stats import Moments, Stats
 from neuronlab.record.topk import NONE, TopContexts, offer, pack, pieces
 
@@ -219,7 +220,7 @@ def _record(model, tokenizer, texts, stats: Stats, checkpoint, progress: bool, b
     sites = [Site(layer, site) for layer in layers]
 
     last_save = time.monotonic()
-    bar = _progress(progress)
+    bar = progress_bar(unit="tok", enabled=progress, unit_scale=True)
     with torch.no_grad():
         for g, group in enumerate(stats.groups):
             if group in stats.meta["complete"]:
@@ -319,9 +320,3 @@ def _resume(fresh: Stats, saved: Stats) -> Stats:
     merged = merged.subset(fresh.groups)
     merged.meta["complete"] = [g for g in saved.meta.get("complete", []) if g in fresh.groups]
     return merged
-
-
-def _progress(enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(unit="tok", unit_scale=True, disable=not enabled, dynamic_ncols=True)

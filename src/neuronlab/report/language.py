@@ -28,7 +28,9 @@ def write_report(results: dict, path: Path, title: str = "neuronlab: language-sp
         "neurons; a tiny model has a few thousand, so 1% leaves a handful per language, too few to move its "
         f"behaviour: this run keeps {cfg['top_rate']:.0%}. Amplification sets each neuron to its "
         f"{cfg['amplify']} (p_max: the max over texts of its per-text mean activation).</p>"
-        f"<p>Run time {results['seconds']} s. Artifacts beside this file: <code>stats.safetensors</code>, "
+        f"<p>Run time {results['seconds']} s"
+        + (" (" + ", ".join(f"{k} {v} s" for k, v in results["phases"].items()) + ")" if results.get("phases") else "")
+        + ". Artifacts beside this file: <code>stats.safetensors</code>, "
         "<code>neurons.json</code>, <code>activated.json</code>, <code>results.json</code>.</p>"))  # fmt: skip
     status = lambda ok: "ok" if ok else "bad"  # noqa: E731
     report.text("What it shows", (

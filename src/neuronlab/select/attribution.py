@@ -33,11 +33,12 @@ from neuronlab.config import option
 from neuronlab.data.batching import batches, pad_id, windows
 from neuronlab.dist import Shard, all_reduce, world
 from neuronlab.errors import NeuronlabError
-from neuronlab.evaluate.perplexity import _token_nll
+from neuronlab.evaluate.perplexity import token_nll
 from neuronlab.io import read_safetensors, write_safetensors
 from neuronlab.models.arch import ArchSpec
 from neuronlab.models.load import model_info
 from neuronlab.models.sites import KINDS, Site, check_layers, decoder_layers, hooked, site_width
+from neuronlab.progress import progress_bar
 from neuronlab.select.neuron_set import NeuronSet
 
 FORMAT = "neuronlab.attribution/1"
@@ -112,9 +113,7 @@ def attribute(model, tokenizer, texts: Mapping[str, Sequence[str]], method: str 
     tokens = torch.zeros(len(groups), dtype=torch.int64)
     rank, size = world()
     sites = [Site(layer, site) for layer in layers]
-    from tqdm.auto import tqdm
-
-    bar = tqdm(unit="tok", unit_scale=True, disable=not progress or rank != 0, dynamic_ncols=True)
+    bar = progress_bar(unit="tok", enabled=progress, unit_scale=True)
     grads = [p.requires_grad for p in model.parameters()]
     model.requires_grad_(False)  # gradients for activations only: no weight gradients computed or kept
     try:
@@ -158,8 +157,9 @@ def _baseline(baseline: str, stats, model, site: str, arch) -> Tensor | None:
 
 
 def _log_likelihood(model, ids: Tensor, mask: Tensor) -> Tensor:
-    nll, keep = _token_nll(model, ids, mask)
-    return -(nll * keep).sum()
+    targets = mask.bool()
+    targets[:, 0] = False  # perplexity's scored tokens: every real token after the first
+    return -token_nll(model, ids, mask, targets).sum()
 
 
 def _gxa(model, ids, mask, sites: list[Site], base: Tensor | None, arch) -> dict[int, Tensor]:

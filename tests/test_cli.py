@@ -293,3 +293,34 @@ def test_record_streams_a_datasets_source(model_dir, tmp_path):
     wrong = runner.invoke(app, ["record", "-m", str(model_dir), "--dataset", f"en={tmp_path / 'en.jsonl'}",
                                 "--out", str(tmp_path / "w.safetensors")])  # fmt: skip
     assert wrong.exit_code == 2 and "no column 'text'" in wrong.output and "id, body" in wrong.output
+
+
+def test_tuple_options_take_commas_repeats_and_none():
+    from neuronlab.cli.common import _as_tuple
+
+    assert _as_tuple(["2,4", "8"], (1.0,), float) == (2.0, 4.0, 8.0)
+    assert _as_tuple(None, (1.0,), float) == (1.0,)
+    assert _as_tuple(["none"], (1.0,), float) == ()
+    with pytest.raises(nl.NeuronlabError, match="--factor: x are not all float"):
+        _as_tuple(["x"], (), float, "--factor")
+
+
+def test_config_switches_turn_off_and_tuples_take_none():
+    """A bool field that defaults to True has its --no- switch, and `--factor none` empties a tuple field."""
+    import typer
+
+    from neuronlab.cli.common import config_options
+    from neuronlab.demo.pipeline import PipelineConfig
+
+    seen = {}
+    small = typer.Typer()
+
+    @small.command()
+    @config_options(PipelineConfig)
+    def show(cfg: PipelineConfig) -> None:
+        seen["cfg"] = cfg
+
+    assert CliRunner().invoke(small, ["--no-amplify-perplexity", "--factor", "none"]).exit_code == 0
+    assert seen["cfg"].amplify_perplexity is False and seen["cfg"].factors == ()
+    assert CliRunner().invoke(small, ["--factor", "2,4"]).exit_code == 0
+    assert seen["cfg"].amplify_perplexity is True and seen["cfg"].factors == (2.0, 4.0)

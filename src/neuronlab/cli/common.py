@@ -129,7 +129,7 @@ def _cli_type(hint) -> tuple[object, bool]:
     optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
     inner = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
     if typing.get_origin(inner) is tuple:
-        return list[typing.get_args(inner)[0]] | None, True
+        return list[str] | None, True  # parsed by _as_tuple: comma-separated values, or "none" for an empty tuple
     return (inner | None) if optional else inner, False
 
 
@@ -141,14 +141,25 @@ def option_name(f: dataclasses.Field) -> str:
     return f.metadata.get("cli") or "--" + f.name.replace("_", "-")
 
 
-def _as_tuple(values: list | None, default):
-    """A repeatable option's values as a tuple (strings may also be comma-separated); the default if none."""
+def _tuple_kind(hint) -> type:
+    """The element type of a (possibly optional) tuple[X, ...] hint."""
+    inner = next((a for a in typing.get_args(hint) if typing.get_origin(a) is tuple), hint)
+    return typing.get_args(inner)[0]
+
+
+def _as_tuple(values: list | None, default, kind: type = str, name: str = "--option"):
+    """A repeatable option's values as a tuple of `kind` (each value may also be comma-separated); the default if
+    none is given, and an empty tuple for the single value "none"."""
     if not values:
         return default
-    out = []
-    for v in values:
-        out += [part.strip() for part in v.split(",") if part.strip()] if isinstance(v, str) else [v]
-    return tuple(out)
+    parts = [part.strip() for v in values for part in str(v).split(",") if part.strip()]
+    if [p.lower() for p in parts] == ["none"]:
+        return ()
+    try:
+        return tuple(kind(p) for p in parts)
+    except ValueError:
+        raise NeuronlabError(f"{name}: {', '.join(parts)} are not all {kind.__name__} values "
+                             "(or give none)") from None  # fmt: skip
 
 
 def _with_params(fn, replaced: str, extra: list[inspect.Parameter], build):
@@ -175,18 +186,24 @@ def config_options(cls, skip: tuple[str, ...] = ()):
     also work)."""
     hints = typing.get_type_hints(cls)
     chosen = [f for f in config_fields(cls) if f.name not in skip]
-    extra, is_tuple = [], {}
+    extra, is_tuple, kinds = [], {}, {}
     for f in chosen:
         typ, is_tuple[f.name] = _cli_type(hints[f.name])
+        if is_tuple[f.name]:
+            kinds[f.name] = _tuple_kind(hints[f.name])
         text = f.metadata["help"]
         if is_tuple[f.name] and f.default:
             text += f" (repeatable or comma-separated) [default: {','.join(map(str, f.default))}]"
-        opt = typer.Option(option_name(f), help=text, show_default=not is_tuple[f.name])
+        name = option_name(f)
+        if typ is bool:  # a switch with its negation: a default of True can be turned off
+            name = f"{name}/--no-{name[2:]}"
+        opt = typer.Option(name, help=text, show_default=not is_tuple[f.name],
+                           metavar=kinds[f.name].__name__.upper() if is_tuple[f.name] else None)  # fmt: skip
         extra.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[typ, opt],
                                        default=None if is_tuple[f.name] else f.default))  # fmt: skip
 
     def build(values: dict) -> dict:
-        return {"cfg": cls(**{f.name: _as_tuple(values[f.name], f.default) if is_tuple[f.name] else values[f.name]
-                              for f in chosen})}  # fmt: skip
+        return {"cfg": cls(**{f.name: _as_tuple(values[f.name], f.default, kinds[f.name], option_name(f)) if is_tuple[f.name]
+                              else values[f.name] for f in chosen})}  # fmt: skip
 
     return lambda fn: _with_params(fn, "cfg", extra, build)

@@ -203,7 +203,7 @@ def config_options(cls, skip: tuple[str, ...] = ()):
                                        default=None if is_tuple[f.name] else f.default))  # fmt: skip
 
     def build(values: dict) -> dict:
-        return {"cfg": cls(**{f.name: _as_tuple(values[f.name], f.default, kinds[f.name], option_name(f)) if is_tuple[f.name]
-                              else values[f.name] for f in chosen})}  # fmt: skip
+        return {"cfg": cls(**{f.name: _as_tuple(values[f.name], f.default, kinds[f.name], option_name(f))
+                              if is_tuple[f.name] else values[f.name] for f in chosen})}  # fmt: skip
 
     return lambda fn: _with_params(fn, "cfg", extra, build)

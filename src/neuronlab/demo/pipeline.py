@@ -148,7 +148,9 @@ def run(model, tokenizer, texts: dict[str, list[str]], out: str | Path, cfg: Pip
         phases.start("factor sweep", f"factor sweep {list(cfg.factors)}")
         sweep = factor_sweep(model, tokenizer, lambda t, f: steering_plan(ns, t, "scale", factor=f), cfg.factors,
                              targets, {lang: lines[: cfg.sweep_lines] for lang, lines in held.items()},
-                             items[: cfg.sweep_items * len(langs)], cfg.max_ppl_increase, arch, progress)  # fmt: skip
+                             items[: cfg.sweep_items * len(langs)], cfg.max_ppl_increase, arch, progress,
+                             zero["baseline"] if cfg.sweep_lines >= cfg.eval_lines else None, plain_scores,
+                             cfg.batch_size, cfg.max_length)  # fmt: skip
     compared = None
     if cfg.attribution != "none":
         compared = compare_attribution(model, tokenizer, rec, held, items, stats, ns, targets, out, cfg, progress, arch,

@@ -50,7 +50,8 @@ def _unembedding_input(model, spec: ArchSpec) -> Iterator[dict]:
         handle.remove()
 
 
-def token_nll(model, input_ids: Tensor, attention_mask: Tensor, targets: Tensor, arch: ArchSpec | None = None) -> Tensor:
+def token_nll(model, input_ids: Tensor, attention_mask: Tensor, targets: Tensor,
+              arch: ArchSpec | None = None) -> Tensor:  # fmt: skip
     """NLL in nats (float32 [n]) of each token where `targets` [batch, pos] is True, given the tokens before it, in
     the order of `targets.nonzero()` (position 0 has nothing before it and may not be a target).
 

@@ -178,20 +178,23 @@ def generation_shift(model, tokenizer, prompts: dict[str, Sequence[str]], target
 
 def factor_sweep(model, tokenizer, make_plan: Callable[[str, float], Plan], factors: Sequence[float],
                  targets: Sequence[str], texts: dict[str, Sequence[str]], items: list[dict],
-                 max_ppl_increase: float = 0.5, arch: ArchSpec | None = None,
-                 progress: bool = True) -> dict:  # fmt: skip
+                 max_ppl_increase: float = 0.5, arch: ArchSpec | None = None, progress: bool = True,
+                 baseline: dict[str, float] | None = None, cache: dict | None = None, batch_size: int = 16,
+                 max_length: int = 512) -> dict:  # fmt: skip
     """For each factor: mean off-diagonal LSS per target and mean off-target perplexity change; then, per
     target, the factor with the highest LSS whose off-target perplexity rises by at most `max_ppl_increase`
     (0.5 = +50%), or None if no factor stays under the bound. `factors` are passed to `make_plan(target, f)`
     as they are, so a sweep over variants works too:
-    `factor_sweep(model, tok, lambda t, v: steering_plan(ns, t, v, stats=stats), ["p_max", "p_median"], ...)`."""
-    rows, plain, baseline = [], {}, None  # the plain model is scored once for every factor
+    `factor_sweep(model, tok, lambda t, v: steering_plan(ns, t, v, stats=stats), ["p_max", "p_median"], ...)`.
+    The plain model is scored once for every factor; `baseline` (plain perplexities of these texts) and `cache`
+    (an `lss_matrix` cache) bring in what another evaluation of the same texts and items already scored."""
+    rows, plain = [], {} if cache is None else cache
     for f in factors:
         plan_for = lambda t, f=f: make_plan(t, f)  # noqa: E731
         lss = lss_matrix(model, tokenizer, items, targets, plan_for, arch=arch, cache=plain,
                          progress=progress)["off_diagonal"]  # fmt: skip
-        ppl = perplexity_matrix(model, tokenizer, texts, targets, plan_for, arch=arch, baseline=baseline,
-                                progress=progress)  # fmt: skip
+        ppl = perplexity_matrix(model, tokenizer, texts, targets, plan_for, batch_size, max_length, arch, baseline,
+                                progress)  # fmt: skip
         change, baseline = ppl["change"], ppl["baseline"]
         off_ppl = {t: _nanmean([c for lang, c in change[t].items() if lang != t]) for t in targets}
         rows.append({"factor": f, "lss": lss, "off_target_ppl_change": off_ppl})

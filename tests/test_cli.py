@@ -324,3 +324,15 @@ def test_config_switches_turn_off_and_tuples_take_none():
     assert seen["cfg"].amplify_perplexity is False and seen["cfg"].factors == ()
     assert CliRunner().invoke(small, ["--factor", "2,4"]).exit_code == 0
     assert seen["cfg"].amplify_perplexity is True and seen["cfg"].factors == (2.0, 4.0)
+
+
+def test_models_commands_name_the_packaged_models_and_refuse_bad_input(tmp_path):
+    runner = CliRunner()
+    listed = runner.invoke(app, ["models", "list"])
+    assert listed.exit_code == 0 and "gemma-3-270m" in listed.output and "smollm2-135m-instruct" in listed.output
+    bad = runner.invoke(app, ["models", "path", "gpt-5"])
+    assert bad.exit_code == 2 and "unknown packaged model 'gpt-5'" in bad.output
+    missing = runner.invoke(app, ["models", "convert", str(tmp_path / "none.gguf"), "--out", str(tmp_path / "o")])
+    assert missing.exit_code == 2 and "no GGUF file" in missing.output
+    with pytest.raises(nl.NeuronlabError, match="no GGUF file"):
+        nl.load_model(tmp_path / "none.gguf")

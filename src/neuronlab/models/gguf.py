@@ -78,6 +78,8 @@ def convert(path: str | Path, out: str | Path) -> Path:
     """Write a GGUF file as a plain Hugging Face checkpoint folder (float32 safetensors + tokenizer); atomic:
     the folder appears complete or not at all."""
     path, out = Path(path), Path(out)
+    if not path.is_file():
+        raise NeuronlabError(f"no GGUF file at {path}")
     if out.exists() and any(out.iterdir()):
         raise NeuronlabError(f"{out} exists and is not empty: choose a new folder")
     model, tokenizer = load_from_gguf(path)
@@ -104,7 +106,11 @@ def checkpoint_for(path: str | Path) -> Path:
     folder = cache_dir() / "gguf" / f"{path.stem}-{_file_key(path)}"
     if not (folder / "config.json").exists():
         shutil.rmtree(folder, ignore_errors=True)  # a stale, empty folder
-        convert(path, folder)
+        try:
+            convert(path, folder)
+        except (OSError, NeuronlabError):
+            if not (folder / "config.json").exists():  # not another process (rank) finishing the same folder first
+                raise
     return folder
 
 

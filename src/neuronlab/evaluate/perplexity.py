@@ -50,6 +50,14 @@ def _unembedding_input(model, spec: ArchSpec) -> Iterator[dict]:
         handle.remove()
 
 
+def scored_tokens(attention_mask: Tensor) -> Tensor:
+    """bool [batch, pos]: the tokens perplexity scores in right-padded windows, every real token after the first
+    (the first has nothing before it)."""
+    targets = attention_mask.bool()
+    targets[:, 0] = False
+    return targets
+
+
 def token_nll(model, input_ids: Tensor, attention_mask: Tensor, targets: Tensor,
               arch: ArchSpec | None = None) -> Tensor:  # fmt: skip
     """NLL in nats (float32 [n]) of each token where `targets` [batch, pos] is True, given the tokens before it, in
@@ -105,9 +113,11 @@ def _nll_by_vocabulary(h: Tensor, weight: Tensor, bias: Tensor | None, wanted: T
         at = (wanted - a).clamp(0, z.shape[1] - 1)[:, None]
         picked = picked + torch.where(here, z.gather(-1, at)[:, 0], 0.0)
         new_top = torch.maximum(top, z.detach().amax(-1))
-        shifted = (z - new_top[:, None]).clamp(min=UNDERFLOW) if differentiable else z.sub_(new_top[:, None]).clamp_(
-            min=UNDERFLOW)  # fmt: skip
-        total = total * torch.exp(top - new_top) + (shifted.exp() if differentiable else shifted.exp_()).sum(-1)
+        if differentiable:
+            weights = (z - new_top[:, None]).clamp(min=UNDERFLOW).exp()
+        else:  # in place: no second [n, slice] tensor
+            weights = z.sub_(new_top[:, None]).clamp_(min=UNDERFLOW).exp_()
+        total = total * torch.exp(top - new_top) + weights.sum(-1)
         top = new_top
     return top + total.log() - picked
 
@@ -123,9 +133,7 @@ def nll_sums(model, tokenizer, texts: Sequence[str], batch_size: int = 8, max_le
     with torch.no_grad():
         for batch in batches(windows(tokenizer, Shard(texts, rank, size), 0, max_length, False), batch_size,
                              pad_id(tokenizer, model), special, True, bucket=16):  # fmt: skip
-            targets = batch.attention_mask.bool()
-            targets[:, 0] = False  # each window's first token has nothing before it
-            nll = token_nll(model, batch.input_ids, batch.attention_mask, targets)
+            nll = token_nll(model, batch.input_ids, batch.attention_mask, scored_tokens(batch.attention_mask))
             total += nll.double().sum().cpu()
             count += nll.numel()
     if size > 1:

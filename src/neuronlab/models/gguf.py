@@ -45,7 +45,14 @@ def _require_gguf_package() -> None:
         raise NeuronlabError('loading a .gguf file needs the gguf package: pip install "neuronlab[gguf]"') from None
 
 
-def load_from_gguf(path: Path):
+def _gguf_file(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise NeuronlabError(f"no GGUF file at {path}")
+    return path
+
+
+def load_from_gguf(path: str | Path):
     """(model, tokenizer) straight from a GGUF file through transformers, float32, as a plain model: the
     quantization config that transformers leaves on it (which makes `save_pretrained` refuse) is dropped, since
     the weights are already dequantized."""
@@ -53,17 +60,15 @@ def load_from_gguf(path: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _require_gguf_package()
-    if not path.is_file():
-        raise NeuronlabError(f"no GGUF file at {path}")
+    path = _gguf_file(path)
     folder, name = str(path.parent), path.name
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     except (OSError, ValueError, KeyError, RuntimeError) as err:
         raise NeuronlabError(f"transformers cannot load GGUF file {path}: {err}") from err
-    for attr in ("quantization_config",):
-        if hasattr(model.config, attr):
-            delattr(model.config, attr)
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
     model.hf_quantizer = None
     model.is_quantized = False
     return model.eval(), tokenizer
@@ -77,9 +82,7 @@ def _file_key(path: Path) -> str:
 def convert(path: str | Path, out: str | Path) -> Path:
     """Write a GGUF file as a plain Hugging Face checkpoint folder (float32 safetensors + tokenizer); atomic:
     the folder appears complete or not at all."""
-    path, out = Path(path), Path(out)
-    if not path.is_file():
-        raise NeuronlabError(f"no GGUF file at {path}")
+    path, out = _gguf_file(path), Path(out)
     if out.exists() and any(out.iterdir()):
         raise NeuronlabError(f"{out} exists and is not empty: choose a new folder")
     model, tokenizer = load_from_gguf(path)
@@ -100,9 +103,7 @@ def convert(path: str | Path, out: str | Path) -> Path:
 
 def checkpoint_for(path: str | Path) -> Path:
     """The converted checkpoint folder of a GGUF file in the cache, written on first use (see module doc)."""
-    path = Path(path)
-    if not path.is_file():
-        raise NeuronlabError(f"no GGUF file at {path}")
+    path = _gguf_file(path)
     folder = cache_dir() / "gguf" / f"{path.stem}-{_file_key(path)}"
     if not (folder / "config.json").exists():
         shutil.rmtree(folder, ignore_errors=True)  # a stale, empty folder
@@ -150,10 +151,10 @@ def _distribution(p: Packaged):
 
 
 def installed(name: str) -> bool:
-    return _packaged(name) is not None and _distribution(PACKAGED[name]) is not None
+    return _distribution(_packaged(name)) is not None
 
 
-def _packaged(name: str) -> Packaged | None:
+def _packaged(name: str) -> Packaged:
     if name not in PACKAGED:
         raise NeuronlabError(f"unknown packaged model {name!r}: use one of {', '.join(PACKAGED)}")
     return PACKAGED[name]

@@ -33,7 +33,7 @@ from neuronlab.config import option
 from neuronlab.data.batching import batches, pad_id, windows
 from neuronlab.dist import Shard, all_reduce, world
 from neuronlab.errors import NeuronlabError
-from neuronlab.evaluate.perplexity import token_nll
+from neuronlab.evaluate.perplexity import scored_tokens, token_nll
 from neuronlab.io import read_safetensors, write_safetensors
 from neuronlab.models.arch import ArchSpec
 from neuronlab.models.load import model_info
@@ -157,9 +157,7 @@ def _baseline(baseline: str, stats, model, site: str, arch) -> Tensor | None:
 
 
 def _log_likelihood(model, ids: Tensor, mask: Tensor) -> Tensor:
-    targets = mask.bool()
-    targets[:, 0] = False  # perplexity's scored tokens: every real token after the first
-    return -token_nll(model, ids, mask, targets).sum()
+    return -token_nll(model, ids, mask, scored_tokens(mask)).sum()
 
 
 def _gxa(model, ids, mask, sites: list[Site], base: Tensor | None, arch) -> dict[int, Tensor]:

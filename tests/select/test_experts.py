@@ -9,6 +9,7 @@ import torch
 import neuronlab as nl
 from neuronlab.analyze.alignment import cosine_matrix, jaccard_matrix, spearman
 from neuronlab.data.concepts import read_concepts, sentence_list, template_concepts
+from neuronlab.data.concepts import STORY_PROMPTS
 from neuronlab.intervene.steer import expert_plan
 from neuronlab.select.experts import Expertise, expertise, responses
 
@@ -218,9 +219,10 @@ def test_stories260k_experts_from_the_cli_with_sentences_it_writes(tmp_path):
     from neuronlab.cli import app
 
     (tmp_path / "words.txt").write_text("\n".join(STORY_WORDS) + "\n")
+    prompts = [arg for p in STORY_PROMPTS for arg in ("--prompt", p)]  # TinyStories starts that name the word
     runner = CliRunner()
     result = runner.invoke(app, ["experts", "find", "-m", str(STORIES), "--words", str(tmp_path / "words.txt"),
-                                 "--out", str(tmp_path / "ex"), "--per-concept", "5"])  # fmt: skip
+                                 "--out", str(tmp_path / "ex"), "--per-concept", "5", *prompts])  # fmt: skip
     assert result.exit_code == 0, result.output
     concepts = [json.loads(line) for line in (tmp_path / "ex" / "concepts.jsonl").read_text().splitlines()]
     assert [c["concept"] for c in concepts] == STORY_WORDS

@@ -67,10 +67,31 @@ def read_ratings(path: str | Path) -> list[tuple[str, str, float]]:
     return out
 
 
-def spearman(sim: Tensor, concepts: Sequence[str], ratings: Sequence[tuple[str, str, float]]) -> dict:
+def bootstrap_interval(model: Sequence[float], human: Sequence[float], resamples: int = 1000, level: float = 0.95,
+                       seed: int = 0) -> list[float]:  # fmt: skip
+    """Percentile bootstrap interval of Spearman's rho over pairs resampled with replacement (SciPy's `bootstrap`,
+    paired): [low, high]; NaN where rho is undefined."""
+    import warnings
+
+    import numpy as np
+    from scipy.stats import bootstrap, spearmanr
+
+    if len(set(model)) < 2:
+        return [float("nan"), float("nan")]
+    with warnings.catch_warnings():  # resamples whose model values are all equal give NaN, and say so each time
+        warnings.simplefilter("ignore")
+        res = bootstrap((np.asarray(model), np.asarray(human)), lambda a, b: spearmanr(a, b).statistic, paired=True,
+                        vectorized=False, n_resamples=resamples, confidence_level=level, method="percentile",
+                        rng=np.random.default_rng(seed))  # fmt: skip
+    return [float(res.confidence_interval.low), float(res.confidence_interval.high)]
+
+
+def spearman(sim: Tensor, concepts: Sequence[str], ratings: Sequence[tuple[str, str, float]],
+             interval: bool = False) -> dict:  # fmt: skip
     """Spearman's rho between `sim` and the human scores over the rated pairs both of whose words are concepts
-    (pairs of a word with itself are left out): {"spearman", "pairs", "rated", "covered"}. rho is NaN where the
-    model's similarities are all equal (e.g. no experts at a high tau)."""
+    (pairs of a word with itself are left out): {"spearman", "pairs", "rated", "covered"}, and with `interval`
+    "interval", its 95% bootstrap interval over pairs. rho is NaN where the model's similarities are all equal
+    (e.g. no experts at a high tau)."""
     from scipy.stats import spearmanr
 
     index = {c.lower(): i for i, c in enumerate(concepts)}
@@ -84,24 +105,32 @@ def spearman(sim: Tensor, concepts: Sequence[str], ratings: Sequence[tuple[str, 
         raise NeuronlabError(f"only {len(covered)} rated pairs have both words among the {len(concepts)} concepts: "
                              "choose concepts from the ratings file")  # fmt: skip
     rho = spearmanr(model, human).statistic if len(set(model)) > 1 else float("nan")
-    return {"spearman": float(rho), "pairs": len(covered), "rated": len(ratings), "covered": covered}
+    out = {"spearman": float(rho), "pairs": len(covered), "rated": len(ratings), "covered": covered}
+    if interval:
+        out["interval"] = bootstrap_interval(model, human)
+    return out
 
 
 def align(expertise, ratings: Sequence[tuple[str, str, float]], taus: Sequence[float] = TAUS,
           baselines: dict[str, Tensor] | None = None) -> dict:  # fmt: skip
-    """The alignment study on one Expertise: Spearman of Jaccard similarity at each tau (the headline is tau =
-    taus[0]), of AP cosine, and of any baseline similarity matrices ({name: [concepts, concepts]})."""
+    """The alignment study on one Expertise: Spearman of Jaccard similarity at each tau (relative to chance, see
+    `Expertise.experts`; the headline is tau = taus[0]), of AP cosine, and of any baseline similarity matrices
+    ({name: [concepts, concepts]}); "intervals" holds the 95% bootstrap interval over pairs of the headline
+    ("spearman"), of AP cosine and of each baseline."""
     concepts = expertise.concepts
     experts = {str(t): expertise.experts(t) for t in taus}
-    sweep = {t: spearman(jaccard_matrix(ns, concepts), concepts, ratings) for t, ns in experts.items()}
+    sweep = {t: spearman(jaccard_matrix(ns, concepts), concepts, ratings, interval=t == str(taus[0]))
+             for t, ns in experts.items()}  # fmt: skip
     head = sweep[str(taus[0])]
+    cos = spearman(cosine_matrix(expertise["ap"]), concepts, ratings, interval=True)
     result = {"spearman": head["spearman"], "pairs": head["pairs"], "tau": taus[0],
               "jaccard": {t: r["spearman"] for t, r in sweep.items()},
               "experts": {t: ns.total() for t, ns in experts.items()},
-              "ap_cosine": spearman(cosine_matrix(expertise["ap"]), concepts, ratings)["spearman"],
+              "ap_cosine": cos["spearman"], "intervals": {"spearman": head["interval"], "ap_cosine": cos["interval"]},
               "covered": head["covered"]}  # fmt: skip
     for name, sim in (baselines or {}).items():
-        result[name] = spearman(sim, concepts, ratings)["spearman"]
+        base = spearman(sim, concepts, ratings, interval=True)
+        result[name], result["intervals"][name] = base["spearman"], base["interval"]
     return result
 
 

@@ -10,7 +10,7 @@ import typer
 from neuronlab.cli.common import BatchOpt, ModelRef, PlotOpt, friendly, group, model_options, writable
 from neuronlab.errors import NeuronlabError
 
-BASELINES_FORMAT = "neuronlab.similarity/1"  # baselines.safetensors: concept x concept similarity matrices
+TauOpt = Annotated[float, typer.Option(help="Experts: AP at least tau of the way from chance to 1.")]
 app = group("Expert neurons: concepts, AP per neuron, alignment with human similarity (Fedzechkina et al. 2025).")
 
 
@@ -29,62 +29,28 @@ def experts_find(
     words: Annotated[Path | None, typer.Option(help="Or a file of concept words (one a line, or a ratings file): "
                                                      "the model writes their sentences.")] = None,  # fmt: skip
     per_concept: Annotated[int, typer.Option(help="Sentences the model writes per word (--words).")] = 20,
+    prompt: Annotated[list[str] | None, typer.Option(help="Prompt template with {word} for a base model (repeatable; "
+                                                          "default: few-shot word/sentence examples).")] = None,  # fmt: skip
+    chat: Annotated[bool | None, typer.Option("--chat/--no-chat", help="Ask through the chat template (default: when "
+                                                                       "the model is an instruct model).")] = None,  # fmt: skip
     site: Annotated[str, typer.Option(help="Site kind: act, neuron, ffn_out, attn_out or resid.")] = "act",
     pool: Annotated[str, typer.Option(help="max or mean over each sentence's tokens.")] = "max",
-    tau: Annotated[float, typer.Option(help="Experts: neurons with AP >= tau.")] = 0.5,
+    tau: TauOpt = 0.5,
     float32: Annotated[bool, typer.Option(help="Keep responses in float32 (default float16: half the memory).")] = False,
     batch_size: BatchOpt = 16,
     seed: Annotated[int, typer.Option(help="Seed of the sampled negatives and of the generated sentences.")] = 0,
 ) -> None:
-    """Pooled responses of every neuron to each concept's sentences, AP/AUROC per concept, experts (AP >= tau)."""
+    """Pooled responses of every neuron to each concept's sentences, AP/AUROC per concept, experts at tau."""
     import torch
 
-    from neuronlab.data.concepts import generate_concepts, read_concepts, sentence_list, write_concepts
-    from neuronlab.models.load import model_info
-    from neuronlab.select.experts import expertise, responses
+    from neuronlab.select.find_experts import find_experts
 
-    if (concepts is None) == (words is None):
-        raise NeuronlabError("pass either --concepts FILE or --words FILE")
     writable(out, folder=True)
-    found = read_concepts(concepts, seed) if concepts is not None else None
     loaded, tok = model.load()
-    if found is None:
-        found = generate_concepts(loaded, tok, read_words(words), per_concept, seed=seed)
-    write_concepts(out / "concepts.jsonl", found)
-    sentences, index = sentence_list(found)
-    dtype = torch.float32 if float32 else torch.float16
-    resp = responses(loaded, tok, sentences, site, pool, batch_size, dtype=dtype, checkpoint=out / "responses.safetensors")
-    meta = {"model": model_info(loaded), "site": site, "pool": pool, "sentences": len(sentences)}
-    ex = expertise(resp, found, index, meta)
-    ex.save(out / "expertise.safetensors")
-    save_baselines(out / "baselines.safetensors", loaded, tok, found, sentences, index, batch_size)
-    ex.experts(tau).save(out / "experts.json")
+    ex = find_experts(loaded, tok, out, concepts, words, per_concept, prompt, chat, site, pool, tau,
+                      torch.float32 if float32 else torch.float16, batch_size, seed)  # fmt: skip
     typer.echo(ex.summary())
     typer.echo(f"wrote {out}/concepts.jsonl, responses.safetensors, expertise.safetensors, experts.json")
-
-
-def save_baselines(path: Path, model, tok, concepts: dict, sentences: list[str], index: dict, batch_size: int) -> None:
-    """The paper's embedding baselines on the same concepts, for `experts align`: cosine of the input embeddings
-    of the words, and of the concepts' mean sentence representation (last layer, mean-pooled residual stream)."""
-    from neuronlab.analyze.alignment import embedding_similarity, sentence_similarity
-    from neuronlab.io import write_safetensors
-    from neuronlab.select.experts import responses
-
-    hidden = responses(model, tok, sentences, "resid", "mean", batch_size, progress=False)[:, -1]
-    sims = {"input_embedding": embedding_similarity(model, tok, list(concepts)),
-            "sentence_embedding": sentence_similarity(hidden, concepts, index)}  # fmt: skip
-    write_safetensors(path, sims, BASELINES_FORMAT, concepts=",".join(concepts))
-
-
-def read_words(path: Path) -> list[str]:
-    """Concept words: the first column of each line (a plain list, or a ratings file's both words), in order."""
-    from neuronlab.data.corpora import read_lines
-
-    words = []
-    for line in read_lines(path):
-        parts = line.split()
-        words += parts[:2] if len(parts) >= 3 else parts[:1]
-    return list(dict.fromkeys(w.lower() for w in words))
 
 
 @app.command("align")
@@ -101,24 +67,24 @@ def experts_align(
 ) -> None:
     """Spearman between expert-overlap (Jaccard) similarity of concepts and human similarity ratings."""
     from neuronlab.analyze.alignment import align, jaccard_matrix, odd_one_out, read_ratings, read_triplets
-    from neuronlab.io import read_safetensors, write_bytes, write_json
+    from neuronlab.io import write_bytes, write_json
     from neuronlab.report.plots import lines
     from neuronlab.select.experts import Expertise
+    from neuronlab.select.find_experts import load_baselines
 
     writable(out, folder=True)
     writable(plot)
     ex = Expertise.load(experts / "expertise.safetensors")
-    baselines = {}
-    if (experts / "baselines.safetensors").is_file():
-        baselines, _ = read_safetensors(experts / "baselines.safetensors", BASELINES_FORMAT, "baselines")
+    baselines = load_baselines(experts)
     result = align(ex, read_ratings(human), baselines=baselines)
     sim = jaccard_matrix(ex.experts(result["tau"]), ex.concepts)
     if triplets is not None:
         result["odd_one_out"] = odd_one_out(sim, ex.concepts, read_triplets(triplets))
     write_json(out / "alignment.json", result)
-    typer.echo(f"Spearman (Jaccard of experts, tau {result['tau']}): {result['spearman']:.3f} over {result['pairs']} "
-               f"rated pairs; AP cosine {result['ap_cosine']:.3f}" + "".join(
-                   f"; {k.replace('_', ' ')} {result[k]:.3f}" for k in baselines))  # fmt: skip
+    ci = {k: "[{:.2f}, {:.2f}]".format(*v) for k, v in result["intervals"].items()}
+    typer.echo(f"Spearman (Jaccard of experts, tau {result['tau']}): {result['spearman']:.3f} {ci['spearman']} over "
+               f"{result['pairs']} rated pairs; AP cosine {result['ap_cosine']:.3f} {ci['ap_cosine']}" + "".join(
+                   f"; {k.replace('_', ' ')} {result[k]:.3f} {ci[k]}" for k in baselines))  # fmt: skip
     for t, rho in result["jaccard"].items():
         typer.echo(f"  tau {t}: {rho:.3f} ({result['experts'][t]} experts)")
     if "odd_one_out" in result:
@@ -160,7 +126,7 @@ def _report(path: Path, ex, sim, result: dict, sweep: bytes, human: Path) -> Non
 def experts_tree(
     experts: Annotated[Path, typer.Option(help="Folder from `neuronlab experts find`.")],
     out: Annotated[Path, typer.Option(help="tree.json to write.")],
-    tau: Annotated[float, typer.Option(help="Experts: neurons with AP >= tau.")] = 0.5,
+    tau: TauOpt = 0.5,
     domains: Annotated[Path | None, typer.Option(help="word -> domain: THINGS' words.csv or `word<TAB>domain` lines "
                                                       "(within- vs between-domain overlap).")] = None,  # fmt: skip
     plot: PlotOpt = None,

@@ -24,7 +24,6 @@ from neuronlab.io import write_text
 TEMPLATES = ("The {word} was here.", "I saw a {word} today.", "This is about the {word}.", "She talked about the {word}.",
              "A {word} is what we need.", "Look at that {word}!", "Everyone knows the {word}.",
              "He thought of the {word} again.")  # fmt: skip
-PROMPTS = ("Once upon a time, there was a {word}.", "One day, Lily saw a {word}.", "Tom liked the {word}.")
 
 
 def _check(concepts: dict[str, dict]) -> dict[str, dict]:
@@ -86,39 +85,122 @@ def template_concepts(words: Sequence[str], templates: Sequence[str] = TEMPLATES
     return add_negatives(_check(concepts), seed)
 
 
-def generate_concepts(model, tokenizer, words: Sequence[str], per_concept: int = 20, prompts: Sequence[str] = PROMPTS,
-                      max_new_tokens: int = 24, tries: int = 4, seed: int = 0) -> dict[str, dict]:  # fmt: skip
-    """Sentences a causal LM writes for each word: a prompt that names the word (the templates control for
-    everything but the word), continued by sampling (seeded) up to the end of the first sentence; deduplicated,
-    and kept only if the whole contains the word as a word. The paper had its sentences written by an LLM; any
-    `load_model` model can be the writer."""
+def _example_prompt(examples: Sequence[tuple[str, str]]) -> str:
+    shots = "".join(f"Word: {w}\nSentence: {s}\n" for w, s in examples)
+    return "Example sentences that show how a word is used.\n" + shots + "Word: {word}\nSentence:"
+
+
+# A base model continues a list of examples; the examples mix word classes (adverbs, mass and abstract nouns,
+# verbs, adjectives, count nouns), so that no word reads wrong in the slot.
+PROMPTS = tuple(_example_prompt(shots) for shots in (
+    (("quickly", "She finished her homework quickly and ran outside to play."),
+     ("honesty", "Honesty matters more to him than winning."),
+     ("bridge", "The old bridge over the river was closed for repairs.")),
+    (("borrow", "Can I borrow your pencil for a minute?"),
+     ("bright", "The morning sun was so bright that we had to close the curtains."),
+     ("rice", "We cooked rice and beans for dinner.")),
+    (("happiness", "Money cannot buy happiness."),
+     ("swim", "The children learned to swim in the lake last summer."),
+     ("careful", "Be careful when you cross the street.")),
+))  # fmt: skip
+CHAT_PROMPT = 'Write one short, natural sentence that uses the word "{word}". Reply with the sentence only.'
+STORY_PROMPTS = ("Once upon a time, there was a {word}.", "One day, Lily saw a {word}.", "Tom liked the {word}.")
+LABEL = re.compile(r"^\s*\w+:\s*")
+
+
+def is_instruct(model, tokenizer) -> bool:
+    """Whether to ask through the chat template: the tokenizer has one and the model's name says instruct/chat/it."""
+    name = str(getattr(model, "name_or_path", "") or getattr(getattr(model, "config", None), "_name_or_path", ""))
+    return bool(getattr(tokenizer, "chat_template", None)) and bool(re.search(r"instruct|chat|(^|[-_])it($|[-_.])",
+                                                                              name, re.IGNORECASE))  # fmt: skip
+
+
+def word_pattern(word: str) -> re.Pattern:
+    """The word as a word, or with a regular inflection (-s, -es, -ed, -d, -ing, -er, -ly)."""
+    return re.compile(rf"\b{re.escape(word)}(?:s|es|ed|d|ing|er|ly)?\b", re.IGNORECASE)
+
+
+def first_sentence(head: str, text: str) -> str:
+    """The sentence a prompt's last line starts (without a `Label:`) completed by the generated `text`, up to the
+    end of its first sentence or line. An answer that quotes its sentence ('Here is one: "..."') gives the quote."""
+    head = LABEL.sub("", head.rsplit("\n", 1)[-1]).strip()
+    text = text.strip().split("\n", 1)[0].strip()
+    quoted = re.search(r"[\"\u201c]([^\"\u201c\u201d]{8,})[\"\u201d]", text)
+    if not head and quoted and ":" in text[: quoted.start()]:
+        text = quoted.group(1)
+    text = re.split(r"(?<=[.!?])[\"')\]\u201d]*\s", text)[0].strip()
+    return f"{head} {text}".strip().strip('"\u201c\u201d').strip()
+
+
+def generate_concepts(model, tokenizer, words: Sequence[str], per_concept: int = 20, prompts: Sequence[str] | None = None,
+                      chat: bool | None = None, max_new_tokens: int = 32, tries: int = 4, seed: int = 0,
+                      progress: bool = True) -> dict[str, dict]:  # fmt: skip
+    """Sentences a causal LM writes for each word (the paper had an LLM write them; any `load_model` model can
+    write here). An instruct model (`chat`, by default `is_instruct`) is asked through its chat template
+    (CHAT_PROMPT); a base model continues `prompts`, few-shot lists of word/sentence examples over several word
+    classes (PROMPTS). A prompt's last line, without its `Label:`, starts the sentence, so a one-line template
+    such as "Once upon a time, there was a {word}." is kept in it (STORY_PROMPTS, for TinyStories models).
+    Sampling is seeded (top-k 50: a top-p sort over a 262k vocabulary costs more than the step); a sentence is cut at its first end, deduplicated, kept when it has 3 to 40
+    words and holds the word as a word (or regularly inflected, `word_pattern`)."""
     import torch
 
-    from neuronlab.data.batching import left_padded, pad_id
+    from neuronlab.data.batching import model_inputs, pad_id
+    from neuronlab.progress import progress_bar
+
+    chat = is_instruct(model, tokenizer) if chat is None else chat
+    prompts = (CHAT_PROMPT,) if chat else tuple(prompts or PROMPTS)
+    pad = pad_id(tokenizer, model)
+    newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
+    stop = [tokenizer.eos_token_id] + (newline if len(newline) == 1 else [])  # a sentence ends its line
+    rows = per_concept + (per_concept + 1) // 2  # a few more than needed, so one round is usually enough
+
+    def encode(text: str) -> tuple[str, list[int]]:
+        if chat:
+            text = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                                 tokenize=False)  # fmt: skip
+            return "", tokenizer(text, add_special_tokens=False)["input_ids"]
+        return text, tokenizer(text)["input_ids"]
 
     concepts = {}
+    bar = progress_bar(len(words), "writing sentences", "word", enabled=progress)
     for w, word in enumerate(words):
         found: list[str] = []
-        pattern = re.compile(rf"\b{re.escape(word)}\b", re.IGNORECASE)
+        pattern = word_pattern(word)
+        starts = [encode(prompts[i % len(prompts)].format(word=word)) for i in range(rows)]
+        width = max(len(ids) for _, ids in starts)
+        ids = torch.tensor([[pad] * (width - len(i)) + i for _, i in starts])
+        mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for _, i in starts])
         for attempt in range(tries):
             if len(found) >= per_concept:
                 break
             torch.manual_seed(seed * 1_000_003 + w * 101 + attempt)
-            starts = [prompts[i % len(prompts)].format(word=word) for i in range(per_concept)]
-            for _, enc in left_padded(model, tokenizer, starts, len(starts)):
-                with torch.no_grad():
-                    ids = model.generate(**enc, do_sample=True, top_p=0.9, max_new_tokens=max_new_tokens,
-                                         pad_token_id=pad_id(tokenizer, model))  # fmt: skip
-                texts = tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-                for start, text in zip(starts, texts):
-                    sentence = re.split(r"(?<=[.!?])\s", text.strip())[0].strip()
-                    candidate = f"{start} {sentence}".strip() if sentence else ""
-                    if candidate and pattern.search(candidate) and candidate not in found:
-                        found.append(candidate)
+            with torch.no_grad():
+                out = model.generate(**model_inputs(model, ids, mask), do_sample=True, top_k=50,
+                                     max_new_tokens=max_new_tokens, pad_token_id=pad,
+                                     eos_token_id=[t for t in stop if t is not None])  # fmt: skip
+            texts = tokenizer.batch_decode(out[:, width:].cpu(), skip_special_tokens=True)
+            for (head, _), text in zip(starts, texts):
+                sentence = first_sentence(head, text)
+                if 3 <= len(sentence.split()) <= 40 and pattern.search(sentence) and sentence not in found:
+                    found.append(sentence)
         if not found:
             raise NeuronlabError(f"the model wrote no sentence that contains {word!r}: give it other prompts")
         concepts[word] = {"positive": found[:per_concept]}
+        bar.update()
+    bar.close()
     return add_negatives(concepts, seed)
+
+
+def read_words(path: str | Path) -> list[str]:
+    """Concept words: the first column of each line (a plain list, or a ratings file's both words), lower-cased,
+    each once, in order."""
+    from neuronlab.data.corpora import read_lines
+
+    words = []
+    for line in read_lines(path):
+        parts = line.split()
+        words += parts[:2] if len(parts) >= 3 else parts[:1]
+    return list(dict.fromkeys(w.lower() for w in words))
 
 
 def sentence_list(concepts: dict[str, dict]) -> tuple[list[str], dict[str, int]]:

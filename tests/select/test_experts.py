@@ -281,3 +281,33 @@ def test_tree_domains_and_odd_one_out_by_hand():
     triplets = [("dog", "cat", "car", 2), ("dog", "car", "bus", 0), ("dog", "cat", "bus", 0), ("dog", "cat", "owl", 2)]
     o = odd_one_out(sim, names, triplets)  # model: car, dog, bus -> two of three agree; owl is no concept
     assert o["triplets"] == 3 and o["agreement"] == pytest.approx(2 / 3)
+
+
+def test_concept_steering_reads_the_models_own_probabilities_and_zero_equals_cut_weights():
+    """Plain probabilities equal the model's softmax at each prompt's end; "zero" equals a copy of the model whose
+    down-projection columns of the chosen experts are cut by hand."""
+    import copy
+
+    from neuronlab.evaluate.concept_steering import concept_steering
+    from neuronlab.evaluate.perplexity import continuation_ids
+
+    model, tok = tiny_model("llama"), char_tokenizer()
+    g = torch.Generator().manual_seed(0)
+    layers, width = len(model.model.layers), model.config.intermediate_size
+    measures = {m: torch.rand(2, layers, width, generator=g) for m in ("ap", "auroc", "on_p50", "on_p90", "off_mean")}
+    ex = Expertise(["ab", "cd"], measures, {"site": "act", "model": nl.model_info(model), "chance": [0.5, 0.5]})
+    prompts = ["hello there", "a b c d e"]
+    result = concept_steering(model, tok, ex, k=5, prompts=prompts, modes=("zero", "force_last"), progress=False)
+    cut = copy.deepcopy(model)
+    with torch.no_grad():
+        for layer, neuron, _ in ex.top("cd", 5):
+            cut.model.layers[layer].mlp.down_proj.weight[:, neuron] = 0
+    for concept in ("ab", "cd"):
+        first = [continuation_ids(tok, p, " " + concept)[1][0] for p in prompts]
+        want = [model(**tok(p, return_tensors="pt")).logits[0, -1].softmax(-1)[t].item() for p, t in zip(prompts, first)]
+        assert result["concepts"][concept]["plain"] == pytest.approx(sum(want) / 2, rel=1e-5)
+    first = [continuation_ids(tok, p, " cd")[1][0] for p in prompts]
+    want = [cut(**tok(p, return_tensors="pt")).logits[0, -1].softmax(-1)[t].item() for p, t in zip(prompts, first)]
+    assert result["concepts"]["cd"]["zero"] == pytest.approx(sum(want) / 2, rel=1e-5)
+    assert result["concepts"]["cd"]["zero"] != pytest.approx(result["concepts"]["cd"]["plain"], rel=1e-3)
+    assert set(result["modes"]) == {"zero", "force_last"} and 0 <= result["modes"]["zero"]["raised"] <= 1

@@ -86,6 +86,31 @@ def bootstrap_interval(model: Sequence[float], human: Sequence[float], resamples
     return [float(res.confidence_interval.low), float(res.confidence_interval.high)]
 
 
+def rated_words(ratings: Sequence[tuple[str, str, float]], n: int, keep=None) -> list[str]:
+    """Up to `n` words that cover as many rated pairs as they can: greedily, the pair whose new words (one or
+    two) add the most covered pairs per new word, ties broken by file order. `keep(word)` filters words (e.g.
+    those the tokenizer has as one token). Rated pairs grow roughly linearly in n, so a study can fit its budget."""
+    pairs = list(dict.fromkeys((a, b) for a, b, _ in ratings if a != b and (keep is None or (keep(a) and keep(b)))))
+    partners: dict[str, set[str]] = {}
+    for a, b in pairs:
+        partners.setdefault(a, set()).add(b)
+        partners.setdefault(b, set()).add(a)
+    chosen: dict[str, None] = {}
+    while len(chosen) < n:
+        best, score = None, 0.0
+        for a, b in pairs:
+            new = [w for w in dict.fromkeys((a, b)) if w not in chosen]
+            if not new or len(chosen) + len(new) > n:
+                continue
+            gain = sum(len(partners[w] & (chosen.keys() | set(new))) for w in new) - (len(new) == 2)
+            if gain / len(new) > score:
+                best, score = new, gain / len(new)
+        if best is None:
+            break
+        chosen.update(dict.fromkeys(best))
+    return list(chosen)
+
+
 def spearman(sim: Tensor, concepts: Sequence[str], ratings: Sequence[tuple[str, str, float]],
              interval: bool = False) -> dict:  # fmt: skip
     """Spearman's rho between `sim` and the human scores over the rated pairs both of whose words are concepts

@@ -96,9 +96,10 @@ def _greedy_matches(model, rows: list[tuple[list[int], list[int]]], pad: int, ba
     return out
 
 
-def score_relation(model, tokenizer, items: Sequence[dict], batch_size: int = 16) -> dict:
-    """{"accuracy" (first target token top-1), "exact" (greedy decoding gives the whole target),
-    "reciprocal_rank", "multi_token" (share of targets longer than one token), "ranks"}."""
+def score_relation(model, tokenizer, items: Sequence[dict], batch_size: int = 16, exact: bool = True) -> dict:
+    """{"accuracy" (first target token top-1), "exact" (greedy decoding gives the whole target; None with
+    `exact=False`, which saves a second forward pass), "reciprocal_rank", "multi_token" (share of targets
+    longer than one token), "ranks"}."""
     if not items:
         raise NeuronlabError("no items to score")
     rows = [continuation_ids(tokenizer, item["prompt"], item["target"]) for item in items]
@@ -108,10 +109,10 @@ def score_relation(model, tokenizer, items: Sequence[dict], batch_size: int = 16
     logits = _last_logits(model, tokenizer, [i["prompt"] for i in items], batch_size)
     target = logits[torch.arange(len(items)), torch.tensor([c[0] for _, c in rows])]
     ranks = (logits > target[:, None]).sum(-1)
-    exact = _greedy_matches(model, rows, pad_id(tokenizer, model), batch_size)
+    matches = _greedy_matches(model, rows, pad_id(tokenizer, model), batch_size) if exact else None
     return {
         "accuracy": float((ranks == 0).float().mean()),
-        "exact": sum(exact) / len(exact),
+        "exact": sum(matches) / len(matches) if matches is not None else None,
         "reciprocal_rank": float((1.0 / (1 + ranks.float())).mean()),
         "multi_token": sum(len(c) > 1 for _, c in rows) / len(rows),
         "ranks": ranks.tolist(),
@@ -136,7 +137,8 @@ def extract_o_vector(model, tokenizer, prompts: Sequence[str], layer: int, site:
 
 
 def patch_o_vector(model, tokenizer, vector: Tensor, layers: Sequence[int], items: Sequence[dict],
-                   mode: str = "add", batch_size: int = 16, arch: ArchSpec | None = None) -> dict:  # fmt: skip
+                   mode: str = "add", batch_size: int = 16, arch: ArchSpec | None = None,
+                   exact: bool = True) -> dict:  # fmt: skip
     """Score `items` with `vector` added to (mode "add") or written over ("replace") the FFN output at the last
     position of the chosen layers; returns score_relation's dict."""
     if mode not in ("add", "replace"):
@@ -144,11 +146,11 @@ def patch_o_vector(model, tokenizer, vector: Tensor, layers: Sequence[int], item
     kind = Add if mode == "add" else Set
     plan = Plan([kind(value=vector, site="ffn_out", layers=list(layers), positions="last")])
     with apply(model, plan, arch):
-        return score_relation(model, tokenizer, items, batch_size)
+        return score_relation(model, tokenizer, items, batch_size, exact)
 
 
 def ablate_from(model, tokenizer, items: Sequence[dict], layers: Sequence[int] | None = None, mean: bool = False,
-                batch_size: int = 16, arch: ArchSpec | None = None) -> dict[int, dict]:  # fmt: skip
+                batch_size: int = 16, arch: ArchSpec | None = None, exact: bool = True) -> dict[int, dict]:  # fmt: skip
     """For each start layer l: the relation score with every FFN output from layer l on set to zero, or with
     `mean=True` to its mean over all tokens of the items' prompts (mean-ablation)."""
     from neuronlab.record.recorder import record
@@ -165,7 +167,7 @@ def ablate_from(model, tokenizer, items: Sequence[dict], layers: Sequence[int] |
         plan = Plan([Set(value={l: means[l] for l in chosen}, site="ffn_out", layers=chosen)] if mean
                     else [Zero(site="ffn_out", layers=chosen)])  # fmt: skip
         with apply(model, plan, arch):
-            out[start] = score_relation(model, tokenizer, items, batch_size)
+            out[start] = score_relation(model, tokenizer, items, batch_size, exact)
     return out
 
 

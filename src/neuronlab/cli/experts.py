@@ -39,6 +39,10 @@ def experts_find(
     float32: Annotated[bool, typer.Option(help="Keep responses in float32 (default float16: half the memory).")] = False,
     batch_size: BatchOpt = 16,
     seed: Annotated[int, typer.Option(help="Seed of the sampled negatives and of the generated sentences.")] = 0,
+    negatives: Annotated[float, typer.Option(help="Negatives per positive, sampled from the other concepts' "
+                                                  "sentences where a concept gives none.")] = 1.0,  # fmt: skip
+    drop_unwritten: Annotated[bool, typer.Option(help="Leave out words the model writes no sentence for (instead "
+                                                      "of stopping).")] = False,  # fmt: skip
 ) -> None:
     """Pooled responses of every neuron to each concept's sentences, AP/AUROC per concept, experts at tau."""
     import torch
@@ -48,9 +52,37 @@ def experts_find(
     writable(out, folder=True)
     loaded, tok = model.load()
     ex = find_experts(loaded, tok, out, concepts, words, per_concept, prompt, chat, site, pool, tau,
-                      torch.float32 if float32 else torch.float16, batch_size, seed)  # fmt: skip
+                      torch.float32 if float32 else torch.float16, batch_size, seed, negatives, drop_unwritten)  # fmt: skip
     typer.echo(ex.summary())
     typer.echo(f"wrote {out}/concepts.jsonl, responses.safetensors, expertise.safetensors, experts.json")
+
+
+@app.command("steer")
+@friendly
+@model_options()
+def experts_steer(
+    model: ModelRef,
+    experts: Annotated[Path, typer.Option(help="Folder from `neuronlab experts find` (same model).")],
+    out: Annotated[Path, typer.Option(help="steering.json to write.")],
+    concept: Annotated[list[str] | None, typer.Option(help="Concept to steer (repeatable; default: all).")] = None,
+    k: Annotated[int, typer.Option(help="Experts per concept: the top k by AP (by AUROC for dampen).")] = 50,
+) -> None:
+    """Force (at every / the last position), zero and dampen a concept's experts; probability of its word."""
+    from neuronlab.evaluate.concept_steering import concept_steering
+    from neuronlab.io import write_json
+    from neuronlab.models.load import require_same_model
+    from neuronlab.select.experts import Expertise
+
+    writable(out)
+    ex = Expertise.load(experts / "expertise.safetensors")
+    loaded, tok = model.load()
+    require_same_model(ex.meta.get("model"), loaded, "the expertise")
+    result = concept_steering(loaded, tok, ex, concept, k)
+    write_json(out, result)
+    for mode, m in result["modes"].items():
+        typer.echo(f"{mode}: word more likely for {m['raised']:.0%} of {len(result['concepts'])} concepts; "
+                   f"probability x{m['geometric_mean_ratio']:.2f} (geometric mean)")  # fmt: skip
+    typer.echo(f"wrote {out}")
 
 
 @app.command("align")

@@ -6,7 +6,7 @@
     >>> write_concepts("concepts.jsonl", concepts)     # what a run used, to reproduce and audit it
 
 Negatives, where a file gives none, are a seeded sample of the other concepts' positives (as many as the
-concept's positives). Every sentence appears once in `sentence_list`, the table responses are recorded over.
+concept's positives, or `ratio` times as many). Every sentence appears once in `sentence_list`, the table responses are recorded over.
 """
 
 from __future__ import annotations
@@ -35,8 +35,10 @@ def _check(concepts: dict[str, dict]) -> dict[str, dict]:
     return concepts
 
 
-def add_negatives(concepts: dict[str, dict], seed: int = 0) -> dict[str, dict]:
-    """Give each concept without negatives a seeded sample of the other concepts' positives."""
+def add_negatives(concepts: dict[str, dict], seed: int = 0, ratio: float = 1.0) -> dict[str, dict]:
+    """Give each concept without negatives a seeded sample of the other concepts' positives, `ratio` times as
+    many as its positives (as many as there are, at most). More negatives cost nothing to record (responses are
+    taken once per sentence) and steady AP; tau is relative to chance AP, so any ratio reads the same."""
     rng = random.Random(seed)
     out = {}
     for name, sets in concepts.items():
@@ -46,12 +48,12 @@ def add_negatives(concepts: dict[str, dict], seed: int = 0) -> dict[str, dict]:
             pool = sorted({s for other, o in concepts.items() if other != name for s in o["positive"]} - own)
             if not pool:
                 raise NeuronlabError(f"concept {name!r} has no negatives and no other concept to sample them from")
-            negative = rng.sample(pool, min(len(sets["positive"]), len(pool)))
+            negative = rng.sample(pool, min(round(ratio * len(sets["positive"])), len(pool)))
         out[name] = {"positive": list(sets["positive"]), "negative": negative}
     return out
 
 
-def read_concepts(path: str | Path, seed: int = 0) -> dict[str, dict]:
+def read_concepts(path: str | Path, seed: int = 0, ratio: float = 1.0) -> dict[str, dict]:
     """{concept: {"positive": [...], "negative": [...]}} from a JSON list, JSONL, or a folder of such files."""
     path = Path(path)
     files = sorted(p for p in path.iterdir() if p.suffix in (".json", ".jsonl")) if path.is_dir() else [path]
@@ -72,7 +74,7 @@ def read_concepts(path: str | Path, seed: int = 0) -> dict[str, dict]:
             if row["concept"] in concepts:
                 raise NeuronlabError(f"concept {row['concept']!r} is given twice")
             concepts[str(row["concept"])] = {"positive": list(row["positive"]), "negative": list(row.get("negative") or [])}
-    return add_negatives(_check(concepts), seed)
+    return add_negatives(_check(concepts), seed, ratio)
 
 
 def write_concepts(path: str | Path, concepts: dict[str, dict]) -> None:
@@ -134,14 +136,22 @@ def first_sentence(head: str, text: str) -> str:
 
 def generate_concepts(model, tokenizer, words: Sequence[str], per_concept: int = 20, prompts: Sequence[str] | None = None,
                       chat: bool | None = None, max_new_tokens: int = 32, tries: int = 4, seed: int = 0,
+                      batch_size: int = 48, drop_unwritten: bool = False, ratio: float = 1.0,
                       progress: bool = True) -> dict[str, dict]:  # fmt: skip
     """Sentences a causal LM writes for each word (the paper had an LLM write them; any `load_model` model can
     write here). An instruct model (`chat`, by default `is_instruct`) is asked through its chat template
     (CHAT_PROMPT); a base model continues `prompts`, few-shot lists of word/sentence examples over several word
     classes (PROMPTS). A prompt's last line, without its `Label:`, starts the sentence, so a one-line template
     such as "Once upon a time, there was a {word}." is kept in it (STORY_PROMPTS, for TinyStories models).
-    Sampling is seeded (top-k 50: a top-p sort over a 262k vocabulary costs more than the step); a sentence is cut at its first end, deduplicated, kept when it has 3 to 40
-    words and holds the word as a word (or regularly inflected, `word_pattern`)."""
+
+    Each word gets 2 x `per_concept` samples a round, several words share one `generate` call of about
+    `batch_size` rows, and a word still short of sentences gets another round, up to `tries`. Sampling is seeded
+    top-k 50 (a top-p sort over a 262k vocabulary costs more than the model's step); a newline ends a sentence. A
+    sentence is cut at its first end, deduplicated, and kept when it has 3 to 40 words and holds the word as a
+    word (or regularly inflected, `word_pattern`). A word with no sentence at all stops the run, or with
+    `drop_unwritten` is left out (with a warning naming it). Negatives: `add_negatives` with `ratio`."""
+    import warnings
+
     import torch
 
     from neuronlab.data.batching import model_inputs, pad_id
@@ -151,8 +161,8 @@ def generate_concepts(model, tokenizer, words: Sequence[str], per_concept: int =
     prompts = (CHAT_PROMPT,) if chat else tuple(prompts or PROMPTS)
     pad = pad_id(tokenizer, model)
     newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
-    stop = [tokenizer.eos_token_id] + (newline if len(newline) == 1 else [])  # a sentence ends its line
-    rows = per_concept + (per_concept + 1) // 2  # a few more than needed, so one round is usually enough
+    stop = [t for t in [tokenizer.eos_token_id] + (newline if len(newline) == 1 else []) if t is not None]
+    rows = 2 * per_concept  # more than needed, so that one round is usually enough
 
     def encode(text: str) -> tuple[str, list[int]]:
         if chat:
@@ -161,34 +171,37 @@ def generate_concepts(model, tokenizer, words: Sequence[str], per_concept: int =
             return "", tokenizer(text, add_special_tokens=False)["input_ids"]
         return text, tokenizer(text)["input_ids"]
 
-    concepts = {}
-    bar = progress_bar(len(words), "writing sentences", "word", enabled=progress)
-    for w, word in enumerate(words):
-        found: list[str] = []
-        pattern = word_pattern(word)
-        starts = [encode(prompts[i % len(prompts)].format(word=word)) for i in range(rows)]
-        width = max(len(ids) for _, ids in starts)
-        ids = torch.tensor([[pad] * (width - len(i)) + i for _, i in starts])
-        mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for _, i in starts])
-        for attempt in range(tries):
-            if len(found) >= per_concept:
-                break
-            torch.manual_seed(seed * 1_000_003 + w * 101 + attempt)
+    found: dict[str, list[str]] = {word: [] for word in words}
+    patterns = {word: word_pattern(word) for word in words}
+    group = max(1, batch_size // rows)
+    bar = progress_bar(len(words), "writing sentences", "word", enabled=progress)  # words written in full
+    for attempt in range(tries):
+        pending = [w for w in words if len(found[w]) < per_concept]
+        for g in range(0, len(pending), group):
+            part = pending[g : g + group]
+            starts = [(word, *encode(prompts[i % len(prompts)].format(word=word))) for word in part for i in range(rows)]
+            width = max(len(ids) for *_, ids in starts)
+            ids = torch.tensor([[pad] * (width - len(i)) + i for *_, i in starts])
+            mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for *_, i in starts])
+            torch.manual_seed(seed * 1_000_003 + attempt * 10_007 + g)
             with torch.no_grad():
                 out = model.generate(**model_inputs(model, ids, mask), do_sample=True, top_k=50,
-                                     max_new_tokens=max_new_tokens, pad_token_id=pad,
-                                     eos_token_id=[t for t in stop if t is not None])  # fmt: skip
+                                     max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=stop)  # fmt: skip
             texts = tokenizer.batch_decode(out[:, width:].cpu(), skip_special_tokens=True)
-            for (head, _), text in zip(starts, texts):
+            for (word, head, _), text in zip(starts, texts):
                 sentence = first_sentence(head, text)
-                if 3 <= len(sentence.split()) <= 40 and pattern.search(sentence) and sentence not in found:
-                    found.append(sentence)
-        if not found:
-            raise NeuronlabError(f"the model wrote no sentence that contains {word!r}: give it other prompts")
-        concepts[word] = {"positive": found[:per_concept]}
-        bar.update()
+                if 3 <= len(sentence.split()) <= 40 and patterns[word].search(sentence) and sentence not in found[word]:
+                    found[word].append(sentence)
+            bar.update(sum(len(found[w]) >= per_concept for w in part))
+    bar.update(len(words) - bar.n)  # words that ran out of tries
     bar.close()
-    return add_negatives(concepts, seed)
+    missing = [w for w in words if not found[w]]
+    if missing and not drop_unwritten:
+        raise NeuronlabError(f"the model wrote no sentence that contains {missing[0]!r}: give it other prompts "
+                             "(or drop such words)")  # fmt: skip
+    if missing:
+        warnings.warn(f"left out {len(missing)} words the model wrote no sentence for: {', '.join(missing)}", stacklevel=2)
+    return add_negatives({w: {"positive": s[:per_concept]} for w, s in found.items() if s}, seed, ratio)
 
 
 def read_words(path: str | Path) -> list[str]:

@@ -211,3 +211,23 @@ def dendrogram(tree: dict, labels: list[str], title: str) -> bytes:
     ax.set_ylabel("1 - similarity")
     ax.set_title(title)
     return _png(plt, fig)
+
+
+def intervals(results: dict[str, dict[str, tuple[float, list[float]]]], ylabel: str, title: str) -> bytes:
+    """Estimates with their intervals, grouped: {group: {series: (value, [low, high])}} (Spearman of several
+    similarities against several rating sets)."""
+    plt, (fig, ax) = _figure(6.5, 3.2)
+    groups = list(results)
+    series = list(dict.fromkeys(s for g in results.values() for s in g))
+    step = 0.8 / max(len(series), 1)
+    for i, name in enumerate(series):
+        xs = [g + (i - (len(series) - 1) / 2) * step for g, group in enumerate(groups) if name in results[group]]
+        got = [results[group][name] for group in groups if name in results[group]]
+        low = [v - lo for v, (lo, _) in got]
+        high = [hi - v for v, (_, hi) in got]
+        ax.errorbar(xs, [v for v, _ in got], yerr=[low, high], fmt="o", capsize=3, label=name)
+    ax.axhline(0, color="grey", linewidth=0.5)
+    ax.set_xticks(range(len(groups)), groups)
+    ax.set(ylabel=ylabel, title=title)
+    ax.legend(fontsize=7)
+    return _png(plt, fig)

@@ -27,9 +27,10 @@ def find_experts(model, tokenizer, out: str | Path, concepts: str | Path | dict 
                  words: str | Path | Sequence[str] | None = None, per_concept: int = 20,
                  prompts: Sequence[str] | None = None, chat: bool | None = None, site: str = "act", pool: str = "max",
                  tau: float = 0.5, dtype: torch.dtype = torch.float16, batch_size: int = 16, seed: int = 0,
-                 progress: bool = True) -> Expertise:  # fmt: skip
+                 negatives: float = 1.0, drop_unwritten: bool = False, progress: bool = True) -> Expertise:  # fmt: skip
     """Concepts (a concept file or dict, or `words` the model writes `per_concept` sentences for, see
-    `generate_concepts`), pooled responses of every neuron of `site`, AP/AUROC per concept, the embedding
+    `generate_concepts`; `drop_unwritten` leaves out words it writes nothing for; `negatives` negatives per
+    positive where the concepts give none), pooled responses of every neuron of `site`, AP/AUROC per concept, the embedding
     baselines and the experts at `tau`, all written to `out` (module doc). Returns the Expertise."""
     from neuronlab.data.concepts import generate_concepts, read_concepts, read_words, sentence_list, write_concepts
     from neuronlab.io import check_writable
@@ -41,10 +42,11 @@ def find_experts(model, tokenizer, out: str | Path, concepts: str | Path | dict 
     out = Path(out)
     check_writable(out / "experts.json")
     if concepts is not None:
-        found = concepts if isinstance(concepts, dict) else read_concepts(concepts, seed)
+        found = concepts if isinstance(concepts, dict) else read_concepts(concepts, seed, negatives)
     else:
         listed = read_words(words) if isinstance(words, (str, Path)) else list(words)
-        found = generate_concepts(model, tokenizer, listed, per_concept, prompts, chat, seed=seed, progress=progress)
+        found = generate_concepts(model, tokenizer, listed, per_concept, prompts, chat, seed=seed, ratio=negatives,
+                                  drop_unwritten=drop_unwritten, progress=progress)  # fmt: skip
     write_concepts(out / "concepts.jsonl", found)
     sentences, index = sentence_list(found)
     resp = responses(model, tokenizer, sentences, site, pool, batch_size, dtype=dtype,

@@ -52,7 +52,7 @@ def main() -> None:
     words = rated_words([r for rs in ratings.values() for r in rs], args.words, one_token)
     triplets = read_triplets(SHARED / "things" / "things_testset2_human_ooo_counts.csv")
     usable = [t for t in triplets if all(one_token(w) for w in t[:3])][: args.triplets]
-    words += [w for t in usable for w in t[:3] if w not in words]
+    words = list(dict.fromkeys(words + [w for t in usable for w in t[:3]]))
     timings = {}
     t = time.monotonic()
     ex = find_experts(model, tok, args.out, words=words, per_concept=args.per_concept, negatives=args.negatives,

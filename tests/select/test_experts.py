@@ -177,6 +177,12 @@ def test_experts_cli_find_and_align(tmp_path):
     want = spearman(jaccard_matrix(ex.experts(0.5), ex.concepts), ex.concepts,
                     [("zed", "four", 9), ("zed", "other", 1), ("other", "more", 5), ("four", "more", 2)])  # fmt: skip
     assert res["spearman"] == pytest.approx(want["spearman"], nan_ok=True)
+    assert set(res["intervals"]) == {"spearman", "ap_cosine", "input_embedding", "sentence_embedding"}
+    result = runner.invoke(app, ["experts", "steer", "-m", str(tmp_path / "m"), "--experts", str(tmp_path / "ex"),
+                                 "--out", str(tmp_path / "steer.json"), "--concept", "zed", "--k", "3"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    steer = json.loads((tmp_path / "steer.json").read_text())
+    assert list(steer["concepts"]) == ["zed"] and set(steer["modes"]) == {"force_all", "force_last", "zero", "dampen"}
     assert "expertise of 4 concepts" in runner.invoke(app, ["inspect", str(tmp_path / "ex" / "expertise.safetensors")]).output
     (tmp_path / "tri.csv").write_text("word0,word1,word2,n_chose_word0,n_chose_word1,n_chose_word2,"
                                       "majority_odd_one_out_index\nzed,four,other,0,0,9,2\nzed,dog,cat,1,1,1,0\n")  # fmt: skip
@@ -311,3 +317,29 @@ def test_concept_steering_reads_the_models_own_probabilities_and_zero_equals_cut
     assert result["concepts"]["cd"]["zero"] == pytest.approx(sum(want) / 2, rel=1e-5)
     assert result["concepts"]["cd"]["zero"] != pytest.approx(result["concepts"]["cd"]["plain"], rel=1e-3)
     assert set(result["modes"]) == {"zero", "force_last"} and 0 <= result["modes"]["zero"]["raised"] <= 1
+
+
+def test_rated_words_cover_the_most_pairs_and_intervals_bracket_rho():
+    from neuronlab.analyze.alignment import bootstrap_interval, rated_words
+
+    ratings = [("a", "b", 1.0), ("a", "c", 2.0), ("b", "c", 3.0), ("x", "y", 4.0), ("d", "e", 5.0), ("a", "x", 1.0)]
+    assert sorted(rated_words(ratings, 3)) == ["a", "b", "c"]  # the triangle: 3 pairs from 3 words
+    assert "c" not in rated_words(ratings, 3, keep=lambda w: w != "c")
+    from scipy.stats import spearmanr
+
+    assert bootstrap_interval([1, 2, 3, 4, 5, 6], [2, 4, 6, 8, 10, 12]) == pytest.approx([1.0, 1.0])
+    g = np.random.default_rng(0)
+    x = g.normal(size=200)
+    y = x + g.normal(size=200)
+    lo, hi = bootstrap_interval(list(x), list(y))
+    assert lo < spearmanr(x, y).statistic < hi and hi - lo < 0.3
+
+
+def test_first_sentence_keeps_the_sentence_and_drops_labels_and_chatter():
+    from neuronlab.data.concepts import first_sentence, word_pattern
+
+    assert first_sentence("Word: dog\nSentence:", " The dog ran home. Then it slept.\nWord: x") == "The dog ran home."
+    assert first_sentence("Once upon a time, there was a dog.", " It was happy! More") == (
+        "Once upon a time, there was a dog. It was happy!")
+    assert first_sentence("", 'Here is one: "The river was wide." I hope') == "The river was wide."
+    assert word_pattern("run").search("She runs fast") and not word_pattern("cat").search("a catalog")

@@ -27,8 +27,14 @@ from pathlib import Path
 import torch
 
 import neuronlab as nl
-from neuronlab.analyze.arithmetic import (ablate_from, extract_o_vector, patch_o_vector, read_pairs, relation_items,
-                                          score_relation)  # fmt: skip
+from neuronlab.analyze.arithmetic import (
+    ablate_from,
+    extract_o_vector,
+    patch_o_vector,
+    read_pairs,
+    relation_items,
+    score_relation,  # fmt: skip
+)
 from neuronlab.analyze.lens import logit_lens
 from neuronlab.models.gguf import PACKAGED, packaged_path
 from neuronlab.models.sites import decoder_layers

@@ -33,11 +33,11 @@ from neuronlab.models.gguf import PACKAGED, packaged_path
 
 OTHER = {  # the same groups in templates of other lengths
     "pronoun": lambda swap: pronoun_task(templates=("There was a {kind} called {name}. Every day,",
-                                                    "Once upon a time, in a small house, there lived a little {kind}. "
-                                                    "The {kind}'s name was {name}. One sunny morning,"), swap=swap),
+                                                    ("Once upon a time, in a small house, there lived a little {kind}. "
+                                                     "The {kind}'s name was {name}. One sunny morning,")), swap=swap),
     "ioi": lambda swap: ioi_task(templates=("After {a} and {b} met, {b} said hello to",
-                                            "On a long and rainy afternoon, {a} and {b} stayed inside the old library "
-                                            "together, and later {b} handed the book to"), swap=swap),
+                                            ("On a long and rainy afternoon, {a} and {b} stayed inside the old "
+                                             "library together, and later {b} handed the book to")), swap=swap),
     "capital": lambda swap: capital_task(template="Some say the capital of {country} is {wrong}. In truth, the "
                                                   "capital of {country} is", swap=swap),
 }  # fmt: skip

@@ -8,8 +8,7 @@ import torch
 
 import neuronlab as nl
 from neuronlab.analyze.alignment import cosine_matrix, jaccard_matrix, spearman
-from neuronlab.data.concepts import read_concepts, sentence_list, template_concepts
-from neuronlab.data.concepts import STORY_PROMPTS
+from neuronlab.data.concepts import STORY_PROMPTS, read_concepts, sentence_list, template_concepts
 from neuronlab.intervene.steer import expert_plan
 from neuronlab.select.experts import Expertise, expertise, responses
 

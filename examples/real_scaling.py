@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 import neuronlab as nl
-from neuronlab.data.contrast import capital_task, ioi_task, pronoun_task, split
+from neuronlab.data.contrast import capital_task, distinguishable, ioi_task, pronoun_task, split
 from neuronlab.learn.scalars import ScalingConfig, evaluate_scaling, fit_task, init_scaling, save_run
 from neuronlab.models.gguf import PACKAGED, packaged_path
 
@@ -61,13 +61,13 @@ def main() -> None:
     identity = init_scaling(model, ScalingConfig(), 1)
     results = {"model": args.model, "dtype": args.dtype or "checkpoint", "epochs_cap": args.epochs, "tasks": {}}
     for task, build in TASKS.items():
-        plain = evaluate_scaling(model, tok, identity, build(swap=False))
+        plain = evaluate_scaling(model, tok, identity, distinguishable(build(swap=False), tok)[0])
         row = {"model_accuracy": plain["accuracy_before"], "logit_diff": plain["logit_diff_before"], "runs": {}}
         print(f"{task}: the model puts the target above the foil for {plain['accuracy_before']:.0%} "
               f"(mean logit difference {plain['logit_diff_before']:+.2f})")  # fmt: skip
-        items = build(swap=True)
+        items = distinguishable(build(swap=True), tok)[0]  # e.g. " Tim" / " Timmy" share a first token on Gemma
         _, held = split(items, 0.25, 0)
-        other = [i for i in OTHER[task](swap=True) if i["group"] in {h["group"] for h in held}]
+        other = [i for i in distinguishable(OTHER[task](swap=True), tok)[0] if i["group"] in {h["group"] for h in held}]
         for method in METHODS:
             cfg = dataclasses.replace(ScalingConfig(), method=method, epochs=args.epochs, patience=8)
             t = time.monotonic()

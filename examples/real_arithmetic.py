@@ -18,13 +18,13 @@ Writes results.json, lens.png, patching.png and ablation.png into --out.
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import time
 from pathlib import Path
 
 import torch
+from _study import load, parser  # examples/_study.py, beside this script
 
 import neuronlab as nl
 from neuronlab.analyze.arithmetic import (
@@ -36,7 +36,6 @@ from neuronlab.analyze.arithmetic import (
     score_relation,  # fmt: skip
 )
 from neuronlab.analyze.lens import logit_lens
-from neuronlab.models.gguf import PACKAGED, packaged_path
 from neuronlab.models.sites import decoder_layers
 from neuronlab.report.plots import lines
 
@@ -86,17 +85,11 @@ def study(model, tok, pairs: list[tuple[str, str]], template: str, n: int) -> di
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", required=True, help="a packaged model name, a .gguf file, a folder or a hub id")
-    ap.add_argument("--out", type=Path, required=True)
+    ap = parser(__doc__)
     ap.add_argument("--n", type=int, default=50, help="pairs to extract from, and as many held out")
-    ap.add_argument("--dtype", default=None)
-    ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     start = time.monotonic()
-    path = packaged_path(args.model) if args.model in PACKAGED else args.model
-    model, tok = nl.load_model(str(path), dtype=args.dtype)
+    model, tok = load(args)
     results = {"model": args.model, "dtype": args.dtype or "checkpoint", "shots": 2,
                "nonsense": NONSENSE, "relations": {}}  # fmt: skip
     for name, (file, template) in RELATIONS.items():

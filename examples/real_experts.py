@@ -14,17 +14,15 @@ the top-50 experts; probability of the word). Writes results.json and spearman.p
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
-import torch
+from _study import load, parser  # examples/_study.py, beside this script
 
 import neuronlab as nl
 from neuronlab.analyze.alignment import align, jaccard_matrix, odd_one_out, rated_words, read_ratings, read_triplets
 from neuronlab.evaluate.concept_steering import concept_steering
-from neuronlab.models.gguf import PACKAGED, packaged_path
 from neuronlab.report.plots import intervals
 from neuronlab.select.find_experts import find_experts, load_baselines
 
@@ -33,20 +31,14 @@ SETS = {"SimLex-999": "EN-SIMLEX-999.txt", "WordSim-353": "EN-WS-353-ALL.txt", "
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", required=True, help="a packaged model name, a .gguf file, a folder or a hub id")
-    ap.add_argument("--out", type=Path, required=True)
+    ap = parser(__doc__)
     ap.add_argument("--words", type=int, default=150, help="rated words to take")
     ap.add_argument("--triplets", type=int, default=10, help="THINGS triplets whose words to add")
     ap.add_argument("--per-concept", type=int, default=8)
     ap.add_argument("--negatives", type=float, default=4.0)
-    ap.add_argument("--dtype", default=None)
-    ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     start = time.monotonic()
-    path = packaged_path(args.model) if args.model in PACKAGED else args.model
-    model, tok = nl.load_model(str(path), dtype=args.dtype)
+    model, tok = load(args)
     one_token = lambda w: len(tok(" " + w, add_special_tokens=False)["input_ids"]) == 1  # noqa: E731
     ratings = {name: read_ratings(SHARED / "word_similarity" / file) for name, file in SETS.items()}
     words = rated_words([r for rs in ratings.values() for r in rs], args.words, one_token)

@@ -18,18 +18,15 @@ metrics.json, scalars.png) into --out.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import time
-from pathlib import Path
 
-import torch
+from _study import load, parser  # examples/_study.py, beside this script
 
 import neuronlab as nl
 from neuronlab.data.contrast import capital_task, distinguishable, ioi_task, pronoun_task, split
 from neuronlab.learn.scalars import ScalingConfig, evaluate_scaling, fit_task, init_scaling, save_run
-from neuronlab.models.gguf import PACKAGED, packaged_path
 
 OTHER = {  # the same groups in templates of other lengths
     "pronoun": lambda swap: pronoun_task(templates=("There was a {kind} called {name}. Every day,",
@@ -47,17 +44,11 @@ KEYS = ("flip_rate", "success", "accuracy_before", "kl", "parameters", "moved", 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", required=True, help="a packaged model name, a .gguf file, a folder or a hub id")
-    ap.add_argument("--out", type=Path, required=True)
+    ap = parser(__doc__)
     ap.add_argument("--epochs", type=int, default=40)
-    ap.add_argument("--dtype", default=None)
-    ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     start = time.monotonic()
-    path = packaged_path(args.model) if args.model in PACKAGED else args.model
-    model, tok = nl.load_model(str(path), dtype=args.dtype)
+    model, tok = load(args)
     identity = init_scaling(model, ScalingConfig(), 1)
     results = {"model": args.model, "dtype": args.dtype or "checkpoint", "epochs_cap": args.epochs, "tasks": {}}
     for task, build in TASKS.items():

@@ -16,17 +16,16 @@ Writes results.json and layers.png into --out.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
 import torch
+from _study import load, parser  # examples/_study.py, beside this script
 
 import neuronlab as nl
 from neuronlab.data.corpora import read_lines
 from neuronlab.learn.finetune import FinetuneConfig, finetune, freeze_except_ffn
-from neuronlab.models.gguf import PACKAGED, packaged_path
 from neuronlab.report.plots import layer_scores
 
 FLORES = Path(__file__).resolve().parents[2] / "shared" / "data" / "flores200_devtest"
@@ -56,17 +55,12 @@ def step_cost(model, layers: list[int], modules: str, steps: int = 3) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", required=True, help="a packaged model name, a .gguf file, a folder or a hub id")
-    ap.add_argument("--out", type=Path, required=True)
+    ap = parser(__doc__, dtype=False)
     ap.add_argument("--lines", type=int, default=50, help="FLORES lines per language to record")
     ap.add_argument("--steps", type=int, default=100, help="fine-tuning steps")
-    ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     start = time.monotonic()
-    path = packaged_path(args.model) if args.model in PACKAGED else args.model
-    model, tok = nl.load_model(str(path))
+    model, tok = load(args)
     args.out.mkdir(parents=True, exist_ok=True)
     flores = {f.name.split("_")[0]: read_lines(f) for f in sorted(FLORES.glob("*.devtest"))}
     results = {"model": args.model, "languages": list(flores), "lines": args.lines}

@@ -18,8 +18,16 @@ def gpt2_model(n_layer: int = 6, d_model: int = 512, vocab: int = 8192):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    config = GPT2Config(n_layer=n_layer, n_embd=d_model, n_head=8, vocab_size=vocab, n_positions=1024,
-                        bos_token_id=1, eos_token_id=2, pad_token_id=0)  # fmt: skip
+    config = GPT2Config(
+        n_layer=n_layer,
+        n_embd=d_model,
+        n_head=8,
+        vocab_size=vocab,
+        n_positions=1024,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
     return GPT2LMHeadModel(config).eval()
 
 

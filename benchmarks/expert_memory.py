@@ -30,8 +30,10 @@ def main() -> None:
     grown = peak_bytes() - before
     added = big.shape[0] - small.shape[0]
     print(f"responses: {big.element_size()} bytes per sentence per neuron in the result ({big.dtype})")
-    print(f"peak memory growth per added sentence per neuron: {grown / (added * neurons):.2f} bytes; "
-          f"a per-token float32 store would need {128 * 4} bytes")
+    print(
+        f"peak memory growth per added sentence per neuron: {grown / (added * neurons):.2f} bytes; "
+        f"a per-token float32 store would need {128 * 4} bytes"
+    )
 
 
 if __name__ == "__main__":

@@ -22,8 +22,14 @@ def make_model(device: str):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(hidden_size=512, intermediate_size=1376, num_hidden_layers=8, num_attention_heads=8,
-                         vocab_size=8192, max_position_embeddings=512)  # fmt: skip
+    config = LlamaConfig(
+        hidden_size=512,
+        intermediate_size=1376,
+        num_hidden_layers=8,
+        num_attention_heads=8,
+        vocab_size=8192,
+        max_position_embeddings=512,
+    )
     return LlamaForCausalLM(config).to(device)
 
 
@@ -64,8 +70,12 @@ def main() -> None:
         torch.set_num_threads(2)
     slam_t, slam_m, slam_n = measure("up,down", [0, 1], args.device)
     full_t, full_m, full_n = measure("all", [], args.device)
-    print(f"SLAM (2 of 8 layers, up+down): {slam_n:,} trainable values, step {slam_t * 1e3:.0f} ms, memory {slam_m / 2**20:.1f} MiB")
-    print(f"full fine-tune:                {full_n:,} trainable values, step {full_t * 1e3:.0f} ms, memory {full_m / 2**20:.1f} MiB")
+    print(
+        f"SLAM (2 of 8 layers, up+down): {slam_n:,} trainable values, step {slam_t * 1e3:.0f} ms, memory {slam_m / 2**20:.1f} MiB"
+    )
+    print(
+        f"full fine-tune:                {full_n:,} trainable values, step {full_t * 1e3:.0f} ms, memory {full_m / 2**20:.1f} MiB"
+    )
     print(f"full / SLAM step time: {full_t / slam_t:.2f}   full / SLAM memory: {full_m / slam_m:.2f}")
 
 

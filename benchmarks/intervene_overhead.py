@@ -29,32 +29,49 @@ def main() -> None:
         def run():
             with torch.no_grad():
                 m(input_ids=ids, use_cache=False)
+
         return run
 
     def generate(m):
         def run():
             with torch.no_grad():
-                m.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=32, min_new_tokens=32,
-                           do_sample=False, pad_token_id=0)  # fmt: skip
+                m.generate(
+                    prompt,
+                    attention_mask=torch.ones_like(prompt),
+                    max_new_tokens=32,
+                    min_new_tokens=32,
+                    do_sample=False,
+                    pad_token_id=0,
+                )
+
         return run
 
     def hooked(run):
         def wrapped():
             with nl.apply(model, plan):
                 run()
+
         return wrapped
 
-    best = interleaved({
-        "forward plain": forward(model), "forward hooked": hooked(forward(model)), "forward baked": forward(baked),
-        "generate plain": generate(model), "generate hooked": hooked(generate(model)),
-        "generate baked": generate(baked),
-    }, rounds=5)  # fmt: skip
+    best = interleaved(
+        {
+            "forward plain": forward(model),
+            "forward hooked": hooked(forward(model)),
+            "forward baked": forward(baked),
+            "generate plain": generate(model),
+            "generate hooked": hooked(generate(model)),
+            "generate baked": generate(baked),
+        },
+        rounds=5,
+    )
     ratios = {}
     for job in ("forward", "generate"):
         for kind in ("hooked", "baked"):
             ratios[f"{job} {kind}"] = best[f"{job} plain"] / best[f"{job} {kind}"]
             print(f"{job:>8} {kind:>6} / plain throughput: {ratios[f'{job} {kind}']:.3f}")
-    print(f"hooked / plain throughput (worst of forward, generate): {min(ratios['forward hooked'], ratios['generate hooked']):.3f}")
+    print(
+        f"hooked / plain throughput (worst of forward, generate): {min(ratios['forward hooked'], ratios['generate hooked']):.3f}"
+    )
 
 
 if __name__ == "__main__":

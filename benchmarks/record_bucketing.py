@@ -22,8 +22,8 @@ from _common import BATCH, LENGTH, gpt2_model, interleaved
 from transformers import AutoTokenizer
 
 import neuronlab as nl
-from neuronlab.data.corpora import read_text_dir
 from neuronlab.data.batching import batches, windows
+from neuronlab.data.corpora import read_text_dir
 from neuronlab.demo.pipeline import DEMO_MODEL
 
 FLORES = Path(__file__).resolve().parents[2] / "shared" / "data" / "flores200_devtest"
@@ -46,8 +46,9 @@ def main() -> None:
     def plain():
         with torch.no_grad():
             for start in range(0, len(flat), BATCH):
-                enc = tok(flat[start : start + BATCH], padding=True, truncation=True, max_length=LENGTH,
-                          return_tensors="pt").to(args.device)  # fmt: skip
+                enc = tok(
+                    flat[start : start + BATCH], padding=True, truncation=True, max_length=LENGTH, return_tensors="pt"
+                ).to(args.device)
                 model(**enc, use_cache=False)
 
     def recorder(bucket):

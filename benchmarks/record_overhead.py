@@ -33,14 +33,25 @@ def main() -> None:
             with torch.no_grad():
                 for b in batches:
                     m(input_ids=b.to(device), attention_mask=mask.to(device), use_cache=False)
+
         return run
 
     def recorded(contexts=False):
-        return lambda: nl.record(model, tok, {"x": corpus}, site="act", batch_size=BATCH, max_length=LENGTH,
-                                 progress=False, count_special=True, contexts=contexts)  # fmt: skip
+        return lambda: nl.record(
+            model,
+            tok,
+            {"x": corpus},
+            site="act",
+            batch_size=BATCH,
+            max_length=LENGTH,
+            progress=False,
+            count_special=True,
+            contexts=contexts,
+        )
 
-    best = interleaved({"bare": forward(model), "floor": forward(model.base_model), "record": recorded(),
-                        "contexts": recorded(True)})  # fmt: skip
+    best = interleaved(
+        {"bare": forward(model), "floor": forward(model.base_model), "record": recorded(), "contexts": recorded(True)}
+    )
     tokens = BATCH * N_BATCHES * LENGTH
     for k, t in best.items():
         print(f"{k:>8}: {tokens / t:10.0f} tokens/s ({device})")

@@ -22,7 +22,9 @@ def main() -> None:
     model.requires_grad_(False)
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(3, 8192, (32, 16), generator=gen).to(device)
-    enc = _Encoded(ids.tolist(), torch.randint(3, 8192, (32,), generator=gen), torch.randint(3, 8192, (32,), generator=gen))
+    enc = _Encoded(
+        ids.tolist(), torch.randint(3, 8192, (32,), generator=gen), torch.randint(3, 8192, (32,), generator=gen)
+    )
     cfg = ScalingConfig(positions=16)
     scaling = init_scaling(model, cfg, 16)
     opt = torch.optim.Adam(list(scaling.params.values()), lr=cfg.lr)

@@ -31,13 +31,23 @@ def gemma_model(layers: int):
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     torch.manual_seed(0)
-    config = Gemma3TextConfig(vocab_size=262144, hidden_size=640, intermediate_size=2048, num_hidden_layers=layers,
-                              num_attention_heads=4, num_key_value_heads=1, head_dim=256, pad_token_id=0,
-                              bos_token_id=1, eos_token_id=2, sliding_window=512)  # fmt: skip
+    config = Gemma3TextConfig(
+        vocab_size=262144,
+        hidden_size=640,
+        intermediate_size=2048,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=256,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        sliding_window=512,
+    )
     return Gemma3ForCausalLM(config).eval()
 
 
-def main() -> None:  # noqa: C901
+def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--real", action="store_true", help="the packaged Gemma-3-270M instead of a random one")
     parser.add_argument("--layers", type=int, default=4, help="layers of the random model")
@@ -64,6 +74,7 @@ def main() -> None:  # noqa: C901
                     out = m(input_ids=b, attention_mask=mask, use_cache=False)
                     if logits:
                         out.logits.sum()
+
         return run
 
     def before():  # the scoring path before issue 22
@@ -76,14 +87,23 @@ def main() -> None:  # noqa: C901
         return lambda: nl.perplexity(m, tok, corpus, batch_size=BATCH, max_length=LENGTH)
 
     def rec(m):
-        return lambda: nl.record(m, tok, {"x": corpus}, site="act", batch_size=BATCH, max_length=LENGTH,
-                                 progress=False, count_special=True)  # fmt: skip
+        return lambda: nl.record(
+            m, tok, {"x": corpus}, site="act", batch_size=BATCH, max_length=LENGTH, progress=False, count_special=True
+        )
 
     prompts, conts = [t[:223] for t in corpus], [t[223:] for t in corpus]  # 224 + 32 tokens with BOS
     cont = lambda: nl.continuation_logprob(model, tok, prompts, conts, batch_size=BATCH)  # noqa: E731
-    best = interleaved({"forward with logits": forward(model), "truncated forward": forward(model.base_model, False),
-                        "perplexity": ppl(model), "perplexity before": before, "continuations": cont,
-                        "record": rec(model)}, rounds=2)  # fmt: skip
+    best = interleaved(
+        {
+            "forward with logits": forward(model),
+            "truncated forward": forward(model.base_model, False),
+            "perplexity": ppl(model),
+            "perplexity before": before,
+            "continuations": cont,
+            "record": rec(model),
+        },
+        rounds=2,
+    )
     tokens = BATCH * N_BATCHES * LENGTH
     name = "Gemma-3-270M (Q4_K_M dequantized)" if args.real else f"random Gemma-3, {args.layers} layers, vocab 262144"
     print(f"{name}, {device}, {N_BATCHES} batches of {BATCH} x {LENGTH} tokens")
@@ -99,9 +119,11 @@ def main() -> None:  # noqa: C901
     half = model.to(torch.bfloat16)  # in place: the float32 weights are gone from here on
     p16 = nl.perplexity(half, tok, corpus, batch_size=BATCH, max_length=LENGTH)
     t16 = interleaved({"perplexity": ppl(half), "record": rec(half)}, rounds=2)
-    print(f"bfloat16 / float32 time: perplexity {t16['perplexity'] / best['perplexity']:.3f}, "
-          f"record {t16['record'] / best['record']:.3f}; perplexity {p32:.4f} (float32) vs {p16:.4f} (bfloat16): "
-          f"{abs(p16 / p32 - 1):.2%} apart")
+    print(
+        f"bfloat16 / float32 time: perplexity {t16['perplexity'] / best['perplexity']:.3f}, "
+        f"record {t16['record'] / best['record']:.3f}; perplexity {p32:.4f} (float32) vs {p16:.4f} (bfloat16): "
+        f"{abs(p16 / p32 - 1):.2%} apart"
+    )
 
 
 if __name__ == "__main__":

@@ -42,8 +42,9 @@ def main() -> None:
     model = tiny_gpt2(tok, hidden=128, layers=4, d_ff=512)
     states, done = {0: copy.deepcopy(model.state_dict())}, 0
     for step in STEPS[1:]:  # one cosine schedule per stretch: a simple stand-in for checkpoints of one run
-        train(model, tok, {"en": lines}, steps=step - done, batch_size=16, seq_len=64, lr=2e-3, seed=step,
-              progress=False)  # fmt: skip
+        train(
+            model, tok, {"en": lines}, steps=step - done, batch_size=16, seq_len=64, lr=2e-3, seed=step, progress=False
+        )
         states[step], done = copy.deepcopy(model.state_dict()), step
     trend = {}
     for step, state in states.items():
@@ -53,8 +54,10 @@ def main() -> None:
         ex = nl.expertise(resp, concepts, index, {"site": "act", "model": nl.model_info(model)})
         result = align(ex, ratings)
         trend[step] = {k: result[k] for k in ("spearman", "pairs", "ap_cosine")} | {"experts": result["experts"]["0.5"]}
-        print(f"step {step:5d}: Spearman (Jaccard, tau 0.5) {result['spearman']:+.3f}  AP cosine "
-              f"{result['ap_cosine']:+.3f}  over {result['pairs']} pairs, {result['experts']['0.5']} experts")
+        print(
+            f"step {step:5d}: Spearman (Jaccard, tau 0.5) {result['spearman']:+.3f}  AP cosine "
+            f"{result['ap_cosine']:+.3f}  over {result['pairs']} pairs, {result['experts']['0.5']} experts"
+        )
     Path("experts-trend.json").write_text(json.dumps({"concepts": len(concepts), "trend": trend}, indent=1))
 
 

@@ -33,16 +33,18 @@ from neuronlab.analyze.arithmetic import (
     patch_o_vector,
     read_pairs,
     relation_items,
-    score_relation,  # fmt: skip
+    score_relation,
 )
 from neuronlab.analyze.lens import logit_lens
 from neuronlab.models.sites import decoder_layers
 from neuronlab.report.plots import lines
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "relations"
-RELATIONS = {"capital": (SHARED / "merullo" / "world_capitals.csv", "The capital of {x} is {y}"),
-             "past_tense": (SHARED / "function_vectors" / "present-past.json", "{x}: {y}"),
-             "capitalize": (SHARED / "function_vectors" / "capitalize.json", "{x}: {y}")}  # fmt: skip
+RELATIONS = {
+    "capital": (SHARED / "merullo" / "world_capitals.csv", "The capital of {x} is {y}"),
+    "past_tense": (SHARED / "function_vectors" / "present-past.json", "{x}: {y}"),
+    "capitalize": (SHARED / "function_vectors" / "capitalize.json", "{x}: {y}"),
+}
 NONSENSE = "table mug free"
 
 
@@ -64,8 +66,12 @@ def study(model, tok, pairs: list[tuple[str, str]], template: str, n: int) -> di
     argument = mean_rr(logit_lens(model, tok, prompts, [" " + x for x, _ in held], k=1))
     led = [l for l in range(layers) if argument[l] > answer[l]]  # the argument outranks the answer here
     handoff = next((l for l in range(led[0], layers) if answer[l] > argument[l]), None) if led else None
-    out["lens"] = {"answer_rr": answer, "argument_rr": argument, "argument_peak": argument.index(max(argument)),
-                   "handoff_layer": handoff}  # fmt: skip
+    out["lens"] = {
+        "answer_rr": answer,
+        "argument_rr": argument,
+        "argument_peak": argument.index(max(argument)),
+        "handoff_layer": handoff,
+    }
     nonsense = [{"prompt": f"{NONSENSE} {x}", "target": f" {y}"} for x, y in held]
     plain = score_relation(model, tok, nonsense, exact=False)
     patched = {}
@@ -77,8 +83,13 @@ def study(model, tok, pairs: list[tuple[str, str]], template: str, n: int) -> di
     g = torch.Generator().manual_seed(0)
     rand = torch.randn(vec.shape, generator=g)
     control = patch_o_vector(model, tok, rand / rand.norm() * vec.norm(), [best], nonsense, exact=False)["accuracy"]
-    out["patching"] = {"unpatched": plain["accuracy"], "by_layer": patched, "best_layer": best,
-                       "best": patched[best], "random_same_norm": control}  # fmt: skip
+    out["patching"] = {
+        "unpatched": plain["accuracy"],
+        "by_layer": patched,
+        "best_layer": best,
+        "best": patched[best],
+        "random_same_norm": control,
+    }
     ablated = ablate_from(model, tok, held_items, exact=False)
     out["ablation"] = {start: s["accuracy"] for start, s in ablated.items()}
     return out
@@ -90,31 +101,56 @@ def main() -> None:
     args = ap.parse_args()
     start = time.monotonic()
     model, tok = load(args)
-    results = {"model": args.model, "dtype": args.dtype or "checkpoint", "shots": 2,
-               "nonsense": NONSENSE, "relations": {}}  # fmt: skip
+    results = {
+        "model": args.model,
+        "dtype": args.dtype or "checkpoint",
+        "shots": 2,
+        "nonsense": NONSENSE,
+        "relations": {},
+    }
     for name, (file, template) in RELATIONS.items():
         t = time.monotonic()
         r = study(model, tok, read_pairs(file), template, args.n)
         r["seconds"] = time.monotonic() - t
         results["relations"][name] = r
         p = r["patching"]
-        print(f"{name}: accuracy {r['accuracy']:.2f}; hand-off after layer {r['lens']['handoff_layer']}; o-vector "
-              f"of layer {p['best_layer']}: {p['unpatched']:.2f} -> {p['best']:.2f} (random {p['random_same_norm']:.2f}); "
-              f"ablation from layer 0 / last: {r['ablation'][0]:.2f} / {r['ablation'][max(r['ablation'])]:.2f}")  # fmt: skip
+        print(
+            f"{name}: accuracy {r['accuracy']:.2f}; hand-off after layer {r['lens']['handoff_layer']}; o-vector "
+            f"of layer {p['best_layer']}: {p['unpatched']:.2f} -> {p['best']:.2f} (random {p['random_same_norm']:.2f}); "
+            f"ablation from layer 0 / last: {r['ablation'][0]:.2f} / {r['ablation'][max(r['ablation'])]:.2f}"
+        )
     results["seconds"] = time.monotonic() - start
     args.out.mkdir(parents=True, exist_ok=True)
     nl.io.write_json(args.out / "results.json", results)
     rel = results["relations"]
     layers = list(range(len(next(iter(rel.values()))["ablation"])))
-    (args.out / "lens.png").write_bytes(lines(
-        {f"{k} {w}": v["lens"][f"{w}_rr"] for k, v in rel.items() for w in ("argument", "answer")}, layers, "layer",
-        "mean reciprocal rank", f"{args.model}: logit lens, argument vs answer"))  # fmt: skip
-    (args.out / "patching.png").write_bytes(lines(
-        {k: [v["patching"]["by_layer"][l] for l in layers] for k, v in rel.items()}, layers, "layer",
-        "held-out accuracy", f"{args.model}: o-vector added at one layer ({NONSENSE} x)"))  # fmt: skip
-    (args.out / "ablation.png").write_bytes(lines(
-        {k: [v["ablation"][l] for l in layers] for k, v in rel.items()}, layers, "FFN outputs zeroed from layer",
-        "held-out accuracy", f"{args.model}: FFN ablation"))  # fmt: skip
+    (args.out / "lens.png").write_bytes(
+        lines(
+            {f"{k} {w}": v["lens"][f"{w}_rr"] for k, v in rel.items() for w in ("argument", "answer")},
+            layers,
+            "layer",
+            "mean reciprocal rank",
+            f"{args.model}: logit lens, argument vs answer",
+        )
+    )
+    (args.out / "patching.png").write_bytes(
+        lines(
+            {k: [v["patching"]["by_layer"][l] for l in layers] for k, v in rel.items()},
+            layers,
+            "layer",
+            "held-out accuracy",
+            f"{args.model}: o-vector added at one layer ({NONSENSE} x)",
+        )
+    )
+    (args.out / "ablation.png").write_bytes(
+        lines(
+            {k: [v["ablation"][l] for l in layers] for k, v in rel.items()},
+            layers,
+            "FFN outputs zeroed from layer",
+            "held-out accuracy",
+            f"{args.model}: FFN ablation",
+        )
+    )
     print(json.dumps({"seconds": results["seconds"]}))
 
 

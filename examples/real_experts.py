@@ -47,15 +47,23 @@ def main() -> None:
     words = list(dict.fromkeys(words + [w for t in usable for w in t[:3]]))
     timings = {}
     t = time.monotonic()
-    ex = find_experts(model, tok, args.out, words=words, per_concept=args.per_concept, negatives=args.negatives,
-                      drop_unwritten=True)  # fmt: skip
+    ex = find_experts(
+        model, tok, args.out, words=words, per_concept=args.per_concept, negatives=args.negatives, drop_unwritten=True
+    )
     timings["find_experts"] = time.monotonic() - t
     print(ex.summary())
     baselines = load_baselines(args.out)
-    results = {"model": str(args.model), "dtype": args.dtype or "checkpoint", "words_asked": len(words),
-               "concepts": len(ex.concepts), "per_concept": args.per_concept, "negatives": args.negatives,
-               "experts": {str(tau): ex.experts(tau).total() for tau in (0.5, 0.7, 0.9)},
-               "chance_ap": sum(ex.chance) / len(ex.chance), "alignment": {}}  # fmt: skip
+    results = {
+        "model": str(args.model),
+        "dtype": args.dtype or "checkpoint",
+        "words_asked": len(words),
+        "concepts": len(ex.concepts),
+        "per_concept": args.per_concept,
+        "negatives": args.negatives,
+        "experts": {str(tau): ex.experts(tau).total() for tau in (0.5, 0.7, 0.9)},
+        "chance_ap": sum(ex.chance) / len(ex.chance),
+        "alignment": {},
+    }
     figure = {}
     for name, rs in ratings.items():
         covered = {c.lower() for c in ex.concepts}
@@ -64,12 +72,18 @@ def main() -> None:
             continue
         al = align(ex, rs, baselines=baselines)
         keys = ["spearman", "ap_cosine", *baselines]
-        results["alignment"][name] = {"pairs": al["pairs"], "jaccard_by_tau": al["jaccard"],
-                                      **{k: {"rho": al[k], "interval": al["intervals"][k]} for k in keys}}  # fmt: skip
-        figure[f"{name}\n({al['pairs']} pairs)"] = {("expert Jaccard" if k == "spearman" else k.replace("_", " ")):
-                                                    (al[k], al["intervals"][k]) for k in keys}  # fmt: skip
-        print(f"{name}: {al['pairs']} pairs; " + "  ".join(
-            f"{k} {al[k]:+.3f} [{al['intervals'][k][0]:+.2f}, {al['intervals'][k][1]:+.2f}]" for k in keys))  # fmt: skip
+        results["alignment"][name] = {
+            "pairs": al["pairs"],
+            "jaccard_by_tau": al["jaccard"],
+            **{k: {"rho": al[k], "interval": al["intervals"][k]} for k in keys},
+        }
+        figure[f"{name}\n({al['pairs']} pairs)"] = {
+            ("expert Jaccard" if k == "spearman" else k.replace("_", " ")): (al[k], al["intervals"][k]) for k in keys
+        }
+        print(
+            f"{name}: {al['pairs']} pairs; "
+            + "  ".join(f"{k} {al[k]:+.3f} [{al['intervals'][k][0]:+.2f}, {al['intervals'][k][1]:+.2f}]" for k in keys)
+        )
     sim = jaccard_matrix(ex.experts(0.5), ex.concepts)
     results["odd_one_out"] = odd_one_out(sim, ex.concepts, triplets)
     print(f"THINGS odd one out: {results['odd_one_out']}")
@@ -82,8 +96,9 @@ def main() -> None:
         print(f"{mode}: word likelier for {m['raised']:.0%}; probability x{m['geometric_mean_ratio']:.2f}")
     results["seconds"] = {**timings, "total": time.monotonic() - start}
     nl.io.write_json(args.out / "results.json", results)
-    (args.out / "spearman.png").write_bytes(intervals(figure, "Spearman vs people",
-                                                      f"{args.model}: similarity against human ratings"))  # fmt: skip
+    (args.out / "spearman.png").write_bytes(
+        intervals(figure, "Spearman vs people", f"{args.model}: similarity against human ratings")
+    )
     print(json.dumps(results["seconds"]))
 
 

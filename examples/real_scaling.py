@@ -29,15 +29,30 @@ from neuronlab.data.contrast import capital_task, distinguishable, ioi_task, pro
 from neuronlab.learn.scalars import ScalingConfig, evaluate_scaling, fit_task, init_scaling, save_run
 
 OTHER = {  # the same groups in templates of other lengths
-    "pronoun": lambda swap: pronoun_task(templates=("There was a {kind} called {name}. Every day,",
-                                                    ("Once upon a time, in a small house, there lived a little {kind}. "
-                                                     "The {kind}'s name was {name}. One sunny morning,")), swap=swap),
-    "ioi": lambda swap: ioi_task(templates=("After {a} and {b} met, {b} said hello to",
-                                            ("On a long and rainy afternoon, {a} and {b} stayed inside the old "
-                                             "library together, and later {b} handed the book to")), swap=swap),
-    "capital": lambda swap: capital_task(template="Some say the capital of {country} is {wrong}. In truth, the "
-                                                  "capital of {country} is", swap=swap),
-}  # fmt: skip
+    "pronoun": lambda swap: pronoun_task(
+        templates=(
+            "There was a {kind} called {name}. Every day,",
+            (
+                "Once upon a time, in a small house, there lived a little {kind}. "
+                "The {kind}'s name was {name}. One sunny morning,"
+            ),
+        ),
+        swap=swap,
+    ),
+    "ioi": lambda swap: ioi_task(
+        templates=(
+            "After {a} and {b} met, {b} said hello to",
+            (
+                "On a long and rainy afternoon, {a} and {b} stayed inside the old "
+                "library together, and later {b} handed the book to"
+            ),
+        ),
+        swap=swap,
+    ),
+    "capital": lambda swap: capital_task(
+        template="Some say the capital of {country} is {wrong}. In truth, the capital of {country} is", swap=swap
+    ),
+}
 TASKS = {"pronoun": pronoun_task, "ioi": lambda swap: ioi_task(n_items=120, swap=swap), "capital": capital_task}
 METHODS = ("activscalar", "steervec", "dynscalar")
 KEYS = ("flip_rate", "success", "accuracy_before", "kl", "parameters", "moved", "logit_diff_change")
@@ -54,8 +69,10 @@ def main() -> None:
     for task, build in TASKS.items():
         plain = evaluate_scaling(model, tok, identity, distinguishable(build(swap=False), tok)[0])
         row = {"model_accuracy": plain["accuracy_before"], "logit_diff": plain["logit_diff_before"], "runs": {}}
-        print(f"{task}: the model puts the target above the foil for {plain['accuracy_before']:.0%} "
-              f"(mean logit difference {plain['logit_diff_before']:+.2f})")  # fmt: skip
+        print(
+            f"{task}: the model puts the target above the foil for {plain['accuracy_before']:.0%} "
+            f"(mean logit difference {plain['logit_diff_before']:+.2f})"
+        )
         items = distinguishable(build(swap=True), tok)[0]  # e.g. " Tim" / " Timmy" share a first token on Gemma
         _, held = split(items, 0.25, 0)
         other = [i for i in distinguishable(OTHER[task](swap=True), tok)[0] if i["group"] in {h["group"] for h in held}]
@@ -63,9 +80,12 @@ def main() -> None:
             cfg = dataclasses.replace(ScalingConfig(), method=method, epochs=args.epochs, patience=8)
             t = time.monotonic()
             learned, metrics = fit_task(model, tok, items, cfg, 0.25, progress=False)
-            run = {"seconds": time.monotonic() - t, "epochs": metrics["epochs"],
-                   "held_out": {k: metrics["held_out"][k] for k in KEYS},
-                   "train": {k: metrics["train"][k] for k in KEYS}}  # fmt: skip
+            run = {
+                "seconds": time.monotonic() - t,
+                "epochs": metrics["epochs"],
+                "held_out": {k: metrics["held_out"][k] for k in KEYS},
+                "train": {k: metrics["train"][k] for k in KEYS},
+            }
             if method != "steervec":
                 m = evaluate_scaling(model, tok, learned, other)
                 run["other_lengths"] = {k: m[k] for k in KEYS}
@@ -74,9 +94,11 @@ def main() -> None:
             h = run["held_out"]
             flip = "n/a" if h["flip_rate"] is None else f"{h['flip_rate']:.2f}"
             extra = f"; other lengths flip {run['other_lengths']['flip_rate']}" if "other_lengths" in run else ""
-            print(f"  {method}: held-out flip rate {flip}, target>foil {h['success']:.2f}, KL {h['kl']:.3f}, "
-                  f"{h['parameters']} parameters ({h['moved']} moved), {run['epochs']} epochs, "
-                  f"{run['seconds']:.0f} s{extra}")  # fmt: skip
+            print(
+                f"  {method}: held-out flip rate {flip}, target>foil {h['success']:.2f}, KL {h['kl']:.3f}, "
+                f"{h['parameters']} parameters ({h['moved']} moved), {run['epochs']} epochs, "
+                f"{run['seconds']:.0f} s{extra}"
+            )
         results["tasks"][task] = row
     results["seconds"] = time.monotonic() - start
     nl.io.write_json(args.out / "results.json", results)

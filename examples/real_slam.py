@@ -69,19 +69,30 @@ def main() -> None:
     stats = nl.record(model, tok, {lang: lines[: args.lines] for lang, lines in flores.items()}, site="act")
     sel = nl.select_layers(stats, k=6, method="msd", reference="eng")
     overlap = nl.select_layers(stats, k=6, method="overlap", reference="eng")
-    results["selection"] = {"msd": sel.layers, "overlap": overlap.layers, "msd_scores": sel.scores,
-                            "overlap_scores": overlap.scores, "layers": stats.n_layers,
-                            "seconds": time.monotonic() - t}  # fmt: skip
+    results["selection"] = {
+        "msd": sel.layers,
+        "overlap": overlap.layers,
+        "msd_scores": sel.scores,
+        "overlap_scores": overlap.scores,
+        "layers": stats.n_layers,
+        "seconds": time.monotonic() - t,
+    }
     sel.save(args.out / "layers.json")
     (args.out / "layers.png").write_bytes(layer_scores(sel))
     print(f"MSD picks layers {sel.layers}, overlap {overlap.layers} of {stats.n_layers} (paper: the lowest six)")
 
     slam, full = step_cost(model, sel.layers, "up,down"), step_cost(model, [], "all")
-    results["cost"] = {"slam": slam, "full": full, "step_ratio": full["step_seconds"] / slam["step_seconds"],
-                       "memory_ratio": full["memory_bytes"] / slam["memory_bytes"]}  # fmt: skip
-    print(f"step {slam['step_seconds']:.2f} s (SLAM) vs {full['step_seconds']:.2f} s (full): x{results['cost']['step_ratio']:.2f}; "
-          f"memory {slam['memory_bytes'] / 2**20:.0f} vs {full['memory_bytes'] / 2**20:.0f} MiB: "
-          f"x{results['cost']['memory_ratio']:.1f}; {slam['trainable']:,} vs {full['trainable']:,} values")  # fmt: skip
+    results["cost"] = {
+        "slam": slam,
+        "full": full,
+        "step_ratio": full["step_seconds"] / slam["step_seconds"],
+        "memory_ratio": full["memory_bytes"] / slam["memory_bytes"],
+    }
+    print(
+        f"step {slam['step_seconds']:.2f} s (SLAM) vs {full['step_seconds']:.2f} s (full): x{results['cost']['step_ratio']:.2f}; "
+        f"memory {slam['memory_bytes'] / 2**20:.0f} vs {full['memory_bytes'] / 2**20:.0f} MiB: "
+        f"x{results['cost']['memory_ratio']:.1f}; {slam['trainable']:,} vs {full['trainable']:,} values"
+    )
 
     held = {lang: flores[lang][900:960] for lang in ("eng", "fra")}
     before = {lang: nl.perplexity(model, tok, lines) for lang, lines in held.items()}
@@ -91,9 +102,17 @@ def main() -> None:
     delta = finetune(model, tok, items, sel.layers, cfg, out=args.out / "finetune", resume=False, progress=False)
     tuned_seconds = time.monotonic() - t
     after = {lang: nl.perplexity(model, tok, lines) for lang, lines in held.items()}
-    results["finetune"] = {"layers": sel.layers, "steps": delta.meta["steps"], "train_loss": delta.meta["train_loss"],
-                           "trainable": delta.meta["trainable"], "share": delta.meta["share"], "lr": cfg.lr,
-                           "seconds": tuned_seconds, "perplexity_before": before, "perplexity_after": after}  # fmt: skip
+    results["finetune"] = {
+        "layers": sel.layers,
+        "steps": delta.meta["steps"],
+        "train_loss": delta.meta["train_loss"],
+        "trainable": delta.meta["trainable"],
+        "share": delta.meta["share"],
+        "lr": cfg.lr,
+        "seconds": tuned_seconds,
+        "perplexity_before": before,
+        "perplexity_after": after,
+    }
     print("perplexity before -> after: " + ", ".join(f"{k} {before[k]:.2f} -> {after[k]:.2f}" for k in before))
     results["seconds"] = time.monotonic() - start
     nl.io.write_json(args.out / "results.json", results)

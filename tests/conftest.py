@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from neuronlab.testing import char_tokenizer  # noqa: F401  (tests import it from here)
+from neuronlab.testing import char_tokenizer
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 STORIES = SHARED / "models" / "stories260K"
@@ -16,28 +16,90 @@ FLORES = SHARED / "data" / "flores200_devtest"
 V, D, F, L, H = 128, 32, 64, 3, 4  # vocab, d_model, d_ff, layers, heads
 
 CONFIGS = {
-    "llama": ("LlamaConfig", dict(hidden_size=D, intermediate_size=F, num_hidden_layers=L, num_attention_heads=H,
-                                  num_key_value_heads=2)),
-    "mistral": ("MistralConfig", dict(hidden_size=D, intermediate_size=F, num_hidden_layers=L, num_attention_heads=H,
-                                      num_key_value_heads=2)),
-    "qwen2": ("Qwen2Config", dict(hidden_size=D, intermediate_size=F, num_hidden_layers=L, num_attention_heads=H,
-                                  num_key_value_heads=2)),
-    "qwen3": ("Qwen3Config", dict(hidden_size=D, intermediate_size=F, num_hidden_layers=L, num_attention_heads=H,
-                                  num_key_value_heads=2, head_dim=8)),
-    "gemma": ("GemmaConfig", dict(hidden_size=D, intermediate_size=F, num_hidden_layers=L, num_attention_heads=H,
-                                  num_key_value_heads=2, head_dim=8)),
-    "gemma2": ("Gemma2Config", dict(hidden_size=D, intermediate_size=F, num_hidden_layers=L, num_attention_heads=H,
-                                    num_key_value_heads=2, head_dim=8)),
-    "gemma3_text": ("Gemma3TextConfig", dict(hidden_size=D, intermediate_size=F, num_hidden_layers=L,
-                                             num_attention_heads=H, num_key_value_heads=2, head_dim=8)),
-    "phi3": ("Phi3Config", dict(hidden_size=D, intermediate_size=F, num_hidden_layers=L, num_attention_heads=H,
-                                num_key_value_heads=2, pad_token_id=0)),
-    "olmo": ("OlmoConfig", dict(hidden_size=D, intermediate_size=F, num_hidden_layers=L, num_attention_heads=H,
-                                pad_token_id=0)),
+    "llama": (
+        "LlamaConfig",
+        dict(hidden_size=D, intermediate_size=F, num_hidden_layers=L, num_attention_heads=H, num_key_value_heads=2),
+    ),
+    "mistral": (
+        "MistralConfig",
+        dict(hidden_size=D, intermediate_size=F, num_hidden_layers=L, num_attention_heads=H, num_key_value_heads=2),
+    ),
+    "qwen2": (
+        "Qwen2Config",
+        dict(hidden_size=D, intermediate_size=F, num_hidden_layers=L, num_attention_heads=H, num_key_value_heads=2),
+    ),
+    "qwen3": (
+        "Qwen3Config",
+        dict(
+            hidden_size=D,
+            intermediate_size=F,
+            num_hidden_layers=L,
+            num_attention_heads=H,
+            num_key_value_heads=2,
+            head_dim=8,
+        ),
+    ),
+    "gemma": (
+        "GemmaConfig",
+        dict(
+            hidden_size=D,
+            intermediate_size=F,
+            num_hidden_layers=L,
+            num_attention_heads=H,
+            num_key_value_heads=2,
+            head_dim=8,
+        ),
+    ),
+    "gemma2": (
+        "Gemma2Config",
+        dict(
+            hidden_size=D,
+            intermediate_size=F,
+            num_hidden_layers=L,
+            num_attention_heads=H,
+            num_key_value_heads=2,
+            head_dim=8,
+        ),
+    ),
+    "gemma3_text": (
+        "Gemma3TextConfig",
+        dict(
+            hidden_size=D,
+            intermediate_size=F,
+            num_hidden_layers=L,
+            num_attention_heads=H,
+            num_key_value_heads=2,
+            head_dim=8,
+        ),
+    ),
+    "phi3": (
+        "Phi3Config",
+        dict(
+            hidden_size=D,
+            intermediate_size=F,
+            num_hidden_layers=L,
+            num_attention_heads=H,
+            num_key_value_heads=2,
+            pad_token_id=0,
+        ),
+    ),
+    "olmo": (
+        "OlmoConfig",
+        dict(hidden_size=D, intermediate_size=F, num_hidden_layers=L, num_attention_heads=H, pad_token_id=0),
+    ),
     "gpt2": ("GPT2Config", dict(n_embd=D, n_inner=F, n_layer=L, n_head=H, n_positions=128)),
     "gpt_neox": ("GPTNeoXConfig", dict(hidden_size=D, intermediate_size=F, num_hidden_layers=L, num_attention_heads=H)),
-    "opt": ("OPTConfig", dict(hidden_size=D, ffn_dim=F, num_hidden_layers=L, num_attention_heads=H,
-                              word_embed_proj_dim=D, max_position_embeddings=128)),
+    "opt": (
+        "OPTConfig",
+        dict(
+            hidden_size=D,
+            ffn_dim=F,
+            num_hidden_layers=L,
+            num_attention_heads=H,
+            word_embed_proj_dim=D,
+            max_position_embeddings=128,
+        ),
+    ),
     "bloom": ("BloomConfig", dict(hidden_size=D, n_layer=L, n_head=H)),  # d_ff is 4 * d_model
     "phi": ("PhiConfig", dict(hidden_size=D, intermediate_size=F, num_hidden_layers=L, num_attention_heads=H)),
 }

@@ -47,12 +47,15 @@ def test_every_subcommand_has_help():
         assert result.exit_code == 0 and "Usage" in result.output, cmd
 
 
-@pytest.mark.parametrize("command, config", [
-    (["record"], "neuronlab.record.recorder:RecordConfig"),
-    (["find", "lape"], "neuronlab.select.lape:LapeConfig"),
-    (["scale", "train"], "neuronlab.learn.scalars:ScalingConfig"),
-    (["demo"], "neuronlab.demo.pipeline:PipelineConfig"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "command, config",
+    [
+        (["record"], "neuronlab.record.recorder:RecordConfig"),
+        (["find", "lape"], "neuronlab.select.lape:LapeConfig"),
+        (["scale", "train"], "neuronlab.learn.scalars:ScalingConfig"),
+        (["demo"], "neuronlab.demo.pipeline:PipelineConfig"),
+    ],
+)
 def test_every_config_field_has_a_cli_option_with_its_help(command, config):
     import dataclasses
     import importlib
@@ -94,16 +97,42 @@ def test_config_options_reach_the_config(model_dir, tmp_path):
 
     tiny = typer.Typer()
     tiny.command()(fake)
-    result = runner.invoke(tiny, ["--batch-size", "4", "--val-fraction", "0.1", "--components", "attn_out,resid",
-                                  "--layers", "1", "--layers", "2"])  # fmt: skip
+    result = runner.invoke(
+        tiny,
+        [
+            "--batch-size",
+            "4",
+            "--val-fraction",
+            "0.1",
+            "--components",
+            "attn_out,resid",
+            "--layers",
+            "1",
+            "--layers",
+            "2",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert seen["cfg"] == ScalingConfig(batch_size=4, val_fraction=0.1, components=("attn_out", "resid"), layers=(1, 2))
 
 
 def test_record_then_inspect(model_dir, corpus, tmp_path):
     out = tmp_path / "stats.safetensors"
-    args = ["record", "--model", str(model_dir), "--text", f"en={corpus / 'en.txt'}", "--text",
-            f"fr={corpus / 'fr.txt'}", "--out", str(out), "--batch-size", "2", "--pooled-texts", "2"]
+    args = [
+        "record",
+        "--model",
+        str(model_dir),
+        "--text",
+        f"en={corpus / 'en.txt'}",
+        "--text",
+        f"fr={corpus / 'fr.txt'}",
+        "--out",
+        str(out),
+        "--batch-size",
+        "2",
+        "--pooled-texts",
+        "2",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     stats = nl.Stats.load(out)
@@ -139,11 +168,16 @@ def test_inspect_neuron_sets_and_plans(tmp_path):
 @pytest.mark.parametrize(
     "make_args, message",
     [
-        (lambda d, t: ["record", "-m", str(d), "--text", f"en={t / 'empty.txt'}", "--out", str(t / "o")], "has no text"),
+        (
+            lambda d, t: ["record", "-m", str(d), "--text", f"en={t / 'empty.txt'}", "--out", str(t / "o")],
+            "has no text",
+        ),
         (lambda d, t: ["record", "-m", str(d), "--text", "en", "--out", str(t / "o")], "GROUP=FILE"),
         (lambda d, t: ["record", "-m", str(d), "--out", str(t / "o")], "no texts"),
-        (lambda d, t: ["record", "-m", str(t / "nowhere"), "--text", f"en={t / 'a.txt'}", "--out", str(t / "o")],
-         "cannot load model"),
+        (
+            lambda d, t: ["record", "-m", str(t / "nowhere"), "--text", f"en={t / 'a.txt'}", "--out", str(t / "o")],
+            "cannot load model",
+        ),
         (lambda d, t: ["inspect", str(t / "empty.txt")], "is empty"),
         (lambda d, t: ["inspect", str(t / "a.txt")], "neither a stats file"),
     ],
@@ -166,42 +200,130 @@ def test_device_auto_is_refused_under_a_launcher(model_dir, tmp_path, monkeypatc
 
 def test_find_and_eval_commands(model_dir, corpus, tmp_path):
     stats = tmp_path / "s.safetensors"
-    assert runner.invoke(app, ["record", "-m", str(model_dir), "--text-dir", str(corpus), "--out", str(stats),
-                               "--pooled-texts", "3"]).exit_code == 0  # fmt: skip
+    assert (
+        runner.invoke(
+            app, ["record", "-m", str(model_dir), "--text-dir", str(corpus), "--out", str(stats), "--pooled-texts", "3"]
+        ).exit_code
+        == 0
+    )
     neurons = tmp_path / "n.json"
-    result = runner.invoke(app, ["find", "lape", "--stats", str(stats), "--out", str(neurons), "--top-rate", "0.2",
-                                 "--filter-rate", "0.5", "--activation-bar-ratio", "0.5"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "find",
+            "lape",
+            "--stats",
+            str(stats),
+            "--out",
+            str(neurons),
+            "--top-rate",
+            "0.2",
+            "--filter-rate",
+            "0.5",
+            "--activation-bar-ratio",
+            "0.5",
+        ],
+    )
     assert result.exit_code == 0, result.output
     ns = nl.NeuronSet.load(neurons)
     assert ns.meta["method"] == "lape" and ns.total() > 0
-    result = runner.invoke(app, ["find", "activated", "--stats", str(stats), "--out", str(tmp_path / "a.json"),
-                                 "--n-texts", "3"])  # fmt: skip
+    result = runner.invoke(
+        app, ["find", "activated", "--stats", str(stats), "--out", str(tmp_path / "a.json"), "--n-texts", "3"]
+    )
     assert result.exit_code == 0 and nl.NeuronSet.load(tmp_path / "a.json").meta["n_texts"] == 3
 
     out = tmp_path / "ppl.json"
-    result = runner.invoke(app, ["eval", "perplexity", "-m", str(model_dir), "--text-dir", str(corpus),
-                                 "--neurons", str(neurons), "--variant", "zero", "--out", str(out)])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "perplexity",
+            "-m",
+            str(model_dir),
+            "--text-dir",
+            str(corpus),
+            "--neurons",
+            str(neurons),
+            "--variant",
+            "zero",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     model, tok = nl.load_model(model_dir)
     ppl = json.loads(out.read_text())
     assert ppl["baseline"]["en"] == pytest.approx(nl.perplexity(model, tok, TEXTS["en"]))
 
-    result = runner.invoke(app, ["eval", "lss", "-m", str(model_dir), "--text-dir", str(corpus), "--neurons",
-                                 str(neurons), "--stats", str(stats), "--n-items", "2"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "lss",
+            "-m",
+            str(model_dir),
+            "--text-dir",
+            str(corpus),
+            "--neurons",
+            str(neurons),
+            "--stats",
+            str(stats),
+            "--n-items",
+            "2",
+        ],
+    )
     assert result.exit_code == 0 and "LSS(. -> " in result.output, result.output
 
-    result = runner.invoke(app, ["eval", "generate", "-m", str(model_dir), "--prompt", "the cat", "--neurons",
-                                 str(neurons), "--target", ns.groups[0], "--variant", "scale", "--factor", "3",
-                                 "--max-new-tokens", "5"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "generate",
+            "-m",
+            str(model_dir),
+            "--prompt",
+            "the cat",
+            "--neurons",
+            str(neurons),
+            "--target",
+            ns.groups[0],
+            "--variant",
+            "scale",
+            "--factor",
+            "3",
+            "--max-new-tokens",
+            "5",
+        ],
+    )
     assert result.exit_code == 0 and "[plain] the cat" in result.output and f"[{ns.groups[0]}] the cat" in result.output
 
     src, ref = tmp_path / "src.txt", tmp_path / "ref.txt"
     src.write_text("a b\nthe cat\nhi there\nhello\n")
     ref.write_text("a b\nle chat\nsalut\nbonjour\n")
     out = tmp_path / "mt.json"
-    result = runner.invoke(app, ["eval", "translate", "-m", str(model_dir), "--src", str(src), "--ref", str(ref),
-                                 "--shots", "2", "--start", "2", "--n", "2", "--max-new-tokens", "6",
-                                 "--out", str(out)])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "translate",
+            "-m",
+            str(model_dir),
+            "--src",
+            str(src),
+            "--ref",
+            str(ref),
+            "--shots",
+            "2",
+            "--start",
+            "2",
+            "--n",
+            "2",
+            "--max-new-tokens",
+            "6",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     mt = json.loads(out.read_text())
     from neuronlab.evaluate.translation import score
@@ -211,18 +333,35 @@ def test_find_and_eval_commands(model_dir, corpus, tmp_path):
 
     result = runner.invoke(app, ["eval", "lss", "-m", str(model_dir), "--neurons", str(neurons)])
     assert result.exit_code == 2 and "--items" in result.output
-    result = runner.invoke(app, ["eval", "translate", "-m", str(model_dir), "--src", str(src), "--ref", str(ref),
-                                 "--start", "2", "--max-new-tokens", "200"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "translate",
+            "-m",
+            str(model_dir),
+            "--src",
+            str(src),
+            "--ref",
+            str(ref),
+            "--start",
+            "2",
+            "--max-new-tokens",
+            "200",
+        ],
+    )
     assert result.exit_code == 2 and "positions" in result.output
-    result = runner.invoke(app, ["eval", "generate", "-m", str(model_dir), "--prompt", "x", "--neurons",
-                                 str(neurons), "--target", "xx"])  # fmt: skip
+    result = runner.invoke(
+        app, ["eval", "generate", "-m", str(model_dir), "--prompt", "x", "--neurons", str(neurons), "--target", "xx"]
+    )
     assert result.exit_code == 2 and "group 'xx' is not in this neuron set" in result.output
 
 
 def test_lens_command(model_dir, tmp_path):
     out = tmp_path / "lens.json"
-    result = runner.invoke(app, ["lens", "-m", str(model_dir), "--prompt", "the cat", "--target", " sat", "--out",
-                                 str(out)])  # fmt: skip
+    result = runner.invoke(
+        app, ["lens", "-m", str(model_dir), "--prompt", "the cat", "--target", " sat", "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     assert "layer   2:" in result.output and "target rank" in result.output
     assert len(json.loads(out.read_text())["layers"]) == 3
@@ -235,17 +374,53 @@ def test_slam_commands_layers_finetune_merge(model_dir, corpus, tmp_path):
     import transformers
 
     stats = tmp_path / "s.safetensors"
-    assert runner.invoke(app, ["record", "-m", str(model_dir), "--text-dir", str(corpus), "--out", str(stats)]).exit_code == 0
+    assert (
+        runner.invoke(app, ["record", "-m", str(model_dir), "--text-dir", str(corpus), "--out", str(stats)]).exit_code
+        == 0
+    )
     layers = tmp_path / "layers.json"
-    result = runner.invoke(app, ["layers", "--stats", str(stats), "--k", "2", "--threshold", "0.3", "--out", str(layers),
-                                 "--plot", str(tmp_path / "layers.png")])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "layers",
+            "--stats",
+            str(stats),
+            "--k",
+            "2",
+            "--threshold",
+            "0.3",
+            "--out",
+            str(layers),
+            "--plot",
+            str(tmp_path / "layers.png"),
+        ],
+    )
     assert result.exit_code == 0 and "layer selection (msd, k=2)" in result.output, result.output
     assert len(nl.LayerSelection.load(layers).layers) == 2 and (tmp_path / "layers.png").is_file()
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"{a}+{a}", "response": str(2 * a)}) + "\n" for a in range(8)))
     run = tmp_path / "run"
-    args = ["finetune", "-m", str(model_dir), "--layers", str(layers), "--data", str(data), "--out", str(run),
-            "--max-steps", "2", "--batch-size", "4", "--lr", "0.01", "--template", "{query}=", "--save-steps", "1"]
+    args = [
+        "finetune",
+        "-m",
+        str(model_dir),
+        "--layers",
+        str(layers),
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--lr",
+        "0.01",
+        "--template",
+        "{query}=",
+        "--save-steps",
+        "1",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0 and "trained values" in result.output, result.output
     first = nl.Delta.load(run)
@@ -264,11 +439,39 @@ def test_slam_commands_layers_finetune_merge(model_dir, corpus, tmp_path):
     again = runner.invoke(app, ["merge", "-m", str(merged), "--delta", str(run), "--out", str(tmp_path / "m2")])
     assert again.exit_code == 2 and "made on another model" in again.output
     other = save_tiny(tmp_path / "other", "gpt2", seed=3)
-    bad = runner.invoke(app, ["finetune", "-m", str(other), "--layers", str(layers), "--data", str(data), "--out",
-                              str(tmp_path / "r2"), "--max-steps", "1"])  # fmt: skip
+    bad = runner.invoke(
+        app,
+        [
+            "finetune",
+            "-m",
+            str(other),
+            "--layers",
+            str(layers),
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "r2"),
+            "--max-steps",
+            "1",
+        ],
+    )
     assert bad.exit_code == 2 and "this layer selection: made on another model" in bad.output
-    bad = runner.invoke(app, ["finetune", "-m", str(model_dir), "--layers", "0-7", "--data", str(data), "--out",
-                              str(tmp_path / "r3"), "--max-steps", "1"])  # fmt: skip
+    bad = runner.invoke(
+        app,
+        [
+            "finetune",
+            "-m",
+            str(model_dir),
+            "--layers",
+            "0-7",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "r3"),
+            "--max-steps",
+            "1",
+        ],
+    )
     assert bad.exit_code == 2 and "out of range" in bad.output
     assert "delta of" in runner.invoke(app, ["inspect", str(run / "delta.safetensors")]).output
 
@@ -280,9 +483,24 @@ def test_record_streams_a_datasets_source(model_dir, tmp_path):
     (tmp_path / "en.jsonl").write_text("\n".join(rows) + "\n")
     (tmp_path / "fr.csv").write_text("body\n" + "".join(f'"{t}"\n' for t in TEXTS["fr"]))
     out = tmp_path / "s.safetensors"
-    result = runner.invoke(app, ["record", "-m", str(model_dir), "--dataset", f"en={tmp_path / 'en.jsonl'}",
-                                 "--dataset", f"fr={tmp_path / 'fr.csv'}", "--column", "body", "--limit", "3",
-                                 "--out", str(out)])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "record",
+            "-m",
+            str(model_dir),
+            "--dataset",
+            f"en={tmp_path / 'en.jsonl'}",
+            "--dataset",
+            f"fr={tmp_path / 'fr.csv'}",
+            "--column",
+            "body",
+            "--limit",
+            "3",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     model, tok = nl.load_model(model_dir)
     expected = nl.record(model, tok, {g: t[:3] for g, t in TEXTS.items()}, progress=False)
@@ -290,8 +508,18 @@ def test_record_streams_a_datasets_source(model_dir, tmp_path):
     assert got.groups == ["en", "fr"] and got.tokens.tolist() == expected.tokens.tolist()
     assert got.texts.tolist() == [3, 3] and torch.allclose(got.sum, expected.sum)
 
-    wrong = runner.invoke(app, ["record", "-m", str(model_dir), "--dataset", f"en={tmp_path / 'en.jsonl'}",
-                                "--out", str(tmp_path / "w.safetensors")])  # fmt: skip
+    wrong = runner.invoke(
+        app,
+        [
+            "record",
+            "-m",
+            str(model_dir),
+            "--dataset",
+            f"en={tmp_path / 'en.jsonl'}",
+            "--out",
+            str(tmp_path / "w.safetensors"),
+        ],
+    )
     assert wrong.exit_code == 2 and "no column 'text'" in wrong.output and "id, body" in wrong.output
 
 

@@ -37,16 +37,19 @@ def test_unwritable_outputs_fail_before_any_work(tmp_path):
         nl.record(model, None, TEXTS, checkpoint="/proc/x/s.safetensors", progress=False)  # the tokenizer is never used
 
 
-@pytest.mark.parametrize("args", [
-    ["record", "-m", "nowhere", "--text", "en=x.txt", "--out", "/proc/x/s.safetensors"],
-    ["find", "lape", "--stats", "s.safetensors", "--out", "/proc/x/n.json"],
-    ["scale", "task", "pronoun", "--out", "/proc/x/t.jsonl"],
-    ["scale", "train", "-m", "nowhere", "--task", "t.jsonl", "--out", "/proc/x/run"],
-    ["lens", "-m", "nowhere", "--prompt", "a", "--out", "/proc/x/l.json"],
-    ["eval", "perplexity", "-m", "nowhere", "--out", "/proc/x/p.json"],
-    ["demo", "--out", "/proc/x/demo"],
-    ["report", "results.json", "--out", "/proc/x/r.html"],
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["record", "-m", "nowhere", "--text", "en=x.txt", "--out", "/proc/x/s.safetensors"],
+        ["find", "lape", "--stats", "s.safetensors", "--out", "/proc/x/n.json"],
+        ["scale", "task", "pronoun", "--out", "/proc/x/t.jsonl"],
+        ["scale", "train", "-m", "nowhere", "--task", "t.jsonl", "--out", "/proc/x/run"],
+        ["lens", "-m", "nowhere", "--prompt", "a", "--out", "/proc/x/l.json"],
+        ["eval", "perplexity", "-m", "nowhere", "--out", "/proc/x/p.json"],
+        ["demo", "--out", "/proc/x/demo"],
+        ["report", "results.json", "--out", "/proc/x/r.html"],
+    ],
+)
 def test_every_writing_command_checks_its_output_first(args):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "cannot write /proc/x" in result.output, result.output

@@ -10,11 +10,15 @@ from .conftest import STORIES, needs_shared
 pytestmark = needs_shared(STORIES)
 
 STORY_TEXTS = {
-    "girl": ["Lily was a little girl. She liked to play with her ball in the park.",
-             "Once upon a time, there was a girl named Sue. She had a red hat."],
-    "boy": ["Tom was a little boy. He liked to play with his dog.",
-            "Once upon a time, there was a boy named Max. He had a big truck."],
-}  # fmt: skip
+    "girl": [
+        "Lily was a little girl. She liked to play with her ball in the park.",
+        "Once upon a time, there was a girl named Sue. She had a red hat.",
+    ],
+    "boy": [
+        "Tom was a little boy. He liked to play with his dog.",
+        "Once upon a time, there was a boy named Max. He had a big truck.",
+    ],
+}
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +69,9 @@ def test_lens_and_continuations_with_a_dummy_prefix_tokenizer(stories):
     model, tok = stories
     _, ids = continuation_ids(tok, "Lily was a little girl. One day,", " she")
     assert tok.convert_ids_to_tokens(ids) == ["▁she"]  # in context; alone it would start with a bare "▁"
-    lens = logit_lens(model, tok, ["Lily was a little girl. One day,", "Tom was a little boy. One day,"],
-                      targets=[" she", " he"], k=3)  # fmt: skip
+    lens = logit_lens(
+        model, tok, ["Lily was a little girl. One day,", "Tom was a little boy. One day,"], targets=[" she", " he"], k=3
+    )
     last = lens["layers"][4]
     assert last["target_rank"] == [0, 0] and last["top"][0][0][0] == "▁she"
     assert lens["layers"][0]["target_rank"][0] > 0  # the answer appears only in later layers
@@ -83,20 +88,40 @@ def test_arith_pipeline_from_the_cli(tmp_path):
     girls = ["Lily", "Sue", "Mia", "Anna", "Lucy", "Sara", "Emma", "Amy", "Jane", "Kate"]
     boys = ["Tom", "Max", "Ben", "Tim", "Sam", "Jack", "Bob", "Joe", "Leo", "Jake"]
     (tmp_path / "girls.csv").write_text("name,pronoun\n" + "".join(f"{n},she\n" for n in girls))
-    (tmp_path / "all.csv").write_text("name,pronoun\n" + "".join(f"{n},she\n" for n in girls)
-                                      + "".join(f"{n},he\n" for n in boys))  # fmt: skip
+    (tmp_path / "all.csv").write_text(
+        "name,pronoun\n" + "".join(f"{n},she\n" for n in girls) + "".join(f"{n},he\n" for n in boys)
+    )
     run = lambda *args: CliRunner().invoke(app, [*args, "--model", str(STORIES)])  # noqa: E731
     template = ["--template", "{x} was happy. Then {y}"]
     res = run("lens", "--prompt", "Lily was very happy. Then", "--target", " she", "--plot", str(tmp_path / "l.png"))
     assert res.exit_code == 0 and "layer   4:" in res.output, res.output
     assert (tmp_path / "l.png").read_bytes()[:4] == b"\x89PNG"
-    res = run("arith", "extract", "--pairs", str(tmp_path / "girls.csv"), "--layer", "4", "--out",
-              str(tmp_path / "o.safetensors"), *template)  # fmt: skip
+    res = run(
+        "arith",
+        "extract",
+        "--pairs",
+        str(tmp_path / "girls.csv"),
+        "--layer",
+        "4",
+        "--out",
+        str(tmp_path / "o.safetensors"),
+        *template,
+    )
     assert res.exit_code == 0 and "o-vector of layer 4" in res.output, res.output
     vector, meta = load_vector(tmp_path / "o.safetensors")
     assert vector.shape == (64,) and meta["layer"] == 4 and meta["prompts"] == 10
-    res = run("arith", "patch", "--vector", str(tmp_path / "o.safetensors"), "--pairs", str(tmp_path / "girls.csv"),
-              "--layer", "4", "--plot", str(tmp_path / "p.png"))  # fmt: skip
+    res = run(
+        "arith",
+        "patch",
+        "--vector",
+        str(tmp_path / "o.safetensors"),
+        "--pairs",
+        str(tmp_path / "girls.csv"),
+        "--layer",
+        "4",
+        "--plot",
+        str(tmp_path / "p.png"),
+    )
     assert res.exit_code == 0 and "add x1.0 at layers [4]" in res.output, res.output
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
     res = run("arith", "ablate", "--pairs", str(tmp_path / "all.csv"), *template, "--plot", str(tmp_path / "a.png"))

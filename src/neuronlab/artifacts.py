@@ -43,9 +43,11 @@ def _vector(path):
 def _vector_summary(loaded) -> str:
     vector, meta = loaded
     model = meta.get("model", {}).get("name_or_path") or "?"
-    return (f"vector of {vector.numel()} values, norm {float(vector.norm()):.4f}: {meta.get('site', '?')} of layer "
-            f"{meta.get('layer', '?')} on {model}, mean over {meta.get('prompts', '?')} prompts "
-            f"({meta.get('pairs', '')})")  # fmt: skip
+    return (
+        f"vector of {vector.numel()} values, norm {float(vector.norm()):.4f}: {meta.get('site', '?')} of layer "
+        f"{meta.get('layer', '?')} on {model}, mean over {meta.get('prompts', '?')} prompts "
+        f"({meta.get('pairs', '')})"
+    )
 
 
 def _neuron_set(path):
@@ -119,8 +121,9 @@ def artifact_format(path: str | Path) -> str:
             fmt = None
     if fmt not in KINDS:
         known = ", ".join(sorted({k.what for k in KINDS.values()}))
-        raise NeuronlabError(f"{path} is neither a stats file nor another neuronlab artifact ({known}); "
-                             f"its format is {fmt!r}")  # fmt: skip
+        raise NeuronlabError(
+            f"{path} is neither a stats file nor another neuronlab artifact ({known}); its format is {fmt!r}"
+        )
     return fmt
 
 

@@ -129,8 +129,10 @@ def rank_path(path: str | Path, rank: int, size: int) -> Path:
     path = Path(path)
     others = [p.name for p in rank_files(path) if not p.name.endswith(f"of{size}{path.suffix}")]
     if others:
-        raise NeuronlabError(f"{', '.join(sorted(others))} hold a run with another number of processes: resume "
-                             "with that many, or delete them to start over")  # fmt: skip
+        raise NeuronlabError(
+            f"{', '.join(sorted(others))} hold a run with another number of processes: resume "
+            "with that many, or delete them to start over"
+        )
     return path.with_name(f"{path.stem}.rank{rank}of{size}{path.suffix}")
 
 

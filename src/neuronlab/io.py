@@ -57,8 +57,9 @@ def check_writable(*paths: str | Path | None, folder: bool = False) -> None:
             os.unlink(_temp_beside(where / "probe"))
         except OSError as err:
             reason = err.strerror or str(err)
-            raise NeuronlabError(f"cannot write {path} ({reason}): choose an output path in a folder you can write "
-                                 "to") from None  # fmt: skip
+            raise NeuronlabError(
+                f"cannot write {path} ({reason}): choose an output path in a folder you can write to"
+            ) from None
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
@@ -127,5 +128,5 @@ def safetensors_format(path: str | Path) -> str | None:
     try:
         with safe_open(str(path), framework="pt") as f:
             return (f.metadata() or {}).get("format")
-    except Exception:  # noqa: BLE001 - not a safetensors file: the caller says what it expected
+    except Exception:
         return None

@@ -8,11 +8,9 @@ estimate of the time left, shown on rank 0 only (under torchrun) and not at all 
 from __future__ import annotations
 
 
-def progress_bar(total: int | None = None, desc: str | None = None, unit: str = "it", enabled: bool = True,
-                 **kwargs):  # fmt: skip
+def progress_bar(total: int | None = None, desc: str | None = None, unit: str = "it", enabled: bool = True, **kwargs):
     from tqdm.auto import tqdm
 
     from neuronlab.dist import world
 
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled or world()[0] != 0, dynamic_ncols=True,
-                **kwargs)  # fmt: skip
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled or world()[0] != 0, dynamic_ncols=True, **kwargs)

@@ -1,6 +1,6 @@
 """Small real objects for tests and benchmarks: built in-process, nothing downloaded.
 
-    >>> tok = char_tokenizer()          # one token per character, BOS added; ids < 128
+>>> tok = char_tokenizer()          # one token per character, BOS added; ids < 128
 """
 
 from __future__ import annotations
@@ -19,18 +19,54 @@ def char_tokenizer():
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                   unk_token="<unk>", model_input_names=["input_ids", "attention_mask"])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        model_input_names=["input_ids", "attention_mask"],
+    )
 
 
 # Sizes for `tiny_causal_lm`, by the config argument names families use (a family takes the ones it knows).
-TINY = dict(hidden_size=32, n_embd=32, d_model=32, intermediate_size=64, n_inner=64, ffn_dim=64, ffn_hidden_size=64,
-            moe_intermediate_size=16, shared_expert_intermediate_size=32, num_hidden_layers=2, n_layer=2,
-            num_layers=2, n_layers=2, num_attention_heads=4, n_head=4, n_heads=4, num_key_value_heads=2, head_dim=8,
-            rotary_dim=4, vocab_size=128, max_position_embeddings=128, n_positions=128, num_experts=4,
-            num_local_experts=4, n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1, kv_lora_rank=16,
-            q_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=8, pad_token_id=0, bos_token_id=1,
-            eos_token_id=2)  # fmt: skip
+TINY = dict(
+    hidden_size=32,
+    n_embd=32,
+    d_model=32,
+    intermediate_size=64,
+    n_inner=64,
+    ffn_dim=64,
+    ffn_hidden_size=64,
+    moe_intermediate_size=16,
+    shared_expert_intermediate_size=32,
+    num_hidden_layers=2,
+    n_layer=2,
+    num_layers=2,
+    n_layers=2,
+    num_attention_heads=4,
+    n_head=4,
+    n_heads=4,
+    num_key_value_heads=2,
+    head_dim=8,
+    rotary_dim=4,
+    vocab_size=128,
+    max_position_embeddings=128,
+    n_positions=128,
+    num_experts=4,
+    num_local_experts=4,
+    n_routed_experts=4,
+    num_experts_per_tok=2,
+    n_shared_experts=1,
+    kv_lora_rank=16,
+    q_lora_rank=16,
+    qk_rope_head_dim=8,
+    qk_nope_head_dim=8,
+    v_head_dim=8,
+    pad_token_id=0,
+    bos_token_id=1,
+    eos_token_id=2,
+)
 MAX_TINY_PARAMETERS = 3_000_000
 _MLA = dict(num_key_value_heads=4, n_group=1, topk_group=1, first_k_dense_replace=1)  # DeepSeek's latent attention
 EXTRA = {"gpt_neo": dict(attention_types=[[["global", "local"], 1]]), "deepseek_v2": _MLA, "deepseek_v3": _MLA}

@@ -7,8 +7,14 @@ import pytest
 import torch
 
 import neuronlab as nl
-from neuronlab.analyze.arithmetic import (ablate_from, extract_o_vector, patch_o_vector, read_pairs,
-                                          relation_items, score_relation)  # fmt: skip
+from neuronlab.analyze.arithmetic import (
+    ablate_from,
+    extract_o_vector,
+    patch_o_vector,
+    read_pairs,
+    relation_items,
+    score_relation,
+)
 
 from ..conftest import SHARED, char_tokenizer, needs_shared, tiny_model
 

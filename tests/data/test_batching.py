@@ -28,7 +28,9 @@ def test_pad_id_outside_the_embedding_is_never_fed(arch):
     got = nl.record(model, tok, TEXTS, batch_size=3, progress=False)
     want = nl.record(model, plain, TEXTS, batch_size=3, progress=False)
     assert torch.equal(got.active, want.active) and torch.allclose(got.sum, want.sum)
-    assert nl.perplexity(model, tok, TEXTS["en"], batch_size=3) == pytest.approx(nl.perplexity(model, plain, TEXTS["en"]))
+    assert nl.perplexity(model, tok, TEXTS["en"], batch_size=3) == pytest.approx(
+        nl.perplexity(model, plain, TEXTS["en"])
+    )
     # the same greedy tokens: ids 99..127 decode to added tokens with one tokenizer and to nothing with the other
     drop_added = lambda texts: [re.sub(r"\s*<extra\d+>", "", t) for t in texts]  # noqa: E731
     assert drop_added(generate(model, tok, ["ab", "the cat"], 4)) == generate(model, plain, ["ab", "the cat"], 4)

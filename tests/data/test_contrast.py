@@ -3,17 +3,33 @@ import json
 import pytest
 
 import neuronlab as nl
-from neuronlab.data.contrast import capital_task, check_items, ioi_task, pronoun_task, read_contrast, split, write_contrast
+from neuronlab.data.contrast import (
+    capital_task,
+    check_items,
+    ioi_task,
+    pronoun_task,
+    read_contrast,
+    split,
+    write_contrast,
+)
 
 
 def test_templated_tasks_and_swap():
     items = pronoun_task(girls=["Lily"], boys=["Tom"])
     assert items == [
-        {"prompt": "Once upon a time, there was a little girl named Lily. One day,", "target": " she", "foil": " he",
-         "group": "Lily"},
-        {"prompt": "Once upon a time, there was a little boy named Tom. One day,", "target": " he", "foil": " she",
-         "group": "Tom"},
-    ]  # fmt: skip
+        {
+            "prompt": "Once upon a time, there was a little girl named Lily. One day,",
+            "target": " she",
+            "foil": " he",
+            "group": "Lily",
+        },
+        {
+            "prompt": "Once upon a time, there was a little boy named Tom. One day,",
+            "target": " he",
+            "foil": " she",
+            "group": "Tom",
+        },
+    ]
     swapped = pronoun_task(girls=["Lily"], boys=["Tom"], swap=True)
     assert [(i["target"], i["foil"]) for i in swapped] == [(" he", " she"), (" she", " he")]
     for item in ioi_task(n_items=20):
@@ -21,8 +37,12 @@ def test_templated_tasks_and_swap():
         assert item["target"] == " " + a and item["foil"] == " " + b
         assert item["prompt"].count(b) == 2 and item["prompt"].count(a) == 1 and item["prompt"].endswith(" to")
     caps = capital_task({"France": "Paris", "Italy": "Rome"})
-    assert caps[0] == {"prompt": "The capital of France is Rome. The capital of France is", "target": " Paris",
-                       "foil": " Rome", "group": "France"}  # fmt: skip
+    assert caps[0] == {
+        "prompt": "The capital of France is Rome. The capital of France is",
+        "target": " Paris",
+        "foil": " Rome",
+        "group": "France",
+    }
     with pytest.raises(nl.NeuronlabError, match="two countries"):
         capital_task({"France": "Paris"})
 
@@ -64,6 +84,8 @@ def test_distinguishable_drops_items_whose_answers_share_a_first_token():
     from neuronlab.data.contrast import distinguishable
     from neuronlab.testing import char_tokenizer
 
-    items = [{"prompt": "ab", "target": "xa", "foil": "xb", "group": "0"},
-             {"prompt": "ab", "target": "x", "foil": "y", "group": "1"}]  # fmt: skip
+    items = [
+        {"prompt": "ab", "target": "xa", "foil": "xb", "group": "0"},
+        {"prompt": "ab", "target": "x", "foil": "y", "group": "1"},
+    ]
     assert distinguishable(items, char_tokenizer()) == ([items[1]], 1)

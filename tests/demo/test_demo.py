@@ -78,9 +78,18 @@ def test_tiny_flores_model_has_language_neurons(tmp_path):
     held = {lang: lines[800:] for lang, lines in texts.items()}  # lines 800-1011 (40 used): never trained on
     # the perplexity matrix under amplification and the factor sweep are not asserted here: skipped (95 s)
     # nor the attribution comparison and the browser (the demo test covers them)
-    cfg = PipelineConfig(record_lines=120, eval_lines=40, top_rate=0.3, lss_items=20, prompts=5,
-                         amplify_perplexity=False, factors=(), max_new_tokens=16, attribution="none",
-                         contexts=0)  # fmt: skip
+    cfg = PipelineConfig(
+        record_lines=120,
+        eval_lines=40,
+        top_rate=0.3,
+        lss_items=20,
+        prompts=5,
+        amplify_perplexity=False,
+        factors=(),
+        max_new_tokens=16,
+        attribution="none",
+        contexts=0,
+    )
     res = run(model, tok, held, tmp_path, cfg, progress=False)
     assert res["perplexity_amplify"] is None and res["sweep"] is None and (tmp_path / "report.html").is_file()
     c, lss, gen = res["checks"], res["lss"]["off_diagonal"], res["generation"]

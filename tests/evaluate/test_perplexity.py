@@ -85,7 +85,8 @@ def test_token_nll_equals_the_models_own_loss_in_small_chunks(arch, by, monkeypa
         for r in range(2):
             n = int(mask[r].sum())
             own = model(input_ids=ids[r : r + 1, :n], labels=ids[r : r + 1, :n]).loss
-            torch.testing.assert_close(got[targets[:r].sum() : targets[: r + 1].sum()].mean(), own, rtol=1e-5,
-                                       atol=1e-6)  # fmt: skip
+            torch.testing.assert_close(
+                got[targets[:r].sum() : targets[: r + 1].sum()].mean(), own, rtol=1e-5, atol=1e-6
+            )
     with pytest.raises(nl.NeuronlabError, match="position 0"):
         perplexity.token_nll(model, ids, mask, torch.ones_like(targets))

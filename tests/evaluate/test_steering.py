@@ -23,11 +23,18 @@ def test_layer_stat_variants_use_the_current_input():
         model(input_ids=ids)
     plain = seen["plain"][0].double().numpy()  # [pos, d_ff]
     ns = nl.NeuronSet({"x": {1: [2, 7]}})
-    for variant, expected in [("p10", np.percentile(plain, 10, axis=-1)), ("layer_max", plain.max(-1)),
-                              ("add_layer_max", None)]:  # fmt: skip
+    for variant, expected in [
+        ("p10", np.percentile(plain, 10, axis=-1)),
+        ("layer_max", plain.max(-1)),
+        ("add_layer_max", None),
+    ]:
         got = {}
         plan = nl.steering_plan(ns, "x", variant)
-        with torch.no_grad(), nl.apply(model, plan), nl.hooked(model, {Site(1, "act"): lambda h: got.setdefault("h", h.clone())}):
+        with (
+            torch.no_grad(),
+            nl.apply(model, plan),
+            nl.hooked(model, {Site(1, "act"): lambda h: got.setdefault("h", h.clone())}),
+        ):
             model(input_ids=ids)
         h = got["h"][0].double().numpy()
         if expected is None:
@@ -44,7 +51,11 @@ def test_p_max_plan_sets_each_neuron_to_its_value():
     plan = nl.steering_plan(ns, "A", "p_max", stats=stats, n_texts=10)
     values = nl.activation_values(stats, "max", 10)[0]
     got = {}
-    with torch.no_grad(), nl.apply(model, plan), nl.hooked(model, {Site(1, "act"): lambda h: got.setdefault("h", h.clone())}):
+    with (
+        torch.no_grad(),
+        nl.apply(model, plan),
+        nl.hooked(model, {Site(1, "act"): lambda h: got.setdefault("h", h.clone())}),
+    ):
         model(input_ids=tok(["ijkl"], return_tensors="pt").input_ids)
     torch.testing.assert_close(got["h"][0, :, [3, 17]], values[1, [3, 17]].float().expand(5, 2))
     with pytest.raises(nl.NeuronlabError, match="needs the Stats"):
@@ -58,16 +69,20 @@ def test_lss_matrix_counts_items_whose_score_rises():
     from ..conftest import char_tokenizer
 
     tok = char_tokenizer()
-    texts = {"en": ["the cat sat on the mat today", "a dog ran far away from home"],
-             "fr": ["le chat est sur le tapis rouge", "un chien court loin de la maison"],
-             "de": ["die katze sitzt auf der matte", "ein hund rennt weit weg von hier"]}  # fmt: skip
+    texts = {
+        "en": ["the cat sat on the mat today", "a dog ran far away from home"],
+        "fr": ["le chat est sur le tapis rouge", "un chien court loin de la maison"],
+        "de": ["die katze sitzt auf der matte", "ein hund rennt weit weg von hier"],
+    }
     items = lss_items_from_texts(texts, n_items=2)
     assert len(items) == 6 and items[0]["objects"]["fr"] == " sur"
     plans = {t: nl.Plan([nl.Scale(factor=3.0 + k, neurons=[k, k + 5, k + 9])]) for k, t in enumerate(texts)}
     result = lss_matrix(model, tok, items, list(texts), plans.__getitem__)
 
     def s(item, t):
-        lp = nl.continuation_logprob(model, tok, [item["prompt"]] * 2, [item["objects"][t], item["objects"][item["lang"]]])
+        lp = nl.continuation_logprob(
+            model, tok, [item["prompt"]] * 2, [item["objects"][t], item["objects"][item["lang"]]]
+        )
         return float(lp[0] - lp[1])
 
     for t in texts:
@@ -96,8 +111,16 @@ def test_perplexity_matrix_generation_and_sweep_run(tok):
     gen = generation_shift(model, tok, prompts_from_texts(texts, 2), ["en", "fr"], plan_for, max_new_tokens=4)
     assert set(gen["baseline"]) == {"en", "fr"} and all(0 <= v <= 1 for v in gen["steered"].values())
     items = lss_items_from_texts({"en": ["the cat sat on the mat"], "fr": ["le chat est sur le tapis"]})
-    sweep = factor_sweep(model, tok, lambda t, f: nl.Plan([nl.Scale(factor=f, neurons=[1, 2])]), [1.0, 3.0],
-                         ["en", "fr"], texts, items, max_ppl_increase=0.0)  # fmt: skip
+    sweep = factor_sweep(
+        model,
+        tok,
+        lambda t, f: nl.Plan([nl.Scale(factor=f, neurons=[1, 2])]),
+        [1.0, 3.0],
+        ["en", "fr"],
+        texts,
+        items,
+        max_ppl_increase=0.0,
+    )
     assert sweep["rows"][0]["off_target_ppl_change"]["en"] == pytest.approx(0.0)  # factor 1 changes nothing
     assert sweep["best"]["en"] == 1.0  # only factor 1 keeps perplexity within +0%
 

@@ -143,9 +143,8 @@ def test_slices_count_absolute_positions_while_generating():
 
 def test_hooks_are_removed_when_the_block_raises():
     model = tiny_model("llama")
-    with pytest.raises(RuntimeError, match="inside"):
-        with nl.apply(model, [nl.Scale(factor=2.0)]):
-            raise RuntimeError("inside")
+    with pytest.raises(RuntimeError, match="inside"), nl.apply(model, [nl.Scale(factor=2.0)]):
+        raise RuntimeError("inside")
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
@@ -154,9 +153,8 @@ def test_bad_plans_fail_before_running():
     with pytest.raises(nl.NeuronlabError, match="neuron index 64 is out of range"):
         with nl.apply(model, [nl.Scale(factor=2.0, neurons=[1, 64])]):
             pass
-    with pytest.raises(nl.NeuronlabError, match="layer 3 is out of range"):
-        with nl.apply(model, [nl.Zero(layers=[3])]):
-            pass
+    with pytest.raises(nl.NeuronlabError, match="layer 3 is out of range"), nl.apply(model, [nl.Zero(layers=[3])]):
+        pass
     with pytest.raises(nl.NeuronlabError, match="shape"):
         with nl.apply(model, [nl.Set(value=torch.zeros(3), neurons=[1, 2])]):
             pass
@@ -170,12 +168,14 @@ def test_bad_plans_fail_before_running():
 
 def test_plans_save_and_load(tmp_path):
     ns = nl.NeuronSet({"fr": {0: [1, 5]}}, meta={"method": "test"})
-    plan = nl.Plan([
-        nl.Scale(factor=2.0, neurons=ns),
-        nl.Set(value={0: torch.tensor([0.5, 1.0])}, neurons=[3, 4], layers=[0], positions=slice(1, None)),
-        nl.Add(value=torch.ones(32), site="ffn_out", layers=[1], positions="last"),
-        nl.Zero(site="resid", positions=torch.tensor([True, False])),
-    ])
+    plan = nl.Plan(
+        [
+            nl.Scale(factor=2.0, neurons=ns),
+            nl.Set(value={0: torch.tensor([0.5, 1.0])}, neurons=[3, 4], layers=[0], positions=slice(1, None)),
+            nl.Add(value=torch.ones(32), site="ffn_out", layers=[1], positions="last"),
+            nl.Zero(site="resid", positions=torch.tensor([True, False])),
+        ]
+    )
     plan.save(tmp_path / "plan.json")
     again = nl.Plan.load(tmp_path / "plan.json")
     model = tiny_model("llama")
@@ -204,18 +204,33 @@ def test_plan_tensors_live_in_safetensors_and_bad_files_fail_clearly(tmp_path):
     import json
 
     big = torch.randn(32)
-    plan = nl.Plan([nl.Add(value=big, site="ffn_out", layers=[1]), nl.Scale(factor=torch.tensor([0.5, 2.0]),
-                                                                            positions=slice(-2, None))])  # fmt: skip
+    plan = nl.Plan(
+        [
+            nl.Add(value=big, site="ffn_out", layers=[1]),
+            nl.Scale(factor=torch.tensor([0.5, 2.0]), positions=slice(-2, None)),
+        ]
+    )
     plan.save(tmp_path / "plan.json")
     data = json.loads((tmp_path / "plan.json").read_text())
-    assert data["tensors"] == "plan.safetensors" and "tensor_ref" in json.dumps(data) and '"tensor"' not in json.dumps(data)
+    assert (
+        data["tensors"] == "plan.safetensors"
+        and "tensor_ref" in json.dumps(data)
+        and '"tensor"' not in json.dumps(data)
+    )
     back = nl.Plan.load(tmp_path / "plan.json")
-    assert torch.equal(back.interventions[0].value, big) and torch.equal(back.interventions[1].factor, plan.interventions[1].factor)
+    assert torch.equal(back.interventions[0].value, big) and torch.equal(
+        back.interventions[1].factor, plan.interventions[1].factor
+    )
     assert "Add on ffn_out" in back.summary()
-    cases = {"broken.json": "{not json", "kind.json": json.dumps({"format": "neuronlab.plan/2", "interventions": [{"kind": "Nope"}]}),
-             "field.json": json.dumps({"format": "neuronlab.plan/2", "interventions": [{"kind": "Scale", "fctor": 2}]}),
-             "list.json": json.dumps({"format": "neuronlab.plan/2", "interventions": 3}),
-             "ref.json": json.dumps({"format": "neuronlab.plan/2", "interventions": [{"kind": "Add", "value": {"tensor_ref": "t9"}}]})}  # fmt: skip
+    cases = {
+        "broken.json": "{not json",
+        "kind.json": json.dumps({"format": "neuronlab.plan/2", "interventions": [{"kind": "Nope"}]}),
+        "field.json": json.dumps({"format": "neuronlab.plan/2", "interventions": [{"kind": "Scale", "fctor": 2}]}),
+        "list.json": json.dumps({"format": "neuronlab.plan/2", "interventions": 3}),
+        "ref.json": json.dumps(
+            {"format": "neuronlab.plan/2", "interventions": [{"kind": "Add", "value": {"tensor_ref": "t9"}}]}
+        ),
+    }
     for name, text in cases.items():
         (tmp_path / name).write_text(text)
         with pytest.raises(nl.NeuronlabError, match=name):
@@ -255,19 +270,31 @@ def test_positions_while_generating_equal_a_full_rerun_without_cache(arch):
     mask = (torch.arange(6)[None, :] >= torch.tensor([3, 1, 0])[:, None]).long()  # left padding: 3, 1, 0 tokens
     steps, p = 4, ids.shape[1]
     plans = {  # the plan under generation, and the same change written over absolute positions for the rerun
-        "slice": ([nl.Set(value=3.0, neurons=[0, 5], layers=[0], positions=slice(4, p + 2))],
-                  [nl.Set(value=3.0, neurons=[0, 5], layers=[0], positions=slice(4, p + 2))]),
-        "last": ([nl.Scale(factor=-4.0, site="ffn_out", layers=[1], positions="last")],
-                 [nl.Scale(factor=-4.0, site="ffn_out", layers=[1], positions=slice(p - 1, None))]),
+        "slice": (
+            [nl.Set(value=3.0, neurons=[0, 5], layers=[0], positions=slice(4, p + 2))],
+            [nl.Set(value=3.0, neurons=[0, 5], layers=[0], positions=slice(4, p + 2))],
+        ),
+        "last": (
+            [nl.Scale(factor=-4.0, site="ffn_out", layers=[1], positions="last")],
+            [nl.Scale(factor=-4.0, site="ffn_out", layers=[1], positions=slice(p - 1, None))],
+        ),
     }
     offsets = []
     spy = model.register_forward_pre_hook(
-        lambda _m, args, kwargs: offsets.append(nl.intervene.apply.cached_tokens(args, kwargs)), with_kwargs=True)
+        lambda _m, args, kwargs: offsets.append(nl.intervene.apply.cached_tokens(args, kwargs)), with_kwargs=True
+    )
     for name, (plan, same) in plans.items():
         offsets.clear()
         with torch.no_grad(), nl.apply(model, plan):
-            out = model.generate(ids, attention_mask=mask, max_new_tokens=steps, do_sample=False,
-                                 output_logits=True, return_dict_in_generate=True, pad_token_id=0)
+            out = model.generate(
+                ids,
+                attention_mask=mask,
+                max_new_tokens=steps,
+                do_sample=False,
+                output_logits=True,
+                return_dict_in_generate=True,
+                pad_token_id=0,
+            )
         assert offsets == [0] + list(range(p, p + steps - 1)), f"{name}: transformers passed {offsets}"
         seq = out.sequences
         for step in range(steps):
@@ -293,8 +320,10 @@ def test_an_unreadable_cache_is_refused_not_counted_from_zero():
     ids = torch.ones(2, 1, dtype=torch.long)
     assert cached_tokens((), {"input_ids": ids, "cache": Opaque(), "attention_mask": torch.ones(2, 6)}) == 5
     assert cached_tokens((), {"input_ids": ids, "cache_position": torch.tensor([7])}) == 7
-    assert cached_tokens((), {"input_ids": ids, "past_key_values": Opaque(),
-                              "position_ids": torch.tensor([[3], [5]])}) == 5  # fmt: skip
+    assert (
+        cached_tokens((), {"input_ids": ids, "past_key_values": Opaque(), "position_ids": torch.tensor([[3], [5]])})
+        == 5
+    )
     assert cached_tokens((ids,), {}) == 0
     with pytest.raises(nl.NeuronlabError, match="transformers .* cannot read|cannot read .* transformers"):
         cached_tokens((), {"input_ids": ids, "cache": Opaque()})

@@ -15,8 +15,15 @@ PLAN = nl.Plan([nl.Scale(factor=3.0, site="act", neurons=[1, 5, 9]), nl.Add(site
 def models(tmp_path_factory):
     path = save_tiny(tmp_path_factory.mktemp("tiny_llama"), "llama")
     whole, tok = nl.load_model(path)
-    device_map = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers.0": "cpu",
-                  "model.layers.1": "disk", "model.layers.2": "disk", "model.norm": "cpu", "lm_head": "disk"}  # fmt: skip
+    device_map = {
+        "model.embed_tokens": "cpu",
+        "model.rotary_emb": "cpu",
+        "model.layers.0": "cpu",
+        "model.layers.1": "disk",
+        "model.layers.2": "disk",
+        "model.norm": "cpu",
+        "lm_head": "disk",
+    }
     spread, _ = nl.load_model(path, device_map=device_map, offload_folder=tmp_path_factory.mktemp("offload"))
     assert spread.model.layers[1].mlp.down_proj.weight.device.type == "meta"  # really on disk until used
     return whole, spread, tok

@@ -10,10 +10,17 @@ from neuronlab.learn.finetune import Delta, encode_sft, ffn_parameters, merge, r
 from ..conftest import ARCHS, char_tokenizer, tiny_model
 
 
-@pytest.mark.parametrize("hidden, d_ff, layers, heads, share", [(4096, 11008, 32, 32, 0.080), (5120, 13824, 40, 40, 0.065)])
+@pytest.mark.parametrize(
+    "hidden, d_ff, layers, heads, share", [(4096, 11008, 32, 32, 0.080), (5120, 13824, 40, 40, 0.065)]
+)
 def test_llama2_shares_on_the_meta_device(hidden, d_ff, layers, heads, share):
-    config = transformers.LlamaConfig(hidden_size=hidden, intermediate_size=d_ff, num_hidden_layers=layers,
-                                      num_attention_heads=heads, vocab_size=32000)  # fmt: skip
+    config = transformers.LlamaConfig(
+        hidden_size=hidden,
+        intermediate_size=d_ff,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        vocab_size=32000,
+    )
     with torch.device("meta"):
         model = transformers.AutoModelForCausalLM.from_config(config)
     n = nl.freeze_except_ffn(model, range(6), "up,down")
@@ -40,7 +47,9 @@ def test_phi3_fused_gate_up_trains_only_its_up_half(tok):
     fused = model.model.layers[0].mlp.gate_up_proj.weight
     down = model.model.layers[0].mlp.down_proj.weight
     assert n == fused.numel() // 2 + down.numel()
-    model(**tok("the cat sat", return_tensors="pt"), labels=tok("the cat sat", return_tensors="pt")["input_ids"]).loss.backward()
+    model(
+        **tok("the cat sat", return_tensors="pt"), labels=tok("the cat sat", return_tensors="pt")["input_ids"]
+    ).loss.backward()
     half = fused.shape[0] // 2
     assert fused.grad[:half].abs().sum() == 0 and fused.grad[half:].abs().sum() > 0
 

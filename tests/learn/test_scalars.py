@@ -8,8 +8,17 @@ import torch
 
 import neuronlab as nl
 from neuronlab.learn.methods import METHODS, LearnedIntervention
-from neuronlab.learn.scalars import (ScalingConfig, _base_logits, _encode, evaluate_scaling, init_scaling,
-                                     logit_diff, objective, rest_kl, train_scaling)  # fmt: skip
+from neuronlab.learn.scalars import (
+    ScalingConfig,
+    _base_logits,
+    _encode,
+    evaluate_scaling,
+    init_scaling,
+    logit_diff,
+    objective,
+    rest_kl,
+    train_scaling,
+)
 
 from ..conftest import tiny_model
 
@@ -134,7 +143,9 @@ def test_loss_terms_by_hand():
     assert np.allclose(got.numpy(), kl, atol=1e-12)
     ld = logit_diff(torch.tensor(z), torch.tensor(target), torch.tensor(foil))
     assert np.allclose(ld.numpy(), z[[0, 1, 2], target] - z[[0, 1, 2], foil])
-    assert float(rest_kl(torch.tensor(z0), torch.tensor(z0), torch.tensor(target), torch.tensor(foil)).abs().max()) < 1e-12
+    assert (
+        float(rest_kl(torch.tensor(z0), torch.tensor(z0), torch.tensor(target), torch.tensor(foil)).abs().max()) < 1e-12
+    )
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -187,13 +198,25 @@ def test_bad_config_and_items(tok):
 
 def test_training_keeps_the_best_validation_parameters(tok):
     model = tiny_model("llama")
-    items = [{"prompt": p, "target": t, "foil": f, "group": str(i)}
-             for i, (p, t, f) in enumerate([("the cat", "x", "y"), ("one two", "q", "z"), ("hello", "e", "o"),
-                                            ("a dog", "x", "y"), ("the sun", "q", "z"), ("blue", "e", "o")])]  # fmt: skip
+    items = [
+        {"prompt": p, "target": t, "foil": f, "group": str(i)}
+        for i, (p, t, f) in enumerate(
+            [
+                ("the cat", "x", "y"),
+                ("one two", "q", "z"),
+                ("hello", "e", "o"),
+                ("a dog", "x", "y"),
+                ("the sun", "q", "z"),
+                ("blue", "e", "o"),
+            ]
+        )
+    ]
     cfg = ScalingConfig(epochs=15, patience=3, val_fraction=0.34, lr=0.1)
     s = train_scaling(model, tok, items, cfg, progress=False)
     history = s.meta["history"]
-    assert 1 <= len(history) <= 15 and s.meta["val_groups"] and not set(s.meta["val_groups"]) & set(s.meta["train_groups"])
+    assert (
+        1 <= len(history) <= 15 and s.meta["val_groups"] and not set(s.meta["val_groups"]) & set(s.meta["train_groups"])
+    )
     best = min(h["val_loss"] for h in history)
     assert math.isclose(s.meta["best_val_loss"], best, rel_tol=1e-6, abs_tol=1e-6)
     val = [i for i in items if i["group"] in s.meta["val_groups"]]

@@ -57,8 +57,13 @@ def test_activscalar_flips_held_out_names_with_fewer_parameters_than_steervec(st
 @pytest.mark.slow  # 14 s of training on stories260K
 def test_dynscalar_trained_on_one_length_flips_other_lengths(stories, task):
     model, tok = stories
-    train, held_out = split(pronoun_task(swap=True, templates=tuple(
-        f"Once upon a time, there was a {a} {{kind}} named {{name}}. One day," for a in ADJECTIVES)), 0.25)
+    train, held_out = split(
+        pronoun_task(
+            swap=True,
+            templates=tuple(f"Once upon a time, there was a {a} {{kind}} named {{name}}. One day," for a in ADJECTIVES),
+        ),
+        0.25,
+    )
     lengths = [len(ids) for ids in _encode(tok, train).ids]
     length = Counter(lengths).most_common(1)[0][0]
     one_length = [item for item, n in zip(train, lengths) if n == length]
@@ -83,8 +88,25 @@ def test_scale_commands(tmp_path):
     task_file, out = tmp_path / "pronoun.jsonl", tmp_path / "run"
     result = runner.invoke(app, ["scale", "task", "pronoun", "--swap", "--out", str(task_file)])
     assert result.exit_code == 0 and "wrote 60 items" in result.output
-    result = runner.invoke(app, ["scale", "train", "--model", str(STORIES), "--task", str(task_file), "--out", str(out),
-                                 "--positions", "8", "--epochs", "10", "--components", "attn_out,ffn_out,resid"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "scale",
+            "train",
+            "--model",
+            str(STORIES),
+            "--task",
+            str(task_file),
+            "--out",
+            str(out),
+            "--positions",
+            "8",
+            "--epochs",
+            "10",
+            "--components",
+            "attn_out,ffn_out,resid",
+        ],
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["epochs"] <= 10 and metrics["held_out"]["parameters"] == 120
@@ -94,14 +116,28 @@ def test_scale_commands(tmp_path):
     held_names = set(LearnedIntervention.load(out / "learned.safetensors").meta["held_out_groups"])
     held = [json.loads(line) for line in task_file.read_text().splitlines() if json.loads(line)["group"] in held_names]
     (tmp_path / "held.jsonl").write_text("".join(json.dumps(i) + "\n" for i in held))
-    result = runner.invoke(app, ["scale", "eval", "--model", str(STORIES), "--task", str(tmp_path / "held.jsonl"),
-                                 "--scaling", str(out), "--out", str(tmp_path / "m.json")])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "scale",
+            "eval",
+            "--model",
+            str(STORIES),
+            "--task",
+            str(tmp_path / "held.jsonl"),
+            "--scaling",
+            str(out),
+            "--out",
+            str(tmp_path / "m.json"),
+        ],
+    )
     assert result.exit_code == 0 and "flip rate" in result.output
     assert json.loads((tmp_path / "m.json").read_text()) == metrics["held_out"]
     result = runner.invoke(app, ["scale", "show", str(out), "--plot", str(tmp_path / "s.png"), "--top", "3"])
     assert result.exit_code == 0 and "activscalar on" in result.output and result.output.count("alpha =") == 3
     result = runner.invoke(app, ["inspect", str(out / "learned.safetensors")])
     assert result.exit_code == 0 and "120 parameters" in result.output
-    result = runner.invoke(app, ["scale", "train", "--model", str(STORIES), "--task", str(tmp_path / "none.jsonl"),
-                                 "--out", str(out)])  # fmt: skip
+    result = runner.invoke(
+        app, ["scale", "train", "--model", str(STORIES), "--task", str(tmp_path / "none.jsonl"), "--out", str(out)]
+    )
     assert result.exit_code == 2 and "no task file" in result.output

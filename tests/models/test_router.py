@@ -9,8 +9,10 @@ import neuronlab as nl
 from neuronlab.models.sites import decoder_layers, get_module
 from neuronlab.testing import char_tokenizer, tiny_causal_lm
 
-pytestmark = pytest.mark.skipif(int(transformers.__version__.split(".")[0]) < 5,
-                                reason="routers return their choice (weights, expert indices) from transformers 5")  # fmt: skip
+pytestmark = pytest.mark.skipif(
+    int(transformers.__version__.split(".")[0]) < 5,
+    reason="routers return their choice (weights, expert indices) from transformers 5",
+)
 TEXTS = {"en": ["the cat sat on the mat", "a dog"], "fr": ["le chat est sur le tapis"]}
 
 

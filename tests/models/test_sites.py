@@ -30,6 +30,7 @@ def capture_all(model, ids):
     def keep(site):
         def fn(h):
             got[site] = h.detach().clone()
+
         return fn
 
     sites = [Site(layer, kind) for layer in range(n) for kind in KINDS if kind != "router"]
@@ -51,8 +52,10 @@ def test_sites_add_up_to_the_residual_stream(arch):
             torch.testing.assert_close(got[Site(layer, "resid")], hs[layer + 1], rtol=0, atol=0)
         # the residual stream grows by exactly the attention and FFN outputs
         torch.testing.assert_close(
-            hs[layer] + got[Site(layer, "attn_out")] + got[Site(layer, "ffn_out")], got[Site(layer, "resid")],
-            rtol=1e-5, atol=1e-5,
+            hs[layer] + got[Site(layer, "attn_out")] + got[Site(layer, "ffn_out")],
+            got[Site(layer, "resid")],
+            rtol=1e-5,
+            atol=1e-5,
         )
     final = get_module(model, nl.arch_spec(model).final_norm)(got[Site(n - 1, "resid")])
     torch.testing.assert_close(final, hs[n], rtol=1e-5, atol=1e-5)
@@ -125,8 +128,15 @@ def test_bad_sites_fail_clearly():
     with pytest.raises(nl.NeuronlabError, match="layers.<index>.<kind>"):
         Site.parse("3.act")
     assert Site.parse("layers.2.ffn_out") == Site(2, "ffn_out") and str(Site(2, "act")) == "layers.2.act"
-    bad = nl.ArchSpec(layers="transformer.h", act="mlp.nope", down="mlp.c_proj", ffn_out="mlp", attn_out="attn",
-                      final_norm="transformer.ln_f", unembed="lm_head")
+    bad = nl.ArchSpec(
+        layers="transformer.h",
+        act="mlp.nope",
+        down="mlp.c_proj",
+        ffn_out="mlp",
+        attn_out="attn",
+        final_norm="transformer.ln_f",
+        unembed="lm_head",
+    )
     with pytest.raises(nl.NeuronlabError, match="does not resolve"):
         with nl.hooked(model, {Site(0, "act"): lambda h: None}, arch=bad):
             pass
@@ -139,9 +149,8 @@ def test_hooks_are_removed_after_an_exception():
     def boom(h):
         raise RuntimeError("boom")
 
-    with pytest.raises(RuntimeError):
-        with nl.hooked(model, {Site(0, "act"): boom}):
-            model(input_ids=ids)
+    with pytest.raises(RuntimeError), nl.hooked(model, {Site(0, "act"): boom}):
+        model(input_ids=ids)
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
@@ -162,7 +171,11 @@ def test_trace_captures_and_stops_after_the_last_site(arch):
     finally:
         handle.remove()
     assert not reached  # the forward pass stopped after layer 1: the final norm never ran
-    assert torch.equal(tr[Site(1, "resid")], hidden[2]) and tr[Site(0, "act")].shape == (1, 4, nl.models.sites.site_width(model, "act"))
+    assert torch.equal(tr[Site(1, "resid")], hidden[2]) and tr[Site(0, "act")].shape == (
+        1,
+        4,
+        nl.models.sites.site_width(model, "act"),
+    )
     assert tr.missing() == []
     with torch.no_grad(), trace(model, ["layers.2.ffn_out"], reduce=lambda s, h: h.sum()) as tr:
         model(input_ids=ids)

@@ -17,6 +17,8 @@ from neuronlab.models import gguf
 from .conftest import flores
 
 pytestmark = pytest.mark.real
+
+
 def test_the_converted_checkpoint_is_the_gguf_model(real):
     """Loading the .gguf path (a checkpoint converted once into the cache) gives what transformers' own GGUF load
     gives: the same logits bit for bit, the same tokens, the same model identity."""
@@ -77,8 +79,9 @@ def test_record_counts_every_token_and_lape_runs(real):
         model(input_ids=ids)
     keep = torch.tensor([t not in special for t in ids[0].tolist()])
     one = nl.record(model, tok, {"eng": texts["eng"][:1]}, site="act", progress=False)
-    torch.testing.assert_close(one.sum[0, layer], tr[nl.Site(layer, "act")][0][keep].double().sum(0), rtol=1e-4,
-                               atol=1e-3)  # fmt: skip
+    torch.testing.assert_close(
+        one.sum[0, layer], tr[nl.Site(layer, "act")][0][keep].double().sum(0), rtol=1e-4, atol=1e-3
+    )
     ns = nl.lape(stats, top_rate=0.01)
     assert set(ns.groups) == {"eng", "fra"} and all(ns.total(g) > 0 for g in ns.groups)
 
@@ -95,8 +98,14 @@ def test_plan_positions_while_generating_equal_a_rerun(real):
     plan = [nl.Scale(factor=3.0, site="ffn_out", layers=[layer], positions="last")]
     same = [nl.Scale(factor=3.0, site="ffn_out", layers=[layer], positions=slice(p - 1, None))]
     with torch.no_grad(), nl.apply(model, plan):
-        out = model.generate(**enc, max_new_tokens=steps, do_sample=False, output_logits=True,
-                             return_dict_in_generate=True, pad_token_id=tok.pad_token_id)  # fmt: skip
+        out = model.generate(
+            **enc,
+            max_new_tokens=steps,
+            do_sample=False,
+            output_logits=True,
+            return_dict_in_generate=True,
+            pad_token_id=tok.pad_token_id,
+        )
     for step in range(steps):
         full = out.sequences[:, : p + step]
         mask = torch.cat([enc["attention_mask"], torch.ones(2, step, dtype=torch.long)], 1)

@@ -19,8 +19,10 @@ from neuronlab.io import write_text
 from ..conftest import save_tiny
 
 pytestmark = pytest.mark.slow
-TEXTS = {"en": [f"the text number {i} " * (1 + i % 4) for i in range(13)],
-         "fr": [f"le texte numéro {i}" + " et encore" * (i % 3) for i in range(9)]}  # fmt: skip
+TEXTS = {
+    "en": [f"the text number {i} " * (1 + i % 4) for i in range(13)],
+    "fr": [f"le texte numéro {i}" + " et encore" * (i % 3) for i in range(9)],
+}
 # one text a forward: the same float32 values in any process
 SETTINGS = dict(batch_size=1, bucket=2, pooled_texts=3, contexts=True, top_k=5, progress=False)
 
@@ -130,9 +132,26 @@ def test_torchrun_record_writes_the_file_one_process_writes(model_dir, tmp_path)
     finally:
         torch.set_num_threads(threads)
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                          "--master-port", str(_free_port()), "-m", "neuronlab", "record", *args, "--out", str(two)],
-                         env=env, capture_output=True, text=True)  # fmt: skip
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            str(_free_port()),
+            "-m",
+            "neuronlab",
+            "record",
+            *args,
+            "--out",
+            str(two),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("recorded by 2 processes") == 1  # rank 0 prints; rank 1 is quiet
     a, b = nl.Stats.load(one), nl.Stats.load(two)
@@ -146,11 +165,39 @@ def test_torchrun_finetune_trains_data_parallel(model_dir, tmp_path):
 
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"{a}+{a}", "response": str(2 * a)}) + "\n" for a in range(16)))
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-                          str(_free_port()), "-m", "neuronlab", "finetune", "-m", str(model_dir), "--layers", "0-1",
-                          "--data", str(data), "--out", str(tmp_path / "run"), "--max-steps", "3", "--batch-size", "4",
-                          "--template", "{query}=", "--save-steps", "3"],
-                         env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True)  # fmt: skip
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            str(_free_port()),
+            "-m",
+            "neuronlab",
+            "finetune",
+            "-m",
+            str(model_dir),
+            "--layers",
+            "0-1",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "run"),
+            "--max-steps",
+            "3",
+            "--batch-size",
+            "4",
+            "--template",
+            "{query}=",
+            "--save-steps",
+            "3",
+        ],
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("wrote ") == 1  # rank 0 writes the delta and says so
     state = json.loads((tmp_path / "run" / "trainer" / "checkpoint-3" / "trainer_state.json").read_text())

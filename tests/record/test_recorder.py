@@ -19,8 +19,10 @@ def per_token_values(model, tok, text, site="act", max_length=None):
     n = model.config.num_hidden_layers
     for w in windows:
         got = {}
-        hooks = {Site(layer, site): (lambda layer: lambda h: got.__setitem__(layer, h[0].double().numpy()))(layer)
-                 for layer in range(n)}
+        hooks = {
+            Site(layer, site): (lambda layer: lambda h: got.__setitem__(layer, h[0].double().numpy()))(layer)
+            for layer in range(n)
+        }
         with torch.no_grad(), nl.hooked(model, hooks):
             model(input_ids=torch.tensor([w]))
         keep = [i for i, t in enumerate(w) if t not in tok.all_special_ids]
@@ -32,8 +34,14 @@ def by_hand(model, tok, texts, **kw):
     out = {}
     for group, items in texts.items():
         x = np.concatenate([per_token_values(model, tok, t, **kw) for t in items], axis=0)
-        out[group] = dict(tokens=x.shape[0], active=(x > 0).sum(0), sum=x.sum(0), sum_sq=(x * x).sum(0), max=x.max(0),
-                          abs_sum=np.abs(x).sum(0))
+        out[group] = dict(
+            tokens=x.shape[0],
+            active=(x > 0).sum(0),
+            sum=x.sum(0),
+            sum_sq=(x * x).sum(0),
+            max=x.max(0),
+            abs_sum=np.abs(x).sum(0),
+        )
     return out
 
 
@@ -141,14 +149,22 @@ def test_resume_never_counts_a_text_twice(tok, tmp_path, bucket):
     handle = model.register_forward_pre_hook(crash_on_fifth_batch)
     try:
         with pytest.raises(KeyboardInterrupt):
-            nl.record(model, tok, texts, batch_size=3, progress=False, pooled_texts=5, checkpoint=ckpt,
-                      checkpoint_every=0, bucket=bucket)
+            nl.record(
+                model,
+                tok,
+                texts,
+                batch_size=3,
+                progress=False,
+                pooled_texts=5,
+                checkpoint=ckpt,
+                checkpoint_every=0,
+                bucket=bucket,
+            )
     finally:
         handle.remove()
     partial = nl.Stats.load(ckpt)
     assert 0 < int(partial.texts[0]) < 20 and partial.meta["complete"] == []
-    resumed = nl.record(model, tok, texts, batch_size=3, progress=False, pooled_texts=5, checkpoint=ckpt,
-                        bucket=bucket)
+    resumed = nl.record(model, tok, texts, batch_size=3, progress=False, pooled_texts=5, checkpoint=ckpt, bucket=bucket)
     for key in ("tokens", "active", "sum", "sum_sq", "max", "texts", "pooled_mean", "pooled_n"):
         torch.testing.assert_close(getattr(resumed, key), getattr(full, key), equal_nan=True)
     with pytest.raises(nl.NeuronlabError, match="other settings"):

@@ -39,8 +39,10 @@ def brute_force(model, tok, texts, k):
             for s in range(0, len(ids), MAX_LENGTH):
                 w = ids[s : s + MAX_LENGTH]
                 got = {}
-                hooks = {Site(i, "act"): (lambda i: lambda h: got.__setitem__(i, h[0].float().numpy()))(i)
-                         for i in range(n_layers)}  # fmt: skip
+                hooks = {
+                    Site(i, "act"): (lambda i: lambda h: got.__setitem__(i, h[0].float().numpy()))(i)
+                    for i in range(n_layers)
+                }
                 with torch.no_grad(), nl.hooked(model, hooks):
                     model(input_ids=torch.tensor([w]))
                 x = np.stack([got[i] for i in range(n_layers)])  # [layers, pos, width]
@@ -61,8 +63,11 @@ def brute_force(model, tok, texts, k):
         out["value"].append(np.take_along_axis(values[:, i], order, 0))
         out["key"].append(keys[order])
         out["tokens"].append(np.stack([r[2] for r in rows])[order])  # [k, width, CONTEXT]
-        out["acts"].append(np.stack([r[3][i] for r in rows])[order.ravel(), np.tile(np.arange(order.shape[1]),
-                           order.shape[0])].reshape(*order.shape, -1))  # fmt: skip
+        out["acts"].append(
+            np.stack([r[3][i] for r in rows])[
+                order.ravel(), np.tile(np.arange(order.shape[1]), order.shape[0])
+            ].reshape(*order.shape, -1)
+        )
     return {name: np.stack(v) for name, v in out.items()}
 
 
@@ -96,8 +101,9 @@ def test_top_contexts_equal_brute_force_in_any_batch_order(setup, tok):
     assert (want["value"][:, :, :4] == 0).all() and (want["value"][:, 0, 4:] > 0).all()
     assert (want["value"][:, -1, 4:] == want["value"][:, -2, 4:]).any()  # ties at the k-th place: live neurons too
     # one window a forward (the same float32 values as run alone), windows sorted by length within buckets
-    stats = nl.record(model, tok, TEXTS, batch_size=1, bucket=3, max_length=MAX_LENGTH, contexts=True, top_k=K,
-                      progress=False)  # fmt: skip
+    stats = nl.record(
+        model, tok, TEXTS, batch_size=1, bucket=3, max_length=MAX_LENGTH, contexts=True, top_k=K, progress=False
+    )
     assert stats.top_k == K and stats.meta["settings"]["top_k"] == K
     assert_equal_to(stats.contexts, want)
     # padded batches: padding never competes; values within float32 matmul rounding, the same keys
@@ -106,7 +112,8 @@ def test_top_contexts_equal_brute_force_in_any_batch_order(setup, tok):
     value, group, text, position = stats.contexts.where(1, 5)[0]
     assert value == want["value"][1, 0, 5] and stats.groups[group] in TEXTS
     assert bytes.fromhex(stats.meta["pieces"][str(int(stats.contexts.tokens[1, 0, 5, BEFORE]))]).decode() == tok.decode(
-        [tok(list(TEXTS.values())[group][text])["input_ids"][position]])
+        [tok(list(TEXTS.values())[group][text])["input_ids"][position]]
+    )
 
 
 @pytest.mark.parametrize("text", ["日本語のテキスト", "Ελληνικά και русский", "مرحبا بالعالم", "plain words"])

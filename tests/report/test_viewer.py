@@ -65,8 +65,20 @@ def test_view_command(recorded, tmp_path):
     change = {"en": {"en": 0.5, "fr": 0.125}}  # a demo's deactivation matrix: zeroing en's set
     results = {k: {} for k in ("config", "model", "languages", "targets", "checks", "lss", "generation")}
     (tmp_path / "results.json").write_text(json.dumps({**results, "perplexity_deactivate": {"change": change}}))
-    result = CliRunner().invoke(app, ["view", "--stats", str(path), "--neurons", str(tmp_path / "n.json"),
-                                      "--results", str(tmp_path / "results.json"), "--out", str(tmp_path / "v")])  # fmt: skip
+    result = CliRunner().invoke(
+        app,
+        [
+            "view",
+            "--stats",
+            str(path),
+            "--neurons",
+            str(tmp_path / "n.json"),
+            "--results",
+            str(tmp_path / "results.json"),
+            "--out",
+            str(tmp_path / "v"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     shown = page_data(tmp_path / "v" / "index.html")["neurons"]
     assert len(shown) == ns.total() - _shared(ns)
@@ -84,8 +96,21 @@ def _shared(ns) -> int:
 
 
 def dump_dom(url: str) -> tuple[str, str]:
-    run = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
-                          "--v=0", "--dump-dom", url], capture_output=True, text=True, timeout=120)  # fmt: skip
+    run = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     return run.stdout, run.stderr
 
@@ -96,7 +121,7 @@ def test_view_opens_in_headless_chromium(recorded, tmp_path):
     path = write_view(stats, tmp_path, ns)
     layer, neuron = next((layer, idx[0]) for layer, idx in ns[ns.groups[0]].items())
     dom, log = dump_dom(f"{path.as_uri()}#L{layer}N{neuron}")
-    assert "Uncaught" not in log and "<div id=\"errors\"></div>" in dom
+    assert "Uncaught" not in log and '<div id="errors"></div>' in dom
     detail = dom[dom.index('<div id="detail"') :]
     assert detail.startswith('<div id="detail">')  # shown (not hidden)
     assert f"L{layer}N{neuron}: layer {layer}, neuron {neuron}" in detail

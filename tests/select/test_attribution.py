@@ -14,8 +14,10 @@ from neuronlab.select.attribution import attribute, attribution_neurons
 
 from ..conftest import tiny_model
 
-TEXTS = {"en": ["the cat sat on the mat", "a b c", "hello world, this is english!"],
-         "fr": ["le chat est sur le tapis", "bonjour le monde"]}  # fmt: skip
+TEXTS = {
+    "en": ["the cat sat on the mat", "a b c", "hello world, this is english!"],
+    "fr": ["le chat est sur le tapis", "bonjour le monde"],
+}
 
 
 def log_likelihood(model, tok, texts, hook=None) -> float:
@@ -65,15 +67,20 @@ def test_gradient_times_activation_equals_finite_differences(arch, tok):
     eps = 1e-5
     for g, group in enumerate(TEXTS):
         for layer, neuron in [(0, 3), (1, 40), (2, 17), (2, 63)]:
+
             def scaled(factor):  # the neuron's activation times `factor` at every position
                 def fn(h):
                     h = h.clone()
                     h[..., neuron] *= factor
                     return h
+
                 return {nl.Site(layer, "act"): fn}
+
             # d/de f(a (1 + e)) at e = 0 is sum over positions of a df/da: gradient x activation
-            fd = (log_likelihood(model, tok, TEXTS[group], scaled(1 + eps))
-                  - log_likelihood(model, tok, TEXTS[group], scaled(1 - eps))) / (2 * eps)  # fmt: skip
+            fd = (
+                log_likelihood(model, tok, TEXTS[group], scaled(1 + eps))
+                - log_likelihood(model, tok, TEXTS[group], scaled(1 - eps))
+            ) / (2 * eps)
             assert float(attr.scores[g, layer, neuron]) == pytest.approx(fd, rel=1e-6, abs=1e-8)
 
 
@@ -97,8 +104,10 @@ def planted_gpt2():
 def test_planted_language_neuron_gets_the_top_attribution():
     model, tok = planted_gpt2()
     rng = np.random.default_rng(0)
-    texts = {name: ["".join(rng.choice(list(chars), 24)) for _ in range(6)]
-             for name, chars in (("lo", "abcdefghijklm"), ("hi", "nopqrstuvwxyz"))}  # fmt: skip
+    texts = {
+        name: ["".join(rng.choice(list(chars), 24)) for _ in range(6)]
+        for name, chars in (("lo", "abcdefghijklm"), ("hi", "nopqrstuvwxyz"))
+    }
     for method in ("gxa", "ig"):
         attr = attribute(model, tok, texts, method, steps=8, progress=False)
         assert attr.per_token[1].flatten().argmax() == 2 * 64 + 7, method  # the planted neuron, for hi
@@ -134,9 +143,26 @@ def test_find_attribution_command(tmp_path):
     save_tiny(model_dir, "llama")
     for g, lines in TEXTS.items():
         (tmp_path / f"{g}.txt").write_text("\n".join(lines) + "\n")
-    args = ["find", "attribution", "-m", str(model_dir), "--text", f"en={tmp_path / 'en.txt'}", "--text",
-            f"fr={tmp_path / 'fr.txt'}", "--per-group", "4", "--out", str(tmp_path / "n.json"), "--scores",
-            str(tmp_path / "a.safetensors"), "--method", "ig", "--steps", "2"]  # fmt: skip
+    args = [
+        "find",
+        "attribution",
+        "-m",
+        str(model_dir),
+        "--text",
+        f"en={tmp_path / 'en.txt'}",
+        "--text",
+        f"fr={tmp_path / 'fr.txt'}",
+        "--per-group",
+        "4",
+        "--out",
+        str(tmp_path / "n.json"),
+        "--scores",
+        str(tmp_path / "a.safetensors"),
+        "--method",
+        "ig",
+        "--steps",
+        "2",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     ns = nl.NeuronSet.load(tmp_path / "n.json")

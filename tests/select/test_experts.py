@@ -105,13 +105,22 @@ def test_responses_resume_after_an_interruption(tmp_path):
 
     handle = model.register_forward_pre_hook(boom)
     with pytest.raises(KeyboardInterrupt):
-        responses(model, tok, sentences, batch_size=3, progress=False, dtype=torch.float32,
-                  checkpoint=tmp_path / "r.safetensors", checkpoint_every=0)  # fmt: skip
+        responses(
+            model,
+            tok,
+            sentences,
+            batch_size=3,
+            progress=False,
+            dtype=torch.float32,
+            checkpoint=tmp_path / "r.safetensors",
+            checkpoint_every=0,
+        )
     handle.remove()
     counted = []
     handle = model.register_forward_pre_hook(lambda *_: counted.append(1))
-    again = responses(model, tok, sentences, batch_size=3, progress=False, dtype=torch.float32,
-                      checkpoint=tmp_path / "r.safetensors")  # fmt: skip
+    again = responses(
+        model, tok, sentences, batch_size=3, progress=False, dtype=torch.float32, checkpoint=tmp_path / "r.safetensors"
+    )
     handle.remove()
     assert torch.equal(again, full) and len(counted) == 2  # batches 3 and 4 of 4 (6 of 11 sentences were saved)
     with pytest.raises(nl.NeuronlabError, match="made another way"):
@@ -135,8 +144,12 @@ def test_jaccard_cosine_and_spearman_by_hand():
 
 
 def test_concept_files_and_errors(tmp_path):
-    (tmp_path / "c.jsonl").write_text(json.dumps({"concept": "dog", "positive": ["a dog ran"]}) + "\n" +
-                                      json.dumps({"concept": "cat", "positive": ["the cat sat"], "negative": ["x"]}) + "\n")  # fmt: skip
+    (tmp_path / "c.jsonl").write_text(
+        json.dumps({"concept": "dog", "positive": ["a dog ran"]})
+        + "\n"
+        + json.dumps({"concept": "cat", "positive": ["the cat sat"], "negative": ["x"]})
+        + "\n"
+    )
     c = read_concepts(tmp_path / "c.jsonl")
     assert c["dog"]["negative"] == ["the cat sat"] and c["cat"]["negative"] == ["x"]
     (tmp_path / "bad.jsonl").write_text(json.dumps({"concept": "dog", "positive": []}) + "\n")
@@ -162,52 +175,137 @@ def test_experts_cli_find_and_align(tmp_path):
     write_concepts(tmp_path / "c.jsonl", concepts)
     (tmp_path / "ratings.txt").write_text("zed\tfour\t9\nzed\tother\t1\nother\tmore\t5\nfour\tmore\t2\n")
     runner = CliRunner()
-    result = runner.invoke(app, ["experts", "find", "-m", str(tmp_path / "m"), "--concepts", str(tmp_path / "c.jsonl"),
-                                 "--out", str(tmp_path / "ex"), "--batch-size", "4"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "experts",
+            "find",
+            "-m",
+            str(tmp_path / "m"),
+            "--concepts",
+            str(tmp_path / "c.jsonl"),
+            "--out",
+            str(tmp_path / "ex"),
+            "--batch-size",
+            "4",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert nl.NeuronSet.load(tmp_path / "ex" / "experts.json").meta["site"] == "act"
-    result = runner.invoke(app, ["experts", "align", "--experts", str(tmp_path / "ex"), "--human",
-                                 str(tmp_path / "ratings.txt"), "--out", str(tmp_path / "al"), "--plot",
-                                 str(tmp_path / "al.png")])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "experts",
+            "align",
+            "--experts",
+            str(tmp_path / "ex"),
+            "--human",
+            str(tmp_path / "ratings.txt"),
+            "--out",
+            str(tmp_path / "al"),
+            "--plot",
+            str(tmp_path / "al.png"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     res = json.loads((tmp_path / "al" / "alignment.json").read_text())
     assert res["pairs"] == 4 and -1 <= res["spearman"] <= 1
     ex = Expertise.load(tmp_path / "ex" / "expertise.safetensors")
-    want = spearman(jaccard_matrix(ex.experts(0.5), ex.concepts), ex.concepts,
-                    [("zed", "four", 9), ("zed", "other", 1), ("other", "more", 5), ("four", "more", 2)])  # fmt: skip
+    want = spearman(
+        jaccard_matrix(ex.experts(0.5), ex.concepts),
+        ex.concepts,
+        [("zed", "four", 9), ("zed", "other", 1), ("other", "more", 5), ("four", "more", 2)],
+    )
     assert res["spearman"] == pytest.approx(want["spearman"], nan_ok=True)
     assert set(res["intervals"]) == {"spearman", "ap_cosine", "input_embedding", "sentence_embedding"}
-    result = runner.invoke(app, ["experts", "steer", "-m", str(tmp_path / "m"), "--experts", str(tmp_path / "ex"),
-                                 "--out", str(tmp_path / "steer.json"), "--concept", "zed", "--k", "3"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "experts",
+            "steer",
+            "-m",
+            str(tmp_path / "m"),
+            "--experts",
+            str(tmp_path / "ex"),
+            "--out",
+            str(tmp_path / "steer.json"),
+            "--concept",
+            "zed",
+            "--k",
+            "3",
+        ],
+    )
     assert result.exit_code == 0, result.output
     steer = json.loads((tmp_path / "steer.json").read_text())
     assert list(steer["concepts"]) == ["zed"] and set(steer["modes"]) == {"force_all", "force_last", "zero", "dampen"}
-    assert "expertise of 4 concepts" in runner.invoke(app, ["inspect", str(tmp_path / "ex" / "expertise.safetensors")]).output
-    (tmp_path / "tri.csv").write_text("word0,word1,word2,n_chose_word0,n_chose_word1,n_chose_word2,"
-                                      "majority_odd_one_out_index\nzed,four,other,0,0,9,2\nzed,dog,cat,1,1,1,0\n")  # fmt: skip
-    result = runner.invoke(app, ["experts", "align", "--experts", str(tmp_path / "ex"), "--human",
-                                 str(tmp_path / "ratings.txt"), "--out", str(tmp_path / "al2"), "--triplets",
-                                 str(tmp_path / "tri.csv"), "--report"])  # fmt: skip
+    assert (
+        "expertise of 4 concepts"
+        in runner.invoke(app, ["inspect", str(tmp_path / "ex" / "expertise.safetensors")]).output
+    )
+    (tmp_path / "tri.csv").write_text(
+        "word0,word1,word2,n_chose_word0,n_chose_word1,n_chose_word2,"
+        "majority_odd_one_out_index\nzed,four,other,0,0,9,2\nzed,dog,cat,1,1,1,0\n"
+    )
+    result = runner.invoke(
+        app,
+        [
+            "experts",
+            "align",
+            "--experts",
+            str(tmp_path / "ex"),
+            "--human",
+            str(tmp_path / "ratings.txt"),
+            "--out",
+            str(tmp_path / "al2"),
+            "--triplets",
+            str(tmp_path / "tri.csv"),
+            "--report",
+        ],
+    )
     assert result.exit_code == 0, result.output
     res2 = json.loads((tmp_path / "al2" / "alignment.json").read_text())
     assert res2["odd_one_out"]["triplets"] == 1  # the second triplet names words that are not concepts
     assert (tmp_path / "al2" / "alignment.html").read_text().count("data:image/png;base64,") == 3
     (tmp_path / "domains.txt").write_text("zed\tletters\nfour\tletters\nother\tend\nmore\tend\n")
-    result = runner.invoke(app, ["experts", "tree", "--experts", str(tmp_path / "ex"), "--out", str(tmp_path / "t.json"),
-                                 "--domains", str(tmp_path / "domains.txt"), "--plot", str(tmp_path / "t.png")])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "experts",
+            "tree",
+            "--experts",
+            str(tmp_path / "ex"),
+            "--out",
+            str(tmp_path / "t.json"),
+            "--domains",
+            str(tmp_path / "domains.txt"),
+            "--plot",
+            str(tmp_path / "t.png"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     tree = json.loads((tmp_path / "t.json").read_text())
     assert sorted(tree["order"]) == sorted(ex.concepts) and tree["domains"]["pairs_within"] == 2
-    result = runner.invoke(app, ["experts", "trend", "--run", f"early={tmp_path / 'al'}", "--run",
-                                 f"late={tmp_path / 'al2'}", "--out", str(tmp_path / "trend.json"), "--plot",
-                                 str(tmp_path / "trend.png")])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "experts",
+            "trend",
+            "--run",
+            f"early={tmp_path / 'al'}",
+            "--run",
+            f"late={tmp_path / 'al2'}",
+            "--out",
+            str(tmp_path / "trend.json"),
+            "--plot",
+            str(tmp_path / "trend.png"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "trend.json").read_text())["checkpoints"] == ["early", "late"]
 
 
 SIMLEX = STORIES.parents[1] / "data" / "word_similarity" / "EN-SIMLEX-999.txt"
-STORY_WORDS = ("apple beach bed bee boat box boy brother candy car cat chair child dog father friend girl hat horse ice "
-               "juice lion man milk mother queen rabbit river sea sky sun teacher water woman").split()  # fmt: skip
+STORY_WORDS = ["apple", "beach", "bed", "bee", "boat", "box", "boy", "brother", "candy", "car", "cat", "chair", "child", "dog", "father", "friend", "girl", "hat", "horse", "ice", "juice", "lion", "man", "milk", "mother", "queen", "rabbit", "river", "sea", "sky", "sun", "teacher", "water", "woman"]
 
 
 @pytest.mark.slow
@@ -226,19 +324,36 @@ def test_stories260k_experts_from_the_cli_with_sentences_it_writes(tmp_path):
     (tmp_path / "words.txt").write_text("\n".join(STORY_WORDS) + "\n")
     prompts = [arg for p in STORY_PROMPTS for arg in ("--prompt", p)]  # TinyStories starts that name the word
     runner = CliRunner()
-    result = runner.invoke(app, ["experts", "find", "-m", str(STORIES), "--words", str(tmp_path / "words.txt"),
-                                 "--out", str(tmp_path / "ex"), "--per-concept", "5", *prompts])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "experts",
+            "find",
+            "-m",
+            str(STORIES),
+            "--words",
+            str(tmp_path / "words.txt"),
+            "--out",
+            str(tmp_path / "ex"),
+            "--per-concept",
+            "5",
+            *prompts,
+        ],
+    )
     assert result.exit_code == 0, result.output
     concepts = [json.loads(line) for line in (tmp_path / "ex" / "concepts.jsonl").read_text().splitlines()]
     assert [c["concept"] for c in concepts] == STORY_WORDS
     assert all(any(c["concept"] in s.lower() for s in c["positive"]) for c in concepts)
-    result = runner.invoke(app, ["experts", "align", "--experts", str(tmp_path / "ex"), "--human", str(SIMLEX),
-                                 "--out", str(tmp_path / "al")])  # fmt: skip
+    result = runner.invoke(
+        app,
+        ["experts", "align", "--experts", str(tmp_path / "ex"), "--human", str(SIMLEX), "--out", str(tmp_path / "al")],
+    )
     assert result.exit_code == 0, result.output
     res = json.loads((tmp_path / "al" / "alignment.json").read_text())
     print(result.output)
-    assert res["pairs"] == 24 and all(-1 <= res[k] <= 1 for k in ("spearman", "ap_cosine", "input_embedding",
-                                                                  "sentence_embedding"))  # fmt: skip
+    assert res["pairs"] == 24 and all(
+        -1 <= res[k] <= 1 for k in ("spearman", "ap_cosine", "input_embedding", "sentence_embedding")
+    )
 
 
 def test_aura_dampening_scales_each_neuron_by_its_auroc_and_bakes(tmp_path):
@@ -247,8 +362,12 @@ def test_aura_dampening_scales_each_neuron_by_its_auroc_and_bakes(tmp_path):
     model, tok = _planted_model()
     concepts = add_negatives(_concepts())
     sentences, index = sentence_list(concepts)
-    ex = expertise(responses(model, tok, sentences, progress=False), concepts, index,
-                   {"site": "act", "model": nl.model_info(model)})  # fmt: skip
+    ex = expertise(
+        responses(model, tok, sentences, progress=False),
+        concepts,
+        index,
+        {"site": "act", "model": nl.model_info(model)},
+    )
     plan = expert_plan(ex, "zed", k=None, mode="dampen")
     auc = ex["auroc"][ex.index("zed")]
     chosen = plan.interventions[0].neurons["zed"]
@@ -309,7 +428,9 @@ def test_concept_steering_reads_the_models_own_probabilities_and_zero_equals_cut
             cut.model.layers[layer].mlp.down_proj.weight[:, neuron] = 0
     for concept in ("ab", "cd"):
         first = [continuation_ids(tok, p, " " + concept)[1][0] for p in prompts]
-        want = [model(**tok(p, return_tensors="pt")).logits[0, -1].softmax(-1)[t].item() for p, t in zip(prompts, first)]
+        want = [
+            model(**tok(p, return_tensors="pt")).logits[0, -1].softmax(-1)[t].item() for p, t in zip(prompts, first)
+        ]
         assert result["concepts"][concept]["plain"] == pytest.approx(sum(want) / 2, rel=1e-5)
     first = [continuation_ids(tok, p, " cd")[1][0] for p in prompts]
     want = [cut(**tok(p, return_tensors="pt")).logits[0, -1].softmax(-1)[t].item() for p, t in zip(prompts, first)]
@@ -339,6 +460,7 @@ def test_first_sentence_keeps_the_sentence_and_drops_labels_and_chatter():
 
     assert first_sentence("Word: dog\nSentence:", " The dog ran home. Then it slept.\nWord: x") == "The dog ran home."
     assert first_sentence("Once upon a time, there was a dog.", " It was happy! More") == (
-        "Once upon a time, there was a dog. It was happy!")
+        "Once upon a time, there was a dog. It was happy!"
+    )
     assert first_sentence("", 'Here is one: "The river was wide." I hope') == "The river was wide."
     assert word_pattern("run").search("She runs fast") and not word_pattern("cat").search("a catalog")

@@ -14,15 +14,17 @@ from tests.conftest import SHARED, needs_shared
 
 SIMLEX = SHARED / "data" / "word_similarity" / "EN-SIMLEX-999.txt"
 DOMAINS = {  # 23 SimLex-999 words, 18 rated pairs among them
-    "animal": "cat dog horse lion mouse rabbit".split(),
-    "vehicle": "boat bus cab car taxi vehicle".split(),
-    "food": "apple bread cheese juice meat milk".split(),
-    "house": "door floor kitchen roof window".split(),
+    "animal": ["cat", "dog", "horse", "lion", "mouse", "rabbit"],
+    "vehicle": ["boat", "bus", "cab", "car", "taxi", "vehicle"],
+    "food": ["apple", "bread", "cheese", "juice", "meat", "milk"],
+    "house": ["door", "floor", "kitchen", "roof", "window"],
 }
-FRAMES = {"animal": ("the {} ran after the {}", "a {} slept near a {}", "my {} is a friend of the {}"),
-          "vehicle": ("we drove the {} behind the {}", "the {} stopped next to a {}", "he rode a {} and a {}"),
-          "food": ("she ate the {} with some {}", "we bought {} and {} to eat", "the {} tasted like {}"),
-          "house": ("the {} was above the {}", "they painted the {} and the {}", "a {} opens to the {}")}  # fmt: skip
+FRAMES = {
+    "animal": ("the {} ran after the {}", "a {} slept near a {}", "my {} is a friend of the {}"),
+    "vehicle": ("we drove the {} behind the {}", "the {} stopped next to a {}", "he rode a {} and a {}"),
+    "food": ("she ate the {} with some {}", "we bought {} and {} to eat", "the {} tasted like {}"),
+    "house": ("the {} was above the {}", "they painted the {} and the {}", "a {} opens to the {}"),
+}
 STEPS = (0, 60, 240)
 
 
@@ -63,8 +65,17 @@ def test_alignment_at_each_checkpoint_of_a_model_trained_here(tmp_path):
     done = 0
     for step in STEPS:
         if step > done:
-            train(model, tok, {"en": lines}, steps=step - done, batch_size=16, seq_len=32, lr=3e-3, seed=step,
-                  progress=False)  # fmt: skip
+            train(
+                model,
+                tok,
+                {"en": lines},
+                steps=step - done,
+                batch_size=16,
+                seq_len=32,
+                lr=3e-3,
+                seed=step,
+                progress=False,
+            )
             done = step
         model.save_pretrained(tmp_path / f"step{step}")
         tok.save_pretrained(tmp_path / f"step{step}")
@@ -73,11 +84,23 @@ def test_alignment_at_each_checkpoint_of_a_model_trained_here(tmp_path):
     runs = []
     for step in STEPS:
         ex_dir, al_dir = tmp_path / f"ex{step}", tmp_path / f"al{step}"
-        result = runner.invoke(app, ["experts", "find", "-m", str(tmp_path / f"step{step}"), "--concepts",
-                                     str(tmp_path / "concepts.jsonl"), "--out", str(ex_dir)])  # fmt: skip
+        result = runner.invoke(
+            app,
+            [
+                "experts",
+                "find",
+                "-m",
+                str(tmp_path / f"step{step}"),
+                "--concepts",
+                str(tmp_path / "concepts.jsonl"),
+                "--out",
+                str(ex_dir),
+            ],
+        )
         assert result.exit_code == 0, result.output
-        result = runner.invoke(app, ["experts", "align", "--experts", str(ex_dir), "--human", str(SIMLEX), "--out",
-                                     str(al_dir)])  # fmt: skip
+        result = runner.invoke(
+            app, ["experts", "align", "--experts", str(ex_dir), "--human", str(SIMLEX), "--out", str(al_dir)]
+        )
         assert result.exit_code == 0, result.output
         got = json.loads((al_dir / "alignment.json").read_text())
         ex = Expertise.load(ex_dir / "expertise.safetensors")
@@ -92,8 +115,9 @@ def test_alignment_at_each_checkpoint_of_a_model_trained_here(tmp_path):
         assert got["spearman"] == pytest.approx(float(want), abs=1e-9, nan_ok=True)
         print(f"step {step}: spearman {got['spearman']:+.3f} ap_cosine {got['ap_cosine']:+.3f}")
         runs += ["--run", f"{step}={al_dir}"]
-    result = runner.invoke(app, ["experts", "trend", *runs, "--out", str(tmp_path / "trend.json"), "--plot",
-                                 str(tmp_path / "trend.png")])  # fmt: skip
+    result = runner.invoke(
+        app, ["experts", "trend", *runs, "--out", str(tmp_path / "trend.json"), "--plot", str(tmp_path / "trend.png")]
+    )
     assert result.exit_code == 0, result.output
     trend = json.loads((tmp_path / "trend.json").read_text())
     assert trend["checkpoints"] == [str(s) for s in STEPS] and len(trend["spearman"]) == len(STEPS)

@@ -101,8 +101,10 @@ def planted_model():
                 w = model.model.layers[layer].mlp.gate_proj.weight
                 w[idx] = 0
                 w[idx, :3] = row
-    texts = {lang: ["".join(chars[int(i)] for i in torch.randint(0, 8, (30,), generator=g)) for _ in range(12)]
-             for lang, chars in letters.items()}  # fmt: skip
+    texts = {
+        lang: ["".join(chars[int(i)] for i in torch.randint(0, 8, (30,), generator=g)) for _ in range(12)]
+        for lang, chars in letters.items()
+    }
     return model, tok, texts, planted
 
 

@@ -39,7 +39,9 @@ def test_overlap_with_the_reference_by_hand():
     stats = _planted()
     sel = nl.select_layers(stats, k=1, method="overlap", reference="en")
     a = stats.probability.numpy() > 0.5
-    x = np.array([[(a[i, layer] & a[0, layer]).sum() / max(a[i, layer].sum(), 1) for layer in range(8)] for i in (1, 2)])
+    x = np.array(
+        [[(a[i, layer] & a[0, layer]).sum() / max(a[i, layer].sum(), 1) for layer in range(8)] for i in (1, 2)]
+    )
     assert np.allclose(sel.scores, ((x - x.mean(0)) ** 2).mean(0)) and list(sel.per_language) == ["fr", "zh"]
     assert sel.layers == [int(np.argmax(((x - x.mean(0)) ** 2).mean(0)))]
 

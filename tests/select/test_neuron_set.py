@@ -72,7 +72,9 @@ def test_union_and_intersection_keep_site_and_model(tok):
     model = tiny_model("llama")
     stats = nl.record(model, tok, TEXTS, site="neuron", pooled_texts=2, progress=False)
     a = nl.NeuronSet({"en": {0: [1, 2]}}, {"method": "lape", "site": "neuron", "model": stats.meta["model"]})
-    b = nl.NeuronSet({"en": {0: [2, 3]}, "fr": {1: [4]}}, {"method": "x", "site": "neuron", "model": stats.meta["model"]})
+    b = nl.NeuronSet(
+        {"en": {0: [2, 3]}, "fr": {1: [4]}}, {"method": "x", "site": "neuron", "model": stats.meta["model"]}
+    )
     for combined in (a | b, a & b):
         assert combined.meta["site"] == "neuron" and combined.meta["model"] == stats.meta["model"]
         plan = nl.steering_plan(combined, "en", "zero")

@@ -67,8 +67,9 @@ def read_ratings(path: str | Path) -> list[tuple[str, str, float]]:
     return out
 
 
-def bootstrap_interval(model: Sequence[float], human: Sequence[float], resamples: int = 1000, level: float = 0.95,
-                       seed: int = 0) -> list[float]:  # fmt: skip
+def bootstrap_interval(
+    model: Sequence[float], human: Sequence[float], resamples: int = 1000, level: float = 0.95, seed: int = 0
+) -> list[float]:
     """Percentile bootstrap interval of Spearman's rho over pairs resampled with replacement (SciPy's `bootstrap`,
     paired): [low, high]; NaN where rho is undefined."""
     import warnings
@@ -80,9 +81,16 @@ def bootstrap_interval(model: Sequence[float], human: Sequence[float], resamples
         return [float("nan"), float("nan")]
     with warnings.catch_warnings():  # resamples whose model values are all equal give NaN, and say so each time
         warnings.simplefilter("ignore")
-        res = bootstrap((np.asarray(model), np.asarray(human)), lambda a, b: spearmanr(a, b).statistic, paired=True,
-                        vectorized=False, n_resamples=resamples, confidence_level=level, method="percentile",
-                        rng=np.random.default_rng(seed))  # fmt: skip
+        res = bootstrap(
+            (np.asarray(model), np.asarray(human)),
+            lambda a, b: spearmanr(a, b).statistic,
+            paired=True,
+            vectorized=False,
+            n_resamples=resamples,
+            confidence_level=level,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        )
     return [float(res.confidence_interval.low), float(res.confidence_interval.high)]
 
 
@@ -111,8 +119,9 @@ def rated_words(ratings: Sequence[tuple[str, str, float]], n: int, keep=None) ->
     return list(chosen)
 
 
-def spearman(sim: Tensor, concepts: Sequence[str], ratings: Sequence[tuple[str, str, float]],
-             interval: bool = False) -> dict:  # fmt: skip
+def spearman(
+    sim: Tensor, concepts: Sequence[str], ratings: Sequence[tuple[str, str, float]], interval: bool = False
+) -> dict:
     """Spearman's rho between `sim` and the human scores over the rated pairs both of whose words are concepts
     (pairs of a word with itself are left out): {"spearman", "pairs", "rated", "covered"}, and with `interval`
     "interval", its 95% bootstrap interval over pairs. rho is NaN where the model's similarities are all equal
@@ -127,8 +136,10 @@ def spearman(sim: Tensor, concepts: Sequence[str], ratings: Sequence[tuple[str, 
             human.append(score)
             covered.append([a, b, score])
     if len(covered) < 3:
-        raise NeuronlabError(f"only {len(covered)} rated pairs have both words among the {len(concepts)} concepts: "
-                             "choose concepts from the ratings file")  # fmt: skip
+        raise NeuronlabError(
+            f"only {len(covered)} rated pairs have both words among the {len(concepts)} concepts: "
+            "choose concepts from the ratings file"
+        )
     rho = spearmanr(model, human).statistic if len(set(model)) > 1 else float("nan")
     out = {"spearman": float(rho), "pairs": len(covered), "rated": len(ratings), "covered": covered}
     if interval:
@@ -136,23 +147,34 @@ def spearman(sim: Tensor, concepts: Sequence[str], ratings: Sequence[tuple[str, 
     return out
 
 
-def align(expertise, ratings: Sequence[tuple[str, str, float]], taus: Sequence[float] = TAUS,
-          baselines: dict[str, Tensor] | None = None) -> dict:  # fmt: skip
+def align(
+    expertise,
+    ratings: Sequence[tuple[str, str, float]],
+    taus: Sequence[float] = TAUS,
+    baselines: dict[str, Tensor] | None = None,
+) -> dict:
     """The alignment study on one Expertise: Spearman of Jaccard similarity at each tau (relative to chance, see
     `Expertise.experts`; the headline is tau = taus[0]), of AP cosine, and of any baseline similarity matrices
     ({name: [concepts, concepts]}); "intervals" holds the 95% bootstrap interval over pairs of the headline
     ("spearman"), of AP cosine and of each baseline."""
     concepts = expertise.concepts
     experts = {str(t): expertise.experts(t) for t in taus}
-    sweep = {t: spearman(jaccard_matrix(ns, concepts), concepts, ratings, interval=t == str(taus[0]))
-             for t, ns in experts.items()}  # fmt: skip
+    sweep = {
+        t: spearman(jaccard_matrix(ns, concepts), concepts, ratings, interval=t == str(taus[0]))
+        for t, ns in experts.items()
+    }
     head = sweep[str(taus[0])]
     cos = spearman(cosine_matrix(expertise["ap"]), concepts, ratings, interval=True)
-    result = {"spearman": head["spearman"], "pairs": head["pairs"], "tau": taus[0],
-              "jaccard": {t: r["spearman"] for t, r in sweep.items()},
-              "experts": {t: ns.total() for t, ns in experts.items()},
-              "ap_cosine": cos["spearman"], "intervals": {"spearman": head["interval"], "ap_cosine": cos["interval"]},
-              "covered": head["covered"]}  # fmt: skip
+    result = {
+        "spearman": head["spearman"],
+        "pairs": head["pairs"],
+        "tau": taus[0],
+        "jaccard": {t: r["spearman"] for t, r in sweep.items()},
+        "experts": {t: ns.total() for t, ns in experts.items()},
+        "ap_cosine": cos["spearman"],
+        "intervals": {"spearman": head["interval"], "ap_cosine": cos["interval"]},
+        "covered": head["covered"],
+    }
     for name, sim in (baselines or {}).items():
         base = spearman(sim, concepts, ratings, interval=True)
         result[name], result["intervals"][name] = base["spearman"], base["interval"]
@@ -201,7 +223,12 @@ def domain_overlap(sim: Tensor, concepts: Sequence[str], domains: dict[str, str]
         for j, db in labelled[a + 1 :]:
             (within if da == db else between).append(float(sim[i, j]))
     mean = lambda v: sum(v) / len(v) if v else float("nan")  # noqa: E731
-    return {"within": mean(within), "between": mean(between), "pairs_within": len(within), "pairs_between": len(between)}
+    return {
+        "within": mean(within),
+        "between": mean(between),
+        "pairs_within": len(within),
+        "pairs_between": len(between),
+    }
 
 
 def read_domains(path: str | Path) -> dict[str, str]:
@@ -227,7 +254,9 @@ def read_triplets(path: str | Path) -> list[tuple[str, str, str, int]]:
     need = {"word0", "word1", "word2", "majority_odd_one_out_index"}
     if not rows or not need <= set(rows[0]):
         raise NeuronlabError(f"{path} needs the columns {', '.join(sorted(need))}")
-    return [(r["word0"].lower(), r["word1"].lower(), r["word2"].lower(), int(r["majority_odd_one_out_index"])) for r in rows]
+    return [
+        (r["word0"].lower(), r["word1"].lower(), r["word2"].lower(), int(r["majority_odd_one_out_index"])) for r in rows
+    ]
 
 
 def odd_one_out(sim: Tensor, concepts: Sequence[str], triplets: Sequence[tuple[str, str, str, int]]) -> dict:

@@ -26,9 +26,9 @@ from torch import Tensor
 from neuronlab.data.batching import left_padded, model_inputs, pad_id, pad_right
 from neuronlab.errors import NeuronlabError
 from neuronlab.evaluate.perplexity import continuation_ids
-from neuronlab.io import read_safetensors, write_safetensors
 from neuronlab.intervene.apply import apply
 from neuronlab.intervene.plan import Add, Plan, Set, Zero
+from neuronlab.io import read_safetensors, write_safetensors
 from neuronlab.models.arch import ArchSpec
 from neuronlab.models.sites import Site, decoder_layers, trace
 
@@ -54,8 +54,9 @@ def read_pairs(path: str | Path) -> list[tuple[str, str]]:
     return pairs
 
 
-def relation_items(pairs: Sequence[tuple[str, str]], template: str = "{x}: {y}", shots: int = 2, sep: str = "\n",
-                   seed: int = 0) -> list[dict]:  # fmt: skip
+def relation_items(
+    pairs: Sequence[tuple[str, str]], template: str = "{x}: {y}", shots: int = 2, sep: str = "\n", seed: int = 0
+) -> list[dict]:
     """Few-shot prompts: `shots` other pairs filled into `template`, then the query with {y} left open.
     Whitespace before {y} moves into the target (" Warsaw"), as tokenizers expect."""
     if "{x}" not in template or not template.rstrip().endswith("{y}"):
@@ -119,8 +120,15 @@ def score_relation(model, tokenizer, items: Sequence[dict], batch_size: int = 16
     }
 
 
-def extract_o_vector(model, tokenizer, prompts: Sequence[str], layer: int, site: str = "ffn_out",
-                     batch_size: int = 16, arch: ArchSpec | None = None) -> Tensor:  # fmt: skip
+def extract_o_vector(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    layer: int,
+    site: str = "ffn_out",
+    batch_size: int = 16,
+    arch: ArchSpec | None = None,
+) -> Tensor:
     """Mean over `prompts` of the FFN output (or another site) at the last position, float32 [d_model]."""
     if not prompts:
         raise NeuronlabError("give at least one prompt")
@@ -136,9 +144,17 @@ def extract_o_vector(model, tokenizer, prompts: Sequence[str], layer: int, site:
     return total / count
 
 
-def patch_o_vector(model, tokenizer, vector: Tensor, layers: Sequence[int], items: Sequence[dict],
-                   mode: str = "add", batch_size: int = 16, arch: ArchSpec | None = None,
-                   exact: bool = True) -> dict:  # fmt: skip
+def patch_o_vector(
+    model,
+    tokenizer,
+    vector: Tensor,
+    layers: Sequence[int],
+    items: Sequence[dict],
+    mode: str = "add",
+    batch_size: int = 16,
+    arch: ArchSpec | None = None,
+    exact: bool = True,
+) -> dict:
     """Score `items` with `vector` added to (mode "add") or written over ("replace") the FFN output at the last
     position of the chosen layers; returns score_relation's dict."""
     if mode not in ("add", "replace"):
@@ -149,8 +165,16 @@ def patch_o_vector(model, tokenizer, vector: Tensor, layers: Sequence[int], item
         return score_relation(model, tokenizer, items, batch_size, exact)
 
 
-def ablate_from(model, tokenizer, items: Sequence[dict], layers: Sequence[int] | None = None, mean: bool = False,
-                batch_size: int = 16, arch: ArchSpec | None = None, exact: bool = True) -> dict[int, dict]:  # fmt: skip
+def ablate_from(
+    model,
+    tokenizer,
+    items: Sequence[dict],
+    layers: Sequence[int] | None = None,
+    mean: bool = False,
+    batch_size: int = 16,
+    arch: ArchSpec | None = None,
+    exact: bool = True,
+) -> dict[int, dict]:
     """For each start layer l: the relation score with every FFN output from layer l on set to zero, or with
     `mean=True` to its mean over all tokens of the items' prompts (mean-ablation)."""
     from neuronlab.record.recorder import record
@@ -158,14 +182,24 @@ def ablate_from(model, tokenizer, items: Sequence[dict], layers: Sequence[int] |
     n = len(decoder_layers(model, arch))
     means = None
     if mean:
-        stats = record(model, tokenizer, {"items": [i["prompt"] for i in items]}, site="ffn_out", progress=False,
-                       count_special=True, arch=arch)  # fmt: skip
+        stats = record(
+            model,
+            tokenizer,
+            {"items": [i["prompt"] for i in items]},
+            site="ffn_out",
+            progress=False,
+            count_special=True,
+            arch=arch,
+        )
         means = {layer: stats.mean[0, layer].float() for layer in range(n)}
     out = {}
     for start in layers if layers is not None else range(n):
         chosen = list(range(start, n))
-        plan = Plan([Set(value={l: means[l] for l in chosen}, site="ffn_out", layers=chosen)] if mean
-                    else [Zero(site="ffn_out", layers=chosen)])  # fmt: skip
+        plan = Plan(
+            [Set(value={l: means[l] for l in chosen}, site="ffn_out", layers=chosen)]
+            if mean
+            else [Zero(site="ffn_out", layers=chosen)]
+        )
         with apply(model, plan, arch):
             out[start] = score_relation(model, tokenizer, items, batch_size, exact)
     return out

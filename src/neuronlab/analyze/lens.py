@@ -30,8 +30,16 @@ def decode(model, h: Tensor, arch: ArchSpec | None = None) -> Tensor:
     return spec.logits(model.config, get_module(model, spec.unembed)(get_module(model, spec.final_norm)(h)))
 
 
-def logit_lens(model, tokenizer, prompts: Sequence[str], targets: Sequence[str] | None = None, k: int = 5,
-               site: str = "resid", batch_size: int = 8, arch: ArchSpec | None = None) -> dict:  # fmt: skip
+def logit_lens(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    targets: Sequence[str] | None = None,
+    k: int = 5,
+    site: str = "resid",
+    batch_size: int = 8,
+    arch: ArchSpec | None = None,
+) -> dict:
     """{"layers": {layer: {"top": [[(token, prob)] per prompt], "target_prob": [...], "target_rank": [...]}}}."""
     if site not in ("resid", "ffn_out", "attn_out"):
         raise NeuronlabError(f"the lens decodes resid, ffn_out or attn_out, not {site!r}")

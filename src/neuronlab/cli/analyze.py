@@ -65,8 +65,10 @@ def _relation(pairs: Path, template: str, shots: int, limit: int | None) -> list
 
 
 def _show(label: str, score: dict) -> None:
-    typer.echo(f"{label}: accuracy {score['accuracy']:.3f}  exact {score['exact']:.3f}  "
-               f"reciprocal rank {score['reciprocal_rank']:.3f}  multi-token targets {score['multi_token']:.0%}")
+    typer.echo(
+        f"{label}: accuracy {score['accuracy']:.3f}  exact {score['exact']:.3f}  "
+        f"reciprocal rank {score['reciprocal_rank']:.3f}  multi-token targets {score['multi_token']:.0%}"
+    )
 
 
 @app.command("extract")
@@ -90,8 +92,19 @@ def arith_extract(
     loaded, tok = model.load()
     _show("task", score_relation(loaded, tok, items))
     vector = extract_o_vector(loaded, tok, [i["prompt"] for i in items], layer)
-    save_vector(out, vector, {"model": model_info(loaded), "layer": layer, "site": "ffn_out", "pairs": str(pairs),
-                              "template": template, "shots": shots, "prompts": len(items)})  # fmt: skip
+    save_vector(
+        out,
+        vector,
+        {
+            "model": model_info(loaded),
+            "layer": layer,
+            "site": "ffn_out",
+            "pairs": str(pairs),
+            "template": template,
+            "shots": shots,
+            "prompts": len(items),
+        },
+    )
     typer.echo(f"o-vector of layer {layer}: norm {vector.norm():.3f}; wrote {out}")
 
 
@@ -103,8 +116,9 @@ def arith_patch(
     vector: Annotated[Path, typer.Option(help="Vector file from `neuronlab arith extract`.")],
     pairs: PairsOpt,
     layer: Annotated[list[int], typer.Option(help="Layer(s) whose FFN output gets the vector; repeatable.")],
-    nonsense: Annotated[str, typer.Option(help="Words before each input, so only the vector can carry "
-                                                "the relation.")] = "table mug free",  # fmt: skip
+    nonsense: Annotated[
+        str, typer.Option(help="Words before each input, so only the vector can carry the relation.")
+    ] = "table mug free",
     mode: Annotated[str, typer.Option(help="add or replace.")] = "add",
     scale: Annotated[float, typer.Option(help="Multiply the vector by this.")] = 1.0,
     limit: LimitOpt = None,

@@ -38,7 +38,7 @@ def friendly(fn):
     return wrapper
 
 
-def group(help: str) -> typer.Typer:  # noqa: A002
+def group(help: str) -> typer.Typer:
     return typer.Typer(help=help, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 
@@ -50,8 +50,10 @@ OutOpt = Annotated[Path, typer.Option("--out", help="File to write.")]
 JsonOutOpt = Annotated[Path | None, typer.Option("--out", help="Write the results as JSON.")]
 PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Write the figure (PNG).")]
 NeuronsOpt = Annotated[Path | None, typer.Option("--neurons", help="Neuron set (JSON) to steer with.")]
-TargetOpt = Annotated[list[str] | None, typer.Option("--target", help="Language(s) whose neurons to steer "
-                                                     "(default: every language of --neurons).")]  # fmt: skip
+TargetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--target", help="Language(s) whose neurons to steer (default: every language of --neurons)."),
+]
 VariantOpt = Annotated[str, typer.Option(help="p_max, p_median, zero, scale, p10, layer_max or add_layer_max.")]
 FactorOpt = Annotated[float, typer.Option(help="Factor for --variant scale.")]
 SteerStatsOpt = Annotated[Path | None, typer.Option("--stats", help="Stats with pooled texts (p_max, p_median).")]
@@ -78,9 +80,11 @@ class ModelRef:
         from neuronlab.models.load import load_model
 
         if self.device == "auto" and launched():
-            raise NeuronlabError("--device auto spreads one model over every GPU, and a launcher starts one process "
-                                 "per GPU: use --device cuda under torchrun (each rank its own GPU), or --device auto "
-                                 "in one process for a model larger than a GPU")  # fmt: skip
+            raise NeuronlabError(
+                "--device auto spreads one model over every GPU, and a launcher starts one process "
+                "per GPU: use --device cuda under torchrun (each rank its own GPU), or --device auto "
+                "in one process for a model larger than a GPU"
+            )
         init_from_env(self.device)  # under torchrun: join the ranks (nccl on GPUs, gloo on CPUs)
         quiet_other_ranks()
         if self.device == "auto":
@@ -88,13 +92,17 @@ class ModelRef:
         return load_model(self.name, dtype=self.dtype, device=local_device(self.device), revision=self.revision)
 
 
-def model_options(default: str | None = None, help: str = "Hugging Face hub id or local folder."):  # noqa: A002
+def model_options(default: str | None = None, help: str = "Hugging Face hub id or local folder."):
     """Give a command --model (required unless `default`), --dtype, --device and --revision, and call it with
     `model=ModelRef(...)`."""
     opt = typer.Option("--model", "-m", help=help)
-    params = [inspect.Parameter("model", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[str, opt])
-              if default is None else inspect.Parameter("model", inspect.Parameter.KEYWORD_ONLY,
-                                                        annotation=Annotated[str | None, opt], default=None)]  # fmt: skip
+    params = [
+        inspect.Parameter("model", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[str, opt])
+        if default is None
+        else inspect.Parameter(
+            "model", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[str | None, opt], default=None
+        )
+    ]
     for name, annotation in (("dtype", DtypeOpt), ("device", DeviceOpt), ("revision", RevisionOpt)):
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=None))
 
@@ -104,7 +112,9 @@ def model_options(default: str | None = None, help: str = "Hugging Face hub id o
     return lambda fn: _with_params(fn, "model", params, build)
 
 
-def texts(text: list[str] | None, text_dir: Path | None, pattern: str, limit: int | None = None) -> dict[str, list[str]]:
+def texts(
+    text: list[str] | None, text_dir: Path | None, pattern: str, limit: int | None = None
+) -> dict[str, list[str]]:
     """{group: lines} from --text GROUP=FILE pairs and/or a --text-dir, each cut to its first `limit` lines."""
     from neuronlab.data.corpora import merge_groups, parse_group_files, read_text_dir
 
@@ -158,8 +168,7 @@ def _as_tuple(values: list | None, default, kind: type = str, name: str = "--opt
     try:
         return tuple(kind(p) for p in parts)
     except ValueError:
-        raise NeuronlabError(f"{name}: {', '.join(parts)} are not all {kind.__name__} values "
-                             "(or give none)") from None  # fmt: skip
+        raise NeuronlabError(f"{name}: {', '.join(parts)} are not all {kind.__name__} values (or give none)") from None
 
 
 def _with_params(fn, replaced: str, extra: list[inspect.Parameter], build):
@@ -197,13 +206,31 @@ def config_options(cls, skip: tuple[str, ...] = ()):
         name = option_name(f)
         if typ is bool:  # a switch with its negation: a default of True can be turned off
             name = f"{name}/--no-{name[2:]}"
-        opt = typer.Option(name, help=text, show_default=not is_tuple[f.name],
-                           metavar=kinds[f.name].__name__.upper() if is_tuple[f.name] else None)  # fmt: skip
-        extra.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[typ, opt],
-                                       default=None if is_tuple[f.name] else f.default))  # fmt: skip
+        opt = typer.Option(
+            name,
+            help=text,
+            show_default=not is_tuple[f.name],
+            metavar=kinds[f.name].__name__.upper() if is_tuple[f.name] else None,
+        )
+        extra.append(
+            inspect.Parameter(
+                f.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=Annotated[typ, opt],
+                default=None if is_tuple[f.name] else f.default,
+            )
+        )
 
     def build(values: dict) -> dict:
-        return {"cfg": cls(**{f.name: _as_tuple(values[f.name], f.default, kinds[f.name], option_name(f))
-                              if is_tuple[f.name] else values[f.name] for f in chosen})}  # fmt: skip
+        return {
+            "cfg": cls(
+                **{
+                    f.name: _as_tuple(values[f.name], f.default, kinds[f.name], option_name(f))
+                    if is_tuple[f.name]
+                    else values[f.name]
+                    for f in chosen
+                }
+            )
+        }
 
     return lambda fn: _with_params(fn, "cfg", extra, build)

@@ -8,9 +8,25 @@ from typing import Annotated
 
 import typer
 
-from neuronlab.cli.common import (BatchOpt, FactorOpt, JsonOutOpt, MaxLengthOpt, ModelRef, NeuronsOpt, PatternOpt,
-                                  SteerStatsOpt, TargetOpt, TextDirOpt, TextOpt, VariantOpt, friendly, group,
-                                  model_options, texts, writable)  # fmt: skip
+from neuronlab.cli.common import (
+    BatchOpt,
+    FactorOpt,
+    JsonOutOpt,
+    MaxLengthOpt,
+    ModelRef,
+    NeuronsOpt,
+    PatternOpt,
+    SteerStatsOpt,
+    TargetOpt,
+    TextDirOpt,
+    TextOpt,
+    VariantOpt,
+    friendly,
+    group,
+    model_options,
+    texts,
+    writable,
+)
 from neuronlab.errors import NeuronlabError
 
 app = group("Measure a model, optionally with a target language's neurons steered.")
@@ -20,8 +36,7 @@ def register(root: typer.Typer) -> None:
     root.add_typer(app, name="eval")
 
 
-def _steering(model, neurons: Path | None, targets: list[str] | None, variant: str, factor: float,
-              stats: Path | None):  # fmt: skip
+def _steering(model, neurons: Path | None, targets: list[str] | None, variant: str, factor: float, stats: Path | None):
     """(targets, plan_for) from the steering options, checked against `model`; ([], None) without --neurons."""
     from neuronlab.intervene.steer import steering_plan
     from neuronlab.record.stats import Stats
@@ -174,8 +189,19 @@ def eval_translate(
         raise NeuronlabError(f"no lines from {start}: the files have {len(s_lines)}")
     loaded, tok = model.load()
     targets, plan_for = _steering(loaded, neurons, target, variant, factor, stats)
-    result = translate_and_score(loaded, tok, s_lines, r_lines, shots, start, n, src_name, tgt_name, max_new_tokens,
-                                 {t: plan_for(t) for t in targets})  # fmt: skip
+    result = translate_and_score(
+        loaded,
+        tok,
+        s_lines,
+        r_lines,
+        shots,
+        start,
+        n,
+        src_name,
+        tgt_name,
+        max_new_tokens,
+        {t: plan_for(t) for t in targets},
+    )
     for k, r in result.items():
         typer.echo(f"{k}: BLEU {r['bleu']:.2f}  chrF {r['chrf']:.2f}")
     _save(out, result)
@@ -188,15 +214,22 @@ def eval_math(
     model: ModelRef,
     data: Annotated[Path, typer.Option(help="Folder of MGSM (.tsv) or MSVAMP (.jsonl) files, one language a file.")],
     out: Annotated[Path, typer.Option(help="Folder for results.json, generations.jsonl (resumable), accuracy.png.")],
-    prompt: Annotated[str, typer.Option(help="qalign, mathoctopus, cot, or a template with {query} "
-                                             "(and {language}).")] = "qalign",  # fmt: skip
+    prompt: Annotated[
+        str, typer.Option(help="qalign, mathoctopus, cot, or a template with {query} (and {language}).")
+    ] = "qalign",
     language: Annotated[list[str] | None, typer.Option(help="Only these languages (codes: en, de, ...).")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N questions of each language.")] = None,
-    max_new_tokens: Annotated[int | None, typer.Option(help="Tokens per answer (default: 600 for MGSM, 300 for "
-                                                           "MSVAMP, as the reference evaluations).")] = None,  # fmt: skip
+    max_new_tokens: Annotated[
+        int | None,
+        typer.Option(help="Tokens per answer (default: 600 for MGSM, 300 for MSVAMP, as the reference evaluations)."),
+    ] = None,
     batch_size: BatchOpt = 8,
-    compare: Annotated[list[str] | None, typer.Option(help="LABEL=results.json of another run (the base model, a "
-                                                          "baseline) for the table and plot; repeatable.")] = None,  # fmt: skip
+    compare: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="LABEL=results.json of another run (the base model, a baseline) for the table and plot; repeatable."
+        ),
+    ] = None,
 ) -> None:
     """Accuracy on multilingual math word problems: greedy answers, the last number, per language and average."""
     from neuronlab.evaluate.math import MAX_NEW_TOKENS, comparison, evaluate_math, read_math_dir
@@ -216,7 +249,9 @@ def eval_math(
     result = evaluate_math(loaded, tok, found, prompt, budget, batch_size, out)
     runs = {**others, "this run": result}
     for row in comparison(runs):
-        typer.echo(f"{row['language']:>8}: " + "  ".join(f"{k} {v:.3f}" if v is not None else f"{k} -"
-                                                         for k, v in row.items() if k != "language"))  # fmt: skip
+        typer.echo(
+            f"{row['language']:>8}: "
+            + "  ".join(f"{k} {v:.3f}" if v is not None else f"{k} -" for k, v in row.items() if k != "language")
+        )
     write_bytes(out / "accuracy.png", accuracy_bars(runs))
     typer.echo(f"wrote {out}/results.json, generations.jsonl, accuracy.png")

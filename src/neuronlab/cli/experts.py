@@ -24,25 +24,45 @@ def register(root: typer.Typer) -> None:
 def experts_find(
     model: ModelRef,
     out: Annotated[Path, typer.Option(help="Folder for responses, expertise, experts.json and the concepts used.")],
-    concepts: Annotated[Path | None, typer.Option(help="Concept file or folder: JSON/JSONL {concept, positive, "
-                                                        "negative?}.")] = None,  # fmt: skip
-    words: Annotated[Path | None, typer.Option(help="Or a file of concept words (one a line, or a ratings file): "
-                                                     "the model writes their sentences.")] = None,  # fmt: skip
+    concepts: Annotated[
+        Path | None, typer.Option(help="Concept file or folder: JSON/JSONL {concept, positive, negative?}.")
+    ] = None,
+    words: Annotated[
+        Path | None,
+        typer.Option(
+            help="Or a file of concept words (one a line, or a ratings file): the model writes their sentences."
+        ),
+    ] = None,
     per_concept: Annotated[int, typer.Option(help="Sentences the model writes per word (--words).")] = 20,
-    prompt: Annotated[list[str] | None, typer.Option(help="Prompt template with {word} for a base model (repeatable; "
-                                                          "default: few-shot word/sentence examples).")] = None,  # fmt: skip
-    chat: Annotated[bool | None, typer.Option("--chat/--no-chat", help="Ask through the chat template (default: when "
-                                                                       "the model is an instruct model).")] = None,  # fmt: skip
+    prompt: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Prompt template with {word} for a base model (repeatable; default: few-shot word/sentence examples)."
+        ),
+    ] = None,
+    chat: Annotated[
+        bool | None,
+        typer.Option(
+            "--chat/--no-chat", help="Ask through the chat template (default: when the model is an instruct model)."
+        ),
+    ] = None,
     site: Annotated[str, typer.Option(help="Site kind: act, neuron, ffn_out, attn_out or resid.")] = "act",
     pool: Annotated[str, typer.Option(help="max or mean over each sentence's tokens.")] = "max",
     tau: TauOpt = 0.5,
-    float32: Annotated[bool, typer.Option(help="Keep responses in float32 (default float16: half the memory).")] = False,
+    float32: Annotated[
+        bool, typer.Option(help="Keep responses in float32 (default float16: half the memory).")
+    ] = False,
     batch_size: BatchOpt = 16,
     seed: Annotated[int, typer.Option(help="Seed of the sampled negatives and of the generated sentences.")] = 0,
-    negatives: Annotated[float, typer.Option(help="Negatives per positive, sampled from the other concepts' "
-                                                  "sentences where a concept gives none.")] = 1.0,  # fmt: skip
-    drop_unwritten: Annotated[bool, typer.Option(help="Leave out words the model writes no sentence for (instead "
-                                                      "of stopping).")] = False,  # fmt: skip
+    negatives: Annotated[
+        float,
+        typer.Option(
+            help="Negatives per positive, sampled from the other concepts' sentences where a concept gives none."
+        ),
+    ] = 1.0,
+    drop_unwritten: Annotated[
+        bool, typer.Option(help="Leave out words the model writes no sentence for (instead of stopping).")
+    ] = False,
 ) -> None:
     """Pooled responses of every neuron to each concept's sentences, AP/AUROC per concept, experts at tau."""
     import torch
@@ -51,8 +71,24 @@ def experts_find(
 
     writable(out, folder=True)
     loaded, tok = model.load()
-    ex = find_experts(loaded, tok, out, concepts, words, per_concept, prompt, chat, site, pool, tau,
-                      torch.float32 if float32 else torch.float16, batch_size, seed, negatives, drop_unwritten)  # fmt: skip
+    ex = find_experts(
+        loaded,
+        tok,
+        out,
+        concepts,
+        words,
+        per_concept,
+        prompt,
+        chat,
+        site,
+        pool,
+        tau,
+        torch.float32 if float32 else torch.float16,
+        batch_size,
+        seed,
+        negatives,
+        drop_unwritten,
+    )
     typer.echo(ex.summary())
     typer.echo(f"wrote {out}/concepts.jsonl, responses.safetensors, expertise.safetensors, experts.json")
 
@@ -80,8 +116,10 @@ def experts_steer(
     result = concept_steering(loaded, tok, ex, concept, k)
     write_json(out, result)
     for mode, m in result["modes"].items():
-        typer.echo(f"{mode}: word more likely for {m['raised']:.0%} of {len(result['concepts'])} concepts; "
-                   f"probability x{m['geometric_mean_ratio']:.2f} (geometric mean)")  # fmt: skip
+        typer.echo(
+            f"{mode}: word more likely for {m['raised']:.0%} of {len(result['concepts'])} concepts; "
+            f"probability x{m['geometric_mean_ratio']:.2f} (geometric mean)"
+        )
     typer.echo(f"wrote {out}")
 
 
@@ -91,10 +129,12 @@ def experts_align(
     experts: Annotated[Path, typer.Option(help="Folder from `neuronlab experts find`.")],
     human: Annotated[Path, typer.Option(help="Ratings: `word1 word2 score` lines (WordSim-353, SimLex-999, MEN).")],
     out: Annotated[Path, typer.Option(help="Folder for alignment.json (and alignment.html with --report).")],
-    triplets: Annotated[Path | None, typer.Option(help="THINGS odd-one-out triplets (CSV) to compare with people's "
-                                                       "choices too.")] = None,  # fmt: skip
-    report: Annotated[bool, typer.Option(help="Also write alignment.html: Jaccard matrix, Spearman against tau, "
-                                              "dendrogram.")] = False,  # fmt: skip
+    triplets: Annotated[
+        Path | None, typer.Option(help="THINGS odd-one-out triplets (CSV) to compare with people's choices too.")
+    ] = None,
+    report: Annotated[
+        bool, typer.Option(help="Also write alignment.html: Jaccard matrix, Spearman against tau, dendrogram.")
+    ] = False,
     plot: PlotOpt = None,
 ) -> None:
     """Spearman between expert-overlap (Jaccard) similarity of concepts and human similarity ratings."""
@@ -114,17 +154,26 @@ def experts_align(
         result["odd_one_out"] = odd_one_out(sim, ex.concepts, read_triplets(triplets))
     write_json(out / "alignment.json", result)
     ci = {k: "[{:.2f}, {:.2f}]".format(*v) for k, v in result["intervals"].items()}
-    typer.echo(f"Spearman (Jaccard of experts, tau {result['tau']}): {result['spearman']:.3f} {ci['spearman']} over "
-               f"{result['pairs']} rated pairs; AP cosine {result['ap_cosine']:.3f} {ci['ap_cosine']}" + "".join(
-                   f"; {k.replace('_', ' ')} {result[k]:.3f} {ci[k]}" for k in baselines))  # fmt: skip
+    typer.echo(
+        f"Spearman (Jaccard of experts, tau {result['tau']}): {result['spearman']:.3f} {ci['spearman']} over "
+        f"{result['pairs']} rated pairs; AP cosine {result['ap_cosine']:.3f} {ci['ap_cosine']}"
+        + "".join(f"; {k.replace('_', ' ')} {result[k]:.3f} {ci[k]}" for k in baselines)
+    )
     for t, rho in result["jaccard"].items():
         typer.echo(f"  tau {t}: {rho:.3f} ({result['experts'][t]} experts)")
     if "odd_one_out" in result:
         o = result["odd_one_out"]
-        typer.echo(f"odd one out: agreement {o['agreement']:.3f} with people over {o['triplets']} triplets (chance 0.333)")
+        typer.echo(
+            f"odd one out: agreement {o['agreement']:.3f} with people over {o['triplets']} triplets (chance 0.333)"
+        )
     taus = list(result["jaccard"])
-    sweep = lines({"Jaccard of experts": list(result["jaccard"].values())}, taus, "tau", "Spearman vs people",
-                  "alignment with human similarity")  # fmt: skip
+    sweep = lines(
+        {"Jaccard of experts": list(result["jaccard"].values())},
+        taus,
+        "tau",
+        "Spearman vs people",
+        "alignment with human similarity",
+    )
     if plot is not None:
         write_bytes(plot, sweep)
     if report:
@@ -139,12 +188,18 @@ def _report(path: Path, ex, sim, result: dict, sweep: bytes, human: Path) -> Non
 
     rep = Report("neuronlab: expert neurons and human similarity")
     model = ex.meta.get("model", {})
-    rep.text("Setup", f"<p>Model <code>{model.get('name_or_path') or '?'}</code>, site {ex.meta.get('site')}, "
-                      f"{ex.meta.get('pool')} pooling, {len(ex.concepts)} concepts, {ex.meta.get('sentences')} "
-                      f"sentences; ratings <code>{human.name}</code>, {result['pairs']} rated pairs covered.</p>")  # fmt: skip
+    rep.text(
+        "Setup",
+        f"<p>Model <code>{model.get('name_or_path') or '?'}</code>, site {ex.meta.get('site')}, "
+        f"{ex.meta.get('pool')} pooling, {len(ex.concepts)} concepts, {ex.meta.get('sentences')} "
+        f"sentences; ratings <code>{human.name}</code>, {result['pairs']} rated pairs covered.</p>",
+    )
     rows = [{"similarity": f"Jaccard of experts, tau {t}", "Spearman": rho} for t, rho in result["jaccard"].items()]
-    rows += [{"similarity": k.replace("_", " "), "Spearman": result[k]}
-             for k in ("ap_cosine", "input_embedding", "sentence_embedding") if k in result]  # fmt: skip
+    rows += [
+        {"similarity": k.replace("_", " "), "Spearman": result[k]}
+        for k in ("ap_cosine", "input_embedding", "sentence_embedding")
+        if k in result
+    ]
     rep.table("Alignment with people", rows)
     rep.figure("Spearman against the expert threshold", sweep)
     rep.figure(f"Jaccard of expert sets (tau {result['tau']})", similarity(sim.tolist(), ex.concepts, "Jaccard"))
@@ -159,8 +214,12 @@ def experts_tree(
     experts: Annotated[Path, typer.Option(help="Folder from `neuronlab experts find`.")],
     out: Annotated[Path, typer.Option(help="tree.json to write.")],
     tau: TauOpt = 0.5,
-    domains: Annotated[Path | None, typer.Option(help="word -> domain: THINGS' words.csv or `word<TAB>domain` lines "
-                                                      "(within- vs between-domain overlap).")] = None,  # fmt: skip
+    domains: Annotated[
+        Path | None,
+        typer.Option(
+            help="word -> domain: THINGS' words.csv or `word<TAB>domain` lines (within- vs between-domain overlap)."
+        ),
+    ] = None,
     plot: PlotOpt = None,
 ) -> None:
     """Hierarchical clustering of concepts by expert overlap; within- versus between-domain Jaccard."""
@@ -176,8 +235,10 @@ def experts_tree(
     if domains is not None:
         tree["domains"] = domain_overlap(sim, ex.concepts, read_domains(domains))
         d = tree["domains"]
-        typer.echo(f"Jaccard within domains {d['within']:.3f} ({d['pairs_within']} pairs), between "
-                   f"{d['between']:.3f} ({d['pairs_between']} pairs)")  # fmt: skip
+        typer.echo(
+            f"Jaccard within domains {d['within']:.3f} ({d['pairs_within']} pairs), between "
+            f"{d['between']:.3f} ({d['pairs_between']} pairs)"
+        )
     write_json(out, tree)
     typer.echo("order: " + " ".join(tree["order"]))
     if plot is not None:
@@ -187,8 +248,13 @@ def experts_tree(
 @app.command("trend")
 @friendly
 def experts_trend(
-    run: Annotated[list[str], typer.Option(help="LABEL=FOLDER of `experts align` (one per checkpoint, e.g. "
-                                                "step1000=al-1000/), in training order; repeatable.")],  # fmt: skip
+    run: Annotated[
+        list[str],
+        typer.Option(
+            help="LABEL=FOLDER of `experts align` (one per checkpoint, e.g. "
+            "step1000=al-1000/), in training order; repeatable."
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="trend.json to write.")],
     plot: PlotOpt = None,
 ) -> None:
@@ -204,7 +270,11 @@ def experts_trend(
         if not sep:
             raise NeuronlabError(f"--run {spec!r}: write it as LABEL=FOLDER")
         rows[label] = read_json(Path(folder) / "alignment.json", "alignment")
-    keys = [k for k in ("spearman", "ap_cosine", "input_embedding", "sentence_embedding") if all(k in r for r in rows.values())]
+    keys = [
+        k
+        for k in ("spearman", "ap_cosine", "input_embedding", "sentence_embedding")
+        if all(k in r for r in rows.values())
+    ]
     trend = {k: [rows[label][k] for label in rows] for k in keys}
     write_json(out, {"checkpoints": list(rows), **trend})
     for label, r in rows.items():

@@ -1,7 +1,7 @@
 """neuronlab find lape | activated | attribution: select neurons from recorded statistics, or by attribution.
 
-    neuronlab find lape --stats s.safetensors --out lape.json
-    neuronlab find attribution -m M --text-dir corpus/ --like lape.json --scores attr.safetensors --out attr.json
+neuronlab find lape --stats s.safetensors --out lape.json
+neuronlab find attribution -m M --text-dir corpus/ --like lape.json --scores attr.safetensors --out attr.json
 """
 
 from __future__ import annotations
@@ -12,8 +12,20 @@ from typing import Annotated
 
 import typer
 
-from neuronlab.cli.common import (ModelRef, OutOpt, PatternOpt, StatsOpt, TextDirOpt, TextOpt, config_options,
-                                  friendly, group, model_options, texts, writable)  # fmt: skip
+from neuronlab.cli.common import (
+    ModelRef,
+    OutOpt,
+    PatternOpt,
+    StatsOpt,
+    TextDirOpt,
+    TextOpt,
+    config_options,
+    friendly,
+    group,
+    model_options,
+    texts,
+    writable,
+)
 from neuronlab.errors import NeuronlabError
 from neuronlab.select.attribution import AttributionConfig
 from neuronlab.select.lape import LapeConfig

@@ -1,11 +1,11 @@
 """neuronlab record | inspect | view: statistics over grouped texts, a summary of any artifact, and the neuron browser.
 
-    neuronlab record --model M --text en=en.txt --text fr=fr.txt --out stats.safetensors
-    neuronlab record --model M --text-dir flores/ --pattern '*.devtest' --out stats.safetensors --resume
-    torchrun --nproc-per-node 2 -m neuronlab record --model M --text-dir corpus/ --out stats.safetensors
-    neuronlab record --model M --dataset en=wikimedia/wikipedia --subset 20231101.en --limit 100000 --out s.safetensors
-    neuronlab inspect stats.safetensors
-    neuronlab record --model M --text-dir corpus/ --contexts --out s.safetensors && neuronlab view --stats s.safetensors
+neuronlab record --model M --text en=en.txt --text fr=fr.txt --out stats.safetensors
+neuronlab record --model M --text-dir flores/ --pattern '*.devtest' --out stats.safetensors --resume
+torchrun --nproc-per-node 2 -m neuronlab record --model M --text-dir corpus/ --out stats.safetensors
+neuronlab record --model M --dataset en=wikimedia/wikipedia --subset 20231101.en --limit 100000 --out s.safetensors
+neuronlab inspect stats.safetensors
+neuronlab record --model M --text-dir corpus/ --contexts --out s.safetensors && neuronlab view --stats s.safetensors
 """
 
 from __future__ import annotations
@@ -16,8 +16,17 @@ from typing import Annotated
 
 import typer
 
-from neuronlab.cli.common import (ModelRef, PatternOpt, TextDirOpt, TextOpt, config_options, friendly, model_options,
-                                  texts, writable)  # fmt: skip
+from neuronlab.cli.common import (
+    ModelRef,
+    PatternOpt,
+    TextDirOpt,
+    TextOpt,
+    config_options,
+    friendly,
+    model_options,
+    texts,
+    writable,
+)
 from neuronlab.errors import NeuronlabError
 from neuronlab.record.recorder import RecordConfig
 
@@ -40,9 +49,16 @@ def record(
     text_dir: TextDirOpt = None,
     pattern: PatternOpt = "*.txt",
     limit: Annotated[int | None, typer.Option(help="Use only the first N lines of each file.")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from --out if it exists, never counting a text twice.")] = False,
-    dataset: Annotated[list[str] | None, typer.Option(help="GROUP=SOURCE: a data file (.txt .jsonl .csv .parquet) or "
-                                                     "a hub id read with `datasets`, streamed; repeatable.")] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue from --out if it exists, never counting a text twice.")
+    ] = False,
+    dataset: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="GROUP=SOURCE: a data file (.txt .jsonl .csv .parquet) or "
+            "a hub id read with `datasets`, streamed; repeatable."
+        ),
+    ] = None,
     split: Annotated[str, typer.Option(help="Split of each --dataset.")] = "train",
     column: Annotated[str, typer.Option(help="Text column of each --dataset.")] = "text",
     subset: Annotated[str | None, typer.Option(help="Subset (config name) of each hub --dataset.")] = None,
@@ -56,8 +72,9 @@ def record(
         raise NeuronlabError(f"{out} exists: pass --resume to continue it, or choose another --out")
     ranks = [p.name for p in rank_files(out)]
     if ranks and not resume:
-        raise NeuronlabError(f"{', '.join(ranks)} hold a killed run of several processes: pass --resume to continue "
-                             "it, or delete them")  # fmt: skip
+        raise NeuronlabError(
+            f"{', '.join(ranks)} hold a killed run of several processes: pass --resume to continue it, or delete them"
+        )
     writable(out)
     found = texts(text, text_dir, pattern, limit) if text or text_dir or not dataset else {}
     merge_groups(found, parse_group_datasets(dataset or [], split, column, subset, limit))
@@ -68,8 +85,15 @@ def record(
 
 
 @friendly
-def inspect(path: Annotated[Path, typer.Argument(help="Any neuronlab artifact: stats, learned intervention or vector "
-                                                      "(.safetensors), neuron set or plan (.json).")]) -> None:  # fmt: skip
+def inspect(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="Any neuronlab artifact: stats, learned intervention or vector "
+            "(.safetensors), neuron set or plan (.json)."
+        ),
+    ],
+) -> None:
     """Summarise a stats, learned-intervention, vector, neuron-set or plan file."""
     from neuronlab.artifacts import describe
 
@@ -102,12 +126,17 @@ def inspect_model(model: ModelRef) -> None:
 def view(
     stats: Annotated[Path, typer.Option(help="Stats recorded with --contexts.")],
     out: Annotated[Path, typer.Option(help="Folder for index.html (a static page: open it from disk).")] = Path("view"),
-    neurons: Annotated[Path | None, typer.Option(help="Neuron set (.json) to show; default: the --limit neurons of "
-                                                      "lowest LAPE entropy.")] = None,  # fmt: skip
-    expertise: Annotated[Path | None, typer.Option(help="Expertise (.safetensors) of `experts find`: AP per "
-                                                         "concept.")] = None,  # fmt: skip
-    results: Annotated[Path | None, typer.Option(help="results.json of `neuronlab demo`: what zeroing a "
-                                                       "language's neurons did to perplexity.")] = None,  # fmt: skip
+    neurons: Annotated[
+        Path | None,
+        typer.Option(help="Neuron set (.json) to show; default: the --limit neurons of lowest LAPE entropy."),
+    ] = None,
+    expertise: Annotated[
+        Path | None, typer.Option(help="Expertise (.safetensors) of `experts find`: AP per concept.")
+    ] = None,
+    results: Annotated[
+        Path | None,
+        typer.Option(help="results.json of `neuronlab demo`: what zeroing a language's neurons did to perplexity."),
+    ] = None,
     limit: Annotated[int, typer.Option(help="Show at most this many neurons (lowest score first).")] = 500,
 ) -> None:
     """Write a static neuron browser: per neuron its top contexts, activation probability per group and scores."""
@@ -119,6 +148,12 @@ def view(
 
     writable(out, folder=True)
     effects = None if results is None else read_results(results)["perplexity_deactivate"]["change"]
-    path = write_view(Stats.load(stats), out, None if neurons is None else NeuronSet.load(neurons),
-                      None if expertise is None else Expertise.load(expertise), effects, limit)  # fmt: skip
+    path = write_view(
+        Stats.load(stats),
+        out,
+        None if neurons is None else NeuronSet.load(neurons),
+        None if expertise is None else Expertise.load(expertise),
+        effects,
+        limit,
+    )
     typer.echo(f"wrote {path} (open it in a browser; a neuron's page is {path.name}#L<layer>N<neuron>)")

@@ -22,10 +22,12 @@ def register(root: typer.Typer) -> None:
 
 def _metrics_line(label: str, m: dict) -> None:
     flip = "n/a" if m["flip_rate"] is None else f"{m['flip_rate']:.3f}"
-    typer.echo(f"{label} ({m['items']} items): flip rate {flip}  target>foil {m['accuracy_before']:.3f} -> "
-               f"{m['success']:.3f}  logit diff {m['logit_diff_before']:+.2f} -> {m['logit_diff_after']:+.2f}  "
-               f"KL on other tokens {m['kl']:.3f}  parameters {m['parameters']}  L1 {m['l1']:.2f}  "
-               f"moved >{m['epsilon']}: {m['moved']}")  # fmt: skip
+    typer.echo(
+        f"{label} ({m['items']} items): flip rate {flip}  target>foil {m['accuracy_before']:.3f} -> "
+        f"{m['success']:.3f}  logit diff {m['logit_diff_before']:+.2f} -> {m['logit_diff_after']:+.2f}  "
+        f"KL on other tokens {m['kl']:.3f}  parameters {m['parameters']}  L1 {m['l1']:.2f}  "
+        f"moved >{m['epsilon']}: {m['moved']}"
+    )
 
 
 @app.command("task")
@@ -56,8 +58,12 @@ def scale_train(
     out: Annotated[Path, typer.Option(help="Folder for learned.safetensors, plan.json, metrics.json, scalars.png.")],
     cfg: ScalingConfig,
     holdout: Annotated[float, typer.Option(help="Share of groups held out for the reported metrics.")] = 0.25,
-    drop_ambiguous: Annotated[bool, typer.Option(help="Drop items whose target and foil start with the same "
-                                                      "token (instead of stopping with an error).")] = False,  # fmt: skip
+    drop_ambiguous: Annotated[
+        bool,
+        typer.Option(
+            help="Drop items whose target and foil start with the same token (instead of stopping with an error)."
+        ),
+    ] = False,
 ) -> None:
     """Learn an intervention that makes each target beat its foil; report it on held-out groups."""
     from neuronlab.data.contrast import distinguishable, read_contrast
@@ -80,12 +86,7 @@ def scale_train(
 @app.command("eval")
 @friendly
 @model_options()
-def scale_eval(
-    model: ModelRef,
-    task: TaskOpt,
-    scaling: RunOpt,
-    out: JsonOutOpt = None,
-) -> None:
+def scale_eval(model: ModelRef, task: TaskOpt, scaling: RunOpt, out: JsonOutOpt = None) -> None:
     """Flip rate, logit-difference change, KL on other tokens and minimality of a learned intervention."""
     from neuronlab.data.contrast import read_contrast
     from neuronlab.io import write_json

@@ -55,7 +55,8 @@ def finetune(
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out.")] = True,
 ) -> None:
     """Fine-tune only the FFNs of the chosen layers with the Hugging Face Trainer; save only the tuned tensors."""
-    from neuronlab.learn.finetune import finetune as run, read_sft
+    from neuronlab.learn.finetune import finetune as run
+    from neuronlab.learn.finetune import read_sft
     from neuronlab.models.sites import decoder_layers
     from neuronlab.select.layers import parse_layers
 

@@ -59,8 +59,16 @@ def windows(tokenizer, texts: Iterable[str], skip: int, max_length: int, truncat
         yield from flush(start, part)
 
 
-def batches(windows, batch_size: int, pad_id: int, special: Tensor, count_special: bool, bucket: int = 1,
-            budget: int | None = None, plain_below: int = 0) -> Iterator[Batch]:  # fmt: skip
+def batches(
+    windows,
+    batch_size: int,
+    pad_id: int,
+    special: Tensor,
+    count_special: bool,
+    bucket: int = 1,
+    budget: int | None = None,
+    plain_below: int = 0,
+) -> Iterator[Batch]:
     """Batches of `windows` (text index, ids, is last window, start) in text order, or with `bucket > 1` sorted by
     length (longest first) within buckets of about `bucket` batches that end where a text ends, so that rows of
     similar length share a batch and little is padding. `budget` counts at most that many tokens, the first ones in text
@@ -154,9 +162,11 @@ def model_inputs(model, input_ids: Tensor, attention_mask: Tensor | None = None,
     real = input_ids if attention_mask is None else input_ids[attention_mask.bool()]
     if real.numel() and (int(real.max()) >= rows or int(real.min()) < 0):
         bad = int(real.max()) if int(real.max()) >= rows else int(real.min())
-        raise NeuronlabError(f"token id {bad} is outside the model's embedding ({rows} rows): the tokenizer does not "
-                             "match the model (added tokens?); use the model's own tokenizer or resize the "
-                             "embedding with model.resize_token_embeddings(len(tokenizer))")  # fmt: skip
+        raise NeuronlabError(
+            f"token id {bad} is outside the model's embedding ({rows} rows): the tokenizer does not "
+            "match the model (added tokens?); use the model's own tokenizer or resize the "
+            "embedding with model.resize_token_embeddings(len(tokenizer))"
+        )
     device = input_device(model)
     out = {"input_ids": input_ids.to(device), **{k: v.to(device) for k, v in extra.items()}}
     if attention_mask is not None:
@@ -174,13 +184,14 @@ def forward_takes(model, name: str) -> bool:
     return _forward_takes(type(model), name)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _forward_takes(cls: type, name: str) -> bool:
     return name in inspect.signature(cls.forward).parameters
 
 
-def left_padded(model, tokenizer, prompts: Sequence[str], batch_size: int,
-                positions: bool = False) -> Iterator[tuple[int, dict]]:  # fmt: skip
+def left_padded(
+    model, tokenizer, prompts: Sequence[str], batch_size: int, positions: bool = False
+) -> Iterator[tuple[int, dict]]:
     """(start index, model inputs on the model's device) for prompts padded on the left, so the last position
     of every row is its prompt's end. The padding side is passed per call: the tokenizer is never changed.
 

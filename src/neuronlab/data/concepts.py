@@ -21,9 +21,16 @@ from neuronlab.data.corpora import read_jsonl
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import write_text
 
-TEMPLATES = ("The {word} was here.", "I saw a {word} today.", "This is about the {word}.", "She talked about the {word}.",
-             "A {word} is what we need.", "Look at that {word}!", "Everyone knows the {word}.",
-             "He thought of the {word} again.")  # fmt: skip
+TEMPLATES = (
+    "The {word} was here.",
+    "I saw a {word} today.",
+    "This is about the {word}.",
+    "She talked about the {word}.",
+    "A {word} is what we need.",
+    "Look at that {word}!",
+    "Everyone knows the {word}.",
+    "He thought of the {word} again.",
+)
 
 
 def _check(concepts: dict[str, dict]) -> dict[str, dict]:
@@ -73,7 +80,10 @@ def read_concepts(path: str | Path, seed: int = 0, ratio: float = 1.0) -> dict[s
                 raise NeuronlabError(f"{file}: every entry needs concept and positive (and may give negative)")
             if row["concept"] in concepts:
                 raise NeuronlabError(f"concept {row['concept']!r} is given twice")
-            concepts[str(row["concept"])] = {"positive": list(row["positive"]), "negative": list(row.get("negative") or [])}
+            concepts[str(row["concept"])] = {
+                "positive": list(row["positive"]),
+                "negative": list(row.get("negative") or []),
+            }
     return add_negatives(_check(concepts), seed, ratio)
 
 
@@ -94,17 +104,26 @@ def _example_prompt(examples: Sequence[tuple[str, str]]) -> str:
 
 # A base model continues a list of examples; the examples mix word classes (adverbs, mass and abstract nouns,
 # verbs, adjectives, count nouns), so that no word reads wrong in the slot.
-PROMPTS = tuple(_example_prompt(shots) for shots in (
-    (("quickly", "She finished her homework quickly and ran outside to play."),
-     ("honesty", "Honesty matters more to him than winning."),
-     ("bridge", "The old bridge over the river was closed for repairs.")),
-    (("borrow", "Can I borrow your pencil for a minute?"),
-     ("bright", "The morning sun was so bright that we had to close the curtains."),
-     ("rice", "We cooked rice and beans for dinner.")),
-    (("happiness", "Money cannot buy happiness."),
-     ("swim", "The children learned to swim in the lake last summer."),
-     ("careful", "Be careful when you cross the street.")),
-))  # fmt: skip
+PROMPTS = tuple(
+    _example_prompt(shots)
+    for shots in (
+        (
+            ("quickly", "She finished her homework quickly and ran outside to play."),
+            ("honesty", "Honesty matters more to him than winning."),
+            ("bridge", "The old bridge over the river was closed for repairs."),
+        ),
+        (
+            ("borrow", "Can I borrow your pencil for a minute?"),
+            ("bright", "The morning sun was so bright that we had to close the curtains."),
+            ("rice", "We cooked rice and beans for dinner."),
+        ),
+        (
+            ("happiness", "Money cannot buy happiness."),
+            ("swim", "The children learned to swim in the lake last summer."),
+            ("careful", "Be careful when you cross the street."),
+        ),
+    )
+)
 CHAT_PROMPT = 'Write one short, natural sentence that uses the word "{word}". Reply with the sentence only.'
 STORY_PROMPTS = ("Once upon a time, there was a {word}.", "One day, Lily saw a {word}.", "Tom liked the {word}.")
 LABEL = re.compile(r"^\s*\w+:\s*")
@@ -113,8 +132,9 @@ LABEL = re.compile(r"^\s*\w+:\s*")
 def is_instruct(model, tokenizer) -> bool:
     """Whether to ask through the chat template: the tokenizer has one and the model's name says instruct/chat/it."""
     name = str(getattr(model, "name_or_path", "") or getattr(getattr(model, "config", None), "_name_or_path", ""))
-    return bool(getattr(tokenizer, "chat_template", None)) and bool(re.search(r"instruct|chat|(^|[-_])it($|[-_.])",
-                                                                              name, re.IGNORECASE))  # fmt: skip
+    return bool(getattr(tokenizer, "chat_template", None)) and bool(
+        re.search(r"instruct|chat|(^|[-_])it($|[-_.])", name, re.IGNORECASE)
+    )
 
 
 def word_pattern(word: str) -> re.Pattern:
@@ -134,10 +154,21 @@ def first_sentence(head: str, text: str) -> str:
     return f"{head} {text}".strip().strip('"\u201c\u201d').strip()
 
 
-def generate_concepts(model, tokenizer, words: Sequence[str], per_concept: int = 20, prompts: Sequence[str] | None = None,
-                      chat: bool | None = None, max_new_tokens: int = 32, tries: int = 4, seed: int = 0,
-                      batch_size: int = 48, drop_unwritten: bool = False, ratio: float = 1.0,
-                      progress: bool = True) -> dict[str, dict]:  # fmt: skip
+def generate_concepts(
+    model,
+    tokenizer,
+    words: Sequence[str],
+    per_concept: int = 20,
+    prompts: Sequence[str] | None = None,
+    chat: bool | None = None,
+    max_new_tokens: int = 32,
+    tries: int = 4,
+    seed: int = 0,
+    batch_size: int = 48,
+    drop_unwritten: bool = False,
+    ratio: float = 1.0,
+    progress: bool = True,
+) -> dict[str, dict]:
     """Sentences a causal LM writes for each word (the paper had an LLM write them; any `load_model` model can
     write here). An instruct model (`chat`, by default `is_instruct`) is asked through its chat template
     (CHAT_PROMPT); a base model continues `prompts`, few-shot lists of word/sentence examples over several word
@@ -166,8 +197,9 @@ def generate_concepts(model, tokenizer, words: Sequence[str], per_concept: int =
 
     def encode(text: str) -> tuple[str, list[int]]:
         if chat:
-            text = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                                 tokenize=False)  # fmt: skip
+            text = tokenizer.apply_chat_template(
+                [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False
+            )
             return "", tokenizer(text, add_special_tokens=False)["input_ids"]
         return text, tokenizer(text)["input_ids"]
 
@@ -179,14 +211,22 @@ def generate_concepts(model, tokenizer, words: Sequence[str], per_concept: int =
         pending = [w for w in words if len(found[w]) < per_concept]
         for g in range(0, len(pending), group):
             part = pending[g : g + group]
-            starts = [(word, *encode(prompts[i % len(prompts)].format(word=word))) for word in part for i in range(rows)]
+            starts = [
+                (word, *encode(prompts[i % len(prompts)].format(word=word))) for word in part for i in range(rows)
+            ]
             width = max(len(ids) for *_, ids in starts)
             ids = torch.tensor([[pad] * (width - len(i)) + i for *_, i in starts])
             mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for *_, i in starts])
             torch.manual_seed(seed * 1_000_003 + attempt * 10_007 + g)
             with torch.no_grad():
-                out = model.generate(**model_inputs(model, ids, mask), do_sample=True, top_k=50,
-                                     max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=stop)  # fmt: skip
+                out = model.generate(
+                    **model_inputs(model, ids, mask),
+                    do_sample=True,
+                    top_k=50,
+                    max_new_tokens=max_new_tokens,
+                    pad_token_id=pad,
+                    eos_token_id=stop,
+                )
             texts = tokenizer.batch_decode(out[:, width:].cpu(), skip_special_tokens=True)
             for (word, head, _), text in zip(starts, texts):
                 sentence = first_sentence(head, text)
@@ -197,10 +237,13 @@ def generate_concepts(model, tokenizer, words: Sequence[str], per_concept: int =
     bar.close()
     missing = [w for w in words if not found[w]]
     if missing and not drop_unwritten:
-        raise NeuronlabError(f"the model wrote no sentence that contains {missing[0]!r}: give it other prompts "
-                             "(or drop such words)")  # fmt: skip
+        raise NeuronlabError(
+            f"the model wrote no sentence that contains {missing[0]!r}: give it other prompts (or drop such words)"
+        )
     if missing:
-        warnings.warn(f"left out {len(missing)} words the model wrote no sentence for: {', '.join(missing)}", stacklevel=2)
+        warnings.warn(
+            f"left out {len(missing)} words the model wrote no sentence for: {', '.join(missing)}", stacklevel=2
+        )
     return add_negatives({w: {"positive": s[:per_concept]} for w, s in found.items() if s}, seed, ratio)
 
 

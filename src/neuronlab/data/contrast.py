@@ -24,10 +24,8 @@ from neuronlab.data.corpora import read_jsonl
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import write_text
 
-GIRLS = ("Lily Sue Anna Mia Lucy Amy Sara Jane Kate Emma Molly Daisy Rose Ella Zoe Lisa Mary Susie Kitty Bella "
-         "Sophie Grace Alice Ruby Jenny Julie Annie Ellie Maria Katie").split()  # fmt: skip
-BOYS = ("Tom Ben Tim Max Sam Jack Bob Timmy Joe Billy Jim Mark Leo Peter John Jake Alex Mike Bobby Tommy Dan Fred "
-        "Paul Luke Toby Ted Nick Jimmy Adam Eric").split()  # fmt: skip
+GIRLS = ["Lily", "Sue", "Anna", "Mia", "Lucy", "Amy", "Sara", "Jane", "Kate", "Emma", "Molly", "Daisy", "Rose", "Ella", "Zoe", "Lisa", "Mary", "Susie", "Kitty", "Bella", "Sophie", "Grace", "Alice", "Ruby", "Jenny", "Julie", "Annie", "Ellie", "Maria", "Katie"]
+BOYS = ["Tom", "Ben", "Tim", "Max", "Sam", "Jack", "Bob", "Timmy", "Joe", "Billy", "Jim", "Mark", "Leo", "Peter", "John", "Jake", "Alex", "Mike", "Bobby", "Tommy", "Dan", "Fred", "Paul", "Luke", "Toby", "Ted", "Nick", "Jimmy", "Adam", "Eric"]
 PRONOUN_TEMPLATES = ("Once upon a time, there was a little {kind} named {name}. One day,",)
 IOI_TEMPLATES = (
     "When {a} and {b} went to the park, {b} gave a ball to",
@@ -35,13 +33,37 @@ IOI_TEMPLATES = (
     "After the lunch, {a} and {b} went to the house. {b} gave a cake to",
 )
 CAPITALS = {
-    "France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid", "Japan": "Tokyo", "China": "Beijing",
-    "Russia": "Moscow", "Egypt": "Cairo", "Greece": "Athens", "Poland": "Warsaw", "Austria": "Vienna",
-    "Portugal": "Lisbon", "Ireland": "Dublin", "Norway": "Oslo", "Sweden": "Stockholm", "Finland": "Helsinki",
-    "Denmark": "Copenhagen", "Hungary": "Budapest", "Turkey": "Ankara", "Kenya": "Nairobi", "Peru": "Lima",
-    "Chile": "Santiago", "Cuba": "Havana", "Canada": "Ottawa", "Mexico": "Mexico City", "India": "New Delhi",
-    "Thailand": "Bangkok", "Vietnam": "Hanoi", "Iran": "Tehran", "Argentina": "Buenos Aires",
-}  # fmt: skip
+    "France": "Paris",
+    "Germany": "Berlin",
+    "Italy": "Rome",
+    "Spain": "Madrid",
+    "Japan": "Tokyo",
+    "China": "Beijing",
+    "Russia": "Moscow",
+    "Egypt": "Cairo",
+    "Greece": "Athens",
+    "Poland": "Warsaw",
+    "Austria": "Vienna",
+    "Portugal": "Lisbon",
+    "Ireland": "Dublin",
+    "Norway": "Oslo",
+    "Sweden": "Stockholm",
+    "Finland": "Helsinki",
+    "Denmark": "Copenhagen",
+    "Hungary": "Budapest",
+    "Turkey": "Ankara",
+    "Kenya": "Nairobi",
+    "Peru": "Lima",
+    "Chile": "Santiago",
+    "Cuba": "Havana",
+    "Canada": "Ottawa",
+    "Mexico": "Mexico City",
+    "India": "New Delhi",
+    "Thailand": "Bangkok",
+    "Vietnam": "Hanoi",
+    "Iran": "Tehran",
+    "Argentina": "Buenos Aires",
+}
 CAPITAL_TEMPLATE = "The capital of {country} is {wrong}. The capital of {country} is"
 
 
@@ -50,9 +72,13 @@ def _item(prompt: str, target: str, foil: str, group: str, swap: bool) -> dict:
     return {"prompt": prompt, "target": target, "foil": foil, "group": group}
 
 
-def pronoun_task(girls: Sequence[str] = GIRLS, boys: Sequence[str] = BOYS,
-                 templates: Sequence[str] = PRONOUN_TEMPLATES, swap: bool = False) -> list[dict]:  # fmt: skip
-    """" she" after a girl's name and " he" after a boy's (swap: the other way round); group = the name."""
+def pronoun_task(
+    girls: Sequence[str] = GIRLS,
+    boys: Sequence[str] = BOYS,
+    templates: Sequence[str] = PRONOUN_TEMPLATES,
+    swap: bool = False,
+) -> list[dict]:
+    """ " she" after a girl's name and " he" after a boy's (swap: the other way round); group = the name."""
     items = []
     for template in templates:
         for kind, names, right, wrong in (("girl", girls, " she", " he"), ("boy", boys, " he", " she")):
@@ -60,8 +86,13 @@ def pronoun_task(girls: Sequence[str] = GIRLS, boys: Sequence[str] = BOYS,
     return items
 
 
-def ioi_task(names: Sequence[str] = GIRLS[:10] + BOYS[:10], templates: Sequence[str] = IOI_TEMPLATES,
-             swap: bool = False, n_items: int = 200, seed: int = 0) -> list[dict]:  # fmt: skip
+def ioi_task(
+    names: Sequence[str] = GIRLS[:10] + BOYS[:10],
+    templates: Sequence[str] = IOI_TEMPLATES,
+    swap: bool = False,
+    n_items: int = 200,
+    seed: int = 0,
+) -> list[dict]:
     """Indirect-object identification: the answer is the name not repeated (" a"), the foil the repeated one;
     group = the pair of names."""
     rng = random.Random(seed)
@@ -73,8 +104,9 @@ def ioi_task(names: Sequence[str] = GIRLS[:10] + BOYS[:10], templates: Sequence[
     return items
 
 
-def capital_task(capitals: dict[str, str] | None = None, template: str = CAPITAL_TEMPLATE,
-                 swap: bool = False, seed: int = 0) -> list[dict]:  # fmt: skip
+def capital_task(
+    capitals: dict[str, str] | None = None, template: str = CAPITAL_TEMPLATE, swap: bool = False, seed: int = 0
+) -> list[dict]:
     """Country-capital conflicts: the context states another country's capital; target = the true capital,
     foil = the one in the context (swap: follow the context); group = the country."""
     capitals = dict(CAPITALS if capitals is None else capitals)
@@ -99,8 +131,10 @@ def check_items(items: Sequence[dict], source: str = "the task") -> list[dict]:
         raise NeuronlabError(f"{source} has no items: write one JSON object per line with prompt, target and foil")
     out = []
     for i, item in enumerate(items):
-        if not isinstance(item, dict) or not all(isinstance(item.get(k), str) and item[k] for k in ("prompt", "target", "foil")):
-            raise NeuronlabError(f"{source}, item {i + 1}: needs non-empty strings 'prompt', 'target' and 'foil'")  # fmt: skip
+        if not isinstance(item, dict) or not all(
+            isinstance(item.get(k), str) and item[k] for k in ("prompt", "target", "foil")
+        ):
+            raise NeuronlabError(f"{source}, item {i + 1}: needs non-empty strings 'prompt', 'target' and 'foil'")
         if item["target"] == item["foil"]:
             raise NeuronlabError(f"{source}, item {i + 1}: target and foil are the same ({item['target']!r})")
         out.append({**item, "group": str(item.get("group", i))})
@@ -113,8 +147,12 @@ def distinguishable(items: Sequence[dict], tokenizer) -> tuple[list[dict], int]:
     in a small vocabulary."""
     from neuronlab.evaluate.perplexity import continuation_ids
 
-    kept = [i for i in items if continuation_ids(tokenizer, i["prompt"], i["target"])[1][:1]
-            != continuation_ids(tokenizer, i["prompt"], i["foil"])[1][:1]]  # fmt: skip
+    kept = [
+        i
+        for i in items
+        if continuation_ids(tokenizer, i["prompt"], i["target"])[1][:1]
+        != continuation_ids(tokenizer, i["prompt"], i["foil"])[1][:1]
+    ]
     return kept, len(items) - len(kept)
 
 

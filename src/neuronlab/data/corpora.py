@@ -1,9 +1,9 @@
 """Read corpora: one text per line, from files or a folder of `GROUP.txt` files.
 
-    >>> texts = read_text_dir("corpus/")                        # {"en": [...], "fr": [...]}
-    >>> texts = read_text_dir("flores200_devtest/", pattern="*.devtest", limit=800)
-    >>> texts = {"en": read_lines("en.txt")}
-    >>> texts = {"en": DatasetTexts("en.jsonl", column="text")}      # streamed with `datasets`, never all in memory
+>>> texts = read_text_dir("corpus/")                        # {"en": [...], "fr": [...]}
+>>> texts = read_text_dir("flores200_devtest/", pattern="*.devtest", limit=800)
+>>> texts = {"en": read_lines("en.txt")}
+>>> texts = {"en": DatasetTexts("en.jsonl", column="text")}      # streamed with `datasets`, never all in memory
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ def read_lines(path: str | Path, limit: int | None = None, start: int = 0, keep_
     return texts
 
 
-def read_text_dir(folder: str | Path, pattern: str = "*.txt", limit: int | None = None, start: int = 0) -> dict[str, list[str]]:
+def read_text_dir(
+    folder: str | Path, pattern: str = "*.txt", limit: int | None = None, start: int = 0
+) -> dict[str, list[str]]:
     """{file stem: lines} for every file in `folder` matching `pattern`, sorted by name."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -90,8 +92,9 @@ def read_parallel(src: str | Path, ref: str | Path) -> tuple[list[str], list[str
     so the two lists stay aligned. An error if the files have different numbers of lines."""
     a, b = read_lines(src, keep_blank=True), read_lines(ref, keep_blank=True)
     if len(a) != len(b):
-        raise NeuronlabError(f"{src} and {ref} have different numbers of lines ({len(a)} vs {len(b)}): they must "
-                             "be line-aligned")  # fmt: skip
+        raise NeuronlabError(
+            f"{src} and {ref} have different numbers of lines ({len(a)} vs {len(b)}): they must be line-aligned"
+        )
     pairs = [(x, y) for x, y in zip(a, b) if x and y]
     return [x for x, _ in pairs], [y for _, y in pairs]
 
@@ -109,8 +112,14 @@ class DatasetTexts:
         >>> stats = nl.record(model, tok, texts)
     """
 
-    def __init__(self, source: str | Path, split: str = "train", column: str = "text", subset: str | None = None,
-                 limit: int | None = None):  # fmt: skip
+    def __init__(
+        self,
+        source: str | Path,
+        split: str = "train",
+        column: str = "text",
+        subset: str | None = None,
+        limit: int | None = None,
+    ):
         self.source, self.split, self.column, self.subset, self.limit = str(source), split, column, subset, limit
 
     def __repr__(self) -> str:
@@ -120,8 +129,9 @@ class DatasetTexts:
         try:
             from datasets import load_dataset
         except ImportError as err:
-            raise NeuronlabError(f"reading {self.source} needs the `datasets` package ({err}): "
-                                 "pip install 'neuronlab[datasets]'") from None  # fmt: skip
+            raise NeuronlabError(
+                f"reading {self.source} needs the `datasets` package ({err}): pip install 'neuronlab[datasets]'"
+            ) from None
         path = Path(self.source)
         try:
             if path.is_file():
@@ -133,16 +143,19 @@ class DatasetTexts:
         except NeuronlabError:
             raise
         except Exception as err:  # datasets raises many kinds (not found, no such split, offline, ...)
-            raise NeuronlabError(f"cannot open dataset {self.source!r} (split {self.split!r}): "
-                                 f"{type(err).__name__}: {err}") from None  # fmt: skip
+            raise NeuronlabError(
+                f"cannot open dataset {self.source!r} (split {self.split!r}): {type(err).__name__}: {err}"
+            ) from None
 
     def __iter__(self):
         for i, row in enumerate(self._open()):
             if self.limit is not None and i >= self.limit:
                 return
             if self.column not in row:
-                raise NeuronlabError(f"dataset {self.source!r} has no column {self.column!r}: its columns are "
-                                     f"{', '.join(row)}; pass column=... (--column)")  # fmt: skip
+                raise NeuronlabError(
+                    f"dataset {self.source!r} has no column {self.column!r}: its columns are "
+                    f"{', '.join(row)}; pass column=... (--column)"
+                )
             yield row[self.column]
 
 

@@ -63,8 +63,12 @@ def read_lss_items(path: str | Path) -> list[dict]:
     """JSONL, one item a line: {"lang": L, "prompt": text in L, "objects": {language: object text}}."""
     items = []
     for n, item in read_jsonl(path, "items"):
-        if not (isinstance(item, dict) and isinstance(item.get("prompt"), str) and isinstance(item.get("objects"), dict)
-                and item.get("lang") in item["objects"]):  # fmt: skip
+        if not (
+            isinstance(item, dict)
+            and isinstance(item.get("prompt"), str)
+            and isinstance(item.get("objects"), dict)
+            and item.get("lang") in item["objects"]
+        ):
             raise NeuronlabError(f"{path}:{n}: an item needs lang, prompt and objects, with an object in its own lang")
         items.append(item)
     return items

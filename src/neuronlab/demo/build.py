@@ -39,9 +39,19 @@ def main() -> None:
     tok.save_pretrained(args.out / "model")
     config = args.out / "model" / "tokenizer_config.json"  # a class name transformers 4.x knows too (same tokenizer)
     config.write_text(config.read_text().replace('"TokenizersBackend"', '"PreTrainedTokenizerFast"'))
-    (args.out / "model" / "training.json").write_text(json.dumps(
-        {"steps": args.steps, "final_loss": sum(losses[-50:]) / 50, "languages": list(LOCALES),
-         "train_lines": TRAIN_LINES, "corpus": "neuronlab.demo.corpus (Faker, seed 0)"}, indent=1) + "\n")  # fmt: skip
+    (args.out / "model" / "training.json").write_text(
+        json.dumps(
+            {
+                "steps": args.steps,
+                "final_loss": sum(losses[-50:]) / 50,
+                "languages": list(LOCALES),
+                "train_lines": TRAIN_LINES,
+                "corpus": "neuronlab.demo.corpus (Faker, seed 0)",
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     (args.out / "data").mkdir(parents=True, exist_ok=True)
     for lang, lines in corpus.items():
         (args.out / "data" / f"{lang}.txt").write_text("\n".join(lines[TRAIN_LINES:]) + "\n", encoding="utf-8")

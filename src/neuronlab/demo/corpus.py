@@ -12,8 +12,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-LOCALES = {"en": "en_US", "fr": "fr_FR", "de": "de_DE", "es": "es_ES", "it": "it_IT", "ru": "ru_RU",
-           "el": "el_GR", "ar": "ar_AA", "zh": "zh_CN", "ja": "ja_JP"}  # fmt: skip
+LOCALES = {
+    "en": "en_US",
+    "fr": "fr_FR",
+    "de": "de_DE",
+    "es": "es_ES",
+    "it": "it_IT",
+    "ru": "ru_RU",
+    "el": "el_GR",
+    "ar": "ar_AA",
+    "zh": "zh_CN",
+    "ja": "ja_JP",
+}
 
 
 def generate(lang: str, n_lines: int, seed: int = 0) -> list[str]:

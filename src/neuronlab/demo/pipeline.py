@@ -48,7 +48,9 @@ class PipelineConfig:
     prompts: int = option(10, "generation prompts per language")
     max_new_tokens: int = option(24, "tokens generated per prompt")
     amplify_perplexity: bool = option(True, "also the perplexity matrix under amplification")
-    factors: tuple[float, ...] = option((2.0, 4.0, 8.0), "sweep: scale factors; repeatable (none: no sweep)", "--factor")
+    factors: tuple[float, ...] = option(
+        (2.0, 4.0, 8.0), "sweep: scale factors; repeatable (none: no sweep)", "--factor"
+    )
     sweep_lines: int = option(40, "sweep: held-out lines per language for perplexity")
     sweep_items: int = option(20, "sweep: LSS items per language")
     max_ppl_increase: float = option(1.0, "sweep: off-target perplexity bound (1 = +100%)")
@@ -77,7 +79,8 @@ def checks(ppl: dict, lss: dict, gen: dict) -> dict:
         "deactivation_hits_own_language": sum(own.values()) / len(own),
         "own_language_languages": [t for t, ok in own.items() if ok],
         "lss_above_half": sum(v > 0.5 for v in lss["off_diagonal"].values()) / len(lss["off_diagonal"]),
-        "generation_share_up": sum(gen["steered"][t] > gen["baseline"][t] for t in gen["steered"]) / len(gen["steered"]),
+        "generation_share_up": sum(gen["steered"][t] > gen["baseline"][t] for t in gen["steered"])
+        / len(gen["steered"]),
     }
 
 
@@ -105,8 +108,17 @@ class Phases:
         return "\n".join(["time per phase:", *rows, f"{'total':<{width}}  {total:8.1f} s"])
 
 
-def run(model, tokenizer, texts: dict[str, list[str]], out: str | Path, cfg: PipelineConfig = PipelineConfig(),
-        title: str = "neuronlab: language-specific neurons", progress: bool = True, log=print, arch: ArchSpec | None = None) -> dict:  # fmt: skip
+def run(
+    model,
+    tokenizer,
+    texts: dict[str, list[str]],
+    out: str | Path,
+    cfg: PipelineConfig = PipelineConfig(),
+    title: str = "neuronlab: language-specific neurons",
+    progress: bool = True,
+    log=print,
+    arch: ArchSpec | None = None,
+) -> dict:
     out = Path(out)
     check_writable(out, folder=True)
     phases = Phases(log)
@@ -114,9 +126,19 @@ def run(model, tokenizer, texts: dict[str, list[str]], out: str | Path, cfg: Pip
     langs = list(texts)
 
     phases.start("record", "recording activation statistics")
-    stats = record(model, tokenizer, rec, site="act", batch_size=cfg.batch_size, max_length=cfg.max_length,
-                   pooled_texts=cfg.pooled_texts, contexts=cfg.contexts > 0, top_k=cfg.contexts,
-                   progress=progress, arch=arch)  # fmt: skip
+    stats = record(
+        model,
+        tokenizer,
+        rec,
+        site="act",
+        batch_size=cfg.batch_size,
+        max_length=cfg.max_length,
+        pooled_texts=cfg.pooled_texts,
+        contexts=cfg.contexts > 0,
+        top_k=cfg.contexts,
+        progress=progress,
+        arch=arch,
+    )
     stats.save(out / "stats.safetensors")
     phases.start("select", "selecting neurons (LAPE and the language-activated baseline)")
     ns = lape(stats, cfg.top_rate, cfg.filter_rate, cfg.activation_bar_ratio)
@@ -128,39 +150,93 @@ def run(model, tokenizer, texts: dict[str, list[str]], out: str | Path, cfg: Pip
         raise NeuronlabError("LAPE found no language-specific neurons: raise top_rate or give more text")
 
     phases.start("perplexity, deactivated", "perplexity with each language's neurons deactivated")
-    zero = perplexity_matrix(model, tokenizer, held, targets, lambda t: steering_plan(ns, t, "zero"),
-                             cfg.batch_size, cfg.max_length, arch, progress=progress)  # fmt: skip
+    zero = perplexity_matrix(
+        model,
+        tokenizer,
+        held,
+        targets,
+        lambda t: steering_plan(ns, t, "zero"),
+        cfg.batch_size,
+        cfg.max_length,
+        arch,
+        progress=progress,
+    )
     amplify = lambda t: steering_plan(ns, t, cfg.amplify, stats=stats, n_texts=cfg.pooled_texts)  # noqa: E731
     amp = None
     if cfg.amplify_perplexity:
         phases.start("perplexity, amplified", f"perplexity with each language's neurons amplified ({cfg.amplify})")
-        amp = perplexity_matrix(model, tokenizer, held, targets, amplify, cfg.batch_size, cfg.max_length, arch,
-                                zero["baseline"], progress)  # fmt: skip
+        amp = perplexity_matrix(
+            model, tokenizer, held, targets, amplify, cfg.batch_size, cfg.max_length, arch, zero["baseline"], progress
+        )
     items = lss_items_from_texts(held, cfg.lss_items)
     phases.start("LSS", f"language steering shift on {len(items)} items")
     plain_scores: dict = {}  # the plain model's LSS rows, scored once for LAPE's and the attribution neurons
     lss = lss_matrix(model, tokenizer, items, targets, amplify, arch=arch, cache=plain_scores, progress=progress)
     phases.start("generation", "generation shift")
-    gen = generation_shift(model, tokenizer, prompts_from_texts(held, cfg.prompts), targets, amplify,
-                           cfg.max_new_tokens, arch=arch, progress=progress)  # fmt: skip
+    gen = generation_shift(
+        model,
+        tokenizer,
+        prompts_from_texts(held, cfg.prompts),
+        targets,
+        amplify,
+        cfg.max_new_tokens,
+        arch=arch,
+        progress=progress,
+    )
     sweep = None
     if cfg.factors:
         phases.start("factor sweep", f"factor sweep {list(cfg.factors)}")
-        sweep = factor_sweep(model, tokenizer, lambda t, f: steering_plan(ns, t, "scale", factor=f), cfg.factors,
-                             targets, {lang: lines[: cfg.sweep_lines] for lang, lines in held.items()},
-                             items[: cfg.sweep_items * len(langs)], cfg.max_ppl_increase, arch, progress,
-                             zero["baseline"] if cfg.sweep_lines >= cfg.eval_lines else None, plain_scores,
-                             cfg.batch_size, cfg.max_length)  # fmt: skip
+        sweep = factor_sweep(
+            model,
+            tokenizer,
+            lambda t, f: steering_plan(ns, t, "scale", factor=f),
+            cfg.factors,
+            targets,
+            {lang: lines[: cfg.sweep_lines] for lang, lines in held.items()},
+            items[: cfg.sweep_items * len(langs)],
+            cfg.max_ppl_increase,
+            arch,
+            progress,
+            zero["baseline"] if cfg.sweep_lines >= cfg.eval_lines else None,
+            plain_scores,
+            cfg.batch_size,
+            cfg.max_length,
+        )
     compared = None
     if cfg.attribution != "none":
-        compared = compare_attribution(model, tokenizer, rec, held, items, stats, ns, targets, out, cfg, progress, arch,
-                                       zero["baseline"], plain_scores, phases)  # fmt: skip
+        compared = compare_attribution(
+            model,
+            tokenizer,
+            rec,
+            held,
+            items,
+            stats,
+            ns,
+            targets,
+            out,
+            cfg,
+            progress,
+            arch,
+            zero["baseline"],
+            plain_scores,
+            phases,
+        )
     results = {
-        "config": asdict(cfg), "model": stats.meta["model"], "languages": langs, "targets": targets,
-        "no_neurons": missing, "neurons": ns.counts(), "perplexity_deactivate": zero, "perplexity_amplify": amp,
-        "lss": lss, "generation": gen, "sweep": sweep, "checks": checks(zero, lss, gen), "attribution": compared,
+        "config": asdict(cfg),
+        "model": stats.meta["model"],
+        "languages": langs,
+        "targets": targets,
+        "no_neurons": missing,
+        "neurons": ns.counts(),
+        "perplexity_deactivate": zero,
+        "perplexity_amplify": amp,
+        "lss": lss,
+        "generation": gen,
+        "sweep": sweep,
+        "checks": checks(zero, lss, gen),
+        "attribution": compared,
         "top_neurons": top_neurons(stats, ns),
-    }  # fmt: skip
+    }
     if cfg.contexts:
         phases.start("neuron browser", "writing the neuron browser")
         write_browser(stats, ns, results, out / "view")
@@ -173,28 +249,73 @@ def run(model, tokenizer, texts: dict[str, list[str]], out: str | Path, cfg: Pip
     return results
 
 
-def compare_attribution(model, tokenizer, rec: dict, held: dict, items: list, stats, ns: NeuronSet, targets: list,
-                        out: Path, cfg: PipelineConfig, progress: bool, arch, baseline: dict,
-                        plain_scores: dict, phases: Phases) -> dict:  # fmt: skip
+def compare_attribution(
+    model,
+    tokenizer,
+    rec: dict,
+    held: dict,
+    items: list,
+    stats,
+    ns: NeuronSet,
+    targets: list,
+    out: Path,
+    cfg: PipelineConfig,
+    progress: bool,
+    arch,
+    baseline: dict,
+    plain_scores: dict,
+    phases: Phases,
+) -> dict:
     """Attribution neurons, as many per language as LAPE found, evaluated as LAPE's are: their overlap with LAPE's
     (Jaccard), the perplexity matrix when they are zeroed, and LSS when they are amplified."""
     phases.start("attribution", f"attribution neurons ({cfg.attribution}, {cfg.attribution_lines} lines a language)")
     texts = {lang: lines[: cfg.attribution_lines] for lang, lines in rec.items()}
-    attr = attribute(model, tokenizer, texts, cfg.attribution, batch_size=cfg.batch_size, max_length=cfg.max_length,
-                     progress=progress, arch=arch)  # fmt: skip
+    attr = attribute(
+        model,
+        tokenizer,
+        texts,
+        cfg.attribution,
+        batch_size=cfg.batch_size,
+        max_length=cfg.max_length,
+        progress=progress,
+        arch=arch,
+    )
     attr.save(out / "attribution.safetensors")
     found = attribution_neurons(attr, counts=ns)
     found.save(out / "attribution_neurons.json")
     overlap = {t: jaccard(ns.pairs(t), found.pairs(t)) for t in targets}
     phases.start("attribution: perplexity", "perplexity with each language's attribution neurons deactivated")
-    zero = perplexity_matrix(model, tokenizer, held, targets, lambda t: steering_plan(found, t, "zero"),
-                             cfg.batch_size, cfg.max_length, arch, baseline, progress)  # fmt: skip
+    zero = perplexity_matrix(
+        model,
+        tokenizer,
+        held,
+        targets,
+        lambda t: steering_plan(found, t, "zero"),
+        cfg.batch_size,
+        cfg.max_length,
+        arch,
+        baseline,
+        progress,
+    )
     amplify = lambda t: steering_plan(found, t, cfg.amplify, stats=stats, n_texts=cfg.pooled_texts)  # noqa: E731
     phases.start("attribution: LSS", "language steering shift with the attribution neurons amplified")
-    lss = lss_matrix(model, tokenizer, items, [t for t in targets if found.total(t)], amplify, arch=arch,
-                     cache=plain_scores, progress=progress)  # fmt: skip
-    return {"method": cfg.attribution, "neurons": found.counts(), "jaccard": overlap, "perplexity_deactivate": zero,
-            "lss": lss}  # fmt: skip
+    lss = lss_matrix(
+        model,
+        tokenizer,
+        items,
+        [t for t in targets if found.total(t)],
+        amplify,
+        arch=arch,
+        cache=plain_scores,
+        progress=progress,
+    )
+    return {
+        "method": cfg.attribution,
+        "neurons": found.counts(),
+        "jaccard": overlap,
+        "perplexity_deactivate": zero,
+        "lss": lss,
+    }
 
 
 def top_neurons(stats, ns: NeuronSet, per_language: int = 5) -> list[dict]:
@@ -207,8 +328,16 @@ def top_neurons(stats, ns: NeuronSet, per_language: int = 5) -> list[dict]:
         pairs = sorted(ns.pairs(lang), key=lambda li: (float(entropy[li]), li))
         for layer, i in pairs[:per_language]:
             others = [float(p[j, layer, i]) for j in range(len(stats.groups)) if j != g]
-            rows.append({"language": lang, "layer": layer, "neuron": i, "entropy": float(entropy[layer, i]),
-                         "p_language": float(p[g, layer, i]), "p_other_max": max(others)})  # fmt: skip
+            rows.append(
+                {
+                    "language": lang,
+                    "layer": layer,
+                    "neuron": i,
+                    "entropy": float(entropy[layer, i]),
+                    "p_language": float(p[g, layer, i]),
+                    "p_other_max": max(others),
+                }
+            )
     return rows
 
 

@@ -19,13 +19,17 @@ import random
 from dataclasses import dataclass
 
 WORDS = {
-    "en": "zero one two three four five six seven eight nine".split(),
-    "fr": "zéro un deux trois quatre cinq six sept huit neuf".split(),
-    "de": "null eins zwei drei vier fünf sechs sieben acht neun".split(),
-    "es": "cero uno dos tres cuatro cinco seis siete ocho nueve".split(),
+    "en": ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"],
+    "fr": ["zéro", "un", "deux", "trois", "quatre", "cinq", "six", "sept", "huit", "neuf"],
+    "de": ["null", "eins", "zwei", "drei", "vier", "fünf", "sechs", "sieben", "acht", "neun"],
+    "es": ["cero", "uno", "dos", "tres", "cuatro", "cinco", "seis", "siete", "ocho", "nueve"],
 }
-QUESTIONS = {"en": "What is {a} plus {b}?", "fr": "Combien font {a} plus {b} ?", "de": "Was ist {a} plus {b}?",
-             "es": "¿Cuánto es {a} más {b}?"}  # fmt: skip
+QUESTIONS = {
+    "en": "What is {a} plus {b}?",
+    "fr": "Combien font {a} plus {b} ?",
+    "de": "Was ist {a} plus {b}?",
+    "es": "¿Cuánto es {a} más {b}?",
+}
 FLORES_NAMES = {"en": "eng_Latn", "fr": "fra_Latn", "de": "deu_Latn", "es": "spa_Latn"}
 
 
@@ -49,8 +53,15 @@ class Setup:
     held_out: dict[str, list[dict]]  # evaluation questions: held-out pairs, English on every pair
 
 
-def build(flores: dict[str, list[str]], steps: int = 1500, layers: int = 6, hidden: int = 64, d_ff: int = 256,
-          seed: int = 0, progress: bool = False) -> Setup:  # fmt: skip
+def build(
+    flores: dict[str, list[str]],
+    steps: int = 1500,
+    layers: int = 6,
+    hidden: int = 64,
+    d_ff: int = 256,
+    seed: int = 0,
+    progress: bool = False,
+) -> Setup:
     """Train the base model (see module doc) on FLORES lines 0-799 and the English questions."""
     from neuronlab.demo.train import tiny_gpt2, train, train_tokenizer
 
@@ -65,9 +76,13 @@ def build(flores: dict[str, list[str]], steps: int = 1500, layers: int = 6, hidd
     corpus["questions"] = english * 8  # one stream among five: the model sees the English questions often
     train(model, tok, corpus, steps=steps, batch_size=16, seq_len=64, lr=3e-3, seed=seed, progress=progress)
     others = [lang for lang in WORDS if lang != "en"]
-    return Setup(model, tok, {lang: lines[800:] for lang, lines in text.items()},
-                 {lang: questions(lang, fit) for lang in WORDS},
-                 {"en": questions("en", every), **{lang: questions(lang, held) for lang in others}})  # fmt: skip
+    return Setup(
+        model,
+        tok,
+        {lang: lines[800:] for lang, lines in text.items()},
+        {lang: questions(lang, fit) for lang in WORDS},
+        {"en": questions("en", every), **{lang: questions(lang, held) for lang in others}},
+    )
 
 
 def accuracy(model, tok, data: dict[str, list[dict]]) -> dict[str, float]:
@@ -76,8 +91,15 @@ def accuracy(model, tok, data: dict[str, list[dict]]) -> dict[str, float]:
     return evaluate_math(model, tok, data, "{query}", max_new_tokens=3, batch_size=32, progress=False)["accuracy"]
 
 
-def finetune_layers(setup: Setup, layers: list[int], modules: str = "up,down", steps: int = 150, lr: float = 3e-3,
-                    seed: int = 0, out=None) -> dict:  # fmt: skip
+def finetune_layers(
+    setup: Setup,
+    layers: list[int],
+    modules: str = "up,down",
+    steps: int = 150,
+    lr: float = 3e-3,
+    seed: int = 0,
+    out=None,
+) -> dict:
     """Fine-tune a copy of the base model (the chosen layers' FFN, or modules="all") on the non-English questions
     for `steps` optimizer steps; its accuracy on the held-out questions, trainable values and share."""
     import tempfile
@@ -86,12 +108,19 @@ def finetune_layers(setup: Setup, layers: list[int], modules: str = "up,down", s
 
     model = copy.deepcopy(setup.model)
     items = [{"prompt": q["question"], "response": str(int(q["answer"]))} for qs in setup.train.values() for q in qs]
-    cfg = FinetuneConfig(modules=modules, lr=lr, max_steps=steps, batch_size=16, template="{query}", seed=seed,
-                         save_steps=10**9)  # fmt: skip
+    cfg = FinetuneConfig(
+        modules=modules, lr=lr, max_steps=steps, batch_size=16, template="{query}", seed=seed, save_steps=10**9
+    )
     with tempfile.TemporaryDirectory() as tmp:
         delta = finetune(model, setup.tok, items, layers, cfg, out=out or tmp, resume=False, progress=False)
-    return {"accuracy": accuracy(model, setup.tok, setup.held_out), "trainable": delta.meta["trainable"],
-            "share": delta.meta["share"], "layers": list(layers), "modules": modules, "seed": seed}  # fmt: skip
+    return {
+        "accuracy": accuracy(model, setup.tok, setup.held_out),
+        "trainable": delta.meta["trainable"],
+        "share": delta.meta["share"],
+        "layers": list(layers),
+        "modules": modules,
+        "seed": seed,
+    }
 
 
 def main() -> None:  # pragma: no cover - the experiment as a script

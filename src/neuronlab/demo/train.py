@@ -27,43 +27,87 @@ def train_tokenizer(texts: list[str], vocab_size: int = 2048):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIALS,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(texts, trainer=trainer)
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
-                                   unk_token="<unk>", clean_up_tokenization_spaces=False)  # fmt: skip
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        clean_up_tokenization_spaces=False,
+    )
 
 
 def tiny_llama(tokenizer, hidden: int = 128, layers: int = 4, d_ff: int = 384, heads: int = 4, seed: int = 0):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=d_ff, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=512,
-        tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=0,
-    )  # fmt: skip
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=d_ff,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
     torch.manual_seed(seed)
     return LlamaForCausalLM(config)
 
 
-def tiny_gpt2(tokenizer, hidden: int = 64, layers: int = 4, d_ff: int = 512, heads: int = 4,
-              activation: str = "relu", seed: int = 0):  # fmt: skip
+def tiny_gpt2(
+    tokenizer,
+    hidden: int = 64,
+    layers: int = 4,
+    d_ff: int = 512,
+    heads: int = 4,
+    activation: str = "relu",
+    seed: int = 0,
+):
     """GPT-2 architecture with a plain (ungated) FFN: setting a neuron's activation to a value adds a fixed
     multiple of its down-projection row, whatever the input (in a gated FFN the up projection decides the sign)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     config = GPT2Config(
-        vocab_size=len(tokenizer), n_embd=hidden, n_layer=layers, n_head=heads, n_inner=d_ff, n_positions=512,
-        activation_function=activation, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-        bos_token_id=1, eos_token_id=2, pad_token_id=0,
-    )  # fmt: skip
+        vocab_size=len(tokenizer),
+        n_embd=hidden,
+        n_layer=layers,
+        n_head=heads,
+        n_inner=d_ff,
+        n_positions=512,
+        activation_function=activation,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
     torch.manual_seed(seed)
     return GPT2LMHeadModel(config)
 
 
-def train(model, tokenizer, texts: dict[str, list[str]], steps: int = 1500, batch_size: int = 32,
-          seq_len: int = 128, lr: float = 3e-3, seed: int = 0, progress: bool = True) -> list[float]:  # fmt: skip
+def train(
+    model,
+    tokenizer,
+    texts: dict[str, list[str]],
+    steps: int = 1500,
+    batch_size: int = 32,
+    seq_len: int = 128,
+    lr: float = 3e-3,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[float]:
     """AdamW with warm-up and cosine decay; returns the loss of every step. Leaves the model in eval mode."""
     from tqdm.auto import tqdm
 

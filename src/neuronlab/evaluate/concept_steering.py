@@ -20,8 +20,12 @@ import torch
 from neuronlab.errors import NeuronlabError
 
 PROMPTS = ("My favourite word is", "Let me tell you about", "The next word is", "I keep thinking about")
-MODES = {"force_all": ("force", "all"), "force_last": ("force", "last"), "zero": ("zero", "all"),
-         "dampen": ("dampen", "all")}  # fmt: skip
+MODES = {
+    "force_all": ("force", "all"),
+    "force_last": ("force", "last"),
+    "zero": ("zero", "all"),
+    "dampen": ("dampen", "all"),
+}
 
 
 def word_probability(model, tokenizer, prompts: Sequence[str], word: str) -> float:
@@ -39,9 +43,16 @@ def word_probability(model, tokenizer, prompts: Sequence[str], word: str) -> flo
     return sum(probs) / len(probs)
 
 
-def concept_steering(model, tokenizer, expertise, concepts: Sequence[str] | None = None, k: int = 50,
-                     prompts: Sequence[str] = PROMPTS, modes: Sequence[str] = tuple(MODES),
-                     progress: bool = True) -> dict:  # fmt: skip
+def concept_steering(
+    model,
+    tokenizer,
+    expertise,
+    concepts: Sequence[str] | None = None,
+    k: int = 50,
+    prompts: Sequence[str] = PROMPTS,
+    modes: Sequence[str] = tuple(MODES),
+    progress: bool = True,
+) -> dict:
     """Word probabilities plain and under each mode (module doc), per concept and summarised per mode."""
     from neuronlab.intervene.apply import apply
     from neuronlab.intervene.steer import expert_plan
@@ -67,7 +78,8 @@ def concept_steering(model, tokenizer, expertise, concepts: Sequence[str] | None
     summary = {}
     for mode in modes:
         ratios = [r[mode] / r["plain"] for r in per.values() if r["plain"] > 0 and r[mode] > 0]
-        summary[mode] = {"raised": sum(r[mode] > r["plain"] for r in per.values()) / len(per),
-                         "geometric_mean_ratio": math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios
-                         else float("nan")}  # fmt: skip
+        summary[mode] = {
+            "raised": sum(r[mode] > r["plain"] for r in per.values()) / len(per),
+            "geometric_mean_ratio": math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios else float("nan"),
+        }
     return {"k": k, "prompts": list(prompts), "modes": summary, "concepts": per}

@@ -29,17 +29,32 @@ from neuronlab.progress import progress_bar
 
 NUMBER = re.compile(r"-?\d+\.?\d*")
 TOLERANCE = 1e-3
-LANGUAGE_NAMES = {"English": "en", "German": "de", "French": "fr", "Spanish": "es", "Japanese": "ja",
-                  "Chinese": "zh", "Russian": "ru", "Thai": "th", "Swahili": "sw", "Bengali": "bn", "Telugu": "te"}  # fmt: skip
+LANGUAGE_NAMES = {
+    "English": "en",
+    "German": "de",
+    "French": "fr",
+    "Spanish": "es",
+    "Japanese": "ja",
+    "Chinese": "zh",
+    "Russian": "ru",
+    "Thai": "th",
+    "Swahili": "sw",
+    "Bengali": "bn",
+    "Telugu": "te",
+}
 NAMES = {code: name for name, code in LANGUAGE_NAMES.items()}
 TEMPLATES = {
-    "qalign": ("Below is an instruction that describes a task. Write a response that appropriately completes the "
-               "request.\n\n### Instruction:\n{query}\n\n### Response:"),
-    "mathoctopus": ("Below is an instruction that describes a task. Write a response that appropriately completes "
-                    "the request in {language}. Please answer in {language}.\n\n### Instruction:\n{query}\n\n"
-                    "### Response:"),
+    "qalign": (
+        "Below is an instruction that describes a task. Write a response that appropriately completes the "
+        "request.\n\n### Instruction:\n{query}\n\n### Response:"
+    ),
+    "mathoctopus": (
+        "Below is an instruction that describes a task. Write a response that appropriately completes "
+        "the request in {language}. Please answer in {language}.\n\n### Instruction:\n{query}\n\n"
+        "### Response:"
+    ),
     "cot": "Question: {query}\nAnswer: Let's think step by step.",
-}  # fmt: skip
+}
 MAX_NEW_TOKENS = {"mgsm": 600, "msvamp": 300}  # the reference evaluations' budgets
 
 
@@ -93,7 +108,9 @@ def language_of(path: Path) -> str:
     return LANGUAGE_NAMES.get(stem, stem)
 
 
-def read_math_dir(folder: str | Path, languages: Sequence[str] | None = None, limit: int | None = None) -> dict[str, list[dict]]:
+def read_math_dir(
+    folder: str | Path, languages: Sequence[str] | None = None, limit: int | None = None
+) -> dict[str, list[dict]]:
     """{language: items} from a folder of MGSM (.tsv) or MSVAMP (.jsonl) files, one language a file."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -120,15 +137,27 @@ def math_prompt(question: str, template: str, lang: str) -> str:
     return fmt.format(query=question, language=NAMES.get(lang, lang))
 
 
-def evaluate_math(model, tokenizer, data: dict[str, list[dict]], template: str = "qalign", max_new_tokens: int = 600,
-                  batch_size: int = 8, out: str | Path | None = None, progress: bool = True, arch=None) -> dict:  # fmt: skip
+def evaluate_math(
+    model,
+    tokenizer,
+    data: dict[str, list[dict]],
+    template: str = "qalign",
+    max_new_tokens: int = 600,
+    batch_size: int = 8,
+    out: str | Path | None = None,
+    progress: bool = True,
+    arch=None,
+) -> dict:
     """Greedy answers to every question; {"accuracy": {lang: share}, "average", "n": {lang: items}, ...}. With `out`,
     every generation goes to out/generations.jsonl as it is made (an interrupted run resumes there, never answering
     a question twice) and the result to out/results.json."""
     from neuronlab.evaluate.steering import generate
 
-    done = _resume(Path(out), {"template": template, "max_new_tokens": max_new_tokens,
-                               "model": model_info(model, arch)}) if out is not None else {}  # fmt: skip
+    done = (
+        _resume(Path(out), {"template": template, "max_new_tokens": max_new_tokens, "model": model_info(model, arch)})
+        if out is not None
+        else {}
+    )
     todo = [(lang, i) for lang, items in data.items() for i in range(len(items)) if (lang, i) not in done]
     bar = progress_bar(total=len(todo), desc="math", unit="question", enabled=progress)
     for start in range(0, len(todo), batch_size):
@@ -138,19 +167,33 @@ def evaluate_math(model, tokenizer, data: dict[str, list[dict]], template: str =
         rows = []
         for (lang, i), text in zip(part, outputs):
             gold, pred = data[lang][i]["answer"], extract_answer(text)
-            row = {"lang": lang, "index": i, "question": data[lang][i]["question"], "answer": gold, "output": text,
-                   "prediction": pred, "correct": is_correct(pred, gold)}  # fmt: skip
+            row = {
+                "lang": lang,
+                "index": i,
+                "question": data[lang][i]["question"],
+                "answer": gold,
+                "output": text,
+                "prediction": pred,
+                "correct": is_correct(pred, gold),
+            }
             done[(lang, i)] = row
             rows.append(row)
         if out is not None and writes_here():  # every rank has every row (generate gathers them); one appends
             _append(Path(out) / "generations.jsonl", rows)
         bar.update(len(part))
     bar.close()
-    accuracy = {lang: sum(done[(lang, i)]["correct"] for i in range(len(items))) / len(items)
-                for lang, items in data.items() if items}  # fmt: skip
-    result = {"accuracy": accuracy, "average": sum(accuracy.values()) / len(accuracy),
-              "n": {lang: len(items) for lang, items in data.items()}, "template": template,
-              "max_new_tokens": max_new_tokens}  # fmt: skip
+    accuracy = {
+        lang: sum(done[(lang, i)]["correct"] for i in range(len(items))) / len(items)
+        for lang, items in data.items()
+        if items
+    }
+    result = {
+        "accuracy": accuracy,
+        "average": sum(accuracy.values()) / len(accuracy),
+        "n": {lang: len(items) for lang, items in data.items()},
+        "template": template,
+        "max_new_tokens": max_new_tokens,
+    }
     if out is not None:  # an atomic write: under ranks only rank 0 writes (neuronlab.dist.writes_here)
         write_json(Path(out) / "results.json", result)
     return result
@@ -167,8 +210,10 @@ def _resume(out: Path, run: dict) -> dict[tuple[str, int], dict]:
         before = read_json(out / "run.json", "math run")
         differs = same_model(before.get("model", {}), run["model"])
         if differs or any(before.get(k) != run[k] for k in ("template", "max_new_tokens")):
-            raise NeuronlabError(f"{out} holds answers made another way ({differs or 'template or max_new_tokens'}): "
-                                 "use another --out, or the same model and settings to resume")  # fmt: skip
+            raise NeuronlabError(
+                f"{out} holds answers made another way ({differs or 'template or max_new_tokens'}): "
+                "use another --out, or the same model and settings to resume"
+            )
     write_json(out / "run.json", run)
     if not path.is_file():
         return {}

@@ -58,8 +58,9 @@ def scored_tokens(attention_mask: Tensor) -> Tensor:
     return targets
 
 
-def token_nll(model, input_ids: Tensor, attention_mask: Tensor, targets: Tensor,
-              arch: ArchSpec | None = None) -> Tensor:  # fmt: skip
+def token_nll(
+    model, input_ids: Tensor, attention_mask: Tensor, targets: Tensor, arch: ArchSpec | None = None
+) -> Tensor:
     """NLL in nats (float32 [n]) of each token where `targets` [batch, pos] is True, given the tokens before it, in
     the order of `targets.nonzero()` (position 0 has nothing before it and may not be a target).
 
@@ -78,8 +79,10 @@ def token_nll(model, input_ids: Tensor, attention_mask: Tensor, targets: Tensor,
         raise NeuronlabError(f"the forward pass never reached the unembedding ({spec.unembed}): check the ArchSpec")
     h = held["h"]
     if h.shape[:2] != input_ids.shape:
-        raise NeuronlabError(f"the unembedding received shape {tuple(h.shape)} for input ids of shape "
-                             f"{tuple(input_ids.shape)}: the model does not unembed every position")  # fmt: skip
+        raise NeuronlabError(
+            f"the unembedding received shape {tuple(h.shape)} for input ids of shape "
+            f"{tuple(input_ids.shape)}: the model does not unembed every position"
+        )
     rows, cols = targets.to(h.device).nonzero(as_tuple=True)
     wanted = inputs["input_ids"].to(h.device)[rows, cols]
     h = h[rows, cols - 1]  # [n, d_model]: the positions that predict the targets
@@ -131,8 +134,14 @@ def nll_sums(model, tokenizer, texts: Sequence[str], batch_size: int = 8, max_le
     total, count = torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.int64)
     special = torch.tensor([], dtype=torch.long)
     with torch.no_grad():
-        for batch in batches(windows(tokenizer, Shard(texts, rank, size), 0, max_length, False), batch_size,
-                             pad_id(tokenizer, model), special, True, bucket=16):  # fmt: skip
+        for batch in batches(
+            windows(tokenizer, Shard(texts, rank, size), 0, max_length, False),
+            batch_size,
+            pad_id(tokenizer, model),
+            special,
+            True,
+            bucket=16,
+        ):
             nll = token_nll(model, batch.input_ids, batch.attention_mask, scored_tokens(batch.attention_mask))
             total += nll.double().sum().cpu()
             count += nll.numel()
@@ -150,8 +159,9 @@ def perplexity(model, tokenizer, texts: Sequence[str], batch_size: int = 8, max_
     return math.exp(total / count)
 
 
-def continuation_logprob(model, tokenizer, prompts: Sequence[str], continuations: Sequence[str],
-                         batch_size: int = 16) -> torch.Tensor:  # fmt: skip
+def continuation_logprob(
+    model, tokenizer, prompts: Sequence[str], continuations: Sequence[str], batch_size: int = 16
+) -> torch.Tensor:
     """log P(continuation | prompt), summed over the continuation's tokens, float64 [n].
 
     Write the continuation as it follows the prompt (" Paris" after "is"); see `continuation_ids`. Under

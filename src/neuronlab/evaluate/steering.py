@@ -31,9 +31,18 @@ from neuronlab.progress import progress_bar
 PlanFor = Callable[[str], Plan]
 
 
-def perplexity_matrix(model, tokenizer, texts: dict[str, Sequence[str]], targets: Sequence[str], plan_for: PlanFor,
-                      batch_size: int = 16, max_length: int = 512, arch: ArchSpec | None = None,
-                      baseline: dict[str, float] | None = None, progress: bool = True) -> dict:  # fmt: skip
+def perplexity_matrix(
+    model,
+    tokenizer,
+    texts: dict[str, Sequence[str]],
+    targets: Sequence[str],
+    plan_for: PlanFor,
+    batch_size: int = 16,
+    max_length: int = 512,
+    arch: ArchSpec | None = None,
+    baseline: dict[str, float] | None = None,
+    progress: bool = True,
+) -> dict:
     """{"baseline": {L: ppl}, "steered": {T: {L: ppl}}, "change": {T: {L: steered / baseline - 1}}}. `baseline`:
     the plain perplexities of these texts with these settings, when another matrix already measured them."""
     runs = len(targets) + (not baseline)
@@ -69,9 +78,17 @@ def _scores(model, tokenizer, pairs: list[tuple[dict, str]], batch_size: int, ba
     return out
 
 
-def lss_matrix(model, tokenizer, items: list[dict], targets: Sequence[str], plan_for: PlanFor,
-               batch_size: int = 32, arch: ArchSpec | None = None, cache: dict | None = None,
-               progress: bool = True) -> dict:  # fmt: skip
+def lss_matrix(
+    model,
+    tokenizer,
+    items: list[dict],
+    targets: Sequence[str],
+    plan_for: PlanFor,
+    batch_size: int = 32,
+    arch: ArchSpec | None = None,
+    cache: dict | None = None,
+    progress: bool = True,
+) -> dict:
     """{"langs", "targets", "matrix": {L: {T: LSS}}, "off_diagonal": {T: mean over L != T}, "n_items"}. Pass the
     same `cache` (a dict) to several calls on the same items (other plans, factors) to score the plain model's rows
     once."""
@@ -116,23 +133,33 @@ def _nanmean(values: list[float]) -> float:
     return sum(kept) / len(kept) if kept else math.nan
 
 
-def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 24, batch_size: int = 16,
-             arch: ArchSpec | None = None, bar=None) -> list[str]:  # fmt: skip
+def generate(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    max_new_tokens: int = 24,
+    batch_size: int = 16,
+    arch: ArchSpec | None = None,
+    bar=None,
+) -> list[str]:
     """Greedy continuations (text after the prompt) of each prompt; batched with left padding. Under
     torch.distributed each rank continues a block of the prompts and every rank gets all continuations. `bar`: a
     progress bar to advance by the prompts of each batch."""
-    return in_blocks(list(prompts), lambda part: _generate(model, tokenizer, part, max_new_tokens, batch_size, arch,
-                                                           bar))  # fmt: skip
+    return in_blocks(
+        list(prompts), lambda part: _generate(model, tokenizer, part, max_new_tokens, batch_size, arch, bar)
+    )
 
 
-def _generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, batch_size: int, arch,
-              bar=None) -> list[str]:  # fmt: skip
+def _generate(
+    model, tokenizer, prompts: Sequence[str], max_new_tokens: int, batch_size: int, arch, bar=None
+) -> list[str]:
     out = []
     for _, enc in left_padded(model, tokenizer, prompts, batch_size):
         _check_room(model, enc["input_ids"].shape[1] + max_new_tokens, arch)
         with torch.no_grad():
-            ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=pad_id(tokenizer, model))  # fmt: skip
+            ids = model.generate(
+                **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id(tokenizer, model)
+            )
         out += tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
         if bar is not None:
             bar.update(world()[1] * enc["input_ids"].shape[0])
@@ -142,13 +169,23 @@ def _generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, bat
 def _check_room(model, length: int, arch: ArchSpec | None) -> None:
     limit = arch_spec(model, arch).position_limit(model.config)
     if limit is not None and length > limit:
-        raise NeuronlabError(f"prompt plus new tokens is {length} tokens, but the model has {limit} positions: "
-                             "shorten the prompts (fewer shots) or generate fewer tokens")  # fmt: skip
+        raise NeuronlabError(
+            f"prompt plus new tokens is {length} tokens, but the model has {limit} positions: "
+            "shorten the prompts (fewer shots) or generate fewer tokens"
+        )
 
 
-def generation_shift(model, tokenizer, prompts: dict[str, Sequence[str]], targets: Sequence[str], plan_for: PlanFor,
-                     max_new_tokens: int = 24, samples: int = 2, arch: ArchSpec | None = None,
-                     progress: bool = True) -> dict:  # fmt: skip
+def generation_shift(
+    model,
+    tokenizer,
+    prompts: dict[str, Sequence[str]],
+    targets: Sequence[str],
+    plan_for: PlanFor,
+    max_new_tokens: int = 24,
+    samples: int = 2,
+    arch: ArchSpec | None = None,
+    progress: bool = True,
+) -> dict:
     """Share of greedy generations from prompts in other languages identified as T, without and with T's
     intervention: {"baseline": {T: share}, "steered": {T: share}, "samples": [...]}. A target with no prompt in
     another language gets NaN (there is nothing to shift)."""
@@ -170,17 +207,29 @@ def generation_shift(model, tokenizer, prompts: dict[str, Sequence[str]], target
         result["baseline"][t] = sum(plain_ids[k] == t for k in keep) / len(keep)
         result["steered"][t] = sum(lid(text) == t for text in steered) / len(keep)
         for k, text in list(zip(keep, steered))[:samples]:
-            result["samples"].append({"target": t, "lang": flat[k][0], "prompt": flat[k][1], "plain": plain[k],
-                                      "steered": text})  # fmt: skip
+            result["samples"].append(
+                {"target": t, "lang": flat[k][0], "prompt": flat[k][1], "plain": plain[k], "steered": text}
+            )
     bar.close()
     return result
 
 
-def factor_sweep(model, tokenizer, make_plan: Callable[[str, float], Plan], factors: Sequence[float],
-                 targets: Sequence[str], texts: dict[str, Sequence[str]], items: list[dict],
-                 max_ppl_increase: float = 0.5, arch: ArchSpec | None = None, progress: bool = True,
-                 baseline: dict[str, float] | None = None, cache: dict | None = None, batch_size: int = 16,
-                 max_length: int = 512) -> dict:  # fmt: skip
+def factor_sweep(
+    model,
+    tokenizer,
+    make_plan: Callable[[str, float], Plan],
+    factors: Sequence[float],
+    targets: Sequence[str],
+    texts: dict[str, Sequence[str]],
+    items: list[dict],
+    max_ppl_increase: float = 0.5,
+    arch: ArchSpec | None = None,
+    progress: bool = True,
+    baseline: dict[str, float] | None = None,
+    cache: dict | None = None,
+    batch_size: int = 16,
+    max_length: int = 512,
+) -> dict:
     """For each factor: mean off-diagonal LSS per target and mean off-target perplexity change; then, per
     target, the factor with the highest LSS whose off-target perplexity rises by at most `max_ppl_increase`
     (0.5 = +50%), or None if no factor stays under the bound. `factors` are passed to `make_plan(target, f)`
@@ -191,10 +240,12 @@ def factor_sweep(model, tokenizer, make_plan: Callable[[str, float], Plan], fact
     rows, plain = [], {} if cache is None else cache
     for f in factors:
         plan_for = lambda t, f=f: make_plan(t, f)  # noqa: E731
-        lss = lss_matrix(model, tokenizer, items, targets, plan_for, arch=arch, cache=plain,
-                         progress=progress)["off_diagonal"]  # fmt: skip
-        ppl = perplexity_matrix(model, tokenizer, texts, targets, plan_for, batch_size, max_length, arch, baseline,
-                                progress)  # fmt: skip
+        lss = lss_matrix(model, tokenizer, items, targets, plan_for, arch=arch, cache=plain, progress=progress)[
+            "off_diagonal"
+        ]
+        ppl = perplexity_matrix(
+            model, tokenizer, texts, targets, plan_for, batch_size, max_length, arch, baseline, progress
+        )
         change, baseline = ppl["change"], ppl["baseline"]
         off_ppl = {t: _nanmean([c for lang, c in change[t].items() if lang != t]) for t in targets}
         rows.append({"factor": f, "lss": lss, "off_target_ppl_change": off_ppl})

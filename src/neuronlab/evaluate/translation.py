@@ -23,9 +23,17 @@ def translation_prompt(src: str, shots: Sequence[tuple[str, str]], src_name: str
     return "\n\n".join([*examples, f"{src_name}: {src}\n{tgt_name}:"])
 
 
-def translate(model, tokenizer, sources: Sequence[str], shots: Sequence[tuple[str, str]] = (),
-              src_name: str = "English", tgt_name: str = "French", max_new_tokens: int = 64,
-              batch_size: int = 8, arch: ArchSpec | None = None) -> list[str]:  # fmt: skip
+def translate(
+    model,
+    tokenizer,
+    sources: Sequence[str],
+    shots: Sequence[tuple[str, str]] = (),
+    src_name: str = "English",
+    tgt_name: str = "French",
+    max_new_tokens: int = 64,
+    batch_size: int = 8,
+    arch: ArchSpec | None = None,
+) -> list[str]:
     prompts = [translation_prompt(s, shots, src_name, tgt_name) for s in sources]
     outputs = generate(model, tokenizer, prompts, max_new_tokens, batch_size, arch)
     return [out.strip().split("\n")[0].strip() for out in outputs]
@@ -43,10 +51,20 @@ def score(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, flo
     }
 
 
-def translate_and_score(model, tokenizer, sources: Sequence[str], references: Sequence[str], shots: int = 2,
-                        start: int = 100, n: int = 50, src_name: str = "English", tgt_name: str = "French",
-                        max_new_tokens: int = 96, plans: dict | None = None,
-                        arch: ArchSpec | None = None) -> dict[str, dict]:  # fmt: skip
+def translate_and_score(
+    model,
+    tokenizer,
+    sources: Sequence[str],
+    references: Sequence[str],
+    shots: int = 2,
+    start: int = 100,
+    n: int = 50,
+    src_name: str = "English",
+    tgt_name: str = "French",
+    max_new_tokens: int = 96,
+    plans: dict | None = None,
+    arch: ArchSpec | None = None,
+) -> dict[str, dict]:
     """Translate lines start..start+n of aligned `sources` (the first `shots` pairs are the examples), plainly and
     under each plan of `plans` ({label: Plan}); {"plain" | label: {"bleu", "chrf", "hypotheses"}}."""
     from neuronlab.intervene.apply import apply

@@ -22,7 +22,6 @@ from neuronlab.intervene.plan import Intervention, Plan
 from neuronlab.models.arch import ArchSpec
 from neuronlab.models.sites import Site, decoder_layers, hooked, module_device, site_width
 
-
 CACHE_ARGUMENTS = ("cache", "past_key_values")  # transformers >= 5.24 names the KV cache `cache`, older ones the other
 
 

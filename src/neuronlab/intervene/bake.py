@@ -44,9 +44,11 @@ def bake(model: nn.Module, plan: Plan, arch: ArchSpec | None = None) -> nn.Modul
         if not (isinstance(iv.positions, str) and iv.positions == "all"):
             raise NeuronlabError("bake cannot express interventions on chosen positions: use positions='all'")
     if any(p.device.type == "meta" for p in model.parameters()):
-        raise NeuronlabError("this model's weights are offloaded (device_map with cpu/disk, accelerate offload): bake "
-                             "writes into the weights, so load the model whole (e.g. on the CPU) to bake it, then "
-                             "serve the saved checkpoint")  # fmt: skip
+        raise NeuronlabError(
+            "this model's weights are offloaded (device_map with cpu/disk, accelerate offload): bake "
+            "writes into the weights, so load the model whole (e.g. on the CPU) to bake it, then "
+            "serve the saved checkpoint"
+        )
     compiled = compile_plan(model, plan, arch)
     spec = arch_spec(model, arch)
     baked = copy.deepcopy(model)

@@ -69,8 +69,9 @@ class Intervention:
         """Whether a compiled value holds one row per position of the slice (an error without a slice)."""
         if self.holds_positions(value):
             if not isinstance(self.positions, slice):
-                raise NeuronlabError(f"{type(self).__name__}: one value per position needs positions=slice(...), "
-                                     f"not {self.positions!r}")  # fmt: skip
+                raise NeuronlabError(
+                    f"{type(self).__name__}: one value per position needs positions=slice(...), not {self.positions!r}"
+                )
             return True
         return False
 
@@ -132,8 +133,10 @@ class Scale(Intervention):
             if t.dim() == 0:
                 return float(t)
             if t.shape != (k,):
-                raise NeuronlabError(f"Scale factors for layer {layer} have shape {tuple(t.shape)}, but {k} values are "
-                                     "selected there: give one number or one factor per selected neuron")  # fmt: skip
+                raise NeuronlabError(
+                    f"Scale factors for layer {layer} have shape {tuple(t.shape)}, but {k} values are "
+                    "selected there: give one number or one factor per selected neuron"
+                )
             return t
         if isinstance(f, Tensor) and (f.dim() > 1 or (f.dim() == 0 and not f.requires_grad)):
             if f.dim() > 1:
@@ -143,6 +146,7 @@ class Scale(Intervention):
 
     def edit(self, x: Tensor, value, h: Tensor) -> Tensor:
         return x * value
+
 
 @dataclass(frozen=True, eq=False)
 class Set(Intervention):
@@ -185,8 +189,9 @@ class LayerStat(Intervention):
         super().__post_init__()
         ok = self.stat == "max" or (self.stat.startswith("p") and self.stat[1:].replace(".", "", 1).isdigit())
         if not ok or not (self.stat == "max" or 0 <= float(self.stat[1:]) <= 100) or self.mode not in ("set", "add"):
-            raise NeuronlabError(f"LayerStat takes stat='max' or 'p0'..'p100' and mode 'set' or 'add', "
-                                 f"not {self.stat!r}, {self.mode!r}")  # fmt: skip
+            raise NeuronlabError(
+                f"LayerStat takes stat='max' or 'p0'..'p100' and mode 'set' or 'add', not {self.stat!r}, {self.mode!r}"
+            )
 
     def edit(self, x: Tensor, value, h: Tensor) -> Tensor:
         ref = h.amax(-1, keepdim=True) if self.stat == "max" else _quantile(h, float(self.stat[1:]) / 100)

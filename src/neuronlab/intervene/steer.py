@@ -50,8 +50,10 @@ def steering_plan(
     site = neurons.meta.get("site", "act")
     if stats is not None:
         if stats.site != site:
-            raise NeuronlabError(f"the stats were recorded at site {stats.site} but the neurons index site {site}: "
-                                 "record the stats at the neuron set's site")  # fmt: skip
+            raise NeuronlabError(
+                f"the stats were recorded at site {stats.site} but the neurons index site {site}: "
+                "record the stats at the neuron set's site"
+            )
         require_same_model(neurons.meta.get("model"), stats.meta.get("model", {}), "the neuron set and the stats")
     common = dict(site=site, neurons=chosen, layers=layers, positions=positions)
     if variant in ("p_max", "p_median"):

@@ -37,10 +37,12 @@ MODULES = ("up", "gate", "down")
 DELTA_FORMAT = "neuronlab.delta/1"
 DELTA_FILE = "delta.safetensors"
 TEMPLATES = {
-    "qalign": ("Below is an instruction that describes a task. Write a response that appropriately completes the "
-               "request.\n\n### Instruction:\n{query}\n\n### Response:"),
+    "qalign": (
+        "Below is an instruction that describes a task. Write a response that appropriately completes the "
+        "request.\n\n### Instruction:\n{query}\n\n### Response:"
+    ),
     "plain": "{query}\n",
-}  # fmt: skip
+}
 
 
 def _modules(modules: str) -> tuple[str, ...]:
@@ -49,12 +51,15 @@ def _modules(modules: str) -> tuple[str, ...]:
     chosen = tuple(m.strip() for m in modules.split(",") if m.strip())
     bad = [m for m in chosen if m not in MODULES]
     if bad or not chosen:
-        raise NeuronlabError(f"modules must be 'all' or a comma-separated choice of {', '.join(MODULES)}, not {modules!r}")
+        raise NeuronlabError(
+            f"modules must be 'all' or a comma-separated choice of {', '.join(MODULES)}, not {modules!r}"
+        )
     return chosen
 
 
-def ffn_parameters(model: nn.Module, layers: Sequence[int], modules: str = "up,down",
-                   arch: ArchSpec | None = None) -> dict[str, tuple[nn.Parameter, slice | None]]:  # fmt: skip
+def ffn_parameters(
+    model: nn.Module, layers: Sequence[int], modules: str = "up,down", arch: ArchSpec | None = None
+) -> dict[str, tuple[nn.Parameter, slice | None]]:
     """{parameter name: (parameter, rows to train or None for all)} of the chosen FFN projections ("all": every
     parameter of the model, whatever `layers`). A family without a separate gate module (plain FFNs) has nothing for
     "gate"; Phi-3's fused gate_up gives row slices."""
@@ -85,8 +90,9 @@ def ffn_parameters(model: nn.Module, layers: Sequence[int], modules: str = "up,d
     return out
 
 
-def freeze_except_ffn(model: nn.Module, layers: Sequence[int], modules: str = "up,down",
-                      arch: ArchSpec | None = None) -> int:  # fmt: skip
+def freeze_except_ffn(
+    model: nn.Module, layers: Sequence[int], modules: str = "up,down", arch: ArchSpec | None = None
+) -> int:
     """Freeze every parameter except the chosen FFN projections of `layers` (in place; works on the meta device)
     and return the number of trainable values. `modules="all"` unfreezes everything (the full fine-tune)."""
     for handle in getattr(model, "_neuronlab_grad_masks", []):
@@ -165,8 +171,11 @@ class _Collate:
 class FinetuneConfig:
     """What `finetune` trains and how (paper defaults where the paper gives them)."""
 
-    modules: str = option("up,down", "FFN projections to train: up,down (SLAM: gate frozen), gate,up,down, or all "
-                                     "(every parameter: the full fine-tune baseline)")  # fmt: skip
+    modules: str = option(
+        "up,down",
+        "FFN projections to train: up,down (SLAM: gate frozen), gate,up,down, or all "
+        "(every parameter: the full fine-tune baseline)",
+    )
     lr: float = option(2e-5, "learning rate (SLAM: 2e-5)")
     epochs: float = option(3.0, "passes over the data")
     max_steps: int = option(-1, "stop after this many optimizer steps (-1: run the epochs)")
@@ -181,9 +190,17 @@ class FinetuneConfig:
     seed: int = option(0, "seed of the data order and the Trainer")
 
 
-def finetune(model, tokenizer, items: Sequence[dict], layers: Sequence[int], cfg: FinetuneConfig = FinetuneConfig(),
-             out: str | Path = "finetune-out", resume: bool = True, progress: bool = True,
-             arch: ArchSpec | None = None) -> Delta:  # fmt: skip
+def finetune(
+    model,
+    tokenizer,
+    items: Sequence[dict],
+    layers: Sequence[int],
+    cfg: FinetuneConfig = FinetuneConfig(),
+    out: str | Path = "finetune-out",
+    resume: bool = True,
+    progress: bool = True,
+    arch: ArchSpec | None = None,
+) -> Delta:
     """Train the chosen FFNs of `layers` on `items` with the Trainer (module doc), save the Delta in `out` and
     return it. With `resume`, a run continues from the last Trainer checkpoint in `out/trainer`."""
     from transformers import Trainer, TrainingArguments
@@ -196,15 +213,29 @@ def finetune(model, tokenizer, items: Sequence[dict], layers: Sequence[int], cfg
     rows = encode_sft(tokenizer, items, cfg.template, cfg.cutoff)
     bf16 = cfg.bf16 if cfg.bf16 is not None else bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     args = TrainingArguments(
-        output_dir=str(out / "trainer"), learning_rate=cfg.lr, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
-        lr_scheduler_type="cosine", warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, bf16=bf16,
-        logging_steps=10, save_steps=cfg.save_steps, save_total_limit=1, save_only_model=False, seed=cfg.seed,
-        report_to=[], remove_unused_columns=False, disable_tqdm=not progress, dataloader_num_workers=0,
+        output_dir=str(out / "trainer"),
+        learning_rate=cfg.lr,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        lr_scheduler_type="cosine",
+        warmup_steps=cfg.warmup_steps,
+        weight_decay=cfg.weight_decay,
+        bf16=bf16,
+        logging_steps=10,
+        save_steps=cfg.save_steps,
+        save_total_limit=1,
+        save_only_model=False,
+        seed=cfg.seed,
+        report_to=[],
+        remove_unused_columns=False,
+        disable_tqdm=not progress,
+        dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
         # under torchrun with the model on CPUs the Trainer runs DDP over gloo only when told the run is on CPUs
         use_cpu=launched() and next(model.parameters()).device.type == "cpu",
-    )  # fmt: skip
+    )
     trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=_Collate(pad_id(tokenizer, model)))
     if not progress:
         from transformers.trainer_callback import PrinterCallback
@@ -215,9 +246,17 @@ def finetune(model, tokenizer, items: Sequence[dict], layers: Sequence[int], cfg
     result = trainer.train(resume_from_checkpoint=True if last else None)
     model.eval()
     tuned = {n: p for n, (p, _) in ffn_parameters(model, layers, cfg.modules, arch).items()}
-    meta = {"base": base, "layers": sorted(layers), "modules": cfg.modules, "config": asdict(cfg),
-            "trainable": trainable, "share": trainable_share(model, trainable), "items": len(rows),
-            "train_loss": float(result.training_loss), "steps": int(result.global_step)}  # fmt: skip
+    meta = {
+        "base": base,
+        "layers": sorted(layers),
+        "modules": cfg.modules,
+        "config": asdict(cfg),
+        "trainable": trainable,
+        "share": trainable_share(model, trainable),
+        "items": len(rows),
+        "train_loss": float(result.training_loss),
+        "steps": int(result.global_step),
+    }
     delta = Delta({n: p.detach().cpu().clone() for n, p in tuned.items()}, meta)
     delta.save(out)
     return delta
@@ -252,7 +291,9 @@ class Delta:
         params = dict(model.named_parameters())
         missing = [n for n in self.tensors if n not in params]
         if missing:
-            raise NeuronlabError(f"the model has no parameter {missing[0]!r}: this delta belongs to another architecture")
+            raise NeuronlabError(
+                f"the model has no parameter {missing[0]!r}: this delta belongs to another architecture"
+            )
         with torch.no_grad():
             for name, t in self.tensors.items():
                 if params[name].shape != t.shape:
@@ -262,9 +303,11 @@ class Delta:
 
     def summary(self) -> str:
         m = self.meta
-        return (f"delta of {m.get('base', {}).get('name_or_path') or '?'}: layers {m.get('layers')}, modules "
-                f"{m.get('modules')}, {m.get('trainable', 0):,} trained values ({m.get('share', 0):.2%} of the model), "
-                f"{len(self.tensors)} tensors, {m.get('steps', '?')} steps, train loss {m.get('train_loss', float('nan')):.4f}")
+        return (
+            f"delta of {m.get('base', {}).get('name_or_path') or '?'}: layers {m.get('layers')}, modules "
+            f"{m.get('modules')}, {m.get('trainable', 0):,} trained values ({m.get('share', 0):.2%} of the model), "
+            f"{len(self.tensors)} tensors, {m.get('steps', '?')} steps, train loss {m.get('train_loss', float('nan')):.4f}"
+        )
 
 
 def merge(model: nn.Module, delta: Delta, arch: ArchSpec | None = None) -> nn.Module:

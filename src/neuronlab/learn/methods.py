@@ -216,8 +216,10 @@ class LearnedIntervention:
 
     def summary(self, top: int = 10) -> str:
         """Method, model, size, L1, how many moved, and the `top` parameters that moved most."""
-        lines = [f"{self.method} on {self.meta.get('model', {}).get('name_or_path') or '?'}: {len(self.params)} sites, "
-                 f"{self.n_parameters()} parameters, L1 {self.l1():.2f}, moved >0.1: {self.moved(0.1)}"]  # fmt: skip
+        lines = [
+            f"{self.method} on {self.meta.get('model', {}).get('name_or_path') or '?'}: {len(self.params)} sites, "
+            f"{self.n_parameters()} parameters, L1 {self.l1():.2f}, moved >0.1: {self.moved(0.1)}"
+        ]
         lines += [f"  {name:28s} {self.impl.value} = {v:+.3f}" for name, v in self.largest(top)]
         return "\n".join(lines)
 

@@ -59,8 +59,9 @@ class ScalingConfig:
     method: str = option("activscalar", "activscalar, steervec or dynscalar")
     components: tuple[str, ...] = option(COMPONENTS, "sites to intervene on: attn_out, ffn_out, resid")
     layers: tuple[int, ...] | None = option(None, "layers to intervene on (default: all)")
-    positions: int | None = option(None, "last N prompt positions (activscalar, steervec; default: the longest "
-                                         "training prompt)")  # fmt: skip
+    positions: int | None = option(
+        None, "last N prompt positions (activscalar, steervec; default: the longest training prompt)"
+    )
     effectiveness: float = option(5.0, "weight of softplus(-(logit target - logit foil))")
     faithfulness: float = option(1.0, "weight of the KL on the other tokens")
     minimality: float = option(0.03, "weight of the L1 on alpha - 1 (or v, or w and b - 1)")
@@ -83,6 +84,7 @@ class ScalingConfig:
         if self.batch_size < 1 or not 0 <= self.val_fraction < 1:
             raise NeuronlabError("batch_size must be at least 1 and val_fraction in [0, 1)")
 
+
 # ---------------------------------------------------------------- encoding items
 
 
@@ -101,8 +103,10 @@ def _encode(tokenizer, items: Sequence[dict]) -> _Encoded:
         if not p or not t or not f:
             raise NeuronlabError(f"item {i + 1} ({item['prompt'][:40]!r}): prompt, target or foil has no tokens")
         if t[0] == f[0]:
-            raise NeuronlabError(f"item {i + 1}: target {item['target']!r} and foil {item['foil']!r} start with the "
-                                 "same token; the logit difference is taken on the first token, so make them differ")  # fmt: skip
+            raise NeuronlabError(
+                f"item {i + 1}: target {item['target']!r} and foil {item['foil']!r} start with the "
+                "same token; the logit difference is taken on the first token, so make them differ"
+            )
         ids.append(p)
         target.append(t[0])
         foil.append(f[0])
@@ -178,8 +182,15 @@ def _frozen(model):
         model.train(was_training)
 
 
-def objective(model, learned: LearnedIntervention, enc: _Encoded, z0: Tensor, idx: list[int], cfg: ScalingConfig,
-              arch: ArchSpec | None = None) -> dict[str, Tensor]:  # fmt: skip
+def objective(
+    model,
+    learned: LearnedIntervention,
+    enc: _Encoded,
+    z0: Tensor,
+    idx: list[int],
+    cfg: ScalingConfig,
+    arch: ArchSpec | None = None,
+) -> dict[str, Tensor]:
     """Loss terms for one batch (see module doc); "loss" is their weighted sum. The intervention runs through
     `nl.apply` on its Plan entries (undetached), the same path that applies it after training."""
     with apply(model, learned.to_plan(detach=False), arch):
@@ -221,8 +232,14 @@ def _mean_loss(model, learned, enc, z0, cfg, arch) -> float:
     return total / n
 
 
-def train_scaling(model, tokenizer, items: Sequence[dict], cfg: ScalingConfig = ScalingConfig(),
-                  progress: bool = True, arch: ArchSpec | None = None) -> LearnedIntervention:  # fmt: skip
+def train_scaling(
+    model,
+    tokenizer,
+    items: Sequence[dict],
+    cfg: ScalingConfig = ScalingConfig(),
+    progress: bool = True,
+    arch: ArchSpec | None = None,
+) -> LearnedIntervention:
     """Learn `cfg.method` on `items` by Adam on the three-part objective (module doc); early stopping on a
     validation share of the groups. Returns the best parameters, detached, with a training history in meta."""
     from tqdm.auto import tqdm
@@ -254,7 +271,9 @@ def train_scaling(model, tokenizer, items: Sequence[dict], cfg: ScalingConfig = 
                 for k in terms:
                     terms[k] += float(out[k].detach()) * len(idx) / len(fit)
             val_loss = _mean_loss(model, scaling, venc, vz0, cfg, arch) if venc else terms["loss"]
-            history.append({"epoch": epoch + 1, **{k: round(v, 6) for k, v in terms.items()}, "val_loss": round(val_loss, 6)})
+            history.append(
+                {"epoch": epoch + 1, **{k: round(v, 6) for k, v in terms.items()}, "val_loss": round(val_loss, 6)}
+            )
             bar.set_postfix(loss=f"{terms['loss']:.3f}", val=f"{val_loss:.3f}")
             if val_loss < best_loss - 1e-6:
                 best_loss, since = val_loss, 0
@@ -265,13 +284,25 @@ def train_scaling(model, tokenizer, items: Sequence[dict], cfg: ScalingConfig = 
                     break
     if best is None:  # no epoch improved on the start (e.g. epochs=0): keep the identity
         best = {k: p.detach().clone() for k, p in scaling.params.items()}
-    meta = {**scaling.meta, "history": history, "best_val_loss": best_loss,
-            "train_groups": sorted({i["group"] for i in fit}), "val_groups": sorted({i["group"] for i in val})}  # fmt: skip
+    meta = {
+        **scaling.meta,
+        "history": history,
+        "best_val_loss": best_loss,
+        "train_groups": sorted({i["group"] for i in fit}),
+        "val_groups": sorted({i["group"] for i in val}),
+    }
     return LearnedIntervention(cfg.method, best, meta)
 
 
-def evaluate_scaling(model, tokenizer, scaling: LearnedIntervention, items: Sequence[dict], batch_size: int = 32,
-                     eps: float = 0.1, arch: ArchSpec | None = None) -> dict:  # fmt: skip
+def evaluate_scaling(
+    model,
+    tokenizer,
+    scaling: LearnedIntervention,
+    items: Sequence[dict],
+    batch_size: int = 32,
+    eps: float = 0.1,
+    arch: ArchSpec | None = None,
+) -> dict:
     """Effectiveness, faithfulness and minimality on `items`, the intervention applied through `nl.apply`:
     accuracy_before / success (share with target above foil, without / with), flip_rate (success among the
     items the model got "wrong" before: None if there are none), mean logit difference before, after and its
@@ -300,16 +331,25 @@ def evaluate_scaling(model, tokenizer, scaling: LearnedIntervention, items: Sequ
     }
 
 
-def fit_task(model, tokenizer, items: Sequence[dict], cfg: ScalingConfig = ScalingConfig(), holdout: float = 0.25,
-             progress: bool = True, arch: ArchSpec | None = None) -> tuple[LearnedIntervention, dict]:  # fmt: skip
+def fit_task(
+    model,
+    tokenizer,
+    items: Sequence[dict],
+    cfg: ScalingConfig = ScalingConfig(),
+    holdout: float = 0.25,
+    progress: bool = True,
+    arch: ArchSpec | None = None,
+) -> tuple[LearnedIntervention, dict]:
     """What `neuronlab scale train` does: hold out a seeded share of the groups, train on the rest, and measure
     both. Returns the learned intervention (held-out groups in its meta) and {"train", "held_out", "epochs"}."""
     train_items, held_out = split(items, holdout, cfg.seed)
     learned = train_scaling(model, tokenizer, train_items, cfg, progress, arch)
     learned.meta["held_out_groups"] = sorted({i["group"] for i in held_out})
-    metrics = {"train": evaluate_scaling(model, tokenizer, learned, train_items, arch=arch),
-               "held_out": evaluate_scaling(model, tokenizer, learned, held_out, arch=arch),
-               "epochs": len(learned.meta["history"])}  # fmt: skip
+    metrics = {
+        "train": evaluate_scaling(model, tokenizer, learned, train_items, arch=arch),
+        "held_out": evaluate_scaling(model, tokenizer, learned, held_out, arch=arch),
+        "epochs": len(learned.meta["history"]),
+    }
     return learned, metrics
 
 

@@ -223,11 +223,14 @@ def arch_spec(model, arch: ArchSpec | None = None) -> ArchSpec:
     try:
         spec = derive_spec(model)
     except NeuronlabError as err:
-        raise NeuronlabError(f"architecture {model_type!r} is not in the table and its sites could not be derived: "
-                             f"{err}.\n{how}") from None  # fmt: skip
+        raise NeuronlabError(
+            f"architecture {model_type!r} is not in the table and its sites could not be derived: {err}.\n{how}"
+        ) from None
     failed = verify_spec(model, spec)
     if failed:
-        raise NeuronlabError(f"architecture {model_type!r} is not in the table and the derived sites\n    "
-                             f"{spec_code(spec)}\nfail on a probe forward: {'; '.join(failed)}.\n{how}")  # fmt: skip
+        raise NeuronlabError(
+            f"architecture {model_type!r} is not in the table and the derived sites\n    "
+            f"{spec_code(spec)}\nfail on a probe forward: {'; '.join(failed)}.\n{how}"
+        )
     _DERIVED[model] = spec
     return spec

@@ -112,27 +112,47 @@ def _candidates(model: nn.Module) -> dict:
     attn = next((n for n in blocks if ATTN.search(n)), None)
     ffn = next((n for n in blocks if FFN.search(n)), None)
     if attn is None:
-        raise NeuronlabError(f"layer {type(layer).__name__} has no attention block (a child named like attn or "
-                             f"attention among {', '.join(children)}): not a transformer decoder layer")  # fmt: skip
+        raise NeuronlabError(
+            f"layer {type(layer).__name__} has no attention block (a child named like attn or "
+            f"attention among {', '.join(children)}): not a transformer decoder layer"
+        )
     box = layer.get_submodule(ffn) if ffn else layer
     prefix = f"{ffn}." if ffn else ""
     inside = {n: m for n, m in box.named_modules() if n and not (not ffn and (n == attn or n.startswith(attn + ".")))}
     if not ffn and not any(_linear_io(m) for m in inside.values()):
-        raise NeuronlabError(f"layer {type(layer).__name__} has no FFN block (a child named like mlp, ffn or "
-                             f"feed_forward among {', '.join(children)})")  # fmt: skip
-    out = {"layers": layers_path, "act": None, "down": None, "up": None, "gate": None, "fused": False,
-           "conv1d": False, "router": None}  # fmt: skip
+        raise NeuronlabError(
+            f"layer {type(layer).__name__} has no FFN block (a child named like mlp, ffn or "
+            f"feed_forward among {', '.join(children)})"
+        )
+    out = {
+        "layers": layers_path,
+        "act": None,
+        "down": None,
+        "up": None,
+        "gate": None,
+        "fused": False,
+        "conv1d": False,
+        "router": None,
+    }
     moe = [lay.get_submodule(ffn) for lay in layers if ffn and _has(lay, ffn)]
     moe = [block for block in moe if _is_moe(block, config)]
     if moe:  # any layer; the router is read off the first expert layer (DeepSeek's first layers are dense)
-        out["router"] = next((prefix + n for n, m in moe[0].named_children() if re.search(r"gate$|router", n)
-                              and any(True for _ in m.parameters())), None)  # fmt: skip
+        out["router"] = next(
+            (
+                prefix + n
+                for n, m in moe[0].named_children()
+                if re.search(r"gate$|router", n) and any(True for _ in m.parameters())
+            ),
+            None,
+        )
     else:
         proj = {n: _linear_io(m) for n, m in inside.items() if _linear_io(m)}
         downs = [n for n, (i, o) in proj.items() if o == d_model and i != d_model]
         if len(downs) != 1:
-            raise NeuronlabError(f"cannot tell the FFN down projection (d_ff -> {d_model}) of {type(box).__name__}: "
-                                 f"candidates {downs or 'none'} among {', '.join(proj) or 'no projections'}")  # fmt: skip
+            raise NeuronlabError(
+                f"cannot tell the FFN down projection (d_ff -> {d_model}) of {type(box).__name__}: "
+                f"candidates {downs or 'none'} among {', '.join(proj) or 'no projections'}"
+            )
         down = downs[0]
         d_ff = proj[down][0]
         ups = [n for n, (i, o) in proj.items() if i == d_model and o in (d_ff, 2 * d_ff)]
@@ -142,18 +162,30 @@ def _candidates(model: nn.Module) -> dict:
         if plain:
             out["up"] = prefix + plain[0]
             out["fused"] = proj[plain[0]][1] == 2 * d_ff and out["gate"] is None
-        acts = [n for n, m in inside.items() if not list(m.children()) and not _linear_io(m)
-                and ACT.search(type(m).__name__ + " " + n.rsplit(".", 1)[-1]) and "dropout" not in n.lower()]  # fmt: skip
+        acts = [
+            n
+            for n, m in inside.items()
+            if not list(m.children())
+            and not _linear_io(m)
+            and ACT.search(type(m).__name__ + " " + n.rsplit(".", 1)[-1])
+            and "dropout" not in n.lower()
+        ]
         out["act"] = prefix + min(acts, key=lambda n: n.count(".")) if acts else None
         out["down"] = prefix + down
         out["conv1d"] = type(inside[down]).__name__ == "Conv1D"
     att_mod = layer.get_submodule(attn)
     att_proj = [n for n, m in att_mod.named_modules() if n and (_linear_io(m) or (0, 0))[1] == d_model]
     norms = [n for n, m in children.items() if _is_norm(n, m)]
-    out["attn_out"] = [p for p in [attn] + ([f"{attn}.{att_proj[-1]}"] if att_proj else []) + norms
-                       if all(_has(lay, p) for lay in layers)]  # fmt: skip
-    out["ffn_out"] = [p for p in ([ffn] if ffn else []) + ([out["down"]] if out["down"] else []) + norms
-                      if all(_has(lay, p) for lay in layers)]  # fmt: skip
+    out["attn_out"] = [
+        p
+        for p in [attn] + ([f"{attn}.{att_proj[-1]}"] if att_proj else []) + norms
+        if all(_has(lay, p) for lay in layers)
+    ]
+    out["ffn_out"] = [
+        p
+        for p in ([ffn] if ffn else []) + ([out["down"]] if out["down"] else []) + norms
+        if all(_has(lay, p) for lay in layers)
+    ]
     inside_layers = {id(m) for m in layers.modules()}
     out["final_norm"] = [
         n
@@ -228,8 +260,12 @@ def derive_spec(model: nn.Module) -> ArchSpec:
     Raises NeuronlabError naming what was not found; `verify_spec` proves the result."""
     c = _candidates(model)
     n = len(model.get_submodule(c["layers"]))
-    paths = {f"{role}:{layer}:{p}": f"{c['layers']}.{layer}.{p}" for role in ("attn_out", "ffn_out") for p in c[role]
-             for layer in range(n)}  # fmt: skip
+    paths = {
+        f"{role}:{layer}:{p}": f"{c['layers']}.{layer}.{p}"
+        for role in ("attn_out", "ffn_out")
+        for p in c[role]
+        for layer in range(n)
+    }
     paths |= {f"norm:{p}": p for p in c["final_norm"]} | {"unembed": c["unembed"]}
     if c["down"]:  # its input tells a flat FFN ([batch * pos, d_ff], OPT) in the same forward
         paths["down_in"] = f"{c['layers']}.0.{c['down']}"
@@ -240,30 +276,51 @@ def derive_spec(model: nn.Module) -> ArchSpec:
         for f in c["ffn_out"]:
             if a == f or any(f"attn_out:{i}:{a}" not in seen or f"ffn_out:{i}:{f}" not in seen for i in range(n)):
                 continue
-            if all(_adds_up(hs[i], seen[f"attn_out:{i}:{a}"], seen[f"ffn_out:{i}:{f}"], hs[i + 1], tol)
-                   for i in range(n - 1)):  # fmt: skip
+            if all(
+                _adds_up(hs[i], seen[f"attn_out:{i}:{a}"], seen[f"ffn_out:{i}:{f}"], hs[i + 1], tol)
+                for i in range(n - 1)
+            ):
                 chosen = (a, f)
                 break
         if chosen:
             break
     if chosen is None:
-        raise NeuronlabError(f"no pair of attention ({', '.join(c['attn_out'])}) and FFN ({', '.join(c['ffn_out'])}) "
-                             "outputs adds up to the next hidden state: the layer is not h + attn + ffn (a "
-                             "post-norm or scaled residual)")  # fmt: skip
-    norm = next((p for p in c["final_norm"] if f"norm:{p}" in seen and "unembed" in seen
-                 and _close(seen[f"norm:{p}"], seen["unembed"], tol)), None)  # fmt: skip
+        raise NeuronlabError(
+            f"no pair of attention ({', '.join(c['attn_out'])}) and FFN ({', '.join(c['ffn_out'])}) "
+            "outputs adds up to the next hidden state: the layer is not h + attn + ffn (a "
+            "post-norm or scaled residual)"
+        )
+    norm = next(
+        (
+            p
+            for p in c["final_norm"]
+            if f"norm:{p}" in seen and "unembed" in seen and _close(seen[f"norm:{p}"], seen["unembed"], tol)
+        ),
+        None,
+    )
     if norm is None:
-        raise NeuronlabError(f"none of the norms outside the layers ({', '.join(c['final_norm']) or 'none'}) "
-                             "feeds the unembedding")  # fmt: skip
+        raise NeuronlabError(
+            f"none of the norms outside the layers ({', '.join(c['final_norm']) or 'none'}) feeds the unembedding"
+        )
     config = text_config(model)
     return ArchSpec(
-        layers=c["layers"], act=c["act"], down=c["down"], ffn_out=chosen[1], attn_out=chosen[0], final_norm=norm,
-        unembed=c["unembed"], up=c["up"], gate=c["gate"], fused_gate_up=c["fused"], conv1d=c["conv1d"],
+        layers=c["layers"],
+        act=c["act"],
+        down=c["down"],
+        ffn_out=chosen[1],
+        attn_out=chosen[0],
+        final_norm=norm,
+        unembed=c["unembed"],
+        up=c["up"],
+        gate=c["gate"],
+        fused_gate_up=c["fused"],
+        conv1d=c["conv1d"],
         softcap="final_logit_softcapping" if hasattr(config, "final_logit_softcapping") else None,
         max_positions=next((k for k in POSITIONS if isinstance(getattr(config, k, None), int)), None),
-        router=c["router"], flat_ffn="down_in" in seen and seen["down_in"].dim() == 2,
+        router=c["router"],
+        flat_ffn="down_in" in seen and seen["down_in"].dim() == 2,
         logit_scale="logit_scale" if isinstance(getattr(config, "logit_scale", None), (int, float)) else None,
-    )  # fmt: skip
+    )
 
 
 def verify_spec(model: nn.Module, spec: ArchSpec) -> list[str]:
@@ -299,8 +356,10 @@ def verify_spec(model: nn.Module, spec: ArchSpec) -> list[str]:
         for i in range(n):
             v = z[Site(i, "ffn_out")].flatten(0, -2)
             if not _close(v, v[:1].expand_as(v), tol):
-                failed.append(f"with every neuron of layer {i} at zero, ffn_out({i}) still depends on the token: "
-                              f"{spec.down!r} is not the only path from the neurons")  # fmt: skip
+                failed.append(
+                    f"with every neuron of layer {i} at zero, ffn_out({i}) still depends on the token: "
+                    f"{spec.down!r} is not the only path from the neurons"
+                )
     logits = out.get("unembed")
     if logits is not None:
         logits = spec.logits(text_config(model), logits)
@@ -314,6 +373,9 @@ def spec_code(spec: ArchSpec) -> str:
     """`spec` as Python to paste: nl.ArchSpec(...) with the required fields and those that differ from the default."""
     from dataclasses import MISSING
 
-    parts = [f"{f.name}={getattr(spec, f.name)!r}" for f in fields(spec)
-             if f.default is MISSING or getattr(spec, f.name) != f.default]  # fmt: skip
+    parts = [
+        f"{f.name}={getattr(spec, f.name)!r}"
+        for f in fields(spec)
+        if f.default is MISSING or getattr(spec, f.name) != f.default
+    ]
     return "nl.ArchSpec(" + ", ".join(parts) + ")"

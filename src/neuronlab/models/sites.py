@@ -101,17 +101,25 @@ def site_module(model: nn.Module, site: Site, arch: ArchSpec | None = None) -> t
         return layer, "output"
     if site.kind == "router":
         if spec.router is None:
-            raise NeuronlabError(f"site {site} is not served: this model has no router (the `router` site is for "
-                                 "mixtures of experts; its ArchSpec names none)")  # fmt: skip
+            raise NeuronlabError(
+                f"site {site} is not served: this model has no router (the `router` site is for "
+                "mixtures of experts; its ArchSpec names none)"
+            )
         try:
             return get_module(layer, spec.router), "output"
         except NeuronlabError:
-            raise NeuronlabError(f"layer {site.layer} has no router at {spec.router!r} (a dense FFN among expert "
-                                 "layers?): record the router of the expert layers only") from None  # fmt: skip
+            raise NeuronlabError(
+                f"layer {site.layer} has no router at {spec.router!r} (a dense FFN among expert "
+                "layers?): record the router of the expert layers only"
+            ) from None
     path = spec.down if site.kind == "neuron" else getattr(spec, site.kind)
     if path is None:
-        why = ("its FFN is a mixture of experts: a neuron of expert e sees only the tokens routed to e, so there is "
-               "no one value per token" if spec.down is None else "it has no activation module (use `neuron`)")  # fmt: skip
+        why = (
+            "its FFN is a mixture of experts: a neuron of expert e sees only the tokens routed to e, so there is "
+            "no one value per token"
+            if spec.down is None
+            else "it has no activation module (use `neuron`)"
+        )
         raise NeuronlabError(f"site {site} is not served on this model: {why}. ffn_out, attn_out and resid are served")
     return get_module(layer, path), "input" if site.kind == "neuron" else "output"
 
@@ -150,16 +158,20 @@ def routing(output) -> Tensor:
     """[tokens, experts] weights from a router's output (logits, top-k weights, top-k expert indices); 0 where an
     expert is not chosen. Routers that return only logits (transformers 4.x) choose inside their block: refused."""
     if not (isinstance(output, tuple) and len(output) == 3 and not output[2].is_floating_point()):
-        raise NeuronlabError("this model's router returns only its logits; the `router` site reads the choice a "
-                             "router returns (logits, weights, expert indices), as in transformers >= 5: upgrade "
-                             "transformers")  # fmt: skip
+        raise NeuronlabError(
+            "this model's router returns only its logits; the `router` site reads the choice a "
+            "router returns (logits, weights, expert indices), as in transformers >= 5: upgrade "
+            "transformers"
+        )
     logits, weights, experts = output
     return torch.zeros(logits.shape, dtype=torch.float32, device=logits.device).scatter_(
-        -1, experts.long(), weights.float())
+        -1, experts.long(), weights.float()
+    )
 
 
-def _install(module: nn.Module, where: str, fn: HookFn, shape: list | None,
-             router: bool = False) -> torch.utils.hooks.RemovableHandle:  # fmt: skip
+def _install(
+    module: nn.Module, where: str, fn: HookFn, shape: list | None, router: bool = False
+) -> torch.utils.hooks.RemovableHandle:
     """Hook `fn` on a module's input or output. Where the ArchSpec says the FFN runs on flattened tokens
     [batch*pos, width] (OPT), `shape` holds the layer input's (batch, pos) and `fn` still sees [batch, pos, width].
     A router's output is read as `routing` weights; a hook may not replace them."""
@@ -169,16 +181,20 @@ def _install(module: nn.Module, where: str, fn: HookFn, shape: list | None,
         if shape is not None and not shape and value.dim() == 2:  # the layer's input was not found where expected
             import transformers
 
-            raise NeuronlabError(f"this FFN runs on flattened tokens, and the layer's input (hidden_states [batch, pos, "
-                                 f"d_model]) was not among its arguments on transformers {transformers.__version__}: "
-                                 "the (batch, pos) shape cannot be restored; please report it")  # fmt: skip
+            raise NeuronlabError(
+                f"this FFN runs on flattened tokens, and the layer's input (hidden_states [batch, pos, "
+                f"d_model]) was not among its arguments on transformers {transformers.__version__}: "
+                "the (batch, pos) shape cannot be restored; please report it"
+            )
         view = value.view(*shape[0], value.shape[-1]) if flat else value
         new = fn(view)
         if new is None or new is view:
             return None
         if new.shape != view.shape:
-            raise NeuronlabError(f"a hook returned shape {tuple(new.shape)} for a value of shape {tuple(view.shape)}: "
-                                 "return None to only read the value, or a replacement of the same shape")  # fmt: skip
+            raise NeuronlabError(
+                f"a hook returned shape {tuple(new.shape)} for a value of shape {tuple(view.shape)}: "
+                "return None to only read the value, or a replacement of the same shape"
+            )
         return new.reshape(value.shape) if flat else new
 
     if where == "input":
@@ -256,8 +272,13 @@ class Trace(dict):
 
 
 @contextmanager
-def trace(model: nn.Module, sites, stop: bool = False, reduce: Callable[[Site, Tensor], object] | None = None,
-          arch: ArchSpec | None = None) -> Iterator[Trace]:  # fmt: skip
+def trace(
+    model: nn.Module,
+    sites,
+    stop: bool = False,
+    reduce: Callable[[Site, Tensor], object] | None = None,
+    arch: ArchSpec | None = None,
+) -> Iterator[Trace]:
     """Capture the values at `sites` during the forward passes run inside the block (baukit TraceDict style).
 
         >>> with trace(model, [Site(3, "act"), Site(5, "resid")], stop=True) as tr:
@@ -282,6 +303,7 @@ def trace(model: nn.Module, sites, stop: bool = False, reduce: Callable[[Site, T
             tr.fired.add(site)
             if stop and len(tr.fired) == len(sites):
                 raise StopForward
+
         return fn
 
     try:

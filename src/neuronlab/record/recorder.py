@@ -192,8 +192,13 @@ def record(
 
 
 def _empty(model, groups: list[str], site: str, settings: dict, pooled_texts: int, top_k: int, arch) -> Stats:
-    meta = {"model": model_info(model, arch), "site": site, "settings": settings, "complete": [],
-            "world_size": world()[1]}  # fmt: skip
+    meta = {
+        "model": model_info(model, arch),
+        "site": site,
+        "settings": settings,
+        "complete": [],
+        "world_size": world()[1],
+    }
     width = site_width(model, site, arch)
     return Stats.empty(groups, len(decoder_layers(model, arch)), width, meta, pooled_texts, top_k)
 
@@ -207,8 +212,19 @@ def _keys(batch: Batch, g: int, texts) -> Tensor:
     return torch.where(batch.count, pack(g, text, position), NONE)
 
 
-def _record(model, tokenizer, texts, stats: Stats, checkpoint, progress: bool, batch_size: int,
-            checkpoint_every: float, bucket: int, arch, allow_empty: bool = False) -> Stats:  # fmt: skip
+def _record(
+    model,
+    tokenizer,
+    texts,
+    stats: Stats,
+    checkpoint,
+    progress: bool,
+    batch_size: int,
+    checkpoint_every: float,
+    bucket: int,
+    arch,
+    allow_empty: bool = False,
+) -> Stats:
     """Record the groups `stats` does not mark complete, adding to it (one process, or one rank's share)."""
     site, settings = stats.site, stats.meta["settings"]
     max_length, truncate, max_tokens = settings["max_length"], settings["truncate"], settings["max_tokens"]
@@ -228,15 +244,25 @@ def _record(model, tokenizer, texts, stats: Stats, checkpoint, progress: bool, b
             bar.set_description(group)
             spans = windows(tokenizer, texts[group], int(stats.texts[g]), max_length, truncate)
             budget = None if max_tokens is None else max_tokens - int(stats.tokens[g])
-            for batch in batches(spans, batch_size, pad_id(tokenizer, model), special, count_special, bucket, budget,
-                                 plain_below=pooled_texts):  # fmt: skip
+            for batch in batches(
+                spans,
+                batch_size,
+                pad_id(tokenizer, model),
+                special,
+                count_special,
+                bucket,
+                budget,
+                plain_below=pooled_texts,
+            ):
                 acc.start(batch, None if stats.contexts is None else _keys(batch, g, texts[group]))
                 with trace(model, sites, stop=True, reduce=acc.add, arch=arch) as tr:  # the head never runs
                     model(**model_inputs(model, batch.input_ids, batch.attention_mask), use_cache=False)
                 if tr.missing():
                     missing = ", ".join(str(s) for s in tr.missing())
-                    raise NeuronlabError(f"site(s) {missing} never ran in the forward pass; the ArchSpec does not "
-                                         "match how this model computes its FFN: pass arch=ArchSpec(...)")  # fmt: skip
+                    raise NeuronlabError(
+                        f"site(s) {missing} never ran in the forward pass; the ArchSpec does not "
+                        "match how this model computes its FFN: pass arch=ArchSpec(...)"
+                    )
                 n = int(batch.count.sum())
                 stats.tokens[g] += n
                 bar.update(n)
@@ -262,14 +288,17 @@ def _record(model, tokenizer, texts, stats: Stats, checkpoint, progress: bool, b
     return stats
 
 
-def _record_ranks(model, tokenizer, texts, fresh, checkpoint, progress: bool, rank: int, size: int,
-                  pooled_texts: int, run: dict) -> Stats:  # fmt: skip
+def _record_ranks(
+    model, tokenizer, texts, fresh, checkpoint, progress: bool, rank: int, size: int, pooled_texts: int, run: dict
+) -> Stats:
     """Each rank records its `Shard` of every group (rank 0 also the first `pooled_texts` texts, for their per-text
     rows) into its own checkpoint; the ranks then add counts and sums and take maxima, and rank 0 writes the one
     file. A finished file is returned as it is; a killed run resumes rank by rank with the same number of ranks."""
     if fresh(0).meta["settings"]["max_tokens"] is not None:
-        raise NeuronlabError("max_tokens counts the first tokens of each group in text order, which ranks cannot "
-                             "share: cap the texts instead (--limit), or run one process")  # fmt: skip
+        raise NeuronlabError(
+            "max_tokens counts the first tokens of each group in text order, which ranks cannot "
+            "share: cap the texts instead (--limit), or run one process"
+        )
     groups, mine = list(texts), None
     if checkpoint is not None:
         checkpoint = Path(checkpoint)
@@ -277,8 +306,10 @@ def _record_ranks(model, tokenizer, texts, fresh, checkpoint, progress: bool, ra
             done = _resume(fresh(pooled_texts), Stats.load(checkpoint))
             if set(done.meta["complete"]) == set(groups):
                 return done
-            raise NeuronlabError(f"{checkpoint} holds an unfinished run of one process: resume it with one process, "
-                                 "or write to another path")  # fmt: skip
+            raise NeuronlabError(
+                f"{checkpoint} holds an unfinished run of one process: resume it with one process, "
+                "or write to another path"
+            )
         mine = rank_path(checkpoint, rank, size)
     local = fresh(pooled_texts if rank == 0 else 0)
     if mine is not None and mine.is_file():

@@ -44,8 +44,12 @@ class Moments:
     @classmethod
     def zeros(cls, shape: int | tuple[int, ...], device: torch.device | str | None = None) -> Moments:
         shape, f64 = (shape,) if isinstance(shape, int) else shape, dict(dtype=torch.float64, device=device)
-        return cls(torch.zeros(shape, dtype=torch.int64, device=device), torch.zeros(shape, **f64),
-                   torch.zeros(shape, **f64), torch.full(shape, float("-inf"), **f64))  # fmt: skip
+        return cls(
+            torch.zeros(shape, dtype=torch.int64, device=device),
+            torch.zeros(shape, **f64),
+            torch.zeros(shape, **f64),
+            torch.full(shape, float("-inf"), **f64),
+        )
 
     def add(self, x: Tensor, keep: Tensor | None = None) -> None:
         """Count the rows of x [tokens, ...] (any float dtype; a batch is reduced in float32 or float64, then added
@@ -89,8 +93,9 @@ class Stats:
     contexts: TopContexts | None = None  # each neuron's top activating contexts (record with contexts=True)
 
     @classmethod
-    def empty(cls, groups: list[str], n_layers: int, width: int, meta: dict, pooled_texts: int = 0,
-              top_k: int = 0) -> Stats:  # fmt: skip
+    def empty(
+        cls, groups: list[str], n_layers: int, width: int, meta: dict, pooled_texts: int = 0, top_k: int = 0
+    ) -> Stats:
         g = len(groups)
         shape = (g, n_layers, width)
         pooled = (g, pooled_texts, n_layers, width)
@@ -154,8 +159,10 @@ class Stats:
         """Count `values` [tokens, layers, width] (one row per token) for `group`."""
         g = self.index(group)
         if values.dim() != 3 or tuple(values.shape[1:]) != (self.n_layers, self.width):
-            raise NeuronlabError(f"values of shape {tuple(values.shape)} do not fit these stats: give "
-                                 f"[tokens, {self.n_layers}, {self.width}]")  # fmt: skip
+            raise NeuronlabError(
+                f"values of shape {tuple(values.shape)} do not fit these stats: give "
+                f"[tokens, {self.n_layers}, {self.width}]"
+            )
         m = Moments.zeros((self.n_layers, self.width))
         m.add(values.detach().cpu())
         m.merge_into(self, g)
@@ -171,8 +178,10 @@ class Stats:
         if self.meta.get("pooled_texts", 0) != other.meta.get("pooled_texts", 0):
             raise NeuronlabError("stats keep different numbers of pooled texts; record both with the same setting")
         if self.top_k != other.top_k:
-            raise NeuronlabError(f"stats keep {self.top_k} and {other.top_k} top contexts a neuron; record both with "
-                                 "the same --top-k (or both without --contexts)")  # fmt: skip
+            raise NeuronlabError(
+                f"stats keep {self.top_k} and {other.top_k} top contexts a neuron; record both with "
+                "the same --top-k (or both without --contexts)"
+            )
 
     def check_model(self, model, arch=None) -> None:
         """Raise unless these stats were recorded on `model` (same shape and weights)."""
@@ -210,10 +219,19 @@ class Stats:
         if self.contexts is not None:
             contexts = self.contexts.regroup([groups.index(g) if g in groups else -1 for g in self.groups])
         return Stats(
-            list(groups), pick(self.tokens), pick(self.active), pick(self.sum), pick(self.sum_sq), pick(self.max),
-            pick(self.texts), dict(self.meta), pick(self.pooled_mean), pick(self.pooled_max), pick(self.pooled_n),
+            list(groups),
+            pick(self.tokens),
+            pick(self.active),
+            pick(self.sum),
+            pick(self.sum_sq),
+            pick(self.max),
+            pick(self.texts),
+            dict(self.meta),
+            pick(self.pooled_mean),
+            pick(self.pooled_max),
+            pick(self.pooled_n),
             contexts,
-        )  # fmt: skip
+        )
 
     # ---- disk -----------------------------------------------------------------------------------
     _TENSORS = ("tokens", "active", "sum", "sum_sq", "max", "texts", "pooled_mean", "pooled_max", "pooled_n")
@@ -240,8 +258,14 @@ class Stats:
         """Write safetensors (tensors) with JSON metadata, atomically: a crash never leaves half a file."""
         state = self.state_dict()
         groups, meta = state.pop("groups"), state.pop("meta")
-        write_safetensors(path, state, FORMAT, groups=json.dumps(groups), meta=json.dumps(meta),
-                          tokens=json.dumps(dict(zip(groups, self.tokens.tolist()))))  # fmt: skip
+        write_safetensors(
+            path,
+            state,
+            FORMAT,
+            groups=json.dumps(groups),
+            meta=json.dumps(meta),
+            tokens=json.dumps(dict(zip(groups, self.tokens.tolist()))),
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> Stats:
@@ -259,7 +283,7 @@ class Stats:
         model = self.meta.get("model", {})
         lines = [
             f"stats of {model.get('name_or_path') or '(unnamed model)'} at site {self.site}: "
-            f"{self.n_layers} layers x {self.width} neurons",
+            f"{self.n_layers} layers x {self.width} neurons"
         ]
         p = self.probability
         for i, g in enumerate(self.groups):
@@ -271,4 +295,3 @@ class Stats:
         if self.contexts is not None:
             lines.append(f"  top {self.top_k} activating contexts kept a neuron (neuronlab view)")
         return "\n".join(lines)
-

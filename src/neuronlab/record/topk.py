@@ -35,10 +35,15 @@ _POS_BITS, _TEXT_BITS, _GROUP_BITS = 20, 32, 11
 def pack(group: int | Tensor, text: Tensor, position: Tensor) -> Tensor:
     """The int64 key of tokens: group, text index and position in the text, ordered in that priority."""
     group = torch.as_tensor(group, dtype=torch.long)
-    if (int(group.max()) >= 1 << _GROUP_BITS or int(text.max()) >= 1 << _TEXT_BITS
-            or int(position.max()) >= 1 << _POS_BITS):  # fmt: skip
-        raise NeuronlabError(f"top contexts address at most {1 << _GROUP_BITS} groups, 2^{_TEXT_BITS} texts a group "
-                             f"and 2^{_POS_BITS} tokens a text: split the corpus, or record without contexts")  # fmt: skip
+    if (
+        int(group.max()) >= 1 << _GROUP_BITS
+        or int(text.max()) >= 1 << _TEXT_BITS
+        or int(position.max()) >= 1 << _POS_BITS
+    ):
+        raise NeuronlabError(
+            f"top contexts address at most {1 << _GROUP_BITS} groups, 2^{_TEXT_BITS} texts a group "
+            f"and 2^{_POS_BITS} tokens a text: split the corpus, or record without contexts"
+        )
     return (group << (_TEXT_BITS + _POS_BITS)) | (text.long() << _POS_BITS) | position.long()
 
 
@@ -57,8 +62,12 @@ class TopContexts:
     @classmethod
     def empty(cls, n_layers: int, k: int, width: int) -> TopContexts:
         shape = (n_layers, k, width)
-        return cls(torch.full(shape, float("-inf")), torch.full(shape, NONE), torch.full((*shape, CONTEXT), -1,
-                   dtype=torch.int32), torch.zeros((*shape, CONTEXT), dtype=torch.bfloat16))  # fmt: skip
+        return cls(
+            torch.full(shape, float("-inf")),
+            torch.full(shape, NONE),
+            torch.full((*shape, CONTEXT), -1, dtype=torch.int32),
+            torch.zeros((*shape, CONTEXT), dtype=torch.bfloat16),
+        )
 
     @property
     def k(self) -> int:
@@ -79,8 +88,9 @@ class TopContexts:
         key = self.key[layer, :, neuron]
         g, t, p = unpack(key)
         keep = key != NONE
-        return list(zip(self.value[layer, :, neuron][keep].tolist(), g[keep].tolist(), t[keep].tolist(),
-                        p[keep].tolist()))  # fmt: skip
+        return list(
+            zip(self.value[layer, :, neuron][keep].tolist(), g[keep].tolist(), t[keep].tolist(), p[keep].tolist())
+        )
 
     def merged(self, others: list[TopContexts]) -> TopContexts:
         """The top k of these and `others` together (same shapes)."""
@@ -97,8 +107,12 @@ class TopContexts:
         to = torch.tensor([*new, -1], dtype=torch.long)[torch.where(full, g, len(new))]
         drop = to < 0
         key = torch.where(drop, NONE, pack(to.clamp(min=0), t, p))
-        out = TopContexts(self.value.masked_fill(drop, float("-inf")), key, self.tokens.masked_fill(drop[..., None], -1),
-                          self.acts.masked_fill(drop[..., None], 0))  # fmt: skip
+        out = TopContexts(
+            self.value.masked_fill(drop, float("-inf")),
+            key,
+            self.tokens.masked_fill(drop[..., None], -1),
+            self.acts.masked_fill(drop[..., None], 0),
+        )
         return out.merged([])
 
     def state_dict(self, prefix: str = "top_") -> dict[str, Tensor]:

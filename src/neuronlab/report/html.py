@@ -1,8 +1,8 @@
 """One self-contained HTML report: sections of text, tables and PNG figures embedded as data URIs.
 
-    >>> report = Report("neuronlab demo")
-    >>> report.text("Setup", "<p>...</p>"); report.figure("Perplexity", png_bytes); report.table("Shift", rows)
-    >>> report.save("out/report.html")
+>>> report = Report("neuronlab demo")
+>>> report.text("Setup", "<p>...</p>"); report.figure("Perplexity", png_bytes); report.table("Shift", rows)
+>>> report.save("out/report.html")
 """
 
 from __future__ import annotations
@@ -51,9 +51,11 @@ class Report:
         self.text(heading, f"{cap}<table><tr>{head}</tr>{body}</table>")
 
     def render(self) -> str:
-        return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
-                f"<style>{STYLE}</style></head><body><h1>{html.escape(self.title)}</h1>{''.join(self.parts)}"
-                "</body></html>")  # fmt: skip
+        return (
+            f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
+            f"<style>{STYLE}</style></head><body><h1>{html.escape(self.title)}</h1>{''.join(self.parts)}"
+            "</body></html>"
+        )
 
     def save(self, path: str | Path) -> None:
         write_text(path, self.render())

@@ -19,67 +19,131 @@ def write_report(results: dict, path: Path, title: str = "neuronlab: language-sp
     cfg, langs, targets, c = results["config"], results["languages"], results["targets"], results["checks"]
     report = Report(title)
     model = results["model"]
-    report.text("Setup", (
-        f"<p>Model <code>{model.get('name_or_path') or 'in-memory'}</code> ({model['model_type']}, {model['n_layers']} "
-        f"layers x {model['d_ff']} FFN neurons). Languages: {', '.join(langs)}. Statistics on {cfg['record_lines']} "
-        f"lines a language; evaluation on the next {cfg['eval_lines']} (held out).</p>"
-        f"<p>LAPE with top_rate={cfg['top_rate']}, filter_rate={cfg['filter_rate']}, "
-        f"activation_bar_ratio={cfg['activation_bar_ratio']}. Tang et al.'s 1% suits 7B models with about 350k FFN "
-        "neurons; a tiny model has a few thousand, so 1% leaves a handful per language, too few to move its "
-        f"behaviour: this run keeps {cfg['top_rate']:.0%}. Amplification sets each neuron to its "
-        f"{cfg['amplify']} (p_max: the max over texts of its per-text mean activation).</p>"
-        f"<p>Run time {results['seconds']} s"
-        + (" (" + ", ".join(f"{k} {v} s" for k, v in results["phases"].items()) + ")" if results.get("phases") else "")
-        + ". Artifacts beside this file: <code>stats.safetensors</code>, "
-        "<code>neurons.json</code>, <code>activated.json</code>, <code>results.json</code>.</p>"))  # fmt: skip
+    report.text(
+        "Setup",
+        (
+            f"<p>Model <code>{model.get('name_or_path') or 'in-memory'}</code> ({model['model_type']}, {model['n_layers']} "
+            f"layers x {model['d_ff']} FFN neurons). Languages: {', '.join(langs)}. Statistics on {cfg['record_lines']} "
+            f"lines a language; evaluation on the next {cfg['eval_lines']} (held out).</p>"
+            f"<p>LAPE with top_rate={cfg['top_rate']}, filter_rate={cfg['filter_rate']}, "
+            f"activation_bar_ratio={cfg['activation_bar_ratio']}. Tang et al.'s 1% suits 7B models with about 350k FFN "
+            "neurons; a tiny model has a few thousand, so 1% leaves a handful per language, too few to move its "
+            f"behaviour: this run keeps {cfg['top_rate']:.0%}. Amplification sets each neuron to its "
+            f"{cfg['amplify']} (p_max: the max over texts of its per-text mean activation).</p>"
+            f"<p>Run time {results['seconds']} s"
+            + (
+                " (" + ", ".join(f"{k} {v} s" for k, v in results["phases"].items()) + ")"
+                if results.get("phases")
+                else ""
+            )
+            + ". Artifacts beside this file: <code>stats.safetensors</code>, "
+            "<code>neurons.json</code>, <code>activated.json</code>, <code>results.json</code>.</p>"
+        ),
+    )
     status = lambda ok: "ok" if ok else "bad"  # noqa: E731
-    report.text("What it shows", (
-        f"<ul><li class='{status(c['deactivation_hits_own_language'] >= 0.8)}'>Deactivating L's neurons raises L's "
-        f"perplexity more than any other language's for {c['deactivation_hits_own_language']:.0%} of languages.</li>"
-        f"<li class='{status(c['lss_above_half'] == 1)}'>Mean off-diagonal LSS above 0.5 for "
-        f"{c['lss_above_half']:.0%} of target languages.</li>"
-        f"<li class='{status(c['generation_share_up'] == 1)}'>Share of generations identified as the target language "
-        f"rises for {c['generation_share_up']:.0%} of targets.</li></ul>"
-        + (f"<p>No neurons found for: {', '.join(results['no_neurons'])}.</p>" if results["no_neurons"] else "")))  # fmt: skip
-    report.figure("Neurons per layer", plots.neurons_per_layer(
-        {g: {int(k): v for k, v in per.items()} for g, per in results["neurons"].items()}, model["n_layers"],
-        "LAPE neurons per layer and language"))  # fmt: skip
+    report.text(
+        "What it shows",
+        (
+            f"<ul><li class='{status(c['deactivation_hits_own_language'] >= 0.8)}'>Deactivating L's neurons raises L's "
+            f"perplexity more than any other language's for {c['deactivation_hits_own_language']:.0%} of languages.</li>"
+            f"<li class='{status(c['lss_above_half'] == 1)}'>Mean off-diagonal LSS above 0.5 for "
+            f"{c['lss_above_half']:.0%} of target languages.</li>"
+            f"<li class='{status(c['generation_share_up'] == 1)}'>Share of generations identified as the target language "
+            f"rises for {c['generation_share_up']:.0%} of targets.</li></ul>"
+            + (f"<p>No neurons found for: {', '.join(results['no_neurons'])}.</p>" if results["no_neurons"] else "")
+        ),
+    )
+    report.figure(
+        "Neurons per layer",
+        plots.neurons_per_layer(
+            {g: {int(k): v for k, v in per.items()} for g, per in results["neurons"].items()},
+            model["n_layers"],
+            "LAPE neurons per layer and language",
+        ),
+    )
     if results.get("top_neurons"):
         browse = cfg.get("contexts", 0) > 0
         name = lambda r: neuron_id(r["layer"], r["neuron"])  # noqa: E731
-        report.table("Each language's most specific LAPE neurons", [
-            {"language": r["language"], "neuron": Link(name(r), f"view/index.html#{name(r)}") if browse else name(r),
-             "LAPE entropy": r["entropy"], "P(active) in the language": r["p_language"],
-             "highest P(active) elsewhere": r["p_other_max"]} for r in results["top_neurons"]],
-            "The five of lowest entropy a language." + (" Each links to its page in the neuron browser "
-            "(view/index.html: top contexts, activation probability per language, what zeroing the set did)."
-            if browse else ""))  # fmt: skip
+        report.table(
+            "Each language's most specific LAPE neurons",
+            [
+                {
+                    "language": r["language"],
+                    "neuron": Link(name(r), f"view/index.html#{name(r)}") if browse else name(r),
+                    "LAPE entropy": r["entropy"],
+                    "P(active) in the language": r["p_language"],
+                    "highest P(active) elsewhere": r["p_other_max"],
+                }
+                for r in results["top_neurons"]
+            ],
+            "The five of lowest entropy a language."
+            + (
+                " Each links to its page in the neuron browser "
+                "(view/index.html: top contexts, activation probability per language, what zeroing the set did)."
+                if browse
+                else ""
+            ),
+        )
     zero = results["perplexity_deactivate"]
-    report.figure("Perplexity change when a language's neurons are deactivated", plots.heatmap(
-        zero["change"], targets, langs, "relative perplexity change", "evaluated language", "deactivated neurons of"),
-        "Row T, column L: perplexity on L with T's neurons set to 0, divided by the plain perplexity, minus 1.")  # fmt: skip
+    report.figure(
+        "Perplexity change when a language's neurons are deactivated",
+        plots.heatmap(
+            zero["change"], targets, langs, "relative perplexity change", "evaluated language", "deactivated neurons of"
+        ),
+        "Row T, column L: perplexity on L with T's neurons set to 0, divided by the plain perplexity, minus 1.",
+    )
     report.table(None, [{"language": lang, "plain perplexity": zero["baseline"][lang]} for lang in langs])
     amp = results["perplexity_amplify"]
     if amp is not None:
-        report.figure(f"Perplexity change when a language's neurons are amplified ({cfg['amplify']})", plots.heatmap(
-            amp["change"], targets, langs, "relative perplexity change", "evaluated language", "amplified neurons of"))  # fmt: skip
+        report.figure(
+            f"Perplexity change when a language's neurons are amplified ({cfg['amplify']})",
+            plots.heatmap(
+                amp["change"],
+                targets,
+                langs,
+                "relative perplexity change",
+                "evaluated language",
+                "amplified neurons of",
+            ),
+        )
     lss = results["lss"]
-    report.figure("Language Steering Shift", plots.heatmap(
-        lss["matrix"], lss["langs"], targets, "LSS (share of items pushed toward T)", "target T", "prompt language L",
-        center=0.5),
-        "Share of items in L whose log P(object in T) - log P(object in L) rises under T's amplification.")  # fmt: skip
+    report.figure(
+        "Language Steering Shift",
+        plots.heatmap(
+            lss["matrix"],
+            lss["langs"],
+            targets,
+            "LSS (share of items pushed toward T)",
+            "target T",
+            "prompt language L",
+            center=0.5,
+        ),
+        "Share of items in L whose log P(object in T) - log P(object in L) rises under T's amplification.",
+    )
     gen = results["generation"]
-    report.table("Generation shift", [
-        {"target": t, "identified as target, plain": gen["baseline"][t], "with amplification": gen["steered"][t],
-         "mean off-diagonal LSS": lss["off_diagonal"][t]} for t in targets],
-        "Greedy generations from prompts in the other languages, labelled by py3langid (offline).")  # fmt: skip
+    report.table(
+        "Generation shift",
+        [
+            {
+                "target": t,
+                "identified as target, plain": gen["baseline"][t],
+                "with amplification": gen["steered"][t],
+                "mean off-diagonal LSS": lss["off_diagonal"][t],
+            }
+            for t in targets
+        ],
+        "Greedy generations from prompts in the other languages, labelled by py3langid (offline).",
+    )
     report.table("Sample generations", gen["samples"])
     sweep = results["sweep"]
     if sweep is not None:
         report.figure("Factor sweep (scale the target's neurons)", plots.sweep(sweep["rows"], targets, "scale factor"))
-        report.table(None, [{"target": t, "best factor": f} for t, f in sweep["best"].items()],
-                     f"Per target, the factor with the highest LSS whose mean off-target perplexity rises by at most "
-                     f"{sweep['max_ppl_increase']:.0%}.")  # fmt: skip
+        report.table(
+            None,
+            [{"target": t, "best factor": f} for t, f in sweep["best"].items()],
+            f"Per target, the factor with the highest LSS whose mean off-target perplexity rises by at most "
+            f"{sweep['max_ppl_increase']:.0%}.",
+        )
     if results.get("attribution"):
         _attribution_section(report, results)
     report.save(path)
@@ -95,20 +159,43 @@ def _attribution_section(report: Report, results: dict) -> None:
     lape_lss, attr_lss = results["lss"]["off_diagonal"], a["lss"]["off_diagonal"]
     own = lambda ch, t: ch[t][t]  # noqa: E731
     off = lambda ch, t: sum(v for lang, v in ch[t].items() if lang != t) / max(1, len(ch[t]) - 1)  # noqa: E731
-    rows = [{"language": t, "neurons": sum(a["neurons"].get(t, {}).values()), "Jaccard": a["jaccard"][t],
-             "own ppl change, LAPE": own(lape_zero, t), "own ppl change, attribution": own(attr_zero, t),
-             "mean other ppl change, LAPE": off(lape_zero, t), "mean other ppl change, attribution": off(attr_zero, t),
-             "LSS, LAPE": lape_lss.get(t), "LSS, attribution": attr_lss.get(t)} for t in results["targets"]]  # fmt: skip
+    rows = [
+        {
+            "language": t,
+            "neurons": sum(a["neurons"].get(t, {}).values()),
+            "Jaccard": a["jaccard"][t],
+            "own ppl change, LAPE": own(lape_zero, t),
+            "own ppl change, attribution": own(attr_zero, t),
+            "mean other ppl change, LAPE": off(lape_zero, t),
+            "mean other ppl change, attribution": off(attr_zero, t),
+            "LSS, LAPE": lape_lss.get(t),
+            "LSS, attribution": attr_lss.get(t),
+        }
+        for t in results["targets"]
+    ]
     hits = lambda ch: sum(all(ch[t][t] > v for lang, v in ch[t].items() if lang != t) for t in ch) / len(ch)  # noqa: E731
-    report.table(f"LAPE neurons against attribution neurons ({a['method']})", rows, (
-        f"Attribution: per language, each neuron's {_METHOD.get(a['method'], a['method'])} for the language's "
-        "log-likelihood (summed over its first lines, per token), minus its highest score for another language; the "
-        "top neurons, as many "
-        "as LAPE kept for the language. Zeroing hits the own language most for "
-        f"{hits(lape_zero):.0%} of languages with LAPE's neurons and {hits(attr_zero):.0%} with attribution's."))  # fmt: skip
-    report.figure("Perplexity change when a language's attribution neurons are deactivated", plots.heatmap(
-        attr_zero, list(attr_zero), langs, "relative perplexity change", "evaluated language",
-        "deactivated attribution neurons of"))  # fmt: skip
+    report.table(
+        f"LAPE neurons against attribution neurons ({a['method']})",
+        rows,
+        (
+            f"Attribution: per language, each neuron's {_METHOD.get(a['method'], a['method'])} for the language's "
+            "log-likelihood (summed over its first lines, per token), minus its highest score for another language; the "
+            "top neurons, as many "
+            "as LAPE kept for the language. Zeroing hits the own language most for "
+            f"{hits(lape_zero):.0%} of languages with LAPE's neurons and {hits(attr_zero):.0%} with attribution's."
+        ),
+    )
+    report.figure(
+        "Perplexity change when a language's attribution neurons are deactivated",
+        plots.heatmap(
+            attr_zero,
+            list(attr_zero),
+            langs,
+            "relative perplexity change",
+            "evaluated language",
+            "deactivated attribution neurons of",
+        ),
+    )
 
 
 def read_results(path: str | Path) -> dict:

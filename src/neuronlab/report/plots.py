@@ -1,6 +1,6 @@
 """Figures for reports, as PNG bytes (matplotlib, headless). Each takes plain dicts from the evaluators.
 
-    >>> png = heatmap(matrix, rows, cols, "perplexity change")     # matrix[row][col] -> value
+>>> png = heatmap(matrix, rows, cols, "perplexity change")     # matrix[row][col] -> value
 """
 
 from __future__ import annotations
@@ -27,8 +27,17 @@ def _png(plt, fig) -> bytes:
     return buf.getvalue()
 
 
-def heatmap(matrix: dict[str, dict[str, float]], rows: list[str], cols: list[str], title: str,
-            xlabel: str = "", ylabel: str = "", fmt: str = "{:.2f}", cmap: str = "RdBu_r", center: float | None = 0.0) -> bytes:  # fmt: skip
+def heatmap(
+    matrix: dict[str, dict[str, float]],
+    rows: list[str],
+    cols: list[str],
+    title: str,
+    xlabel: str = "",
+    ylabel: str = "",
+    fmt: str = "{:.2f}",
+    cmap: str = "RdBu_r",
+    center: float | None = 0.0,
+) -> bytes:
     plt, (fig, ax) = _figure(1.2 + 0.55 * len(cols), 1.0 + 0.45 * len(rows))
     values = [[matrix.get(r, {}).get(c, math.nan) for c in cols] for r in rows]
     finite = [abs(v - (center or 0)) for row in values for v in row if not math.isnan(v)] or [1.0]
@@ -95,8 +104,14 @@ def lines(series: dict[str, list[float]], x: list, xlabel: str, ylabel: str, tit
     return _png(plt, fig)
 
 
-def panels(grids: dict[str, list[list[float]]], xlabels: list[str], ylabels: list[str], title: str,
-           center: float | None = None, cmap: str = "RdBu_r") -> bytes:  # fmt: skip
+def panels(
+    grids: dict[str, list[list[float]]],
+    xlabels: list[str],
+    ylabels: list[str],
+    title: str,
+    center: float | None = None,
+    cmap: str = "RdBu_r",
+) -> bytes:
     """Side-by-side heatmaps sharing axes and colour scale (learned scalars: one panel per component,
     layers down, positions across), centred on `center` when given."""
     plt, (fig, _) = _figure(1.5 + (0.3 * len(xlabels) + 0.8) * len(grids), 1.4 + 0.35 * len(ylabels))
@@ -126,8 +141,10 @@ def panels(grids: dict[str, list[list[float]]], xlabels: list[str], ylabels: lis
 def lens_ranks(result: dict) -> bytes:
     """The target's rank after every layer, one line per prompt, from `logit_lens` with targets."""
     layers = list(result["layers"])
-    series = {f"{p!r} -> {t!r}": [result["layers"][layer]["target_rank"][row] for layer in layers]
-              for row, (p, t) in enumerate(zip(result["prompts"], result["targets"]))}  # fmt: skip
+    series = {
+        f"{p!r} -> {t!r}": [result["layers"][layer]["target_rank"][row] for layer in layers]
+        for row, (p, t) in enumerate(zip(result["prompts"], result["targets"]))
+    }
     return lines(series, layers, "layer", "target rank (0 = top-1)", "logit lens", log_y=True)
 
 
@@ -175,8 +192,11 @@ def layer_scores(selection) -> bytes:
     n = len(selection.scores)
     for lang, values in selection.per_language.items():
         axes[0].plot(range(n), values, marker="o", ms=3, label=lang)
-    what = "overlap with " + selection.meta.get("reference", "?") if selection.meta.get("method") == "overlap" \
-        else "activated neurons"  # fmt: skip
+    what = (
+        "overlap with " + selection.meta.get("reference", "?")
+        if selection.meta.get("method") == "overlap"
+        else "activated neurons"
+    )
     axes[0].set_xlabel("layer")
     axes[0].set_ylabel(what)
     axes[0].legend(fontsize=7, ncol=2)

@@ -33,8 +33,15 @@ def neuron_id(layer: int, neuron: int) -> str:
     return f"L{layer}N{neuron}"
 
 
-def write_view(stats: Stats, out: str | Path, neurons: NeuronSet | None = None, expertise=None,
-               effects: dict | None = None, limit: int = 500, title: str | None = None) -> Path:  # fmt: skip
+def write_view(
+    stats: Stats,
+    out: str | Path,
+    neurons: NeuronSet | None = None,
+    expertise=None,
+    effects: dict | None = None,
+    limit: int = 500,
+    title: str | None = None,
+) -> Path:
     """Write out/index.html for the neurons of `neurons` (else the `limit` of lowest LAPE entropy, or of highest
     max with one group); returns its path."""
     if stats.contexts is None:
@@ -44,11 +51,16 @@ def write_view(stats: Stats, out: str | Path, neurons: NeuronSet | None = None, 
     per_group = {"probability": stats.probability, "mean": stats.mean}
     data = {
         "title": title or f"neurons of {stats.meta.get('model', {}).get('name_or_path') or 'a model'}",
-        "site": stats.site, "groups": stats.groups, "tokens": stats.tokens.tolist(), "k": stats.top_k,
+        "site": stats.site,
+        "groups": stats.groups,
+        "tokens": stats.tokens.tolist(),
+        "k": stats.top_k,
         "method": (neurons.meta.get("method") if neurons is not None else None) or "lowest LAPE entropy",
-        "shown": len(chosen), "neurons": [_neuron(stats, layer, n, entropy, per_group, neurons, expertise, effects or {})
-                                             for layer, n in chosen],
-    }  # fmt: skip
+        "shown": len(chosen),
+        "neurons": [
+            _neuron(stats, layer, n, entropy, per_group, neurons, expertise, effects or {}) for layer, n in chosen
+        ],
+    }
     path = Path(out) / "index.html"
     write_text(path, _page(data))
     return path
@@ -60,8 +72,10 @@ def _choose(stats: Stats, entropy, neurons: NeuronSet | None, limit: int) -> lis
         pairs = sorted(neurons.pairs())
         bad = [(layer, n) for layer, n in pairs if layer >= stats.n_layers or n >= stats.width]
         if bad:
-            raise NeuronlabError(f"neuron {bad[0]} is outside these stats ({stats.n_layers} layers x {stats.width}): "
-                                 "give the neuron set found on the same model and site")  # fmt: skip
+            raise NeuronlabError(
+                f"neuron {bad[0]} is outside these stats ({stats.n_layers} layers x {stats.width}): "
+                "give the neuron set found on the same model and site"
+            )
     else:
         live = stats.contexts.key[:, 0] != NONE  # neurons with at least one counted token
         pairs = [(int(i) // stats.width, int(i) % stats.width) for i in torch.nonzero(live.flatten()).flatten()]
@@ -69,8 +83,9 @@ def _choose(stats: Stats, entropy, neurons: NeuronSet | None, limit: int) -> lis
     return pairs[:limit]
 
 
-def _neuron(stats: Stats, layer: int, n: int, entropy, per_group: dict, neurons: NeuronSet | None, expertise,
-            effects: dict) -> dict:  # fmt: skip
+def _neuron(
+    stats: Stats, layer: int, n: int, entropy, per_group: dict, neurons: NeuronSet | None, expertise, effects: dict
+) -> dict:
     top, pieces = stats.contexts, stats.meta.get("pieces", {})
     contexts = []
     for j in range(top.k):
@@ -81,15 +96,27 @@ def _neuron(stats: Stats, layer: int, n: int, entropy, per_group: dict, neurons:
         ids = top.tokens[layer, j, n].tolist()
         acts = top.acts[layer, j, n].float().tolist()
         first, last = min(i for i, x in enumerate(ids) if x >= 0), max(i for i, x in enumerate(ids) if x >= 0)
-        contexts.append({"value": round(float(top.value[layer, j, n]), 4), "group": g, "text": t, "position": p,
-                         "tokens": texts([pieces.get(str(x), f"<{x}>".encode().hex()) for x in ids[first : last + 1]]),
-                         "acts": [round(a, 3) for a in acts[first : last + 1]], "peak": BEFORE - first})  # fmt: skip
+        contexts.append(
+            {
+                "value": round(float(top.value[layer, j, n]), 4),
+                "group": g,
+                "text": t,
+                "position": p,
+                "tokens": texts([pieces.get(str(x), f"<{x}>".encode().hex()) for x in ids[first : last + 1]]),
+                "acts": [round(a, 3) for a in acts[first : last + 1]],
+                "peak": BEFORE - first,
+            }
+        )
     sets = [g for g in neurons.groups if n in neurons[g].get(layer, [])] if neurons is not None else []
     entry = {
-        "id": neuron_id(layer, n), "layer": layer, "neuron": n, "sets": sets,
-        "entropy": None if entropy is None else round(float(entropy[layer, n]), 4), "contexts": contexts,
+        "id": neuron_id(layer, n),
+        "layer": layer,
+        "neuron": n,
+        "sets": sets,
+        "entropy": None if entropy is None else round(float(entropy[layer, n]), 4),
+        "contexts": contexts,
         **{k: [round(float(x), 4) for x in v[:, layer, n]] for k, v in per_group.items()},
-    }  # fmt: skip
+    }
     if expertise is not None:
         ap = expertise["ap"][:, layer, n]
         best = ap.topk(min(5, len(ap)))
@@ -100,9 +127,11 @@ def _neuron(stats: Stats, layer: int, n: int, entropy, per_group: dict, neurons:
 
 def _page(data: dict) -> str:
     blob = json.dumps(data, ensure_ascii=False).replace("</", "<\\/")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(data['title'])}</title>"
-            f"<style>{STYLE}</style></head><body><h1>{html.escape(data['title'])}</h1>"
-            f"{BODY}<script type='application/json' id='data'>{blob}</script><script>{SCRIPT}</script></body></html>")  # fmt: skip
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(data['title'])}</title>"
+        f"<style>{STYLE}</style></head><body><h1>{html.escape(data['title'])}</h1>"
+        f"{BODY}<script type='application/json' id='data'>{blob}</script><script>{SCRIPT}</script></body></html>"
+    )
 
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:1.5em auto;padding:0 1em;color:#222}

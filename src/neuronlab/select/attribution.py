@@ -70,8 +70,13 @@ class Attribution:
         return self.scores / self.tokens.clamp(min=1).double()[:, None, None]
 
     def save(self, path: str | Path) -> None:
-        write_safetensors(path, {"scores": self.scores, "tokens": self.tokens}, FORMAT,
-                          groups=json.dumps(self.groups), meta=json.dumps(self.meta))  # fmt: skip
+        write_safetensors(
+            path,
+            {"scores": self.scores, "tokens": self.tokens},
+            FORMAT,
+            groups=json.dumps(self.groups),
+            meta=json.dumps(self.meta),
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> Attribution:
@@ -80,21 +85,36 @@ class Attribution:
 
     def summary(self) -> str:
         m = self.meta
-        lines = [f"attribution ({m.get('method')}, baseline {m.get('baseline')}"
-                 + (f", {m.get('steps')} steps" if m.get("method") == "ig" else "")
-                 + f") at site {m.get('site')}: {self.scores.shape[1]} layers x {self.scores.shape[2]} neurons"]  # fmt: skip
+        lines = [
+            f"attribution ({m.get('method')}, baseline {m.get('baseline')}"
+            + (f", {m.get('steps')} steps" if m.get("method") == "ig" else "")
+            + f") at site {m.get('site')}: {self.scores.shape[1]} layers x {self.scores.shape[2]} neurons"
+        ]
         for g, name in enumerate(self.groups):
             best = self.per_token[g].flatten().topk(3)
-            top = ", ".join(f"L{int(i) // self.scores.shape[2]}N{int(i) % self.scores.shape[2]} {float(v):.3g}"
-                            for v, i in zip(best.values, best.indices))  # fmt: skip
+            top = ", ".join(
+                f"L{int(i) // self.scores.shape[2]}N{int(i) % self.scores.shape[2]} {float(v):.3g}"
+                for v, i in zip(best.values, best.indices)
+            )
             lines.append(f"  {name}: {int(self.tokens[g])} tokens; highest per token: {top}")
         return "\n".join(lines)
 
 
-def attribute(model, tokenizer, texts: Mapping[str, Sequence[str]], method: str = "gxa", steps: int = 16,
-              baseline: str = "zero", stats=None, site: str = "act", layers: Sequence[int] | None = None,
-              batch_size: int = 8, max_length: int = 512, progress: bool = True,
-              arch: ArchSpec | None = None) -> Attribution:  # fmt: skip
+def attribute(
+    model,
+    tokenizer,
+    texts: Mapping[str, Sequence[str]],
+    method: str = "gxa",
+    steps: int = 16,
+    baseline: str = "zero",
+    stats=None,
+    site: str = "act",
+    layers: Sequence[int] | None = None,
+    batch_size: int = 8,
+    max_length: int = 512,
+    progress: bool = True,
+    arch: ArchSpec | None = None,
+) -> Attribution:
     """Attribution scores of every neuron at `site` for each group's log-likelihood (see module doc)."""
     if method not in METHODS:
         raise NeuronlabError(f"unknown attribution method {method!r}: use gxa or ig")
@@ -119,8 +139,14 @@ def attribute(model, tokenizer, texts: Mapping[str, Sequence[str]], method: str 
     try:
         for g, group in enumerate(groups):
             bar.set_description(f"{method} {group}")
-            for batch in batches(windows(tokenizer, Shard(texts[group], rank, size), 0, max_length, False),
-                                 batch_size, pad_id(tokenizer, model), torch.tensor([]), True, bucket=16):  # fmt: skip
+            for batch in batches(
+                windows(tokenizer, Shard(texts[group], rank, size), 0, max_length, False),
+                batch_size,
+                pad_id(tokenizer, model),
+                torch.tensor([]),
+                True,
+                bucket=16,
+            ):
                 ids, mask = batch.input_ids, batch.attention_mask
                 if method == "gxa":
                     found = _gxa(model, ids, mask, sites, base, arch)
@@ -137,8 +163,15 @@ def attribute(model, tokenizer, texts: Mapping[str, Sequence[str]], method: str 
         bar.close()
     if size > 1:
         scores, tokens = all_reduce(scores), all_reduce(tokens)
-    meta = {"method": method, "steps": steps if method == "ig" else None, "baseline": baseline, "site": site,
-            "layers": layers, "model": model_info(model, arch), "max_length": max_length}  # fmt: skip
+    meta = {
+        "method": method,
+        "steps": steps if method == "ig" else None,
+        "baseline": baseline,
+        "site": site,
+        "layers": layers,
+        "model": model_info(model, arch),
+        "max_length": max_length,
+    }
     return Attribution(groups, scores, tokens, meta)
 
 
@@ -211,8 +244,9 @@ def _contribution(a: Tensor, grad: Tensor, base: Tensor | None, layer: int, mask
     return (delta * grad.double() * real).sum((0, 1))
 
 
-def attribution_neurons(attr: Attribution, per_group: int | None = None, counts: NeuronSet | Mapping | None = None,
-                        specific: bool = True) -> NeuronSet:  # fmt: skip
+def attribution_neurons(
+    attr: Attribution, per_group: int | None = None, counts: NeuronSet | Mapping | None = None, specific: bool = True
+) -> NeuronSet:
     """The highest-scoring neurons of each group as a NeuronSet: `per_group` of them, or as many as `counts` holds
     for that group (another NeuronSet, e.g. LAPE's, or {group: n}). With `specific` a neuron's score for G is its
     per-token score for G minus its highest per-token score for another group (what it does for G and not for
@@ -226,8 +260,9 @@ def attribution_neurons(attr: Attribution, per_group: int | None = None, counts:
     if specific:
         if len(attr.groups) < 2:
             raise NeuronlabError("specific attribution compares groups: score at least two, or pass specific=False")
-        others = torch.stack([score[[j for j in range(len(attr.groups)) if j != g]].amax(0)
-                              for g in range(len(attr.groups))])  # fmt: skip
+        others = torch.stack(
+            [score[[j for j in range(len(attr.groups)) if j != g]].amax(0) for g in range(len(attr.groups))]
+        )
         score = score - others
     width = score.shape[2]
     neurons = {}
@@ -240,6 +275,12 @@ def attribution_neurons(attr: Attribution, per_group: int | None = None, counts:
         for i in kept:
             layers.setdefault(i // width, []).append(i % width)
         neurons[group] = layers
-    meta = {"method": f"attribution ({attr.meta.get('method')})", "specific": specific, "site": attr.meta.get("site"),
-            "model": attr.meta.get("model", {}), "per_group": per_group, "baseline": attr.meta.get("baseline")}  # fmt: skip
+    meta = {
+        "method": f"attribution ({attr.meta.get('method')})",
+        "specific": specific,
+        "site": attr.meta.get("site"),
+        "model": attr.meta.get("model", {}),
+        "per_group": per_group,
+        "baseline": attr.meta.get("baseline"),
+    }
     return NeuronSet(neurons, meta)

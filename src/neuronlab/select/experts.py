@@ -50,8 +50,9 @@ def average_precision(scores: Tensor, labels: Tensor) -> Tensor:
     scikit-learn's `average_precision_score` per column, ties included (tied items enter at one threshold)."""
     labels = labels.bool()
     if scores.dim() != 2 or labels.shape != scores.shape[:1]:
-        raise NeuronlabError(f"scores [items, neurons] and labels [items] do not fit: {tuple(scores.shape)}, "
-                             f"{tuple(labels.shape)}")  # fmt: skip
+        raise NeuronlabError(
+            f"scores [items, neurons] and labels [items] do not fit: {tuple(scores.shape)}, {tuple(labels.shape)}"
+        )
     positives = int(labels.sum())
     if positives == 0:
         raise NeuronlabError("average precision needs at least one positive item")
@@ -88,9 +89,20 @@ def auroc(scores: Tensor, labels: Tensor) -> Tensor:
 # ---------------------------------------------------------------- responses
 
 
-def responses(model, tokenizer, sentences: Sequence[str], site: str = "act", pool: str = "max", batch_size: int = 16,
-              max_length: int = 128, dtype: torch.dtype = torch.float16, checkpoint: str | Path | None = None,
-              checkpoint_every: float = 300.0, progress: bool = True, arch: ArchSpec | None = None) -> Tensor:  # fmt: skip
+def responses(
+    model,
+    tokenizer,
+    sentences: Sequence[str],
+    site: str = "act",
+    pool: str = "max",
+    batch_size: int = 16,
+    max_length: int = 128,
+    dtype: torch.dtype = torch.float16,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: float = 300.0,
+    progress: bool = True,
+    arch: ArchSpec | None = None,
+) -> Tensor:
     """Pooled response of every neuron of `site` to each sentence: [sentences, layers, width] in `dtype` (module
     doc). Sentences are cut at `max_length` tokens. With `checkpoint`, the responses so far are saved there
     every `checkpoint_every` seconds and at the end, and a later call continues after the last saved sentence.
@@ -112,12 +124,26 @@ def responses(model, tokenizer, sentences: Sequence[str], site: str = "act", poo
             shape = (len(sentences), len(decoder_layers(model, arch)), site_width(model, site, arch))
             out, done = _resume(checkpoint, _info(model, sentences, site, pool, max_length, arch), torch.zeros(shape))
             if done < len(sentences):
-                raise NeuronlabError(f"{checkpoint} holds an unfinished run of one process: resume it with one "
-                                     "process, or write to another path")  # fmt: skip
+                raise NeuronlabError(
+                    f"{checkpoint} holds an unfinished run of one process: resume it with one "
+                    "process, or write to another path"
+                )
             return out.to(dtype)
         with own_files():
-            part = _responses(model, tokenizer, sentences[lo:hi], site, pool, batch_size, max_length, dtype, mine,
-                              checkpoint_every, progress and rank == 0, arch)  # fmt: skip
+            part = _responses(
+                model,
+                tokenizer,
+                sentences[lo:hi],
+                site,
+                pool,
+                batch_size,
+                max_length,
+                dtype,
+                mine,
+                checkpoint_every,
+                progress and rank == 0,
+                arch,
+            )
         full = torch.zeros(len(sentences), *part.shape[1:], dtype=torch.float32)
         full[lo:hi] = part.float()  # exact: the other blocks add zeros
         out = all_reduce(full).to(dtype)
@@ -125,17 +151,35 @@ def responses(model, tokenizer, sentences: Sequence[str], site: str = "act", poo
             info = lambda: _info(model, sentences, site, pool, max_length, arch)  # noqa: E731  (rank 0 only)
             hand_over(mine, lambda: _save(checkpoint, out, len(sentences), info()))
         return out
-    return _responses(model, tokenizer, sentences, site, pool, batch_size, max_length, dtype, checkpoint,
-                      checkpoint_every, progress, arch)  # fmt: skip
+    return _responses(
+        model,
+        tokenizer,
+        sentences,
+        site,
+        pool,
+        batch_size,
+        max_length,
+        dtype,
+        checkpoint,
+        checkpoint_every,
+        progress,
+        arch,
+    )
 
 
 def _info(model, sentences, site, pool, max_length, arch) -> dict:
-    return {"model": model_info(model, arch), "site": site, "pool": pool, "max_length": max_length,
-            "sentences": len(sentences)}  # fmt: skip
+    return {
+        "model": model_info(model, arch),
+        "site": site,
+        "pool": pool,
+        "max_length": max_length,
+        "sentences": len(sentences),
+    }
 
 
-def _responses(model, tokenizer, sentences, site, pool, batch_size, max_length, dtype, checkpoint, checkpoint_every,
-               progress, arch) -> Tensor:  # fmt: skip
+def _responses(
+    model, tokenizer, sentences, site, pool, batch_size, max_length, dtype, checkpoint, checkpoint_every, progress, arch
+) -> Tensor:
     from tqdm.auto import tqdm
 
     n_layers, width = len(decoder_layers(model, arch)), site_width(model, site, arch)
@@ -188,8 +232,10 @@ def _resume(path, info: dict, out: Tensor) -> tuple[Tensor, int]:
     saved = json.loads(header["info"])
     differs = same_model(saved.get("model", {}), info["model"])
     if differs or any(saved.get(k) != info[k] for k in ("site", "pool", "max_length", "sentences")):
-        raise NeuronlabError(f"{path} holds responses made another way ({differs or 'site, pooling or sentences'}): "
-                             "use another checkpoint path, or the same model and settings to resume")  # fmt: skip
+        raise NeuronlabError(
+            f"{path} holds responses made another way ({differs or 'site, pooling or sentences'}): "
+            "use another checkpoint path, or the same model and settings to resume"
+        )
     done = int(header["done"])
     out[:done] = tensors["responses"].to(out.dtype)
     return out, done
@@ -219,7 +265,9 @@ class Expertise:
 
     def index(self, concept: str) -> int:
         if concept not in self.concepts:
-            raise NeuronlabError(f"concept {concept!r} is not in this expertise; it holds {len(self.concepts)} concepts")
+            raise NeuronlabError(
+                f"concept {concept!r} is not in this expertise; it holds {len(self.concepts)} concepts"
+            )
         return self.concepts.index(concept)
 
     @property
@@ -242,7 +290,12 @@ class Expertise:
             layer, neuron = torch.nonzero(ap[c] >= need, as_tuple=True)
             split = neuron.split(torch.bincount(layer, minlength=ap.shape[1]).tolist())
             sets[concept] = {lay: idx.tolist() for lay, idx in enumerate(split) if len(idx)}
-        meta = {"method": "experts", "tau": tau, "site": self.meta.get("site", "act"), "model": self.meta.get("model", {})}
+        meta = {
+            "method": "experts",
+            "tau": tau,
+            "site": self.meta.get("site", "act"),
+            "model": self.meta.get("model", {}),
+        }
         return NeuronSet(sets, meta)
 
     def top(self, concept: str, k: int, measure: str = "ap") -> list[tuple[int, int, float]]:
@@ -253,8 +306,9 @@ class Expertise:
         return [(int(i) // width, int(i) % width, float(v)) for v, i in zip(best.values, best.indices)]
 
     def save(self, path: str | Path) -> None:
-        write_safetensors(path, self.measures, EXPERTISE_FORMAT, concepts=json.dumps(self.concepts),
-                          meta=json.dumps(self.meta))  # fmt: skip
+        write_safetensors(
+            path, self.measures, EXPERTISE_FORMAT, concepts=json.dumps(self.concepts), meta=json.dumps(self.meta)
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> Expertise:
@@ -265,15 +319,21 @@ class Expertise:
         ap = self["ap"]
         n = {tau: self.experts(tau).total() for tau in (0.5, 0.7, 0.9)}
         chance = self.chance
-        base = (f"chance AP {min(chance):.2f}-{max(chance):.2f}" if "chance" in self.meta
-                else "chance not stored: tau is an absolute AP")  # fmt: skip
-        return (f"expertise of {len(self.concepts)} concepts over {ap.shape[1]} layers x {ap.shape[2]} neurons "
-                f"({self.meta.get('site', '?')}, {self.meta.get('pool', '?')} pooling; {base}): experts at tau 0.5 / "
-                f"0.7 / 0.9 of the way from chance to AP 1: {n[0.5]} / {n[0.7]} / {n[0.9]}; best AP {float(ap.max()):.3f}")
+        base = (
+            f"chance AP {min(chance):.2f}-{max(chance):.2f}"
+            if "chance" in self.meta
+            else "chance not stored: tau is an absolute AP"
+        )
+        return (
+            f"expertise of {len(self.concepts)} concepts over {ap.shape[1]} layers x {ap.shape[2]} neurons "
+            f"({self.meta.get('site', '?')}, {self.meta.get('pool', '?')} pooling; {base}): experts at tau 0.5 / "
+            f"0.7 / 0.9 of the way from chance to AP 1: {n[0.5]} / {n[0.7]} / {n[0.9]}; best AP {float(ap.max()):.3f}"
+        )
 
 
-def expertise(resp: Tensor, concepts: dict[str, dict], index: dict[str, int], meta: dict | None = None,
-              progress: bool = False) -> Expertise:  # fmt: skip
+def expertise(
+    resp: Tensor, concepts: dict[str, dict], index: dict[str, int], meta: dict | None = None, progress: bool = False
+) -> Expertise:
     """Expertise of every neuron for every concept. `resp` [sentences, layers, width] are the pooled responses,
     `index` maps each sentence to its row, `concepts` {concept: {"positive": [...], "negative": [...]}}."""
     from tqdm.auto import tqdm
@@ -287,9 +347,13 @@ def expertise(resp: Tensor, concepts: dict[str, dict], index: dict[str, int], me
         scores = torch.cat([resp[pos], resp[neg]]).reshape(len(pos) + len(neg), -1).double()
         labels = torch.cat([torch.ones(len(pos), dtype=torch.bool), torch.zeros(len(neg), dtype=torch.bool)])
         on = scores[: len(pos)]
-        values = {"ap": average_precision(scores, labels), "auroc": auroc(scores, labels),
-                  "on_p50": on.quantile(0.5, dim=0), "on_p90": on.quantile(0.9, dim=0),
-                  "off_mean": scores[len(pos) :].mean(0)}  # fmt: skip
+        values = {
+            "ap": average_precision(scores, labels),
+            "auroc": auroc(scores, labels),
+            "on_p50": on.quantile(0.5, dim=0),
+            "on_p90": on.quantile(0.9, dim=0),
+            "off_mean": scores[len(pos) :].mean(0),
+        }
         for m, v in values.items():
             out[m][c] = v.reshape(layers, width).float()
     return Expertise(list(concepts), out, {**(meta or {}), "chance": chance})

@@ -23,11 +23,25 @@ from neuronlab.select.experts import Expertise
 BASELINES_FORMAT = "neuronlab.similarity/1"  # baselines.safetensors: concept x concept similarity matrices
 
 
-def find_experts(model, tokenizer, out: str | Path, concepts: str | Path | dict | None = None,
-                 words: str | Path | Sequence[str] | None = None, per_concept: int = 20,
-                 prompts: Sequence[str] | None = None, chat: bool | None = None, site: str = "act", pool: str = "max",
-                 tau: float = 0.5, dtype: torch.dtype = torch.float16, batch_size: int = 16, seed: int = 0,
-                 negatives: float = 1.0, drop_unwritten: bool = False, progress: bool = True) -> Expertise:  # fmt: skip
+def find_experts(
+    model,
+    tokenizer,
+    out: str | Path,
+    concepts: str | Path | dict | None = None,
+    words: str | Path | Sequence[str] | None = None,
+    per_concept: int = 20,
+    prompts: Sequence[str] | None = None,
+    chat: bool | None = None,
+    site: str = "act",
+    pool: str = "max",
+    tau: float = 0.5,
+    dtype: torch.dtype = torch.float16,
+    batch_size: int = 16,
+    seed: int = 0,
+    negatives: float = 1.0,
+    drop_unwritten: bool = False,
+    progress: bool = True,
+) -> Expertise:
     """Concepts (a concept file or dict, or `words` the model writes `per_concept` sentences for, see
     `generate_concepts`; `drop_unwritten` leaves out words it writes nothing for; `negatives` negatives per
     positive where the concepts give none), pooled responses of every neuron of `site`, AP/AUROC per concept, the embedding
@@ -45,12 +59,31 @@ def find_experts(model, tokenizer, out: str | Path, concepts: str | Path | dict 
         found = concepts if isinstance(concepts, dict) else read_concepts(concepts, seed, negatives)
     else:
         listed = read_words(words) if isinstance(words, (str, Path)) else list(words)
-        found = generate_concepts(model, tokenizer, listed, per_concept, prompts, chat, seed=seed, ratio=negatives,
-                                  drop_unwritten=drop_unwritten, progress=progress)  # fmt: skip
+        found = generate_concepts(
+            model,
+            tokenizer,
+            listed,
+            per_concept,
+            prompts,
+            chat,
+            seed=seed,
+            ratio=negatives,
+            drop_unwritten=drop_unwritten,
+            progress=progress,
+        )
     write_concepts(out / "concepts.jsonl", found)
     sentences, index = sentence_list(found)
-    resp = responses(model, tokenizer, sentences, site, pool, batch_size, dtype=dtype,
-                     checkpoint=out / "responses.safetensors", progress=progress)  # fmt: skip
+    resp = responses(
+        model,
+        tokenizer,
+        sentences,
+        site,
+        pool,
+        batch_size,
+        dtype=dtype,
+        checkpoint=out / "responses.safetensors",
+        progress=progress,
+    )
     meta = {"model": model_info(model), "site": site, "pool": pool, "sentences": len(sentences)}
     ex = expertise(resp, found, index, meta)
     ex.save(out / "expertise.safetensors")
@@ -59,8 +92,9 @@ def find_experts(model, tokenizer, out: str | Path, concepts: str | Path | dict 
     return ex
 
 
-def save_baselines(path: str | Path, model, tokenizer, concepts: dict, sentences: list[str], index: dict,
-                   batch_size: int = 16) -> None:  # fmt: skip
+def save_baselines(
+    path: str | Path, model, tokenizer, concepts: dict, sentences: list[str], index: dict, batch_size: int = 16
+) -> None:
     """The paper's embedding baselines on the same concepts: cosine of the input embeddings of the words, and of
     the concepts' mean sentence representation (last layer, mean-pooled residual stream)."""
     from neuronlab.analyze.alignment import embedding_similarity, sentence_similarity
@@ -68,8 +102,10 @@ def save_baselines(path: str | Path, model, tokenizer, concepts: dict, sentences
     from neuronlab.select.experts import responses
 
     hidden = responses(model, tokenizer, sentences, "resid", "mean", batch_size, progress=False)[:, -1]
-    sims = {"input_embedding": embedding_similarity(model, tokenizer, list(concepts)),
-            "sentence_embedding": sentence_similarity(hidden, concepts, index)}  # fmt: skip
+    sims = {
+        "input_embedding": embedding_similarity(model, tokenizer, list(concepts)),
+        "sentence_embedding": sentence_similarity(hidden, concepts, index),
+    }
     write_safetensors(path, sims, BASELINES_FORMAT, concepts=",".join(concepts))
 
 

@@ -60,7 +60,9 @@ def lape_entropy(stats: Stats) -> Tensor:
     return -torch.xlogy(normed, normed).sum(0)
 
 
-def lape(stats: Stats, top_rate: float = 0.01, filter_rate: float = 0.95, activation_bar_ratio: float = 0.95) -> NeuronSet:
+def lape(
+    stats: Stats, top_rate: float = 0.01, filter_rate: float = 0.95, activation_bar_ratio: float = 0.95
+) -> NeuronSet:
     """Language activation probability entropy (Tang et al. 2024, arXiv 2402.16438).
 
     For neuron i and language l, p[l,i] = (tokens where act > 0) / tokens of l, and p~[l,i] = p[l,i] / sum_l p.
@@ -80,7 +82,11 @@ def lape(stats: Stats, top_rate: float = 0.01, filter_rate: float = 0.95, activa
     """
     if len(stats.groups) < 2:
         raise NeuronlabError("LAPE compares languages: record at least two groups")
-    for name, rate in (("top_rate", top_rate), ("filter_rate", filter_rate), ("activation_bar_ratio", activation_bar_ratio)):
+    for name, rate in (
+        ("top_rate", top_rate),
+        ("filter_rate", filter_rate),
+        ("activation_bar_ratio", activation_bar_ratio),
+    ):
         if not 0 < rate <= 1:
             raise NeuronlabError(f"{name} must be in (0, 1], got {rate}")
     p = stats.probability.flatten(1)  # [languages, layers * neurons]
@@ -99,11 +105,17 @@ def lape(stats: Stats, top_rate: float = 0.01, filter_rate: float = 0.95, activa
             layers[layer] = (flat[flat // width == layer] % width).tolist()
         neurons[lang] = layers
     meta = {
-        "method": "lape", "site": stats.site, "model": stats.meta.get("model", {}),
-        "top_rate": top_rate, "filter_rate": filter_rate, "activation_bar_ratio": activation_bar_ratio,
-        "filter_value": q_filter, "activation_bar": q_bar, "selected": len(kept),
+        "method": "lape",
+        "site": stats.site,
+        "model": stats.meta.get("model", {}),
+        "top_rate": top_rate,
+        "filter_rate": filter_rate,
+        "activation_bar_ratio": activation_bar_ratio,
+        "filter_value": q_filter,
+        "activation_bar": q_bar,
+        "selected": len(kept),
         "tokens": dict(zip(stats.groups, stats.tokens.tolist())),
-    }  # fmt: skip
+    }
     return NeuronSet(neurons, meta)
 
 

@@ -36,11 +36,17 @@ class LayerConfig:
     """The arguments of `select_layers`."""
 
     k: int = option(6, "layers to choose (SLAM: 6 of LLaMA-2-7B's 32)")
-    method: str = option("msd", "msd (spread of activated-neuron counts over languages), overlap (spread of the "
-                                "overlap with the reference language), or the baselines lowest, random, all")  # fmt: skip
-    threshold: float = option(0.5, "a neuron is activated for L when it fires (act > 0) on more than this share of "
-                                   "L's tokens: with SiLU/GELU about half of a neuron's values are positive by "
-                                   "chance, so 0.5 keeps the neurons a language drives above that background")  # fmt: skip
+    method: str = option(
+        "msd",
+        "msd (spread of activated-neuron counts over languages), overlap (spread of the "
+        "overlap with the reference language), or the baselines lowest, random, all",
+    )
+    threshold: float = option(
+        0.5,
+        "a neuron is activated for L when it fires (act > 0) on more than this share of "
+        "L's tokens: with SiLU/GELU about half of a neuron's values are positive by "
+        "chance, so 0.5 keeps the neurons a language drives above that background",
+    )
     reference: str = option("en", "reference language of the overlap method")
     seed: int = option(0, "seed of the random baseline")
 
@@ -55,15 +61,27 @@ class LayerSelection:
     meta: dict = field(default_factory=dict)
 
     def save(self, path: str | Path) -> None:
-        write_json(path, {"format": FORMAT, "layers": self.layers, "scores": self.scores,
-                          "per_language": self.per_language, "meta": self.meta})  # fmt: skip
+        write_json(
+            path,
+            {
+                "format": FORMAT,
+                "layers": self.layers,
+                "scores": self.scores,
+                "per_language": self.per_language,
+                "meta": self.meta,
+            },
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> LayerSelection:
         data = read_json(path, "layer selection", (FORMAT,))
         try:
-            return cls(sorted(int(x) for x in data["layers"]), [float(x) for x in data["scores"]],
-                       data.get("per_language", {}), data.get("meta", {}))  # fmt: skip
+            return cls(
+                sorted(int(x) for x in data["layers"]),
+                [float(x) for x in data["scores"]],
+                data.get("per_language", {}),
+                data.get("meta", {}),
+            )
         except (KeyError, TypeError, ValueError) as err:
             raise NeuronlabError(f"{path}: the layer selection is damaged ({err}); select the layers again") from None
 
@@ -77,8 +95,10 @@ class LayerSelection:
 
     def summary(self) -> str:
         m = self.meta
-        lines = [f"layer selection ({m.get('method', '?')}, k={m.get('k', len(self.layers))}) on "
-                 f"{m.get('model', {}).get('name_or_path') or '?'}: layers {self.layers}"]  # fmt: skip
+        lines = [
+            f"layer selection ({m.get('method', '?')}, k={m.get('k', len(self.layers))}) on "
+            f"{m.get('model', {}).get('name_or_path') or '?'}: layers {self.layers}"
+        ]
         if any(s == s for s in self.scores):  # not all NaN
             lines.append("  score per layer: " + " ".join(f"{i}:{s:.4g}" for i, s in enumerate(self.scores)))
         return "\n".join(lines)
@@ -93,16 +113,23 @@ def activated_sets(stats: Stats, threshold: float) -> torch.Tensor:
     return stats.probability > threshold
 
 
-def select_layers(stats: Stats, k: int = 6, method: str = "msd", threshold: float = 0.5, reference: str = "en",
-                  seed: int = 0) -> LayerSelection:  # fmt: skip
+def select_layers(
+    stats: Stats, k: int = 6, method: str = "msd", threshold: float = 0.5, reference: str = "en", seed: int = 0
+) -> LayerSelection:
     """The k layers that handle languages (module doc); `method` msd | overlap | lowest | random | all."""
     if method not in METHODS:
         raise NeuronlabError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
     n = stats.n_layers
     if not 1 <= k <= n:
         raise NeuronlabError(f"k must be between 1 and the model's {n} layers, got {k}")
-    meta = {"method": method, "k": k, "threshold": threshold, "model": stats.meta.get("model", {}),
-            "groups": stats.groups, "site": stats.site}  # fmt: skip
+    meta = {
+        "method": method,
+        "k": k,
+        "threshold": threshold,
+        "model": stats.meta.get("model", {}),
+        "groups": stats.groups,
+        "site": stats.site,
+    }
     nan = [float("nan")] * n
     if method == "lowest":
         return LayerSelection(list(range(k)), nan, {}, meta)
@@ -142,7 +169,9 @@ def parse_layers(spec: str | Path, n_layers: int | None = None) -> tuple[list[in
             lo, _, hi = part.strip().partition("-")
             layers.update(range(int(lo), int(hi) + 1) if hi else [int(lo)])
     except ValueError:
-        raise NeuronlabError(f"cannot read layers {text!r}: give a layers.json, a range like 0-5 or a list like 1,3,5") from None
+        raise NeuronlabError(
+            f"cannot read layers {text!r}: give a layers.json, a range like 0-5 or a list like 1,3,5"
+        ) from None
     chosen = sorted(layers)
     if n_layers is not None:
         check_layers(chosen, n_layers)

@@ -1,10 +1,10 @@
 """NeuronSet: group label -> layer -> sorted neuron indices, with provenance.
 
-    >>> ns = NeuronSet({"fr": {12: [5, 40]}, "de": {3: [7]}}, meta={"method": "lape", "site": "act"})
-    >>> ns.groups, ns["fr"][12], ns.counts()       # ["fr", "de"], [5, 40], {"fr": {12: 2}, "de": {3: 1}}
-    >>> ns.subset(["fr"]) | other                  # union; `&` is the intersection
-    >>> ns.save("n.json"); ns = NeuronSet.load("n.json")
-    >>> ns.validate(model)                         # layer and index ranges, with a clear error
+>>> ns = NeuronSet({"fr": {12: [5, 40]}, "de": {3: [7]}}, meta={"method": "lape", "site": "act"})
+>>> ns.groups, ns["fr"][12], ns.counts()       # ["fr", "de"], [5, 40], {"fr": {12: 2}, "de": {3: 1}}
+>>> ns.subset(["fr"]) | other                  # union; `&` is the intersection
+>>> ns.save("n.json"); ns = NeuronSet.load("n.json")
+>>> ns.validate(model)                         # layer and index ranges, with a clear error
 """
 
 from __future__ import annotations
@@ -83,8 +83,10 @@ class NeuronSet:
 
         site_a, site_b = self.meta.get("site", "act"), other.meta.get("site", "act")
         if site_a != site_b:
-            raise NeuronlabError(f"cannot combine neuron sets of different sites ({site_a} and {site_b}): their "
-                                 "indices mean different values")  # fmt: skip
+            raise NeuronlabError(
+                f"cannot combine neuron sets of different sites ({site_a} and {site_b}): their "
+                "indices mean different values"
+            )
         model = self.meta.get("model") or other.meta.get("model")
         if self.meta.get("model") and other.meta.get("model"):
             require_same_model(self.meta["model"], other.meta["model"], "the neuron sets to combine")
@@ -92,8 +94,12 @@ class NeuronSet:
         for g in dict.fromkeys(self.groups + other.groups):
             a, b = self.neurons.get(g, {}), other.neurons.get(g, {})
             out[g] = {layer: op(set(a.get(layer, [])), set(b.get(layer, []))) for layer in set(a) | set(b)}
-        meta = {"method": how, "site": site_a, **({"model": model} if model else {}),
-                "combined": [self.meta, other.meta]}  # fmt: skip
+        meta = {
+            "method": how,
+            "site": site_a,
+            **({"model": model} if model else {}),
+            "combined": [self.meta, other.meta],
+        }
         return NeuronSet(out, meta)
 
     def __or__(self, other: NeuronSet) -> NeuronSet:
@@ -118,7 +124,9 @@ class NeuronSet:
         for g, layers in self.neurons.items():
             for layer, idx in layers.items():
                 if layer >= n_layers:
-                    raise NeuronlabError(f"group {g!r}: layer {layer} is out of range (the model has {n_layers} layers)")
+                    raise NeuronlabError(
+                        f"group {g!r}: layer {layer} is out of range (the model has {n_layers} layers)"
+                    )
                 if idx[-1] >= width:
                     raise NeuronlabError(
                         f"group {g!r}, layer {layer}: neuron index {idx[-1]} is out of range "
@@ -126,8 +134,11 @@ class NeuronSet:
                     )
 
     def save(self, path: str | Path) -> None:
-        data = {"format": FORMAT, "meta": self.meta,
-                "neurons": {g: {str(k): v for k, v in layers.items()} for g, layers in self.neurons.items()}}  # fmt: skip
+        data = {
+            "format": FORMAT,
+            "meta": self.meta,
+            "neurons": {g: {str(k): v for k, v in layers.items()} for g, layers in self.neurons.items()},
+        }
         write_json(path, data)
 
     @classmethod
@@ -139,8 +150,10 @@ class NeuronSet:
             raise NeuronlabError(f"{path}: the neurons are damaged ({err}); select them again") from None
 
     def summary(self) -> str:
-        lines = [f"neuron set ({self.meta.get('method', '?')}, site {self.meta.get('site', '?')}): "
-                 f"{len(self.groups)} groups, {self.total()} neurons"]  # fmt: skip
+        lines = [
+            f"neuron set ({self.meta.get('method', '?')}, site {self.meta.get('site', '?')}): "
+            f"{len(self.groups)} groups, {self.total()} neurons"
+        ]
         for g, layers in self.neurons.items():
             per_layer = " ".join(f"{layer}:{len(idx)}" for layer, idx in layers.items())
             lines.append(f"  {g}: {self.total(g)} neurons  (layer:count {per_layer})")

@@ -71,10 +71,12 @@ def main() -> None:
     slam_t, slam_m, slam_n = measure("up,down", [0, 1], args.device)
     full_t, full_m, full_n = measure("all", [], args.device)
     print(
-        f"SLAM (2 of 8 layers, up+down): {slam_n:,} trainable values, step {slam_t * 1e3:.0f} ms, memory {slam_m / 2**20:.1f} MiB"
+        f"SLAM (2 of 8 layers, up+down): {slam_n:,} trainable values, step {slam_t * 1e3:.0f} ms, "
+        f"memory {slam_m / 2**20:.1f} MiB"
     )
     print(
-        f"full fine-tune:                {full_n:,} trainable values, step {full_t * 1e3:.0f} ms, memory {full_m / 2**20:.1f} MiB"
+        f"full fine-tune:                {full_n:,} trainable values, step {full_t * 1e3:.0f} ms, "
+        f"memory {full_m / 2**20:.1f} MiB"
     )
     print(f"full / SLAM step time: {full_t / slam_t:.2f}   full / SLAM memory: {full_m / slam_m:.2f}")
 

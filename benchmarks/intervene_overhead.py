@@ -70,7 +70,8 @@ def main() -> None:
             ratios[f"{job} {kind}"] = best[f"{job} plain"] / best[f"{job} {kind}"]
             print(f"{job:>8} {kind:>6} / plain throughput: {ratios[f'{job} {kind}']:.3f}")
     print(
-        f"hooked / plain throughput (worst of forward, generate): {min(ratios['forward hooked'], ratios['generate hooked']):.3f}"
+        f"hooked / plain throughput (worst of forward, generate): "
+        f"{min(ratios['forward hooked'], ratios['generate hooked']):.3f}"
     )
 
 

@@ -1,7 +1,8 @@
 """Word2vec-style vector arithmetic on a real pretrained model (Merullo et al. 2024).
 
 For each relation (world capitals, past tense, capitalisation; ../shared/data/relations) the pairs are shuffled
-(seed 0) and split: --n pairs to extract o-vectors from, --n held out. Few-shot prompts (2 shots; "The capital of {x} is {y}", else "{x}: {y}").
+(seed 0) and split: --n pairs to extract o-vectors from, --n held out. Few-shot prompts (2 shots; "The capital of {x}
+is {y}", else "{x}: {y}").
 1. Task accuracy on the held-out prompts (first token top-1).
 2. Logit lens at the last position of the held-out prompts: mean reciprocal rank of the argument's first token
    (" Poland") and of the answer's (" Warsaw") after every layer; the hand-off layer is the first after which
@@ -64,8 +65,8 @@ def study(model, tok, pairs: list[tuple[str, str]], template: str, n: int) -> di
     prompts = [i["prompt"] for i in held_items]
     answer = mean_rr(logit_lens(model, tok, prompts, [i["target"] for i in held_items], k=1))
     argument = mean_rr(logit_lens(model, tok, prompts, [" " + x for x, _ in held], k=1))
-    led = [l for l in range(layers) if argument[l] > answer[l]]  # the argument outranks the answer here
-    handoff = next((l for l in range(led[0], layers) if answer[l] > argument[l]), None) if led else None
+    led = [i for i in range(layers) if argument[i] > answer[i]]  # the argument outranks the answer here
+    handoff = next((i for i in range(led[0], layers) if answer[i] > argument[i]), None) if led else None
     out["lens"] = {
         "answer_rr": answer,
         "argument_rr": argument,
@@ -116,7 +117,8 @@ def main() -> None:
         p = r["patching"]
         print(
             f"{name}: accuracy {r['accuracy']:.2f}; hand-off after layer {r['lens']['handoff_layer']}; o-vector "
-            f"of layer {p['best_layer']}: {p['unpatched']:.2f} -> {p['best']:.2f} (random {p['random_same_norm']:.2f}); "
+            f"of layer {p['best_layer']}: {p['unpatched']:.2f} -> {p['best']:.2f} "
+            f"(random {p['random_same_norm']:.2f}); "
             f"ablation from layer 0 / last: {r['ablation'][0]:.2f} / {r['ablation'][max(r['ablation'])]:.2f}"
         )
     results["seconds"] = time.monotonic() - start
@@ -135,7 +137,7 @@ def main() -> None:
     )
     (args.out / "patching.png").write_bytes(
         lines(
-            {k: [v["patching"]["by_layer"][l] for l in layers] for k, v in rel.items()},
+            {k: [v["patching"]["by_layer"][i] for i in layers] for k, v in rel.items()},
             layers,
             "layer",
             "held-out accuracy",
@@ -144,7 +146,7 @@ def main() -> None:
     )
     (args.out / "ablation.png").write_bytes(
         lines(
-            {k: [v["ablation"][l] for l in layers] for k, v in rel.items()},
+            {k: [v["ablation"][i] for i in layers] for k, v in rel.items()},
             layers,
             "FFN outputs zeroed from layer",
             "held-out accuracy",

@@ -89,7 +89,8 @@ def main() -> None:
         "memory_ratio": full["memory_bytes"] / slam["memory_bytes"],
     }
     print(
-        f"step {slam['step_seconds']:.2f} s (SLAM) vs {full['step_seconds']:.2f} s (full): x{results['cost']['step_ratio']:.2f}; "
+        f"step {slam['step_seconds']:.2f} s (SLAM) vs {full['step_seconds']:.2f} s (full): "
+        f"x{results['cost']['step_ratio']:.2f}; "
         f"memory {slam['memory_bytes'] / 2**20:.0f} vs {full['memory_bytes'] / 2**20:.0f} MiB: "
         f"x{results['cost']['memory_ratio']:.1f}; {slam['trainable']:,} vs {full['trainable']:,} values"
     )

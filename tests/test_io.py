@@ -27,7 +27,7 @@ def test_atomic_write_leaves_usual_permissions_without_touching_the_umask(tmp_pa
 
 
 def test_unwritable_outputs_fail_before_any_work(tmp_path):
-    with pytest.raises(nl.NeuronlabError, match="cannot write /proc/x/s.safetensors"):
+    with pytest.raises(nl.NeuronlabError, match=r"cannot write /proc/x/s\.safetensors"):
         check_writable("/proc/x/s.safetensors")
     with pytest.raises(nl.NeuronlabError, match="is a folder"):
         check_writable(tmp_path)

@@ -37,5 +37,7 @@ def test_left_padded_batches_equal_prompts_run_alone(arch_model, tok):
         alone = torch.stack([model(**tok(p, return_tensors="pt")).logits[0, -1] for p in prompts])
     assert torch.allclose(_last_logits(model, tok, prompts, 8), alone, atol=1e-4)
     batched = logit_lens(model, tok, prompts, targets)["layers"][1]["target_prob"]
-    single = [logit_lens(model, tok, [p], [t])["layers"][1]["target_prob"][0] for p, t in zip(prompts, targets)]
+    single = [
+        logit_lens(model, tok, [p], [t])["layers"][1]["target_prob"][0] for p, t in zip(prompts, targets, strict=True)
+    ]
     assert batched == pytest.approx(single, abs=1e-5)

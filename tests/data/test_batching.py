@@ -38,7 +38,7 @@ def test_pad_id_outside_the_embedding_is_never_fed(arch):
 
 def test_token_ids_beyond_the_embedding_fail_clearly():
     model, tok = tiny_model("llama"), _big_pad_tokenizer()
-    with pytest.raises(nl.NeuronlabError, match="outside the model's embedding.*resize_token_embeddings"):
+    with pytest.raises(nl.NeuronlabError, match=r"outside the model's embedding.*resize_token_embeddings"):
         nl.record(model, tok, {"en": ["abc <extra35> d"]}, progress=False)
     with pytest.raises(nl.NeuronlabError, match="outside the model's embedding"):
         nl.perplexity(model, tok, ["abc <extra35> d"])

@@ -59,7 +59,7 @@ def test_read_write_and_bad_items(tmp_path):
     with pytest.raises(nl.NeuronlabError, match="no task file"):
         read_contrast(tmp_path / "missing.jsonl")
     (tmp_path / "bad.jsonl").write_text('{"prompt": "a"\n')
-    with pytest.raises(nl.NeuronlabError, match="bad.jsonl:1 is not JSON"):
+    with pytest.raises(nl.NeuronlabError, match=r"bad\.jsonl:1 is not JSON"):
         read_contrast(tmp_path / "bad.jsonl")
     with pytest.raises(nl.NeuronlabError, match="item 1: needs non-empty strings"):
         check_items([{"prompt": "a", "target": " b"}])

@@ -49,7 +49,7 @@ def test_real_files_read_with_languages_from_the_names():
 
 
 def test_bad_folders_and_files(tmp_path):
-    with pytest.raises(nl.NeuronlabError, match="has no .tsv"):
+    with pytest.raises(nl.NeuronlabError, match=r"has no \.tsv"):
         read_math_dir(tmp_path)
     (tmp_path / "test_French.jsonl").write_text('{"query": "x"}\n')
     with pytest.raises(nl.NeuronlabError, match="needs the keys m_query and response"):

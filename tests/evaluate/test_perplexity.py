@@ -50,7 +50,7 @@ def test_continuation_logprob(tok):
     model = tiny_model("gpt2")
     prompts, conts = ["the cat", "a much longer prompt here"], [" sat", "!!"]
     got = nl.continuation_logprob(model, tok, prompts, conts, batch_size=2)
-    for k, (p, c) in enumerate(zip(prompts, conts)):
+    for k, (p, c) in enumerate(zip(prompts, conts, strict=True)):
         ids = tok(p + c)["input_ids"]  # one token per character: the prompt's tokens are a prefix
         with torch.no_grad():
             lp = log_softmax(model(input_ids=torch.tensor([ids])).logits[0].double().numpy())

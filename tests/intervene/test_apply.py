@@ -295,7 +295,7 @@ def test_positions_while_generating_equal_a_full_rerun_without_cache(arch):
                 return_dict_in_generate=True,
                 pad_token_id=0,
             )
-        assert offsets == [0] + list(range(p, p + steps - 1)), f"{name}: transformers passed {offsets}"
+        assert offsets == [0, *list(range(p, p + steps - 1))], f"{name}: transformers passed {offsets}"
         seq = out.sequences
         for step in range(steps):
             full = seq[:, : p + step]
@@ -325,5 +325,5 @@ def test_an_unreadable_cache_is_refused_not_counted_from_zero():
         == 5
     )
     assert cached_tokens((ids,), {}) == 0
-    with pytest.raises(nl.NeuronlabError, match="transformers .* cannot read|cannot read .* transformers"):
+    with pytest.raises(nl.NeuronlabError, match=r"transformers .* cannot read|cannot read .* transformers"):
         cached_tokens((), {"input_ids": ids, "cache": Opaque()})

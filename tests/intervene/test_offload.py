@@ -68,5 +68,5 @@ def test_learned_scalars_train_on_an_offloaded_model(models):
 
 def test_bake_refuses_offloaded_weights_with_the_way_out(models):
     _, spread, _ = models
-    with pytest.raises(nl.NeuronlabError, match="offloaded.*load the model whole"):
+    with pytest.raises(nl.NeuronlabError, match=r"offloaded.*load the model whole"):
         nl.bake(spread, nl.Plan([nl.Scale(factor=2.0, site="act", neurons=[1])]))

@@ -63,7 +63,7 @@ def test_sft_data_and_response_only_labels(tmp_path):
     with pytest.raises(nl.NeuronlabError, match="cut-off"):
         encode_sft(tok, [{"prompt": "a long question", "response": "4"}], template="{query}", cutoff=5)
     (tmp_path / "bad.jsonl").write_text('{"question": "x", "answer": "1"}\n')
-    with pytest.raises(nl.NeuronlabError, match="needs {prompt, response}"):
+    with pytest.raises(nl.NeuronlabError, match=r"needs \{prompt, response\}"):
         read_sft(tmp_path / "bad.jsonl")
     (tmp_path / "ok.jsonl").write_text('{"instruction": "x", "output": "1"}\n')
     assert read_sft(tmp_path / "ok.jsonl") == [{"prompt": "x", "response": "1"}]

@@ -160,7 +160,9 @@ def test_gradient_check(method, tok):
     params = tuple(s.params[k].detach().double().requires_grad_(True) for k in keys)
 
     def loss(*ps):
-        return objective(model, LearnedIntervention(method, dict(zip(keys, ps))), enc, z0, [0, 1], cfg)["loss"]
+        return objective(model, LearnedIntervention(method, dict(zip(keys, ps, strict=True))), enc, z0, [0, 1], cfg)[
+            "loss"
+        ]
 
     assert torch.autograd.gradcheck(loss, params, eps=1e-6, atol=1e-6)
 

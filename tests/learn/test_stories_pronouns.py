@@ -66,7 +66,7 @@ def test_dynscalar_trained_on_one_length_flips_other_lengths(stories, task):
     )
     lengths = [len(ids) for ids in _encode(tok, train).ids]
     length = Counter(lengths).most_common(1)[0][0]
-    one_length = [item for item, n in zip(train, lengths) if n == length]
+    one_length = [item for item, n in zip(train, lengths, strict=True) if n == length]
     learned = train_scaling(model, tok, one_length, ScalingConfig(method="dynscalar", faithfulness=0.3), progress=False)
     names = {item["group"] for item in held_out}
     for template in OTHER_TEMPLATES:

@@ -15,7 +15,27 @@ from neuronlab.testing import tiny_causal_lm
 from ..conftest import ARCHS, tiny_model
 
 # The families the seeds' papers use, and more that users bring; (block level): a mixture of experts.
-MUST_SERVE = ["gptj", "gpt_neo", "llama", "gemma", "gemma2", "gemma3_text", "qwen2", "qwen3", "gpt_neox", "bloom", "gpt2", "mistral", "falcon", "olmo2", "cohere", "stablelm", "starcoder2", "smollm3", "phi3"]
+MUST_SERVE = [
+    "gptj",
+    "gpt_neo",
+    "llama",
+    "gemma",
+    "gemma2",
+    "gemma3_text",
+    "qwen2",
+    "qwen3",
+    "gpt_neox",
+    "bloom",
+    "gpt2",
+    "mistral",
+    "falcon",
+    "olmo2",
+    "cohere",
+    "stablelm",
+    "starcoder2",
+    "smollm3",
+    "phi3",
+]
 MUST_SERVE_BLOCKS = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v3", "gpt_oss")
 
 
@@ -86,7 +106,7 @@ def test_a_scaled_residual_or_post_norm_is_refused_with_the_way_out():
         residual_multiplier=0.5,
     )
     model = transformers.AutoModelForCausalLM.from_config(config).eval()
-    with pytest.raises(nl.NeuronlabError, match="(?s)'granite' is not in the table.*not h \\+ attn \\+ ffn.*ArchSpec"):
+    with pytest.raises(nl.NeuronlabError, match=r"(?s)'granite' is not in the table.*not h \+ attn \+ ffn.*ArchSpec"):
         nl.arch_spec(model)
     with pytest.raises(nl.NeuronlabError, match="not h \\+ attn \\+ ffn"):
         nl.arch_spec(tiny_causal_lm("openai-gpt"))  # post-norm: LayerNorm(h + attn)

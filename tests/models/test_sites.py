@@ -107,7 +107,7 @@ def test_a_model_whose_sites_cannot_be_found_says_how_to_pass_an_archspec():
     model = tiny_model("llama")
     model.config.model_type = "mystery"
     model.model.layers[0].mlp.down_proj = torch.nn.Identity()  # no projection from d_ff back to d_model
-    with pytest.raises(nl.NeuronlabError, match="(?s)'mystery' is not in the table.*down projection.*nl.ArchSpec"):
+    with pytest.raises(nl.NeuronlabError, match=r"(?s)'mystery' is not in the table.*down projection.*nl.ArchSpec"):
         nl.arch_spec(model)
     model = tiny_model("llama")
     model.config.model_type = "mystery"
@@ -125,7 +125,7 @@ def test_bad_sites_fail_clearly():
     with pytest.raises(nl.NeuronlabError, match="layer 9 is out of range"):
         with nl.hooked(model, {Site(9, "act"): lambda h: None}):
             pass
-    with pytest.raises(nl.NeuronlabError, match="layers.<index>.<kind>"):
+    with pytest.raises(nl.NeuronlabError, match=r"layers\.<index>\.<kind>"):
         Site.parse("3.act")
     assert Site.parse("layers.2.ffn_out") == Site(2, "ffn_out") and str(Site(2, "act")) == "layers.2.act"
     bad = nl.ArchSpec(

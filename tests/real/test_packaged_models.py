@@ -22,7 +22,7 @@ pytestmark = pytest.mark.real
 def test_the_converted_checkpoint_is_the_gguf_model(real):
     """Loading the .gguf path (a checkpoint converted once into the cache) gives what transformers' own GGUF load
     gives: the same logits bit for bit, the same tokens, the same model identity."""
-    name, path, model, tok = real
+    _name, path, model, tok = real
     direct, direct_tok = gguf.load_from_gguf(path)
     text = "The capital of France is Paris. La capitale de la France est Paris. 北京是中国的首都。"
     assert tok(text)["input_ids"] == direct_tok(text)["input_ids"]

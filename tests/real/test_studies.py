@@ -57,7 +57,7 @@ def test_word_probability_and_the_logit_lens_are_the_models_own(real):
     with torch.no_grad():
         own = [model(**tok(p, return_tensors="pt")).logits[0, -1].float().softmax(-1) for p in prompts]
     first = [continuation_ids(tok, p, " Paris")[1][0] for p in prompts]
-    want = sum(float(o[t]) for o, t in zip(own, first)) / 2
+    want = sum(float(o[t]) for o, t in zip(own, first, strict=True)) / 2
     assert word_probability(model, tok, prompts, "Paris") == pytest.approx(want, rel=1e-4)
     lens = logit_lens(model, tok, prompts, [" Paris", " cat"], k=1)
     last = lens["layers"][max(lens["layers"])]

@@ -51,8 +51,10 @@ def brute_force(model, tok, texts, k):
                         continue
                     around = [p + o for o in range(-BEFORE, AFTER + 1)]
                     inside = [0 <= q < len(w) for q in around]
-                    tokens = np.array([w[q] if ok else -1 for q, ok in zip(around, inside)])
-                    acts = np.stack([x[:, q] if ok else np.zeros_like(x[:, 0]) for q, ok in zip(around, inside)], -1)
+                    tokens = np.array([w[q] if ok else -1 for q, ok in zip(around, inside, strict=True)])
+                    acts = np.stack(
+                        [x[:, q] if ok else np.zeros_like(x[:, 0]) for q, ok in zip(around, inside, strict=True)], -1
+                    )
                     key = int(pack(g, torch.tensor(t), torch.tensor(s + p)))
                     rows.append((key, x[:, p], tokens, acts))
     values = np.stack([r[1] for r in rows])  # [tokens, layers, width]

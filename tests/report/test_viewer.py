@@ -60,7 +60,7 @@ def test_view_holds_the_neurons_contexts_and_probabilities(recorded, tok, tmp_pa
 
 
 def test_view_command(recorded, tmp_path):
-    stats, ns, path = recorded
+    _stats, ns, path = recorded
     ns.save(tmp_path / "n.json")
     change = {"en": {"en": 0.5, "fr": 0.125}}  # a demo's deactivation matrix: zeroing en's set
     results = {k: {} for k in ("config", "model", "languages", "targets", "checks", "lss", "generation")}
@@ -129,7 +129,7 @@ def test_view_opens_in_headless_chromium(recorded, tmp_path):
     want = next(n for n in top if (n["layer"], n["neuron"]) == (layer, neuron))["contexts"]
     lines = re.findall(r'<div class="ctx">(.*?)</div>', detail)
     assert len(lines) == len(want)
-    for line, c in zip(lines, want):  # the rendered tokens, in order, with the peak outlined
+    for line, c in zip(lines, want, strict=True):  # the rendered tokens, in order, with the peak outlined
         spans = re.findall(r'<span class="tok( peak)?"[^>]*>(.*?)</span>', line)
         assert [s[1] for s in spans] == [t.replace("&", "&amp;").replace("<", "&lt;") for t in c["tokens"]]
         assert [i for i, s in enumerate(spans) if s[0]] == [c["peak"]]

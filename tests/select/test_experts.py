@@ -305,7 +305,42 @@ def test_experts_cli_find_and_align(tmp_path):
 
 
 SIMLEX = STORIES.parents[1] / "data" / "word_similarity" / "EN-SIMLEX-999.txt"
-STORY_WORDS = ["apple", "beach", "bed", "bee", "boat", "box", "boy", "brother", "candy", "car", "cat", "chair", "child", "dog", "father", "friend", "girl", "hat", "horse", "ice", "juice", "lion", "man", "milk", "mother", "queen", "rabbit", "river", "sea", "sky", "sun", "teacher", "water", "woman"]
+STORY_WORDS = [
+    "apple",
+    "beach",
+    "bed",
+    "bee",
+    "boat",
+    "box",
+    "boy",
+    "brother",
+    "candy",
+    "car",
+    "cat",
+    "chair",
+    "child",
+    "dog",
+    "father",
+    "friend",
+    "girl",
+    "hat",
+    "horse",
+    "ice",
+    "juice",
+    "lion",
+    "man",
+    "milk",
+    "mother",
+    "queen",
+    "rabbit",
+    "river",
+    "sea",
+    "sky",
+    "sun",
+    "teacher",
+    "water",
+    "woman",
+]
 
 
 @pytest.mark.slow
@@ -429,11 +464,15 @@ def test_concept_steering_reads_the_models_own_probabilities_and_zero_equals_cut
     for concept in ("ab", "cd"):
         first = [continuation_ids(tok, p, " " + concept)[1][0] for p in prompts]
         want = [
-            model(**tok(p, return_tensors="pt")).logits[0, -1].softmax(-1)[t].item() for p, t in zip(prompts, first)
+            model(**tok(p, return_tensors="pt")).logits[0, -1].softmax(-1)[t].item()
+            for p, t in zip(prompts, first, strict=True)
         ]
         assert result["concepts"][concept]["plain"] == pytest.approx(sum(want) / 2, rel=1e-5)
     first = [continuation_ids(tok, p, " cd")[1][0] for p in prompts]
-    want = [cut(**tok(p, return_tensors="pt")).logits[0, -1].softmax(-1)[t].item() for p, t in zip(prompts, first)]
+    want = [
+        cut(**tok(p, return_tensors="pt")).logits[0, -1].softmax(-1)[t].item()
+        for p, t in zip(prompts, first, strict=True)
+    ]
     assert result["concepts"]["cd"]["zero"] == pytest.approx(sum(want) / 2, rel=1e-5)
     assert result["concepts"]["cd"]["zero"] != pytest.approx(result["concepts"]["cd"]["plain"], rel=1e-3)
     assert set(result["modes"]) == {"zero", "force_last"} and 0 <= result["modes"]["zero"]["raised"] <= 1

@@ -107,7 +107,7 @@ def test_alignment_at_each_checkpoint_of_a_model_trained_here(tmp_path):
         ap = ex["ap"].numpy()  # [concepts, layers, neurons]
         chance = {c: len(s["positive"]) / (len(s["positive"]) + len(s["negative"])) for c, s in concepts.items()}
         need = {c: chance[c] + 0.5 * (1 - chance[c]) for c in ex.concepts}  # tau 0.5 of the way from chance to 1
-        sets = {c: set(zip(*np.nonzero(ap[i] >= need[c]))) for i, c in enumerate(ex.concepts)}
+        sets = {c: set(zip(*np.nonzero(ap[i] >= need[c]), strict=True)) for i, c in enumerate(ex.concepts)}
         jac = lambda a, b: len(sets[a] & sets[b]) / len(sets[a] | sets[b]) if sets[a] | sets[b] else 0.0  # noqa: E731
         pairs = [(a, b, s) for a, b, s in ratings if a in sets and b in sets and a != b]
         want = spearmanr([jac(a, b) for a, b, _ in pairs], [s for *_, s in pairs]).statistic

@@ -12,7 +12,7 @@ from ..conftest import char_tokenizer, tiny_model
 
 def stats_from_probability(p: np.ndarray, groups, tokens=1000) -> nl.Stats:
     """Stats whose activation probability is exactly p [groups, layers, neurons] (p * tokens integral)."""
-    g, n_layers, width = p.shape
+    _g, n_layers, width = p.shape
     s = nl.Stats.empty(list(groups), n_layers, width, {"site": "act"})
     s.tokens[:] = tokens
     s.active[:] = torch.from_numpy(np.rint(p * tokens).astype(np.int64))
@@ -94,7 +94,7 @@ def planted_model():
             layer.self_attn.o_proj.weight.zero_()
             layer.mlp.down_proj.weight.zero_()
             layer.mlp.gate_proj.weight[:, :3] = 0
-        for k, (lang, layers) in enumerate(planted.items()):
+        for k, layers in enumerate(planted.values()):
             for layer, idx in layers.items():
                 row = torch.full((3,), -5.0)
                 row[k] = 5.0

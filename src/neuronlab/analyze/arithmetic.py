@@ -104,7 +104,7 @@ def score_relation(model, tokenizer, items: Sequence[dict], batch_size: int = 16
     if not items:
         raise NeuronlabError("no items to score")
     rows = [continuation_ids(tokenizer, item["prompt"], item["target"]) for item in items]
-    for item, (_, ids) in zip(items, rows):
+    for item, (_, ids) in zip(items, rows, strict=True):
         if not ids:
             raise NeuronlabError(f"target {item['target']!r} has no tokens")
     logits = _last_logits(model, tokenizer, [i["prompt"] for i in items], batch_size)
@@ -196,7 +196,7 @@ def ablate_from(
     for start in layers if layers is not None else range(n):
         chosen = list(range(start, n))
         plan = Plan(
-            [Set(value={l: means[l] for l in chosen}, site="ffn_out", layers=chosen)]
+            [Set(value={i: means[i] for i in chosen}, site="ffn_out", layers=chosen)]
             if mean
             else [Zero(site="ffn_out", layers=chosen)]
         )

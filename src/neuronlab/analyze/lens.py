@@ -48,7 +48,7 @@ def logit_lens(
     n_layers = len(decoder_layers(model, arch))
     first = None
     if targets is not None:
-        first = [continuation_ids(tokenizer, p, t)[1][:1] for p, t in zip(prompts, targets)]
+        first = [continuation_ids(tokenizer, p, t)[1][:1] for p, t in zip(prompts, targets, strict=True)]
         if any(not f for f in first):
             raise NeuronlabError("a target has no tokens")
     out: dict[int, dict] = {layer: {"top": [], "target_prob": [], "target_rank": []} for layer in range(n_layers)}
@@ -64,7 +64,9 @@ def logit_lens(
             entry = out[layer]
             for row in range(probs.shape[0]):
                 ids = top.indices[row].tolist()
-                entry["top"].append(list(zip(tokenizer.convert_ids_to_tokens(ids), top.values[row].tolist())))
+                entry["top"].append(
+                    list(zip(tokenizer.convert_ids_to_tokens(ids), top.values[row].tolist(), strict=True))
+                )
                 if first is not None:
                     t = first[start + row][0]
                     entry["target_prob"].append(float(probs[row, t]))

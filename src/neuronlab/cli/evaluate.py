@@ -151,11 +151,11 @@ def eval_generate(
 
     loaded, tok = model.load()
     targets, plan_for = _steering(loaded, neurons, target, variant, factor, stats)
-    for p, text in zip(prompt, generate(loaded, tok, prompt, max_new_tokens)):
+    for p, text in zip(prompt, generate(loaded, tok, prompt, max_new_tokens), strict=True):
         typer.echo(f"[plain] {p}{text}")
     for t in targets:
         with apply(loaded, plan_for(t)):
-            for p, text in zip(prompt, generate(loaded, tok, prompt, max_new_tokens)):
+            for p, text in zip(prompt, generate(loaded, tok, prompt, max_new_tokens), strict=True):
                 typer.echo(f"[{t}] {p}{text}")
 
 

@@ -83,18 +83,21 @@ def batches(
         rows.append(row)
         size = batch_size if bucket <= 1 or row[0] < plain_below else batch_size * bucket
         if len(rows) >= size and (size == batch_size or row[2]):
-            for batch, done, left in _bucket(rows, batch_size, pad_id, special, count_special, bucket, done, left):
+            rows, caps, left = _cap(rows, left, special, count_special)
+            for batch in _bucket(rows, caps, batch_size, pad_id, special, count_special, bucket, done):
+                done = batch.done
                 yield batch
             rows = []
             if left is not None and left <= 0:
                 return
     if rows:
-        for batch, done, left in _bucket(rows, batch_size, pad_id, special, count_special, bucket, done, left):
-            yield batch
+        rows, caps, left = _cap(rows, left, special, count_special)
+        yield from _bucket(rows, caps, batch_size, pad_id, special, count_special, bucket, done)
 
 
-def _bucket(rows, batch_size, pad_id, special, count_special, bucket, done, left):
-    """Yield (batch, done, budget left) for one bucket of rows given in text order."""
+def _cap(rows, left, special, count_special):
+    """(rows, tokens each row may count, budget left): the rows in text order up to the one that spends the budget
+    `left` (None: no budget, no caps)."""
     caps = [None] * len(rows)
     if left is not None:
         skip = frozenset() if count_special else frozenset(special.tolist())
@@ -102,8 +105,12 @@ def _bucket(rows, batch_size, pad_id, special, count_special, bucket, done, left
             caps[r] = min(sum(t not in skip for t in span), left)
             left -= caps[r]
             if left <= 0:
-                rows, caps = rows[: r + 1], caps[: r + 1]
-                break
+                return rows[: r + 1], caps[: r + 1], left
+    return rows, caps, left
+
+
+def _bucket(rows, caps, batch_size, pad_id, special, count_special, bucket, done):
+    """Yield the batches of one bucket of rows given in text order (`done`: texts complete before it)."""
     end_text, end_last = rows[-1][0], rows[-1][2]
     order = range(len(rows))
     if bucket > 1 and len(rows) > batch_size:
@@ -115,7 +122,7 @@ def _bucket(rows, batch_size, pad_id, special, count_special, bucket, done, left
         batch = collate([rows[r] for r in part], pad_id, special, count_special, [caps[r] for r in part])
         batch.done = (end_text + 1 if end_last else end_text) if final else done
         batch.boundary = final and bool(end_last)
-        yield batch, batch.done, left
+        yield batch
 
 
 def collate(rows, pad_id: int, special: Tensor, count_special: bool, caps: list | None = None) -> Batch:

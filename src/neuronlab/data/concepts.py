@@ -6,7 +6,8 @@
     >>> write_concepts("concepts.jsonl", concepts)     # what a run used, to reproduce and audit it
 
 Negatives, where a file gives none, are a seeded sample of the other concepts' positives (as many as the
-concept's positives, or `ratio` times as many). Every sentence appears once in `sentence_list`, the table responses are recorded over.
+concept's positives, or `ratio` times as many). Every sentence appears once in `sentence_list`, the table responses
+are recorded over.
 """
 
 from __future__ import annotations
@@ -228,7 +229,7 @@ def generate_concepts(
                     eos_token_id=stop,
                 )
             texts = tokenizer.batch_decode(out[:, width:].cpu(), skip_special_tokens=True)
-            for (word, head, _), text in zip(starts, texts):
+            for (word, head, _), text in zip(starts, texts, strict=True):
                 sentence = first_sentence(head, text)
                 if 3 <= len(sentence.split()) <= 40 and patterns[word].search(sentence) and sentence not in found[word]:
                     found[word].append(sentence)

@@ -95,7 +95,7 @@ def read_parallel(src: str | Path, ref: str | Path) -> tuple[list[str], list[str
         raise NeuronlabError(
             f"{src} and {ref} have different numbers of lines ({len(a)} vs {len(b)}): they must be line-aligned"
         )
-    pairs = [(x, y) for x, y in zip(a, b) if x and y]
+    pairs = [(x, y) for x, y in zip(a, b, strict=True) if x and y]
     return [x for x, _ in pairs], [y for _, y in pairs]
 
 

@@ -165,7 +165,7 @@ def evaluate_math(
         prompts = [math_prompt(data[lang][i]["question"], template, lang) for lang, i in part]
         outputs = generate(model, tokenizer, prompts, max_new_tokens, batch_size, arch)
         rows = []
-        for (lang, i), text in zip(part, outputs):
+        for (lang, i), text in zip(part, outputs, strict=True):
             gold, pred = data[lang][i]["answer"], extract_answer(text)
             row = {
                 "lang": lang,

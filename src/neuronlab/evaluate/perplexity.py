@@ -169,13 +169,15 @@ def continuation_logprob(
     """
     if len(prompts) != len(continuations):
         raise NeuronlabError("give one continuation per prompt")
-    p_ids, c_ids = zip(*(continuation_ids(tokenizer, p, c) for p, c in zip(prompts, continuations)))
-    for p, c, text in zip(p_ids, c_ids, continuations):
+    p_ids, c_ids = zip(
+        *(continuation_ids(tokenizer, p, c) for p, c in zip(prompts, continuations, strict=True)), strict=True
+    )
+    for p, c, text in zip(p_ids, c_ids, continuations, strict=True):
         if not p:
             raise NeuronlabError("a prompt has no tokens (and the tokenizer adds no BOS): give each prompt text")
         if not c:
             raise NeuronlabError(f"continuation {text!r} has no tokens")
-    pairs = list(zip(p_ids, c_ids))
+    pairs = list(zip(p_ids, c_ids, strict=True))
     scores = in_blocks(pairs, lambda part: _continuation_scores(model, tokenizer, part, batch_size).tolist())
     return torch.tensor(scores, dtype=torch.float64)
 
@@ -186,10 +188,10 @@ def _continuation_scores(model, tokenizer, pairs: list[tuple[list[int], list[int
     with torch.no_grad():
         for start in range(0, len(p_ids), batch_size):
             prompts = p_ids[start : start + batch_size]
-            rows = [p + c for p, c in zip(prompts, c_ids[start : start + batch_size])]
+            rows = [p + c for p, c in zip(prompts, c_ids[start : start + batch_size], strict=True)]
             ids, mask = pad_right(rows, pad_id(tokenizer, model))
             targets = torch.zeros_like(mask, dtype=torch.bool)
-            for r, (row, p) in enumerate(zip(rows, prompts)):
+            for r, (row, p) in enumerate(zip(rows, prompts, strict=True)):
                 targets[r, len(p) : len(row)] = True  # the continuation's tokens
             nll = token_nll(model, ids, mask, targets).double().cpu()
             out.append(torch.zeros(len(rows), dtype=torch.float64).index_add_(0, targets.nonzero()[:, 0], -nll))

@@ -112,9 +112,9 @@ def lss_matrix(
             plain = _scores(model, tokenizer, rows, batch_size, bar)
             if cache is not None:
                 cache[key] = plain
-        base = dict(zip(pairs, plain))
+        base = dict(zip(pairs, plain, strict=True))
         with apply(model, plan_for(t), arch):
-            new = dict(zip(pairs, _scores(model, tokenizer, rows, batch_size, bar)))
+            new = dict(zip(pairs, _scores(model, tokenizer, rows, batch_size, bar), strict=True))
         ups: dict[str, list[bool]] = {}
         for i in chosen:
             src = items[i]["lang"]
@@ -206,7 +206,7 @@ def generation_shift(
             steered = generate(model, tokenizer, [flat[k][1] for k in keep], max_new_tokens, arch=arch, bar=bar)
         result["baseline"][t] = sum(plain_ids[k] == t for k in keep) / len(keep)
         result["steered"][t] = sum(lid(text) == t for text in steered) / len(keep)
-        for k, text in list(zip(keep, steered))[:samples]:
+        for k, text in list(zip(keep, steered, strict=True))[:samples]:
             result["samples"].append(
                 {"target": t, "lang": flat[k][0], "prompt": flat[k][1], "plain": plain[k], "steered": text}
             )

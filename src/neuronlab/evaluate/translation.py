@@ -72,7 +72,7 @@ def translate_and_score(
     chosen, refs = list(sources[start : start + n]), list(references[start : start + n])
     if not chosen:
         raise NeuronlabError(f"no lines from {start}: there are {len(sources)}")
-    examples = list(zip(sources[:shots], references[:shots]))
+    examples = list(zip(sources[:shots], references[:shots], strict=True))
     run = lambda: translate(model, tokenizer, chosen, examples, src_name, tgt_name, max_new_tokens, arch=arch)  # noqa: E731
     hyps = {"plain": run()}
     for label, plan in (plans or {}).items():

@@ -273,7 +273,8 @@ class Delta:
     meta: dict
 
     def save(self, folder: str | Path) -> None:
-        """folder/delta.safetensors (tensors, with the JSON meta inside) and folder/delta.json (the same meta, to read)."""
+        """folder/delta.safetensors (tensors, with the JSON meta inside) and folder/delta.json (the same meta, to
+        read)."""
         folder = Path(folder)
         write_safetensors(folder / DELTA_FILE, self.tensors, DELTA_FORMAT, meta=json.dumps(self.meta))
         write_json(folder / "delta.json", {"format": DELTA_FORMAT, **self.meta})
@@ -306,7 +307,8 @@ class Delta:
         return (
             f"delta of {m.get('base', {}).get('name_or_path') or '?'}: layers {m.get('layers')}, modules "
             f"{m.get('modules')}, {m.get('trainable', 0):,} trained values ({m.get('share', 0):.2%} of the model), "
-            f"{len(self.tensors)} tensors, {m.get('steps', '?')} steps, train loss {m.get('train_loss', float('nan')):.4f}"
+            f"{len(self.tensors)} tensors, {m.get('steps', '?')} steps, "
+            f"train loss {m.get('train_loss', float('nan')):.4f}"
         )
 
 

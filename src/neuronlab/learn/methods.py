@@ -202,13 +202,13 @@ class LearnedIntervention:
         if not isinstance(self.impl, _PerPosition):
             cols = [f"{k} {part}" for k in kinds for part in ("b", "|w|")]
             grid = [[nan] * len(cols) for _ in layers]
-            for site, p in zip(sites, self.params.values()):
+            for site, p in zip(sites, self.params.values(), strict=True):
                 p, c = p.detach(), kinds.index(site.kind) * 2
                 grid[layers.index(site.layer)][c : c + 2] = [float(p[-1]), float(p[:-1].norm())]
             return {f"{self.method} (b, |w|)": grid}, cols, labels, None
         n = max(p.shape[0] for p in self.params.values())
         out = {k: [[nan] * n for _ in layers] for k in kinds}
-        for site, p in zip(sites, self.params.values()):
+        for site, p in zip(sites, self.params.values(), strict=True):
             values = self.impl.column(p.detach())
             out[site.kind][layers.index(site.layer)] = [nan] * (n - len(values)) + values
         center = 1.0 if isinstance(self.impl, ActivScalar) else None

@@ -5,7 +5,8 @@
     ('model.layers', 'mlp.down_proj')
 
 `layers`, `final_norm` and `unembed` are paths from the causal-LM module; the others are paths from one
-decoder layer. `a|b` names alternatives (module names that changed between transformers versions). A site reads the output of a module (`act`, `ffn_out`, `attn_out`, `resid` = the layer) or
+decoder layer. `a|b` names alternatives (module names that changed between transformers versions). A site reads the
+output of a module (`act`, `ffn_out`, `attn_out`, `resid` = the layer) or
 the input of one (`neuron` = the input of `down`). Where a module returns a tuple, the first element is
 the value. A model outside the table gets a derived spec, proven on a probe forward (`models/derive.py`), or an
 error that names what did not match and shows how to pass an ArchSpec of your own.

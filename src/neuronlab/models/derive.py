@@ -209,7 +209,8 @@ def _probe(model: nn.Module) -> dict:
 
 @contextmanager
 def _capture(model: nn.Module, paths: dict[str, str], inputs: tuple[str, ...] = ()):
-    """{key: output (or input, for keys in `inputs`) of the module at path} for one forward pass; hooks removed after."""
+    """{key: output (or input, for keys in `inputs`) of the module at path} for one forward pass; hooks removed
+    after."""
     seen: dict[str, Tensor] = {}
     handles = []
 
@@ -350,9 +351,9 @@ def verify_spec(model: nn.Module, spec: ArchSpec) -> list[str]:
                 if tr[Site(i, k)].shape[-1] != d_ff:
                     failed.append(f"{k}({i}) has {tr[Site(i, k)].shape[-1]} values, the down projection takes {d_ff}")
         zero = {Site(i, "neuron"): (lambda h: torch.zeros_like(h)) for i in range(n)}
-        with hooked(model, zero, spec), trace(model, [Site(i, "ffn_out") for i in range(n)], arch=spec) as z:
-            with torch.no_grad():
-                model(**probe, use_cache=False)
+        outs = [Site(i, "ffn_out") for i in range(n)]
+        with hooked(model, zero, spec), trace(model, outs, arch=spec) as z, torch.no_grad():
+            model(**probe, use_cache=False)
         for i in range(n):
             v = z[Site(i, "ffn_out")].flatten(0, -2)
             if not _close(v, v[:1].expand_as(v), tol):

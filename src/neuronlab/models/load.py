@@ -163,7 +163,7 @@ def _close(a: list | None, b: list | None) -> bool:
     if a is None or b is None or len(a) != len(b):
         return True  # offloaded weights, or a fingerprint of another layout: nothing to compare
     bound = FINGERPRINT_RTOL * max(a[-1], b[-1]) + 1e-9
-    return all(abs(x - y) <= bound for x, y in zip(a, b))
+    return all(abs(x - y) <= bound for x, y in zip(a, b, strict=True))
 
 
 def same_model(a: dict, b: dict) -> str | None:
@@ -179,7 +179,7 @@ def same_model(a: dict, b: dict) -> str | None:
     if not fa or not fb:
         return None
     for part in ("ffn", "attention and norms"):
-        for layer, (x, y) in enumerate(zip(fa[part], fb[part])):
+        for layer, (x, y) in enumerate(zip(fa[part], fb[part], strict=True)):
             if not _close(x, y):
                 return f"the {part} weights of layer {layer} differ"
     part = "final norm and unembedding"

@@ -325,10 +325,10 @@ def _record_ranks(
     for key in ("pooled_mean", "pooled_max", "pooled_n") if pooled_texts else ():
         setattr(stats, key, broadcast(getattr(local if rank == 0 else stats, key)))
     if local.contexts is not None:
-        parts = [TopContexts(*p) for p in zip(*(all_gather(t) for t in local.contexts.tensors()))]
+        parts = [TopContexts(*p) for p in zip(*(all_gather(t) for t in local.contexts.tensors()), strict=True)]
         stats.contexts = parts[0].merged(parts[1:])
         stats.meta["pieces"] = pieces(tokenizer, stats.contexts.tokens)
-    empty = [g for g, n in zip(groups, stats.tokens.tolist()) if n == 0]
+    empty = [g for g, n in zip(groups, stats.tokens.tolist(), strict=True) if n == 0]
     if empty:
         raise NeuronlabError(f"group {empty[0]!r} has no text that yields countable tokens: give it real text")
     if checkpoint is not None:

@@ -264,7 +264,7 @@ class Stats:
             FORMAT,
             groups=json.dumps(groups),
             meta=json.dumps(meta),
-            tokens=json.dumps(dict(zip(groups, self.tokens.tolist()))),
+            tokens=json.dumps(dict(zip(groups, self.tokens.tolist(), strict=True))),
         )
 
     @classmethod

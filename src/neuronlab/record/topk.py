@@ -80,7 +80,7 @@ class TopContexts:
         return [t[i] for t in self.tensors()]
 
     def set_layer(self, i: int, parts: list[Tensor]) -> None:
-        for name, part in zip(("value", "key", "tokens", "acts"), parts):
+        for name, part in zip(("value", "key", "tokens", "acts"), parts, strict=True):
             getattr(self, name)[i] = part.cpu()
 
     def where(self, layer: int, neuron: int) -> list[tuple[float, int, int, int]]:
@@ -89,14 +89,20 @@ class TopContexts:
         g, t, p = unpack(key)
         keep = key != NONE
         return list(
-            zip(self.value[layer, :, neuron][keep].tolist(), g[keep].tolist(), t[keep].tolist(), p[keep].tolist())
+            zip(
+                self.value[layer, :, neuron][keep].tolist(),
+                g[keep].tolist(),
+                t[keep].tolist(),
+                p[keep].tolist(),
+                strict=True,
+            )
         )
 
     def merged(self, others: list[TopContexts]) -> TopContexts:
         """The top k of these and `others` together (same shapes)."""
         out = TopContexts.empty(self.value.shape[0], self.k, self.value.shape[2])
         for i in range(self.value.shape[0]):
-            parts = [torch.cat(p) for p in zip(*(t.layer(i) for t in [self, *others]))]
+            parts = [torch.cat(p) for p in zip(*(t.layer(i) for t in [self, *others]), strict=True)]
             out.set_layer(i, _best(parts, self.k))
         return out
 
@@ -131,7 +137,9 @@ def pieces(tokenizer, tokens: Tensor) -> dict[str, str]:
     when a context is decoded (`texts`)."""
     ids = torch.unique(tokens[tokens >= 0]).tolist()
     out = {}
-    for i, raw, text in zip(ids, tokenizer.convert_ids_to_tokens(ids), tokenizer.batch_decode([[i] for i in ids])):
+    for i, raw, text in zip(
+        ids, tokenizer.convert_ids_to_tokens(ids), tokenizer.batch_decode([[i] for i in ids]), strict=True
+    ):
         out[str(i)] = _token_bytes(raw or "", text).hex()
     return out
 
@@ -215,10 +223,12 @@ def offer(top: list[Tensor], h: Tensor, key: Tensor, ids: Tensor, real: Tensor) 
     acts = source.gather(0, flat.permute(0, 2, 1).reshape(n * CONTEXT, -1)).reshape(n, CONTEXT, -1).permute(0, 2, 1)
     acts = torch.where(ok, acts, 0.0).to(top[3].dtype)
     if cols is None:
-        return _best([torch.cat([a, c.to(a.device)]) for a, c in zip(top, [value, cand_key, tokens, acts])], k)
-    best = _best([torch.cat([a[:, cols], c]) for a, c in zip(top, [value, cand_key, tokens, acts])], k)
+        return _best(
+            [torch.cat([a, c.to(a.device)]) for a, c in zip(top, [value, cand_key, tokens, acts], strict=True)], k
+        )
+    best = _best([torch.cat([a[:, cols], c]) for a, c in zip(top, [value, cand_key, tokens, acts], strict=True)], k)
     out = [t.clone() for t in top]
-    for o, new in zip(out, best):
+    for o, new in zip(out, best, strict=True):
         o[:, cols] = new
     return out
 

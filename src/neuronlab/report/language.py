@@ -22,8 +22,10 @@ def write_report(results: dict, path: Path, title: str = "neuronlab: language-sp
     report.text(
         "Setup",
         (
-            f"<p>Model <code>{model.get('name_or_path') or 'in-memory'}</code> ({model['model_type']}, {model['n_layers']} "
-            f"layers x {model['d_ff']} FFN neurons). Languages: {', '.join(langs)}. Statistics on {cfg['record_lines']} "
+            f"<p>Model <code>{model.get('name_or_path') or 'in-memory'}</code> "
+            f"({model['model_type']}, {model['n_layers']} "
+            f"layers x {model['d_ff']} FFN neurons). Languages: {', '.join(langs)}. "
+            f"Statistics on {cfg['record_lines']} "
             f"lines a language; evaluation on the next {cfg['eval_lines']} (held out).</p>"
             f"<p>LAPE with top_rate={cfg['top_rate']}, filter_rate={cfg['filter_rate']}, "
             f"activation_bar_ratio={cfg['activation_bar_ratio']}. Tang et al.'s 1% suits 7B models with about 350k FFN "
@@ -45,10 +47,12 @@ def write_report(results: dict, path: Path, title: str = "neuronlab: language-sp
         "What it shows",
         (
             f"<ul><li class='{status(c['deactivation_hits_own_language'] >= 0.8)}'>Deactivating L's neurons raises L's "
-            f"perplexity more than any other language's for {c['deactivation_hits_own_language']:.0%} of languages.</li>"
+            f"perplexity more than any other language's for "
+            f"{c['deactivation_hits_own_language']:.0%} of languages.</li>"
             f"<li class='{status(c['lss_above_half'] == 1)}'>Mean off-diagonal LSS above 0.5 for "
             f"{c['lss_above_half']:.0%} of target languages.</li>"
-            f"<li class='{status(c['generation_share_up'] == 1)}'>Share of generations identified as the target language "
+            f"<li class='{status(c['generation_share_up'] == 1)}'>"
+            "Share of generations identified as the target language "
             f"rises for {c['generation_share_up']:.0%} of targets.</li></ul>"
             + (f"<p>No neurons found for: {', '.join(results['no_neurons'])}.</p>" if results["no_neurons"] else "")
         ),
@@ -179,7 +183,8 @@ def _attribution_section(report: Report, results: dict) -> None:
         rows,
         (
             f"Attribution: per language, each neuron's {_METHOD.get(a['method'], a['method'])} for the language's "
-            "log-likelihood (summed over its first lines, per token), minus its highest score for another language; the "
+            "log-likelihood (summed over its first lines, per token), "
+            "minus its highest score for another language; the "
             "top neurons, as many "
             "as LAPE kept for the language. Zeroing hits the own language most for "
             f"{hits(lape_zero):.0%} of languages with LAPE's neurons and {hits(attr_zero):.0%} with attribution's."

@@ -66,7 +66,7 @@ def neurons_per_layer(counts: dict[str, dict[int, int]], n_layers: int, title: s
     for lang, per_layer in counts.items():
         heights = [per_layer.get(layer, 0) for layer in range(n_layers)]
         ax.bar(range(n_layers), heights, bottom=bottom, label=lang)
-        bottom = [b + h for b, h in zip(bottom, heights)]
+        bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
     ax.set_xlabel("layer")
     ax.set_ylabel("neurons")
     ax.set_xticks(range(n_layers))
@@ -124,7 +124,7 @@ def panels(
         span = max(abs(v - center) for v in values) or 1.0
         lo, hi = center - span, center + span
     axes = fig.subplots(1, len(grids), squeeze=False)[0]
-    for ax, (name, grid) in zip(axes, grids.items()):
+    for ax, (name, grid) in zip(axes, grids.items(), strict=True):
         im = ax.imshow(grid, cmap=cmap, vmin=lo, vmax=hi, aspect="auto")
         ax.set_xticks(range(len(xlabels)), xlabels, rotation=90, fontsize=7)
         ax.set_yticks(range(len(ylabels)), ylabels, fontsize=7)
@@ -143,7 +143,7 @@ def lens_ranks(result: dict) -> bytes:
     layers = list(result["layers"])
     series = {
         f"{p!r} -> {t!r}": [result["layers"][layer]["target_rank"][row] for layer in layers]
-        for row, (p, t) in enumerate(zip(result["prompts"], result["targets"]))
+        for row, (p, t) in enumerate(zip(result["prompts"], result["targets"], strict=True))
     }
     return lines(series, layers, "layer", "target rank (0 = top-1)", "logit lens", log_y=True)
 
@@ -171,7 +171,7 @@ def learned(learned) -> bytes:
 
 def accuracy_bars(results: dict[str, dict], title: str = "accuracy per language") -> bytes:
     """Grouped bars: per language (and the average), the accuracy of each labelled run ({label: results.json})."""
-    langs = list(dict.fromkeys(lang for r in results.values() for lang in r["accuracy"])) + ["average"]
+    langs = [*list(dict.fromkeys(lang for r in results.values() for lang in r["accuracy"])), "average"]
     plt, (fig, ax) = _figure(max(6.0, 0.6 * len(langs) * len(results) ** 0.5), 3.6)
     width = 0.8 / len(results)
     for j, (label, r) in enumerate(results.items()):

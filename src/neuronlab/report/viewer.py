@@ -120,7 +120,9 @@ def _neuron(
     if expertise is not None:
         ap = expertise["ap"][:, layer, n]
         best = ap.topk(min(5, len(ap)))
-        entry["ap"] = [[expertise.concepts[int(i)], round(float(v), 4)] for v, i in zip(best.values, best.indices)]
+        entry["ap"] = [
+            [expertise.concepts[int(i)], round(float(v), 4)] for v, i in zip(best.values, best.indices, strict=True)
+        ]
     entry["zeroing"] = {g: effects[g] for g in sets if g in effects}
     return entry
 

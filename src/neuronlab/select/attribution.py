@@ -94,7 +94,7 @@ class Attribution:
             best = self.per_token[g].flatten().topk(3)
             top = ", ".join(
                 f"L{int(i) // self.scores.shape[2]}N{int(i) % self.scores.shape[2]} {float(v):.3g}"
-                for v, i in zip(best.values, best.indices)
+                for v, i in zip(best.values, best.indices, strict=True)
             )
             lines.append(f"  {name}: {int(self.tokens[g])} tokens; highest per token: {top}")
         return "\n".join(lines)
@@ -158,7 +158,7 @@ def attribute(
                 tokens[g] += n
                 bar.update(n)
     finally:
-        for p, flag in zip(model.parameters(), grads):
+        for p, flag in zip(model.parameters(), grads, strict=True):
             p.requires_grad_(flag)
         bar.close()
     if size > 1:
@@ -212,7 +212,9 @@ def _gxa(model, ids, mask, sites: list[Site], base: Tensor | None, arch) -> dict
         f = _log_likelihood(model, ids, mask)
     values = [seen[s.layer] for s in sites]
     grads = torch.autograd.grad(f, values)
-    return {s.layer: _contribution(h.detach(), g, base, s.layer, mask) for s, h, g in zip(sites, values, grads)}
+    return {
+        s.layer: _contribution(h.detach(), g, base, s.layer, mask) for s, h, g in zip(sites, values, grads, strict=True)
+    }
 
 
 def _ig(model, ids, mask, site: Site, base: Tensor | None, steps: int, arch) -> Tensor:

@@ -3,7 +3,7 @@ sentences above other sentences.
 
     >>> concepts = read_concepts("concepts.jsonl")                       # {concept: {"positive", "negative"}}
     >>> resp = responses(model, tok, sentence_list(concepts), site="act")  # [sentences, layers, neurons], pooled
-    >>> ex = expertise(resp, concepts)                                    # Expertise: AP, AUROC, on_p50, ... per concept
+    >>> ex = expertise(resp, concepts)                                    # AP, AUROC, on_p50, ... per concept
     >>> ns = ex.experts(tau=0.5)                                         # NeuronSet: concept -> layer -> neurons
 
 A neuron's response to a sentence is its value at `site` pooled over the sentence's tokens (max by default, or
@@ -185,9 +185,8 @@ def _responses(
     n_layers, width = len(decoder_layers(model, arch)), site_width(model, site, arch)
     info = _info(model, sentences, site, pool, max_length, arch)
     out, done = torch.zeros(len(sentences), n_layers, width, dtype=dtype), 0
-    if checkpoint is not None:
-        if Path(checkpoint).is_file():
-            out, done = _resume(checkpoint, info, out)
+    if checkpoint is not None and Path(checkpoint).is_file():
+        out, done = _resume(checkpoint, info, out)
     special = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
     sites = [Site(layer, site) for layer in range(n_layers)]
     bar = tqdm(total=len(sentences), initial=done, desc="responses", disable=not progress, dynamic_ncols=True)
@@ -200,7 +199,9 @@ def _responses(
             if empty:
                 raise NeuronlabError(f"sentence {empty[0]} has no token to pool (it is empty or only special tokens)")
 
-            def pooled(_site: Site, h: Tensor) -> Tensor:  # h: [batch, pos, width] -> [batch, width]
+            def pooled(
+                _site: Site, h: Tensor, count: Tensor = count
+            ) -> Tensor:  # [batch, pos, width] -> [batch, width]
                 c = count.to(h.device)[..., None]
                 if pool == "max":
                     return h.float().masked_fill(~c, float("-inf")).amax(1).cpu()
@@ -286,7 +287,7 @@ class Expertise:
         its meta)."""
         ap = self["ap"]
         sets = {}
-        for c, (concept, need) in enumerate(zip(self.concepts, self.threshold(tau))):
+        for c, (concept, need) in enumerate(zip(self.concepts, self.threshold(tau), strict=True)):
             layer, neuron = torch.nonzero(ap[c] >= need, as_tuple=True)
             split = neuron.split(torch.bincount(layer, minlength=ap.shape[1]).tolist())
             sets[concept] = {lay: idx.tolist() for lay, idx in enumerate(split) if len(idx)}
@@ -303,7 +304,7 @@ class Expertise:
         values = self[measure][self.index(concept)]
         best = values.flatten().topk(min(k, values.numel()))
         width = values.shape[-1]
-        return [(int(i) // width, int(i) % width, float(v)) for v, i in zip(best.values, best.indices)]
+        return [(int(i) // width, int(i) % width, float(v)) for v, i in zip(best.values, best.indices, strict=True)]
 
     def save(self, path: str | Path) -> None:
         write_safetensors(
@@ -338,10 +339,10 @@ def expertise(
     `index` maps each sentence to its row, `concepts` {concept: {"positive": [...], "negative": [...]}}."""
     from tqdm.auto import tqdm
 
-    n, layers, width = resp.shape
+    _n, layers, width = resp.shape
     out = {m: torch.empty(len(concepts), layers, width, dtype=torch.float32) for m in MEASURES}
     chance = [len(s["positive"]) / (len(s["positive"]) + len(s["negative"])) for s in concepts.values()]
-    for c, (name, sets) in enumerate(tqdm(concepts.items(), desc="expertise", disable=not progress)):
+    for c, sets in enumerate(tqdm(concepts.values(), desc="expertise", disable=not progress)):
         pos = torch.tensor([index[s] for s in sets["positive"]])
         neg = torch.tensor([index[s] for s in sets["negative"]])
         scores = torch.cat([resp[pos], resp[neg]]).reshape(len(pos) + len(neg), -1).double()

@@ -44,8 +44,8 @@ def find_experts(
 ) -> Expertise:
     """Concepts (a concept file or dict, or `words` the model writes `per_concept` sentences for, see
     `generate_concepts`; `drop_unwritten` leaves out words it writes nothing for; `negatives` negatives per
-    positive where the concepts give none), pooled responses of every neuron of `site`, AP/AUROC per concept, the embedding
-    baselines and the experts at `tau`, all written to `out` (module doc). Returns the Expertise."""
+    positive where the concepts give none), pooled responses of every neuron of `site`, AP/AUROC per concept, the
+    embedding baselines and the experts at `tau`, all written to `out` (module doc). Returns the Expertise."""
     from neuronlab.data.concepts import generate_concepts, read_concepts, read_words, sentence_list, write_concepts
     from neuronlab.io import check_writable
     from neuronlab.models.load import model_info

@@ -114,7 +114,7 @@ def lape(
         "filter_value": q_filter,
         "activation_bar": q_bar,
         "selected": len(kept),
-        "tokens": dict(zip(stats.groups, stats.tokens.tolist())),
+        "tokens": dict(zip(stats.groups, stats.tokens.tolist(), strict=True)),
     }
     return NeuronSet(neurons, meta)
 
@@ -136,7 +136,7 @@ def activated(stats: Stats, n_texts: int = 100) -> NeuronSet:
     """Baseline: a neuron belongs to language L when its mean activation over each text is > 0 for every one
     of the first `n_texts` texts of L."""
     neurons = {}
-    for group, means in zip(stats.groups, _pooled(stats, n_texts)):
+    for group, means in zip(stats.groups, _pooled(stats, n_texts), strict=True):
         on = (means > 0).all(0)  # [layers, neurons]
         neurons[group] = {layer: on[layer].nonzero().flatten().tolist() for layer in range(on.shape[0])}
     meta = {"method": "activated", "site": stats.site, "model": stats.meta.get("model", {}), "n_texts": n_texts}

@@ -13,10 +13,20 @@ from neuronlab.evaluate.math import evaluate_math, extract_answer
 from neuronlab.evaluate.perplexity import continuation_logprob, perplexity
 from neuronlab.intervene.apply import apply
 from neuronlab.intervene.bake import bake
-from neuronlab.intervene.plan import Add, DynScale, Intervention, LayerStat, Plan, Scale, Set, Zero
+from neuronlab.intervene.plan import (
+    Add,
+    DynScale,
+    Intervention,
+    LayerStat,
+    Plan,
+    Scale,
+    Set,
+    Zero,
+    register_intervention,
+)
 from neuronlab.intervene.steer import VARIANTS, expert_plan, steering_plan
 from neuronlab.learn.finetune import Delta, FinetuneConfig, finetune, freeze_except_ffn
-from neuronlab.learn.methods import LearnedIntervention
+from neuronlab.learn.methods import LearnedIntervention, register_method
 from neuronlab.learn.scalars import ScalingConfig, evaluate_scaling, train_scaling
 from neuronlab.models.arch import ARCH_SPECS, ArchSpec, arch_spec, register_arch
 from neuronlab.models.load import load_model, model_info
@@ -82,6 +92,8 @@ __all__ = [
     "perplexity",
     "record",
     "register_arch",
+    "register_intervention",
+    "register_method",
     "responses",
     "select_layers",
     "steering_plan",

@@ -1,18 +1,35 @@
-"""One table of every artifact kind neuronlab writes: its format tag, what it is, and how to load and summarise
-it. `neuronlab inspect` reads any of them through `describe`.
+"""Every artifact kind neuronlab writes, in one registry keyed by format tag: what it is, and how to load and
+summarise it. Each module registers the kinds it writes, next to their format constants
+(`register_artifact("stats", [FORMAT], Stats.load)`); `neuronlab inspect` reads any of them through `describe`:
 
-    >>> describe("stats.safetensors")      # "stats of ... at site act: 24 layers x 11008 neurons ..."
-    >>> load_artifact("neurons.json")      # a NeuronSet
+    describe("stats.safetensors")      # "stats of ... at site act: 24 layers x 11008 neurons ..."
+    load_artifact("neurons.json")      # a NeuronSet
 """
 
 from __future__ import annotations
 
+import importlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from neuronlab.errors import NeuronlabError
+from neuronlab.registry import Registry
+
+# the modules that register artifact kinds (imported when a file is described)
+MODULES = (
+    "neuronlab.record.stats",
+    "neuronlab.learn.methods",
+    "neuronlab.learn.finetune",
+    "neuronlab.analyze.arithmetic",
+    "neuronlab.select.neuron_set",
+    "neuronlab.select.layers",
+    "neuronlab.select.experts",
+    "neuronlab.select.find_experts",
+    "neuronlab.select.attribution",
+    "neuronlab.intervene.plan",
+)
 
 
 @dataclass(frozen=True)
@@ -22,85 +39,23 @@ class ArtifactKind:
     summary: Callable[[object], str]
 
 
-def _stats(path):
-    from neuronlab.record.stats import Stats
-
-    return Stats.load(path)
+KINDS: Registry[ArtifactKind] = Registry("artifact format", ArtifactKind)
 
 
-def _learned(path):
-    from neuronlab.learn.methods import LearnedIntervention
-
-    return LearnedIntervention.load(path)
-
-
-def _vector(path):
-    from neuronlab.analyze.arithmetic import load_vector
-
-    return load_vector(path)
+def register_artifact(
+    what: str, formats: Iterable[str], load: Callable[[Path], object], summary: Callable[[object], str] | None = None
+) -> None:
+    """Register a kind of file under each of its format tags (the current one and older ones it still reads);
+    `summary` defaults to the loaded object's own `.summary()`."""
+    kind = ArtifactKind(what, load, summary or (lambda obj: obj.summary()))  # type: ignore[attr-defined]
+    for fmt in formats:
+        KINDS.add(fmt, kind)
 
 
-def _vector_summary(loaded) -> str:
-    vector, meta = loaded
-    model = meta.get("model", {}).get("name_or_path") or "?"
-    return (
-        f"vector of {vector.numel()} values, norm {float(vector.norm()):.4f}: {meta.get('site', '?')} of layer "
-        f"{meta.get('layer', '?')} on {model}, mean over {meta.get('prompts', '?')} prompts "
-        f"({meta.get('pairs', '')})"
-    )
-
-
-def _neuron_set(path):
-    from neuronlab.select.neuron_set import NeuronSet
-
-    return NeuronSet.load(path)
-
-
-def _plan(path):
-    from neuronlab.intervene.plan import Plan
-
-    return Plan.load(path)
-
-
-def _layers(path):
-    from neuronlab.select.layers import LayerSelection
-
-    return LayerSelection.load(path)
-
-
-def _delta(path):
-    from neuronlab.learn.finetune import Delta
-
-    return Delta.load(path)
-
-
-def _expertise(path):
-    from neuronlab.select.experts import Expertise
-
-    return Expertise.load(path)
-
-
-def _attribution(path):
-    from neuronlab.select.attribution import Attribution
-
-    return Attribution.load(path)
-
-
-_summary = lambda obj: obj.summary()  # noqa: E731
-
-KINDS: dict[str, ArtifactKind] = {
-    "neuronlab.stats/1": ArtifactKind("stats", _stats, _summary),
-    "neuronlab.learned/1": ArtifactKind("learned intervention", _learned, _summary),
-    "neuronlab.scaling/1": ArtifactKind("learned intervention", _learned, _summary),
-    "neuronlab.vector/1": ArtifactKind("vector", _vector, _vector_summary),
-    "neuronlab.neuron_set/1": ArtifactKind("neuron set", _neuron_set, _summary),
-    "neuronlab.plan/1": ArtifactKind("plan", _plan, _summary),
-    "neuronlab.plan/2": ArtifactKind("plan", _plan, _summary),
-    "neuronlab.layers/1": ArtifactKind("layer selection", _layers, _summary),
-    "neuronlab.delta/1": ArtifactKind("fine-tuning delta", _delta, _summary),
-    "neuronlab.expertise/1": ArtifactKind("expertise", _expertise, _summary),
-    "neuronlab.attribution/1": ArtifactKind("attribution", _attribution, _summary),
-}
+def _known() -> Registry[ArtifactKind]:
+    for module in MODULES:
+        importlib.import_module(module)
+    return KINDS
 
 
 def artifact_format(path: str | Path) -> str:
@@ -119,7 +74,7 @@ def artifact_format(path: str | Path) -> str:
             fmt = data.get("format") if isinstance(data, dict) else None
         except (json.JSONDecodeError, UnicodeDecodeError):
             fmt = None
-    if fmt not in KINDS:
+    if fmt not in _known():
         known = ", ".join(sorted({k.what for k in KINDS.values()}))
         raise NeuronlabError(
             f"{path} is neither a stats file nor another neuronlab artifact ({known}); its format is {fmt!r}"

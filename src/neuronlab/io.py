@@ -113,7 +113,7 @@ def read_safetensors(path: str | Path, fmt: str | tuple[str, ...], what: str) ->
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118  (safe_open is not iterable)
     except Exception as err:  # safetensors raises its own error types for corrupt or empty files
         raise NeuronlabError(f"{path} is not a safetensors file: {err}") from err
     if header.get("format") not in ((fmt,) if isinstance(fmt, str) else fmt):

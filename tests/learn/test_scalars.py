@@ -187,7 +187,7 @@ def test_save_load_and_another_model(tmp_path, tok):
 
 
 def test_bad_config_and_items(tok):
-    with pytest.raises(nl.NeuronlabError, match="unknown method"):
+    with pytest.raises(nl.NeuronlabError, match="unknown learned-intervention method 'lora'"):
         ScalingConfig(method="lora")
     with pytest.raises(nl.NeuronlabError, match="components must be"):
         ScalingConfig(components=("act",))

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from neuronlab.artifacts import register_artifact
 from neuronlab.data.batching import left_padded, model_inputs, pad_id, pad_right
 from neuronlab.errors import NeuronlabError
 from neuronlab.evaluate.perplexity import continuation_ids
@@ -213,3 +214,16 @@ def save_vector(path: str | Path, vector: Tensor, meta: dict) -> None:
 def load_vector(path: str | Path) -> tuple[Tensor, dict]:
     tensors, header = read_safetensors(path, VECTOR_FORMAT, "vector")
     return tensors["vector"], json.loads(header["meta"])
+
+
+def _vector_summary(loaded: tuple[Tensor, dict]) -> str:
+    vector, meta = loaded
+    model = meta.get("model", {}).get("name_or_path") or "?"
+    return (
+        f"vector of {vector.numel()} values, norm {float(vector.norm()):.4f}: {meta.get('site', '?')} of layer "
+        f"{meta.get('layer', '?')} on {model}, mean over {meta.get('prompts', '?')} prompts "
+        f"({meta.get('pairs', '')})"
+    )
+
+
+register_artifact("vector", [VECTOR_FORMAT], load_vector, _vector_summary)

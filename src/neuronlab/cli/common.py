@@ -21,6 +21,7 @@ from typing import Annotated
 import typer
 
 from neuronlab.errors import NeuronlabError
+from neuronlab.intervene.steer import VARIANTS
 from neuronlab.io import check_writable
 
 
@@ -54,7 +55,7 @@ TargetOpt = Annotated[
     list[str] | None,
     typer.Option("--target", help="Language(s) whose neurons to steer (default: every language of --neurons)."),
 ]
-VariantOpt = Annotated[str, typer.Option(help="p_max, p_median, zero, scale, p10, layer_max or add_layer_max.")]
+VariantOpt = Annotated[str, typer.Option(help=f"{VARIANTS.names()}.")]
 FactorOpt = Annotated[float, typer.Option(help="Factor for --variant scale.")]
 SteerStatsOpt = Annotated[Path | None, typer.Option("--stats", help="Stats with pooled texts (p_max, p_median).")]
 TextOpt = Annotated[list[str] | None, typer.Option("--text", help="GROUP=FILE, one text per line; repeatable.")]

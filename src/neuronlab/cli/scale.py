@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from neuronlab.cli.common import JsonOutOpt, ModelRef, PlotOpt, config_options, friendly, group, model_options, writable
-from neuronlab.errors import NeuronlabError
+from neuronlab.data.contrast import TASKS
 from neuronlab.learn.scalars import ScalingConfig
 
 app = group("Learned interventions: activation scalars, steering vectors, dynamic scalars (Stoehr et al. 2024).")
@@ -33,17 +33,16 @@ def _metrics_line(label: str, m: dict) -> None:
 @app.command("task")
 @friendly
 def scale_task(
-    kind: Annotated[str, typer.Argument(help="pronoun, ioi or capital.")],
+    kind: Annotated[str, typer.Argument(help=f"{TASKS.names()}.")],
     out: Annotated[Path, typer.Option(help="JSONL file to write.")],
     swap: Annotated[bool, typer.Option(help="Exchange target and foil (the usual flipping task).")] = False,
 ) -> None:
     """Write a templated task: one {prompt, target, foil, group} per line."""
-    from neuronlab.data.contrast import BUILDERS, write_contrast
+    from neuronlab.data.contrast import write_contrast
 
-    if kind not in BUILDERS:
-        raise NeuronlabError(f"unknown task {kind!r}: use one of {', '.join(BUILDERS)}")
+    build = TASKS[kind]  # an unknown name: one error listing the tasks
     writable(out)
-    items = BUILDERS[kind](swap=swap)
+    items = build(swap=swap)
     write_contrast(out, items)
     typer.echo(f"wrote {len(items)} items to {out}")
 

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from neuronlab.data.corpora import read_jsonl
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import write_text
+from neuronlab.registry import Registry
 
 GIRLS = [
     "Lily",
@@ -134,6 +135,10 @@ def _item(prompt: str, target: str, foil: str, group: str, swap: bool) -> dict:
     return {"prompt": prompt, "target": target, "foil": foil, "group": group}
 
 
+TASKS: Registry[Callable[..., list[dict]]] = Registry("contrast task")  # name -> builder(swap=...)
+
+
+@TASKS.register("pronoun")
 def pronoun_task(
     girls: Sequence[str] = GIRLS,
     boys: Sequence[str] = BOYS,
@@ -148,6 +153,7 @@ def pronoun_task(
     return items
 
 
+@TASKS.register("ioi")
 def ioi_task(
     names: Sequence[str] = GIRLS[:10] + BOYS[:10],
     templates: Sequence[str] = IOI_TEMPLATES,
@@ -166,6 +172,7 @@ def ioi_task(
     return items
 
 
+@TASKS.register("capital")
 def capital_task(
     capitals: dict[str, str] | None = None, template: str = CAPITAL_TEMPLATE, swap: bool = False, seed: int = 0
 ) -> list[dict]:
@@ -182,9 +189,6 @@ def capital_task(
         prompt = template.format(country=country, wrong=capitals[other])
         items.append(_item(prompt, " " + capitals[country], " " + capitals[other], country, swap))
     return items
-
-
-BUILDERS = {"pronoun": pronoun_task, "ioi": ioi_task, "capital": capital_task}
 
 
 def check_items(items: Sequence[dict], source: str = "the task") -> list[dict]:

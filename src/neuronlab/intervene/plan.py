@@ -1,9 +1,9 @@
 """Interventions and Plans: serialisable data saying what to change where; `apply` and `bake` act on them.
 
-    >>> plan = Plan([Scale(factor=2.0, site="act", neurons=ns.subset(["fr"]))])
-    >>> plan = Plan([Set(value=0.5, neurons=[3, 9], layers=[4]), Add(value=vec, site="ffn_out", layers=[7],
-    ...              positions="last")])
-    >>> plan.save("plan.json"); plan = Plan.load("plan.json")
+    plan = Plan([Scale(factor=2.0, site="act", neurons=ns.subset(["fr"]))])
+    plan = Plan([Set(value=0.5, neurons=[3, 9], layers=[4]), Add(value=vec, site="ffn_out", layers=[7],
+                 positions="last")])
+    plan.save("plan.json"); plan = Plan.load("plan.json")
 
 Each intervention names a site kind, the neurons (a NeuronSet: its layers and indices, all groups together;
 a list of indices: the same indices in every layer of `layers`; None: every value of the site), the layers
@@ -18,7 +18,9 @@ or a dict layer -> such a tensor, for per-layer values. With a slice of position
 may also hold one row per position: [n, k] (Scale: [n]), aligned at the end of the slice, so the last row
 belongs to the slice's last position; positions the slice selects beyond the n rows are left unchanged.
 `Plan([Scale(factor=torch.tensor([0.5, 2.0]), positions=slice(-2, None))])` halves the second-to-last token
-and doubles the last. Learned interventions (activation scalars, steering vectors) become such entries.
+and doubles the last. Learned interventions (activation scalars, steering vectors) become such entries. A new kind
+of intervention is a frozen dataclass subclass of Intervention with an `edit`, decorated with
+`@register_intervention` so that plans holding it save and load.
 """
 
 from __future__ import annotations
@@ -30,9 +32,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from neuronlab.artifacts import register_artifact
 from neuronlab.errors import NeuronlabError
+from neuronlab.intervene.codec import decode_value, encode_value, tensors_path
 from neuronlab.io import read_json, read_safetensors, write_json, write_safetensors
 from neuronlab.models.sites import KINDS, check_layers
+from neuronlab.registry import Registry
 from neuronlab.select.neuron_set import NeuronSet
 
 Positions = str | slice | Tensor
@@ -114,6 +119,16 @@ class Intervention:
         raise NotImplementedError
 
 
+KINDS_OF_INTERVENTION: Registry[type[Intervention]] = Registry("intervention kind", Intervention, classes=True)
+
+
+def register_intervention(cls: type[Intervention]) -> type[Intervention]:
+    """Class decorator: plans may hold this kind of intervention and save and load it (under the class name)."""
+    KINDS_OF_INTERVENTION.add(cls.__name__, cls)
+    return cls
+
+
+@register_intervention
 @dataclass(frozen=True, eq=False)
 class Scale(Intervention):
     """Multiply by `factor`: a number; with a slice of positions one factor per position ([n]); or a dict
@@ -148,6 +163,7 @@ class Scale(Intervention):
         return x * value
 
 
+@register_intervention
 @dataclass(frozen=True, eq=False)
 class Set(Intervention):
     """Replace by `value` (a number, one per neuron, or per layer)."""
@@ -158,6 +174,7 @@ class Set(Intervention):
         return torch.zeros_like(x) + value
 
 
+@register_intervention
 @dataclass(frozen=True, eq=False)
 class Add(Intervention):
     """Add `value` (a number, a vector over the selected neurons, or per layer)."""
@@ -168,6 +185,7 @@ class Add(Intervention):
         return x + value
 
 
+@register_intervention
 @dataclass(frozen=True, eq=False)
 class Zero(Intervention):
     """Set to zero (deactivate)."""
@@ -176,6 +194,7 @@ class Zero(Intervention):
         return torch.zeros_like(x)
 
 
+@register_intervention
 @dataclass(frozen=True, eq=False)
 class LayerStat(Intervention):
     """Set to (or, with mode="add", add) a statistic of the whole site at the same token, computed on the
@@ -198,6 +217,7 @@ class LayerStat(Intervention):
         return x + ref if self.mode == "add" else torch.zeros_like(x) + ref
 
 
+@register_intervention
 @dataclass(frozen=True, eq=False)
 class DynScale(Intervention):
     """Multiply the selected values x of each token by a scalar computed from x itself (Stoehr et al.'s
@@ -231,9 +251,6 @@ def _quantile(h: Tensor, q: float) -> Tensor:
     lo, frac = int(pos), pos - int(pos)
     hi = min(lo + 1, s.shape[-1] - 1)
     return (s[..., lo : lo + 1] * (1 - frac) + s[..., hi : hi + 1] * frac).to(h.dtype)
-
-
-KINDS_OF_INTERVENTION = {cls.__name__: cls for cls in (Scale, Set, Add, Zero, LayerStat, DynScale)}
 
 
 @dataclass
@@ -294,48 +311,8 @@ class Plan:
             raise NeuronlabError(f"{path}: {err}") from None
 
 
-def tensors_path(path: Path) -> Path:
-    return path.with_suffix(".safetensors")
-
-
-def _encode_value(v, tensors: dict | None):
-    if isinstance(v, Tensor):
-        if tensors is None:
-            return {"tensor": v.tolist(), "dtype": str(v.dtype).removeprefix("torch.")}
-        name = f"t{len(tensors)}"
-        tensors[name] = v.detach().cpu()
-        return {"tensor_ref": name}
-    if isinstance(v, slice):
-        return {"slice": [v.start, v.stop, v.step]}
-    if isinstance(v, NeuronSet):
-        return {"neuron_set": {"neurons": v.neurons, "meta": v.meta}}
-    if isinstance(v, Mapping):
-        return {"per_layer": {str(k): _encode_value(x, tensors) for k, x in v.items()}}
-    if isinstance(v, (list, tuple)):
-        return [int(i) for i in v]
-    return v
-
-
-def _decode_value(v, tensors: dict):
-    if not isinstance(v, dict):
-        return v
-    if "tensor_ref" in v:
-        if v["tensor_ref"] not in tensors:
-            raise NeuronlabError(f"tensor {v['tensor_ref']!r} is missing from the plan's .safetensors file")
-        return tensors[v["tensor_ref"]]
-    if "tensor" in v:
-        return torch.tensor(v["tensor"], dtype=getattr(torch, v["dtype"]))
-    if "slice" in v:
-        return slice(*v["slice"])
-    if "neuron_set" in v:
-        return NeuronSet(v["neuron_set"]["neurons"], v["neuron_set"]["meta"])
-    if "per_layer" in v:
-        return {int(k): _decode_value(x, tensors) for k, x in v["per_layer"].items()}
-    raise NeuronlabError(f"cannot read plan value {v!r}")
-
-
 def _encode(iv: Intervention, tensors: dict | None) -> dict:
-    fields = {k: _encode_value(v, tensors) for k, v in vars(iv).items()}
+    fields = {k: encode_value(v, tensors) for k, v in vars(iv).items()}
     return {"kind": type(iv).__name__, **fields}
 
 
@@ -344,9 +321,11 @@ def _decode(d: dict, tensors: dict) -> Intervention:
         raise NeuronlabError(f"an intervention must be a JSON object, not {d!r}")
     d = dict(d)
     kind = d.pop("kind", None)
-    if kind not in KINDS_OF_INTERVENTION:
-        raise NeuronlabError(f"unknown intervention kind {kind!r}: use one of {', '.join(KINDS_OF_INTERVENTION)}")
+    cls = KINDS_OF_INTERVENTION[kind]  # an unknown kind: one error naming the known ones
     try:
-        return KINDS_OF_INTERVENTION[kind](**{k: _decode_value(v, tensors) for k, v in d.items()})
+        return cls(**{k: decode_value(v, tensors) for k, v in d.items()})
     except (TypeError, KeyError, ValueError, RuntimeError) as err:
         raise NeuronlabError(f"cannot read a {kind} intervention ({err})") from None
+
+
+register_artifact("plan", [FORMAT, *OLD_FORMATS], Plan.load)

@@ -1,9 +1,9 @@
 """Steering plans for a target language's neurons: the variants of the amplification paper
 (Rahmanisa et al. 2025, arXiv 2507.22581), at every layer and position unless told otherwise.
 
-    >>> plan = steering_plan(ns, "fr", "p_max", stats=stats)       # set fr's neurons to their p_max
-    >>> plan = steering_plan(ns, "fr", "scale", factor=4.0)
-    >>> plan = steering_plan(ns, "fr", "zero")                     # deactivate
+    plan = steering_plan(ns, "fr", "p_max", stats=stats)       # set fr's neurons to their p_max
+    plan = steering_plan(ns, "fr", "scale", factor=4.0)
+    plan = steering_plan(ns, "fr", "zero")                     # deactivate
 
 Variants:
 - "p_max", "p_median": set each neuron to the max / median over the first texts of the target language of
@@ -16,21 +16,55 @@ On a gated FFN (Llama, Qwen, Gemma, Mistral: act = f(gate) times up) the `act` s
 a value leaves the sign of the neuron's output to the up projection of the running text. On a 4-layer FLORES
 model this made p_max amplification move generations for 5 of 14 targets (Llama) against 14 of 14 with a
 plain ReLU FFN of the same size (tests/demo). "scale" keeps each token's own sign (it multiplies gate and
-output alike).
+output alike). Each variant is a function in the VARIANTS registry; `@VARIANTS.register("name")` adds one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from neuronlab.errors import NeuronlabError
-from neuronlab.intervene.plan import LayerStat, Plan, Positions, Scale, Set, Zero
+from neuronlab.intervene.plan import Intervention, LayerStat, Plan, Positions, Scale, Set, Zero
 from neuronlab.models.load import require_same_model
 from neuronlab.record.stats import Stats
+from neuronlab.registry import Registry
 from neuronlab.select.lape import activation_values
 from neuronlab.select.neuron_set import NeuronSet
 
-VARIANTS = ("p_max", "p_median", "zero", "scale", "p10", "layer_max", "add_layer_max")
+
+@dataclass(frozen=True)
+class Target:
+    """What a variant needs: the target's neurons, the stats and the settings of `steering_plan`."""
+
+    name: str
+    neurons: NeuronSet
+    stats: Stats | None
+    factor: float
+    n_texts: int
+    where: dict  # site, neurons, layers, positions: the same for every variant
+
+
+VARIANTS: Registry[Callable[[Target], Intervention]] = Registry("steering variant")
+
+
+def _pooled(statistic: str) -> Callable[[Target], Intervention]:
+    def variant(t: Target) -> Intervention:
+        if t.stats is None:
+            raise NeuronlabError(f"variant p_{statistic} needs the Stats (recorded with pooled_texts) for its values")
+        values = activation_values(t.stats, statistic, t.n_texts)[t.stats.index(t.name)]  # [layers, neurons]
+        return Set(value={layer: values[layer, idx].float() for layer, idx in t.neurons[t.name].items()}, **t.where)
+
+    return variant
+
+
+VARIANTS.add("p_max", _pooled("max"))
+VARIANTS.add("p_median", _pooled("median"))
+VARIANTS.add("zero", lambda t: Zero(**t.where))
+VARIANTS.add("scale", lambda t: Scale(factor=t.factor, **t.where))
+VARIANTS.add("p10", lambda t: LayerStat(stat="p10", **t.where))
+VARIANTS.add("layer_max", lambda t: LayerStat(stat="max", mode="set", **t.where))
+VARIANTS.add("add_layer_max", lambda t: LayerStat(stat="max", mode="add", **t.where))
 
 
 def steering_plan(
@@ -44,8 +78,7 @@ def steering_plan(
     n_texts: int = 100,
 ) -> Plan:
     """One intervention on `target`'s neurons (see module doc); `layers` restricts it to those layers."""
-    if variant not in VARIANTS:
-        raise NeuronlabError(f"unknown steering variant {variant!r}: use one of {', '.join(VARIANTS)}")
+    make = VARIANTS[variant]  # an unknown name: one error listing the variants
     chosen = neurons.subset([target])
     site = neurons.meta.get("site", "act")
     if stats is not None:
@@ -55,20 +88,8 @@ def steering_plan(
                 "record the stats at the neuron set's site"
             )
         require_same_model(neurons.meta.get("model"), stats.meta.get("model", {}), "the neuron set and the stats")
-    common = dict(site=site, neurons=chosen, layers=layers, positions=positions)
-    if variant in ("p_max", "p_median"):
-        if stats is None:
-            raise NeuronlabError(f"variant {variant} needs the Stats (recorded with pooled_texts) for its values")
-        values = activation_values(stats, variant[2:], n_texts)[stats.index(target)]  # [layers, neurons]
-        per_layer = {layer: values[layer, idx].float() for layer, idx in chosen[target].items()}
-        return Plan([Set(value=per_layer, **common)])
-    if variant == "zero":
-        return Plan([Zero(**common)])
-    if variant == "scale":
-        return Plan([Scale(factor=factor, **common)])
-    if variant == "p10":
-        return Plan([LayerStat(stat="p10", **common)])
-    return Plan([LayerStat(stat="max", mode="add" if variant == "add_layer_max" else "set", **common)])
+    where = dict(site=site, neurons=chosen, layers=layers, positions=positions)
+    return Plan([make(Target(target, chosen, stats, factor, n_texts, where))])
 
 
 def expert_plan(expertise, concept: str, k: int | None = 50, mode: str = "force", positions: Positions = "all") -> Plan:

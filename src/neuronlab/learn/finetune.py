@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from neuronlab.artifacts import register_artifact
 from neuronlab.config import option
 from neuronlab.data.batching import pad_id, pad_right
 from neuronlab.errors import NeuronlabError
@@ -315,3 +316,6 @@ class Delta:
 def merge(model: nn.Module, delta: Delta, arch: ArchSpec | None = None) -> nn.Module:
     """`model` with the delta written in: save it with `save_pretrained` for a plain checkpoint."""
     return delta.apply(model, arch)
+
+
+register_artifact("fine-tuning delta", [DELTA_FORMAT], Delta.load)

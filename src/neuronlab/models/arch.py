@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from neuronlab.errors import NeuronlabError
+from neuronlab.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -110,81 +111,85 @@ _GEMMA2_LIKE = ArchSpec(
     softcap="final_logit_softcapping",
 )
 
-ARCH_SPECS: dict[str, ArchSpec] = {
-    "llama": _LLAMA_LIKE,
-    "mistral": _LLAMA_LIKE,
-    "qwen2": _LLAMA_LIKE,
-    "qwen3": _LLAMA_LIKE,
-    "gemma": _LLAMA_LIKE,
-    "olmo": _LLAMA_LIKE,
-    "phi3": ArchSpec(  # fused gate_up_proj; the activation still sees only the gate half
-        layers="model.layers",
-        act="mlp.activation_fn",
-        down="mlp.down_proj",
-        ffn_out="mlp",
-        attn_out="self_attn",
-        final_norm="model.norm",
-        unembed="lm_head",
-        up="mlp.gate_up_proj",
-        fused_gate_up=True,
-    ),
-    "gemma2": _GEMMA2_LIKE,
-    "gemma3_text": _GEMMA2_LIKE,
-    "gpt2": ArchSpec(
-        layers="transformer.h",
-        act="mlp.act",
-        down="mlp.c_proj",
-        ffn_out="mlp",
-        attn_out="attn",
-        final_norm="transformer.ln_f",
-        unembed="lm_head",
-        up="mlp.c_fc",
-        conv1d=True,
-        max_positions="n_positions",
-    ),
-    "gpt_neox": ArchSpec(
-        layers="gpt_neox.layers",
-        act="mlp.act",
-        down="mlp.dense_4h_to_h",
-        ffn_out="mlp",
-        attn_out="attention",
-        final_norm="gpt_neox.final_layer_norm",
-        unembed="lm_head|embed_out",  # transformers 5 renamed embed_out to lm_head
-        up="mlp.dense_h_to_4h",
-    ),
-    "opt": ArchSpec(  # the FFN lives directly in the decoder layer (fc1 -> activation_fn -> fc2)
-        layers="model.decoder.layers",
-        act="activation_fn",
-        down="fc2",
-        ffn_out="fc2",
-        attn_out="self_attn",
-        final_norm="model.decoder.final_layer_norm",
-        unembed="lm_head",
-        up="fc1",
-        flat_ffn=True,
-    ),
-    "bloom": ArchSpec(  # BloomMLP and BloomAttention add the residual themselves: read their last Linear
-        layers="transformer.h",
-        act="mlp.gelu_impl",
-        down="mlp.dense_4h_to_h",
-        ffn_out="mlp.dense_4h_to_h",
-        attn_out="self_attention.dense",
-        final_norm="transformer.ln_f",
-        unembed="lm_head",
-        up="mlp.dense_h_to_4h",
-        max_positions=None,  # ALiBi: no learned or rotary position limit
-    ),
-    "phi": ArchSpec(
-        layers="model.layers",
-        act="mlp.activation_fn",
-        down="mlp.fc2",
-        ffn_out="mlp",
-        attn_out="self_attn",
-        final_norm="model.final_layernorm",
-        unembed="lm_head",
-        up="mlp.fc1",
-    ),
-}
+ARCH_SPECS: Registry[ArchSpec] = Registry(
+    "architecture",
+    ArchSpec,
+    entries={
+        "llama": _LLAMA_LIKE,
+        "mistral": _LLAMA_LIKE,
+        "qwen2": _LLAMA_LIKE,
+        "qwen3": _LLAMA_LIKE,
+        "gemma": _LLAMA_LIKE,
+        "olmo": _LLAMA_LIKE,
+        "phi3": ArchSpec(  # fused gate_up_proj; the activation still sees only the gate half
+            layers="model.layers",
+            act="mlp.activation_fn",
+            down="mlp.down_proj",
+            ffn_out="mlp",
+            attn_out="self_attn",
+            final_norm="model.norm",
+            unembed="lm_head",
+            up="mlp.gate_up_proj",
+            fused_gate_up=True,
+        ),
+        "gemma2": _GEMMA2_LIKE,
+        "gemma3_text": _GEMMA2_LIKE,
+        "gpt2": ArchSpec(
+            layers="transformer.h",
+            act="mlp.act",
+            down="mlp.c_proj",
+            ffn_out="mlp",
+            attn_out="attn",
+            final_norm="transformer.ln_f",
+            unembed="lm_head",
+            up="mlp.c_fc",
+            conv1d=True,
+            max_positions="n_positions",
+        ),
+        "gpt_neox": ArchSpec(
+            layers="gpt_neox.layers",
+            act="mlp.act",
+            down="mlp.dense_4h_to_h",
+            ffn_out="mlp",
+            attn_out="attention",
+            final_norm="gpt_neox.final_layer_norm",
+            unembed="lm_head|embed_out",  # transformers 5 renamed embed_out to lm_head
+            up="mlp.dense_h_to_4h",
+        ),
+        "opt": ArchSpec(  # the FFN lives directly in the decoder layer (fc1 -> activation_fn -> fc2)
+            layers="model.decoder.layers",
+            act="activation_fn",
+            down="fc2",
+            ffn_out="fc2",
+            attn_out="self_attn",
+            final_norm="model.decoder.final_layer_norm",
+            unembed="lm_head",
+            up="fc1",
+            flat_ffn=True,
+        ),
+        "bloom": ArchSpec(  # BloomMLP and BloomAttention add the residual themselves: read their last Linear
+            layers="transformer.h",
+            act="mlp.gelu_impl",
+            down="mlp.dense_4h_to_h",
+            ffn_out="mlp.dense_4h_to_h",
+            attn_out="self_attention.dense",
+            final_norm="transformer.ln_f",
+            unembed="lm_head",
+            up="mlp.dense_h_to_4h",
+            max_positions=None,  # ALiBi: no learned or rotary position limit
+        ),
+        "phi": ArchSpec(
+            layers="model.layers",
+            act="mlp.activation_fn",
+            down="mlp.fc2",
+            ffn_out="mlp",
+            attn_out="self_attn",
+            final_norm="model.final_layernorm",
+            unembed="lm_head",
+            up="mlp.fc1",
+        ),
+    },
+)
 
 _HOW_TO = """Pass an ArchSpec of your own, for example:
 
@@ -197,12 +202,10 @@ _HOW_TO = """Pass an ArchSpec of your own, for example:
 Print `model` to see its module names; `neuronlab inspect-model M` prints the spec neuronlab derives."""
 
 
-def register_arch(model_type: str, spec: ArchSpec) -> None:
-    """Add or replace the ArchSpec used for `model_type`.
-
-    >>> register_arch("my_llama", ArchSpec(layers="model.layers", ...))
-    """
-    ARCH_SPECS[model_type] = spec
+def register_arch(model_type: str, spec: ArchSpec, replace: bool = False) -> None:
+    """Add the ArchSpec used for `model_type` (a row of the table is replaced only with `replace=True`):
+    `register_arch("my_llama", ArchSpec(layers="model.layers", ...))`."""
+    ARCH_SPECS.add(model_type, spec, replace)
 
 
 _DERIVED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

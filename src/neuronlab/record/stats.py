@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from neuronlab.artifacts import register_artifact
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import read_safetensors, write_safetensors
 from neuronlab.models.load import require_same_model
@@ -295,3 +296,6 @@ class Stats:
         if self.contexts is not None:
             lines.append(f"  top {self.top_k} activating contexts kept a neuron (neuronlab view)")
         return "\n".join(lines)
+
+
+register_artifact("stats", [FORMAT], Stats.load)

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from neuronlab.artifacts import register_artifact
 from neuronlab.config import option
 from neuronlab.data.batching import batches, pad_id, windows
 from neuronlab.dist import Shard, all_reduce, world
@@ -286,3 +287,6 @@ def attribution_neurons(
         "baseline": attr.meta.get("baseline"),
     }
     return NeuronSet(neurons, meta)
+
+
+register_artifact("attribution", [FORMAT], Attribution.load)

@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from neuronlab.artifacts import register_artifact
 from neuronlab.data.batching import batches, model_inputs, pad_id, windows
 from neuronlab.dist import all_reduce, hand_over, own_files, rank_path, world
 from neuronlab.errors import NeuronlabError
@@ -358,3 +359,16 @@ def expertise(
         for m, v in values.items():
             out[m][c] = v.reshape(layers, width).float()
     return Expertise(list(concepts), out, {**(meta or {}), "chance": chance})
+
+
+def _responses_summary(loaded: tuple[Tensor, dict]) -> str:
+    resp, info = loaded
+    model = info.get("model", {}).get("name_or_path") or "?"
+    return (
+        f"pooled responses on {model} at site {info.get('site', '?')} ({info.get('pool', '?')} over tokens): "
+        f"{resp.shape[0]} sentences x {resp.shape[1]} layers x {resp.shape[2]} neurons, {resp.dtype}"
+    )
+
+
+register_artifact("expertise", [EXPERTISE_FORMAT], Expertise.load)
+register_artifact("responses", [RESPONSES_FORMAT], load_responses, _responses_summary)

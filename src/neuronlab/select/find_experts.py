@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from neuronlab.artifacts import register_artifact
 from neuronlab.errors import NeuronlabError
 from neuronlab.select.experts import Expertise
 
@@ -111,7 +112,20 @@ def save_baselines(
 
 def load_baselines(folder: str | Path) -> dict[str, Tensor]:
     """The baselines `find_experts` wrote into `folder` ({} where there are none)."""
+    path = Path(folder) / "baselines.safetensors"
+    return _read_baselines(path)[0] if path.is_file() else {}
+
+
+def _read_baselines(path: Path) -> tuple[dict[str, Tensor], dict]:
     from neuronlab.io import read_safetensors
 
-    path = Path(folder) / "baselines.safetensors"
-    return read_safetensors(path, BASELINES_FORMAT, "baselines")[0] if path.is_file() else {}
+    return read_safetensors(path, BASELINES_FORMAT, "baselines")
+
+
+def _baselines_summary(loaded: tuple[dict[str, Tensor], dict]) -> str:
+    sims, header = loaded
+    n = len(header.get("concepts", "").split(",")) if header.get("concepts") else "?"
+    return f"embedding baselines for {n} concepts: {', '.join(sims)} (concept x concept similarity)"
+
+
+register_artifact("embedding baselines", [BASELINES_FORMAT], _read_baselines, _baselines_summary)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from neuronlab.artifacts import register_artifact
 from neuronlab.config import option
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import read_json, write_json
@@ -176,3 +177,6 @@ def parse_layers(spec: str | Path, n_layers: int | None = None) -> tuple[list[in
     if n_layers is not None:
         check_layers(chosen, n_layers)
     return chosen, None
+
+
+register_artifact("layer selection", [FORMAT], LayerSelection.load)

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from neuronlab.artifacts import register_artifact
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import read_json, write_json
 
@@ -158,3 +159,6 @@ class NeuronSet:
             per_layer = " ".join(f"{layer}:{len(idx)}" for layer, idx in layers.items())
             lines.append(f"  {g}: {self.total(g)} neurons  (layer:count {per_layer})")
         return "\n".join(lines)
+
+
+register_artifact("neuron set", [FORMAT], NeuronSet.load)

@@ -1,11 +1,11 @@
 """neuronlab: find, steer and tune the neurons of transformer language models.
 
->>> import neuronlab as nl
->>> model, tok = nl.load_model("path-or-hub-id")
->>> stats = nl.record(model, tok, {"en": en_texts, "fr": fr_texts}, site="act")
->>> plan = nl.Plan([nl.Scale(factor=2.0, site="act", neurons=ns.subset(["fr"]))])
->>> with nl.apply(model, plan):
-...     model(**batch)
+import neuronlab as nl
+model, tok = nl.load_model("path-or-hub-id")
+stats = nl.record(model, tok, {"en": en_texts, "fr": fr_texts}, site="act")
+plan = nl.Plan([nl.Scale(factor=2.0, site="act", neurons=ns.subset(["fr"]))])
+with nl.apply(model, plan):
+    model(**batch)
 """
 
 from neuronlab.errors import NeuronlabError

@@ -1,8 +1,8 @@
 """Config dataclasses carry their help text in field metadata; the CLI builds its options from them.
 
->>> @dataclass(frozen=True)
-... class LapeConfig:
-...     top_rate: float = option(0.01, "share of all neurons kept")
+@dataclass(frozen=True)
+class LapeConfig:
+    top_rate: float = option(0.01, "share of all neurons kept")
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Data parallelism over torch.distributed: which share of a corpus a process takes, and combining what ranks found.
 
     torchrun --nproc-per-node 2 -m neuronlab record --model M --text-dir DIR --out S   # one file, as one process
-    >>> torch.distributed.init_process_group("gloo")   # or let a command do it: init_from_env()
-    >>> stats = nl.record(model, tok, texts)            # every rank returns the combined stats
+    torch.distributed.init_process_group("gloo")   # or let a command do it: init_from_env()
+    stats = nl.record(model, tok, texts)            # every rank returns the combined stats
 
 Nothing here starts processes: torchrun, `accelerate launch` or a cluster script does, and `init_from_env` joins the
 group they describe in the environment (RANK, WORLD_SIZE, MASTER_ADDR, ...): nccl where the model runs on a GPU,

@@ -1,8 +1,8 @@
 """One progress bar for every long loop: tqdm with the unit of work (tokens, lines, rows, prompts) and its
 estimate of the time left, shown on rank 0 only (under torchrun) and not at all when `enabled` is False.
 
-    >>> bar = progress_bar(total=len(lines) * runs, desc="perplexity", unit="line")
-    >>> bar.update(len(lines)); bar.close()
+    bar = progress_bar(total=len(lines) * runs, desc="perplexity", unit="line")
+    bar.update(len(lines)); bar.close()
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Small real objects for tests and benchmarks: built in-process, nothing downloaded.
 
->>> tok = char_tokenizer()          # one token per character, BOS added; ids < 128
+tok = char_tokenizer()          # one token per character, BOS added; ids < 128
 """
 
 from __future__ import annotations

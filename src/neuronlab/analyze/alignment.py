@@ -1,9 +1,9 @@
 """Do concepts that share expert neurons match concepts people judge similar? (Fedzechkina et al. 2025)
 
-    >>> sim = jaccard_matrix(expertise.experts(0.5), expertise.concepts)   # [concepts, concepts]
-    >>> ratings = read_ratings("../shared/data/word_similarity/EN-SIMLEX-999.txt")
-    >>> spearman(sim, expertise.concepts, ratings)                         # {"spearman": 0.41, "pairs": 37, ...}
-    >>> align(expertise, ratings)                                           # Jaccard over tau, AP cosine
+    sim = jaccard_matrix(expertise.experts(0.5), expertise.concepts)   # [concepts, concepts]
+    ratings = read_ratings("../shared/data/word_similarity/EN-SIMLEX-999.txt")
+    spearman(sim, expertise.concepts, ratings)                         # {"spearman": 0.41, "pairs": 37, ...}
+    align(expertise, ratings)                                           # Jaccard over tau, AP cosine
 
 Similarities: Jaccard of two concepts' expert sets (|A & B| / |A | B|, 0 where both are empty), and a
 threshold-free cosine of their AP vectors over all neurons. Spearman's rho (SciPy) is taken over the rated pairs

@@ -1,12 +1,12 @@
 """Word2vec-style arithmetic in FFN outputs (Merullo et al. 2024): relation prompts, o-vectors, patching and
 ablation.
 
-    >>> pairs = read_pairs("world_capitals.csv")                   # [("Poland", "Warsaw"), ...]
-    >>> items = relation_items(pairs, template="{x}: {y}", shots=2)  # [{"prompt", "target"}]
-    >>> score_relation(model, tok, items)                          # accuracy, reciprocal rank, multi-token share
-    >>> o = extract_o_vector(model, tok, [i["prompt"] for i in items], layer=12)   # mean FFN output, last position
-    >>> patch_o_vector(model, tok, o, layers=[12], items=nonsense_items)           # does o alone carry it?
-    >>> ablate_from(model, tok, items)                             # accuracy with FFN outputs zeroed from layer l on
+    pairs = read_pairs("world_capitals.csv")                   # [("Poland", "Warsaw"), ...]
+    items = relation_items(pairs, template="{x}: {y}", shots=2)  # [{"prompt", "target"}]
+    score_relation(model, tok, items)                          # accuracy, reciprocal rank, multi-token share
+    o = extract_o_vector(model, tok, [i["prompt"] for i in items], layer=12)   # mean FFN output, last position
+    patch_o_vector(model, tok, o, layers=[12], items=nonsense_items)           # does o alone carry it?
+    ablate_from(model, tok, items)                             # accuracy with FFN outputs zeroed from layer l on
 
 Scores look at the first token of the target (in context, see `continuation_ids`): accuracy is the share of
 items whose first target token is the model's top-1 next token; reciprocal rank is 1 / (1 + its rank).

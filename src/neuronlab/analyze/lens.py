@@ -1,9 +1,9 @@
 """Logit lens (early decoding): read the residual stream after every layer through the model's own final
 norm and unembedding (Merullo et al. 2024 use it to see where a relation's answer appears).
 
-    >>> lens = logit_lens(model, tok, ["The capital of Poland is"], targets=[" Warsaw"], k=5)
-    >>> lens["layers"][7]["top"][0]          # [(" Warsaw", 0.41), ...] after layer 7, prompt 0
-    >>> lens["layers"][7]["target_rank"][0]  # rank of the target's first token (0 = top-1)
+    lens = logit_lens(model, tok, ["The capital of Poland is"], targets=[" Warsaw"], k=5)
+    lens["layers"][7]["top"][0]          # [(" Warsaw", 0.41), ...] after layer 7, prompt 0
+    lens["layers"][7]["target_rank"][0]  # rank of the target's first token (0 = top-1)
 
 Only the last position of each prompt is decoded. At the last layer the result equals the model's own
 next-token distribution (final logit soft-capping, as in Gemma 2, is applied too). `site="ffn_out"`

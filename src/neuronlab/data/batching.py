@@ -1,7 +1,7 @@
 """Turn texts into right-padded batches of token windows: shared by record, perplexity and scoring.
 
-    >>> for batch in batches(windows(tok, texts, skip=0, max_length=512, truncate=False), 8, pad_id, special):
-    ...     model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    for batch in batches(windows(tok, texts, skip=0, max_length=512, truncate=False), 8, pad_id, special):
+        model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
 
 Each text is tokenized on its own (with the tokenizer's special tokens) and split into windows of
 `max_length` tokens (or cut there); rows are padded on the right so positions never shift. Also the small

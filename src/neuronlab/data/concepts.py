@@ -1,9 +1,9 @@
 """Concept files: per concept, sentences that express it (positives) and sentences that do not (negatives).
 
-    >>> concepts = read_concepts("concepts.jsonl")     # JSON / JSONL {concept, positive, negative?} or a folder
-    >>> concepts = template_concepts(["dog", "cat"])   # offline: the words in fixed templates
-    >>> concepts = generate_concepts(model, tok, ["dog", "cat"], per_concept=20)   # sentences the model writes
-    >>> write_concepts("concepts.jsonl", concepts)     # what a run used, to reproduce and audit it
+    concepts = read_concepts("concepts.jsonl")     # JSON / JSONL {concept, positive, negative?} or a folder
+    concepts = template_concepts(["dog", "cat"])   # offline: the words in fixed templates
+    concepts = generate_concepts(model, tok, ["dog", "cat"], per_concept=20)   # sentences the model writes
+    write_concepts("concepts.jsonl", concepts)     # what a run used, to reproduce and audit it
 
 Negatives, where a file gives none, are a seeded sample of the other concepts' positives (as many as the
 concept's positives, or `ratio` times as many). Every sentence appears once in `sentence_list`, the table responses

@@ -1,11 +1,11 @@
 """Contrast tasks for learned interventions: items `{prompt, target, foil}`; the intervention should make the
 model prefer `target` over `foil` as the next token(s) after `prompt`.
 
-    >>> items = read_contrast("tasks.jsonl")             # one JSON object per line; optional "group"
-    >>> items = pronoun_task(swap=True)                  # "...a little girl named Lily. One day," -> " he", not " she"
-    >>> items = ioi_task(swap=True)                      # "When Mary and John ..., John gave a ball to" -> " John"
-    >>> items = capital_task()                           # "The capital of Italy is Paris. ... The capital of Italy is"
-    >>> train, held_out = split(items, holdout=0.25)     # whole groups (e.g. one name) go to one side
+    items = read_contrast("tasks.jsonl")             # one JSON object per line; optional "group"
+    items = pronoun_task(swap=True)                  # "...a little girl named Lily. One day," -> " he", not " she"
+    items = ioi_task(swap=True)                      # "When Mary and John ..., John gave a ball to" -> " John"
+    items = capital_task()                           # "The capital of Italy is Paris. ... The capital of Italy is"
+    train, held_out = split(items, holdout=0.25)     # whole groups (e.g. one name) go to one side
 
 Templated builders write the natural answer as `target` and the distractor as `foil`; `swap=True` exchanges
 them, which is the usual steering task ("flip she and he"). Tasks with two directions (girls' and boys' names)

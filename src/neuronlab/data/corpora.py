@@ -1,9 +1,9 @@
 """Read corpora: one text per line, from files or a folder of `GROUP.txt` files.
 
->>> texts = read_text_dir("corpus/")                        # {"en": [...], "fr": [...]}
->>> texts = read_text_dir("flores200_devtest/", pattern="*.devtest", limit=800)
->>> texts = {"en": read_lines("en.txt")}
->>> texts = {"en": DatasetTexts("en.jsonl", column="text")}      # streamed with `datasets`, never all in memory
+texts = read_text_dir("corpus/")                        # {"en": [...], "fr": [...]}
+texts = read_text_dir("flores200_devtest/", pattern="*.devtest", limit=800)
+texts = {"en": read_lines("en.txt")}
+texts = {"en": DatasetTexts("en.jsonl", column="text")}      # streamed with `datasets`, never all in memory
 """
 
 from __future__ import annotations
@@ -107,9 +107,9 @@ class DatasetTexts:
     the corpus in memory, so `record` runs over corpora larger than RAM. The source is a local data file (.txt,
     .json/.jsonl, .csv, .parquet), a folder `load_dataset` understands, or a hub id (with `subset`, the config name).
 
-        >>> texts = {"en": DatasetTexts("wikimedia/wikipedia", subset="20231101.en", limit=100_000),
-        ...          "fr": DatasetTexts("fr.jsonl", column="text")}
-        >>> stats = nl.record(model, tok, texts)
+        texts = {"en": DatasetTexts("wikimedia/wikipedia", subset="20231101.en", limit=100_000),
+                 "fr": DatasetTexts("fr.jsonl", column="text")}
+        stats = nl.record(model, tok, texts)
     """
 
     def __init__(

@@ -1,8 +1,8 @@
 """Evaluation items: Language Steering Shift items (JSONL) and prompts, read from files or built from text.
 
-    >>> items = read_lss_items("mlama.jsonl")   # {"lang": "fr", "prompt": "...", "objects": {"fr": "...", "en": "..."}}
-    >>> items = lss_items_from_texts(texts, n_items=20)
-    >>> prompts = prompts_from_texts(texts, n_prompts=5)
+    items = read_lss_items("mlama.jsonl")   # {"lang": "fr", "prompt": "...", "objects": {"fr": "...", "en": "..."}}
+    items = lss_items_from_texts(texts, n_items=20)
+    prompts = prompts_from_texts(texts, n_prompts=5)
 
 Built items cut line i of every language at its middle: the prompt is the first half of that line in L, and
 object M is the next unit (a word, or two characters in scripts written without spaces) of line i in M, so

@@ -2,8 +2,8 @@
 matrix, LSS matrix, generation shift, factor sweep; attribution neurons (as many per language as LAPE's) against
 LAPE's -> report.html and the neuron browser view/index.html, with every artifact saved beside them.
 
-    >>> model, tok = nl.load_model(DEMO_MODEL)
-    >>> results = run(model, tok, read_text_dir(DEMO_DATA), "out/", PipelineConfig())
+    model, tok = nl.load_model(DEMO_MODEL)
+    results = run(model, tok, read_text_dir(DEMO_DATA), "out/", PipelineConfig())
 
 Texts of each language are split by line: the first `record_lines` feed the statistics, the next
 `eval_lines` are held out for perplexity, LSS items and generation prompts.

@@ -1,9 +1,9 @@
 """A tiny SLAM experiment: a model that adds number words in English but not in other languages, then FFN-only
 fine-tuning of chosen layers on questions in the other languages (tests/learn, `python -m neuronlab.demo.slam`).
 
-    >>> setup = build(flores_texts, steps=1200)                  # tokenizer, model trained on text + English sums
-    >>> base = accuracy(setup.model, setup.tok, setup.held_out)  # {"en": ..., "fr": ..., ...}
-    >>> run = finetune_layers(setup, layers=[0, 1], seed=0)      # {"accuracy": ..., "trainable": ..., "share": ...}
+    setup = build(flores_texts, steps=1200)                  # tokenizer, model trained on text + English sums
+    base = accuracy(setup.model, setup.tok, setup.held_out)  # {"en": ..., "fr": ..., ...}
+    run = finetune_layers(setup, layers=[0, 1], seed=0)      # {"accuracy": ..., "trainable": ..., "share": ...}
 
 Questions are "What is three plus four?" with number words 0-9 in each language; the answer is the sum in digits.
 The base model reads general text of every language (FLORES lines) and the English questions only. Fine-tuning

@@ -1,9 +1,9 @@
 """Train tiny multilingual models from scratch on the CPU (the demo model, test fixtures).
 
-    >>> tok = train_tokenizer(all_lines, vocab_size=2048)
-    >>> model = tiny_llama(tok, hidden=128, layers=4, d_ff=384)          # gated FFN (SiLU gate x up)
-    >>> model = tiny_gpt2(tok, hidden=64, layers=4, d_ff=512)            # plain FFN (ReLU), no dropout
-    >>> train(model, tok, {"en": en_lines, "fr": fr_lines}, steps=1500)
+    tok = train_tokenizer(all_lines, vocab_size=2048)
+    model = tiny_llama(tok, hidden=128, layers=4, d_ff=384)          # gated FFN (SiLU gate x up)
+    model = tiny_gpt2(tok, hidden=64, layers=4, d_ff=512)            # plain FFN (ReLU), no dropout
+    train(model, tok, {"en": en_lines, "fr": fr_lines}, steps=1500)
 
 Each training sequence is a window of one language's text stream (texts joined with BOS between them),
 like the monolingual documents of real pretraining; languages are sampled uniformly.

@@ -1,7 +1,7 @@
 """What forcing or silencing a concept's expert neurons does to the probability of the concept's word.
 
-    >>> result = concept_steering(model, tok, ex, k=50)            # every concept of the Expertise
-    >>> result["modes"]["force_last"]["raised"]                    # share of concepts whose word became likelier
+    result = concept_steering(model, tok, ex, k=50)            # every concept of the Expertise
+    result["modes"]["force_last"]["raised"]                    # share of concepts whose word became likelier
 
 For each concept and neutral prompt the probability of the word's first token (in context, `continuation_ids`)
 as the next token is read plainly and under each mode of `expert_plan` with the concept's top-k experts:

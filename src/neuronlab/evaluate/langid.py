@@ -1,7 +1,7 @@
 """Offline language identification of generated text (py3langid ships its model: nothing is downloaded).
 
-    >>> lid = LanguageIdentifier(["en", "fra_Latn", "zh"])     # group labels: ISO 639-1 or FLORES codes
-    >>> lid("Le chat est sur le tapis.")                       # "fra_Latn"
+    lid = LanguageIdentifier(["en", "fra_Latn", "zh"])     # group labels: ISO 639-1 or FLORES codes
+    lid("Le chat est sur le tapis.")                       # "fra_Latn"
 
 Only the given languages compete, so every text gets one of the groups.
 """

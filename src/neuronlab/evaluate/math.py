@@ -1,9 +1,9 @@
 """Multilingual math word problems (MGSM, MSVAMP): read, prompt, generate greedily, extract the answer, score.
 
-    >>> data = read_math_dir("../shared/data/mgsm")            # {"de": [{"question", "answer"}], "en": [...], ...}
-    >>> res = evaluate_math(model, tok, data, template="qalign", out="eval/")   # resumable; eval/generations.jsonl
-    >>> res["accuracy"]["de"], res["average"]
-    >>> extract_answer("She pays $1,250.50 in total.")          # 1250.5
+    data = read_math_dir("../shared/data/mgsm")            # {"de": [{"question", "answer"}], "en": [...], ...}
+    res = evaluate_math(model, tok, data, template="qalign", out="eval/")   # resumable; eval/generations.jsonl
+    res["accuracy"]["de"], res["average"]
+    extract_answer("She pays $1,250.50 in total.")          # 1250.5
 
 The answer rule is the reference evaluations' (QAlign, MathOctopus, SLAM):
 1. every comma is removed, so thousands separators vanish ("1,250" -> 1250); a decimal comma therefore joins its

@@ -1,9 +1,9 @@
 """Perplexity and continuation log-probabilities; both honour an active `nl.apply` plan.
 
-    >>> nl.perplexity(model, tok, texts)                       # exp(token-weighted mean NLL)
-    >>> with nl.apply(model, plan):
-    ...     ppl = nl.perplexity(model, tok, texts)
-    >>> continuation_logprob(model, tok, ["The capital of France is"], [" Paris"])   # float64 [1]
+    nl.perplexity(model, tok, texts)                       # exp(token-weighted mean NLL)
+    with nl.apply(model, plan):
+        ppl = nl.perplexity(model, tok, texts)
+    continuation_logprob(model, tok, ["The capital of France is"], [" Paris"])   # float64 [1]
 
 Perplexity: every text is tokenized with its special tokens (BOS), split into windows of `max_length`,
 right-padded; each window predicts its tokens 1.. from the ones before, so BOS (position 0) is never scored

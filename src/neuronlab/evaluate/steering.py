@@ -1,10 +1,10 @@
 """What steering a target language's neurons does: perplexity matrix, Language Steering Shift, generation
 shift and a factor sweep (Rahmanisa et al. 2025). Each takes `plan_for(target) -> Plan`, e.g.
 
-    >>> plan_for = lambda t: steering_plan(ns, t, "p_max", stats=stats)
-    >>> ppl = perplexity_matrix(model, tok, eval_texts, targets, plan_for)
-    >>> lss = lss_matrix(model, tok, items, targets, plan_for)
-    >>> gen = generation_shift(model, tok, prompts, targets, plan_for)
+    plan_for = lambda t: steering_plan(ns, t, "p_max", stats=stats)
+    ppl = perplexity_matrix(model, tok, eval_texts, targets, plan_for)
+    lss = lss_matrix(model, tok, items, targets, plan_for)
+    gen = generation_shift(model, tok, prompts, targets, plan_for)
 
 LSS: for an item in language L with objects in several languages,
 s = log P(object_T | prompt_L) - log P(object_L | prompt_L) (each summed over the object's tokens);

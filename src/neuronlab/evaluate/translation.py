@@ -1,8 +1,8 @@
 """Few-shot translation on parallel (FLORES-format) files, greedy, scored with sacrebleu's BLEU and chrF.
 
-    >>> src = read_lines("eng_Latn.devtest"); ref = read_lines("fra_Latn.devtest")
-    >>> hyps = translate(model, tok, src[100:150], shots=list(zip(src[:2], ref[:2])), tgt_name="French")
-    >>> score(hyps, ref[100:150])                  # {"bleu": ..., "chrf": ...}
+    src = read_lines("eng_Latn.devtest"); ref = read_lines("fra_Latn.devtest")
+    hyps = translate(model, tok, src[100:150], shots=list(zip(src[:2], ref[:2])), tgt_name="French")
+    score(hyps, ref[100:150])                  # {"bleu": ..., "chrf": ...}
 
 Honours an active `nl.apply` plan, so the same call measures translation with and without steering.
 The prompt is the shots then the sentence, each as "{src_name}: ...\\n{tgt_name}: ...", blank-line separated;

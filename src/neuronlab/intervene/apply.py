@@ -1,8 +1,8 @@
 """apply: run a model with a Plan's interventions in place, inside a context manager only.
 
-    >>> with nl.apply(model, plan):
-    ...     logits = model(**batch).logits
-    ...     out = model.generate(**prompt, max_new_tokens=20)
+    with nl.apply(model, plan):
+        logits = model(**batch).logits
+        out = model.generate(**prompt, max_new_tokens=20)
 
 Hooks are installed on entry and removed on exit, also when the block raises. An empty plan installs
 nothing, so logits are bit-identical to the model's own. Every layer, neuron index and value shape is

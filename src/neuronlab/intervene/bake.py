@@ -1,7 +1,7 @@
 """bake: write a Plan into weights, for a plain Hugging Face checkpoint any serving engine can run.
 
-    >>> baked = nl.bake(model, nl.Plan([nl.Scale(factor=2.0, neurons=ns)]))   # `model` is left untouched
-    >>> baked.save_pretrained("out/")
+    baked = nl.bake(model, nl.Plan([nl.Scale(factor=2.0, neurons=ns)]))   # `model` is left untouched
+    baked.save_pretrained("out/")
 
 Scaling (or zeroing) neuron j at `act` or `neuron` at every position multiplies what it sends through the
 down projection, so it equals scaling column j of that projection's weight (row j for GPT-2's Conv1D).

@@ -1,10 +1,10 @@
 """Fine-tune only the FFNs of chosen layers (SLAM, Fan et al. 2025) with the Hugging Face Trainer, and keep only
 what changed.
 
-    >>> nl.freeze_except_ffn(model, [0, 1, 2, 3, 4, 5], modules="up,down")   # trainable parameters; gate frozen
-    >>> delta = finetune(model, tok, read_sft("train.jsonl"), [0, 1, 2], FinetuneConfig(), out="run/")
-    >>> delta = Delta.load("run/"); delta.apply(base)                     # refuses another base model
-    >>> merge(base, delta).save_pretrained("merged/")                     # a plain Hugging Face checkpoint
+    nl.freeze_except_ffn(model, [0, 1, 2, 3, 4, 5], modules="up,down")   # trainable parameters; gate frozen
+    delta = finetune(model, tok, read_sft("train.jsonl"), [0, 1, 2], FinetuneConfig(), out="run/")
+    delta = Delta.load("run/"); delta.apply(base)                     # refuses another base model
+    merge(base, delta).save_pretrained("merged/")                     # a plain Hugging Face checkpoint
 
 `modules` names FFN projections through the ArchSpec: "up" (a gated FFN's up projection, or the single first
 projection of GPT-2, GPT-NeoX, OPT, BLOOM and Phi), "gate", "down", or "all" (every parameter: the full

@@ -1,12 +1,12 @@
 """Learned interventions (Stoehr et al. 2024): activation scalars, steering vectors and dynamic scalars.
 
-    >>> items = pronoun_task(swap=True)                   # {prompt, target, foil}: make target beat foil
-    >>> train_items, held_out = split(items, holdout=0.25)
-    >>> learned = train_scaling(model, tok, train_items, ScalingConfig(method="activscalar"))
-    >>> evaluate_scaling(model, tok, learned, held_out)   # flip rate, logit-difference change, KL, minimality
-    >>> with nl.apply(model, learned.to_plan()):          # the same entries training ran through
-    ...     model(**batch)
-    >>> learned.save("pronoun.safetensors"); learned = LearnedIntervention.load("pronoun.safetensors")
+    items = pronoun_task(swap=True)                   # {prompt, target, foil}: make target beat foil
+    train_items, held_out = split(items, holdout=0.25)
+    learned = train_scaling(model, tok, train_items, ScalingConfig(method="activscalar"))
+    evaluate_scaling(model, tok, learned, held_out)   # flip rate, logit-difference change, KL, minimality
+    with nl.apply(model, learned.to_plan()):          # the same entries training ran through
+        model(**batch)
+    learned.save("pronoun.safetensors"); learned = LearnedIntervention.load("pronoun.safetensors")
 
 Sites are (component, layer) with component in attn_out, ffn_out, resid; positions count from the end of the
 prompt (0 = the last token), so prompts of different lengths line up at the answer. The methods (learn/methods.py):

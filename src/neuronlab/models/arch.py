@@ -1,7 +1,7 @@
 """The ArchSpec table: every architecture difference neuronlab knows, as data.
 
-    >>> spec = arch_spec(model)                 # looked up by model.config.model_type
-    >>> spec.layers, spec.down
+    spec = arch_spec(model)                 # looked up by model.config.model_type
+    spec.layers, spec.down
     ('model.layers', 'mlp.down_proj')
 
 `layers`, `final_norm` and `unembed` are paths from the causal-LM module; the others are paths from one

@@ -1,7 +1,7 @@
 """An ArchSpec for a model outside the table: found in its module tree, then proved on a probe forward.
 
-    >>> spec = derive_spec(model)        # candidates by shape and name, chosen by what the numbers say
-    >>> verify_spec(model, spec)         # [] or the identities that failed
+    spec = derive_spec(model)        # candidates by shape and name, chosen by what the numbers say
+    verify_spec(model, spec)         # [] or the identities that failed
 
 Finding. The decoder layers are the ModuleList with `num_hidden_layers` entries; in layer 0 the attention block
 and the FFN block are children named like `attn`/`attention` and `mlp`/`ffn`/`feed_forward` (or the layer holds

@@ -1,7 +1,7 @@
 """GGUF files and the real models packaged on PyPI.
 
-    >>> model, tok = nl.load_model(packaged_path("gemma-3-270m"))      # a .gguf path loads like a folder
-    >>> convert("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2/")         # a plain Hugging Face checkpoint
+    model, tok = nl.load_model(packaged_path("gemma-3-270m"))      # a .gguf path loads like a folder
+    convert("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2/")         # a plain Hugging Face checkpoint
 
 A GGUF file loads through transformers' own GGUF support (`from_pretrained(folder, gguf_file=name)`, which needs
 the `gguf` package: `pip install "neuronlab[gguf]"`): its quantized weights are dequantized to float32 and its

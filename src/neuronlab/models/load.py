@@ -1,7 +1,7 @@
 """Load any Hugging Face causal LM and tokenizer, and describe a model so results can be matched to it.
 
->>> model, tok = load_model("EleutherAI/pythia-160m", revision="step1000", dtype="bfloat16")
->>> model, tok = load_model("../shared/models/stories260K")      # a local folder works the same way
+model, tok = load_model("EleutherAI/pythia-160m", revision="step1000", dtype="bfloat16")
+model, tok = load_model("../shared/models/stories260K")      # a local folder works the same way
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Sites: where neuronlab reads or writes a model's values, and the one place hooks are installed.
 
-    >>> site = Site.parse("layers.12.act")      # Site(layer=12, kind="act")
-    >>> with hooked(model, {site: lambda h: print(h.shape)}):   # h: [batch, pos, d_ff]
-    ...     model(**batch)
+    site = Site.parse("layers.12.act")      # Site(layer=12, kind="act")
+    with hooked(model, {site: lambda h: print(h.shape)}):   # h: [batch, pos, d_ff]
+        model(**batch)
 
 Kinds (see DESIGN.md): `act` the FFN activation output, `neuron` the input of the down projection,
 `ffn_out` / `attn_out` the block outputs added to the residual stream, `resid` the residual stream after
@@ -281,9 +281,9 @@ def trace(
 ) -> Iterator[Trace]:
     """Capture the values at `sites` during the forward passes run inside the block (baukit TraceDict style).
 
-        >>> with trace(model, [Site(3, "act"), Site(5, "resid")], stop=True) as tr:
-        ...     model(**batch)                 # stops right after the last traced site: nothing later runs
-        >>> tr[Site(3, "act")].shape           # [batch, pos, d_ff], detached
+        with trace(model, [Site(3, "act"), Site(5, "resid")], stop=True) as tr:
+            model(**batch)                 # stops right after the last traced site: nothing later runs
+        tr[Site(3, "act")].shape           # [batch, pos, d_ff], detached
 
     `reduce(site, value)` is called instead of keeping the value, and what it returns is kept unless None
     (record accumulates statistics there, so nothing of size [pos, width] is held). With `stop=True` the forward

@@ -1,7 +1,7 @@
 """record: stream texts through a model and accumulate per-neuron statistics at one site kind.
 
-    >>> stats = nl.record(model, tok, {"en": en_texts, "fr": fr_texts}, site="act", batch_size=8, max_length=512)
-    >>> stats = nl.record(model, tok, texts, checkpoint="s.safetensors")   # resumes from that file if it exists
+    stats = nl.record(model, tok, {"en": en_texts, "fr": fr_texts}, site="act", batch_size=8, max_length=512)
+    stats = nl.record(model, tok, texts, checkpoint="s.safetensors")   # resumes from that file if it exists
 
 How tokens are counted
 - Each text is tokenized on its own (with the tokenizer's special tokens, e.g. BOS), split into windows of

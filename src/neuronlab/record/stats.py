@@ -1,12 +1,12 @@
 """Stats: streaming, mergeable per-group, per-layer, per-neuron accumulators.
 
-    >>> stats = nl.record(model, tok, {"en": en, "fr": fr}, site="act")
-    >>> stats.groups, stats.tokens                 # ["en", "fr"], int64 [groups]
-    >>> stats.probability                          # active / tokens, float64 [groups, layers, neurons]
-    >>> stats.save("s.safetensors"); stats = Stats.load("s.safetensors")
-    >>> both = stats_en.merge(stats_fr)            # refuses stats of another model or site
-    >>> stats.add("en", values)                    # values: [tokens, layers, neurons]
-    >>> state = stats.state_dict(); Stats.empty(...).load_state_dict(state)
+    stats = nl.record(model, tok, {"en": en, "fr": fr}, site="act")
+    stats.groups, stats.tokens                 # ["en", "fr"], int64 [groups]
+    stats.probability                          # active / tokens, float64 [groups, layers, neurons]
+    stats.save("s.safetensors"); stats = Stats.load("s.safetensors")
+    both = stats_en.merge(stats_fr)            # refuses stats of another model or site
+    stats.add("en", values)                    # values: [tokens, layers, neurons]
+    state = stats.state_dict(); Stats.empty(...).load_state_dict(state)
 
 Counts are int64 and sums float64 whatever the model's dtype; memory does not grow with the corpus.
 Optional pooled values keep, for the first `pooled_texts` texts of each group, each neuron's mean and

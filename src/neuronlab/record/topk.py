@@ -1,11 +1,11 @@
 """Top activating contexts: for every neuron, the k tokens of a corpus where its value is highest, each with the
 tokens around it and the neuron's value on them (what `neuronlab view` shows).
 
-    >>> stats = nl.record(model, tok, texts, contexts=True, top_k=20)
-    >>> top = stats.contexts                   # TopContexts
-    >>> top.value[layer, :, neuron]            # float32 [k], highest first (-inf: fewer than k tokens counted)
-    >>> top.where(layer, neuron)               # [(value, group, text, position), ...]
-    >>> top.tokens[layer, :, neuron]           # int32 [k, CONTEXT]: ids around each peak (-1: outside the window)
+    stats = nl.record(model, tok, texts, contexts=True, top_k=20)
+    top = stats.contexts                   # TopContexts
+    top.value[layer, :, neuron]            # float32 [k], highest first (-inf: fewer than k tokens counted)
+    top.where(layer, neuron)               # [(value, group, text, position), ...]
+    top.tokens[layer, :, neuron]           # int32 [k, CONTEXT]: ids around each peak (-1: outside the window)
 
 Kept while recording, on the device of the activations: memory is k x neurons x CONTEXT, never the corpus.
 The order is value descending, ties by (group, text index, position in the text) ascending, so the result is

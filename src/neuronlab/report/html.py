@@ -1,8 +1,8 @@
 """One self-contained HTML report: sections of text, tables and PNG figures embedded as data URIs.
 
->>> report = Report("neuronlab demo")
->>> report.text("Setup", "<p>...</p>"); report.figure("Perplexity", png_bytes); report.table("Shift", rows)
->>> report.save("out/report.html")
+report = Report("neuronlab demo")
+report.text("Setup", "<p>...</p>"); report.figure("Perplexity", png_bytes); report.table("Shift", rows)
+report.save("out/report.html")
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The HTML report of the language-neuron pipeline (`neuronlab demo`), rendered from its results.json alone, so
 `neuronlab report` needs neither the model nor the demo.
 
-    >>> write_report(read_results("demo-out/results.json"), Path("demo-out/report.html"))
+    write_report(read_results("demo-out/results.json"), Path("demo-out/report.html"))
 """
 
 from __future__ import annotations

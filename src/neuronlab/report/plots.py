@@ -1,6 +1,6 @@
 """Figures for reports, as PNG bytes (matplotlib, headless). Each takes plain dicts from the evaluators.
 
->>> png = heatmap(matrix, rows, cols, "perplexity change")     # matrix[row][col] -> value
+png = heatmap(matrix, rows, cols, "perplexity change")     # matrix[row][col] -> value
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 recorded with top contexts.
 
     neuronlab view --stats s.safetensors --neurons neurons.json --out view/     # then open view/index.html
-    >>> write_view(stats, "view/", neurons=ns, effects=demo_results["perplexity_deactivate"]["change"])
-    >>> # view/index.html#L3N17: one neuron's page
+    write_view(stats, "view/", neurons=ns, effects=demo_results["perplexity_deactivate"]["change"])
+    # view/index.html#L3N17: one neuron's page
 
 The index lists neurons (filter by layer, group and score); a neuron's page shows its top contexts with each token
 shaded by the neuron's value on it, its activation probability per group as bars, its LAPE entropy, its AP per

@@ -1,10 +1,10 @@
 """Attribution: the neurons a group's (a language's) next-token log-likelihood leans on, found with gradients
 rather than by how often they fire (LAPE).
 
-    >>> attr = nl.attribute(model, tok, {"en": en, "fr": fr})                         # gradient x activation
-    >>> attr = nl.attribute(model, tok, texts, method="ig", steps=16, baseline="mean", stats=stats)
-    >>> ns = attribution_neurons(attr, per_group=100)             # a NeuronSet, used like lape's
-    >>> ns = attribution_neurons(attr, counts=lape_set)           # as many neurons per group as another set
+    attr = nl.attribute(model, tok, {"en": en, "fr": fr})                         # gradient x activation
+    attr = nl.attribute(model, tok, texts, method="ig", steps=16, baseline="mean", stats=stats)
+    ns = attribution_neurons(attr, per_group=100)             # a NeuronSet, used like lape's
+    ns = attribution_neurons(attr, counts=lape_set)           # as many neurons per group as another set
 
 The objective of group G is f = the sum over G's texts of log P(token | tokens before), over the tokens perplexity
 scores (each window predicts its tokens 1..; padding never counts). With a the neuron's activation at a position

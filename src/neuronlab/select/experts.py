@@ -1,10 +1,10 @@
 """Expert neurons (Suau et al.; Fedzechkina et al. 2025, arXiv 2502.15090): neurons whose response ranks a concept's
 sentences above other sentences.
 
-    >>> concepts = read_concepts("concepts.jsonl")                       # {concept: {"positive", "negative"}}
-    >>> resp = responses(model, tok, sentence_list(concepts), site="act")  # [sentences, layers, neurons], pooled
-    >>> ex = expertise(resp, concepts)                                    # AP, AUROC, on_p50, ... per concept
-    >>> ns = ex.experts(tau=0.5)                                         # NeuronSet: concept -> layer -> neurons
+    concepts = read_concepts("concepts.jsonl")                       # {concept: {"positive", "negative"}}
+    resp = responses(model, tok, sentence_list(concepts), site="act")  # [sentences, layers, neurons], pooled
+    ex = expertise(resp, concepts)                                    # AP, AUROC, on_p50, ... per concept
+    ns = ex.experts(tau=0.5)                                         # NeuronSet: concept -> layer -> neurons
 
 A neuron's response to a sentence is its value at `site` pooled over the sentence's tokens (max by default, or
 mean; padding and special tokens never count). Memory is sentences x layers x neurons values (2 bytes each in

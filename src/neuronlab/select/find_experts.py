@@ -1,9 +1,9 @@
 """The whole expert-neuron run in one call (what `neuronlab experts find` does), and the embedding baselines the
 alignment study compares experts with.
 
-    >>> ex = find_experts(model, tok, "ex/", words=["dog", "cat", "justice"], per_concept=20)
-    >>> ex = find_experts(model, tok, "ex/", concepts="concepts.jsonl")        # sentences from a file
-    >>> baselines = load_baselines("ex/")                                       # {name: [concepts, concepts]}
+    ex = find_experts(model, tok, "ex/", words=["dog", "cat", "justice"], per_concept=20)
+    ex = find_experts(model, tok, "ex/", concepts="concepts.jsonl")        # sentences from a file
+    baselines = load_baselines("ex/")                                       # {name: [concepts, concepts]}
 
 The folder gets concepts.jsonl (the sentences used), responses.safetensors (a checkpoint a rerun resumes from),
 expertise.safetensors, baselines.safetensors and experts.json (experts at `tau`).

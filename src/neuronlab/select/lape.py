@@ -1,10 +1,10 @@
 """Language-specific neurons from Stats: LAPE (Tang et al. 2024), the "language-activated" baseline, and
 the per-neuron activation values the amplification paper (Rahmanisa et al. 2025) sets neurons to.
 
-    >>> stats = nl.record(model, tok, texts, site="act", pooled_texts=100)
-    >>> ns = nl.lape(stats, top_rate=0.01)              # NeuronSet: language -> layer -> neurons
-    >>> base = activated(stats, n_texts=100)
-    >>> p_max = activation_values(stats, "max")         # float64 [languages, layers, neurons]
+    stats = nl.record(model, tok, texts, site="act", pooled_texts=100)
+    ns = nl.lape(stats, top_rate=0.01)              # NeuronSet: language -> layer -> neurons
+    base = activated(stats, n_texts=100)
+    p_max = activation_values(stats, "max")         # float64 [languages, layers, neurons]
 
 All three are pure functions of the Stats.
 """

@@ -1,9 +1,9 @@
 """Which layers handle languages: SLAM's layer selection (Fan et al. 2025, arXiv 2501.03681) from per-language Stats.
 
-    >>> stats = nl.record(model, tok, {"en": en, "fr": fr, "zh": zh}, site="act")
-    >>> sel = nl.select_layers(stats, k=6)              # LayerSelection: .layers (sorted), .scores (one per layer)
-    >>> sel.save("layers.json"); sel = LayerSelection.load("layers.json")
-    >>> nl.freeze_except_ffn(model, sel.layers)         # then fine-tune only those FFNs (learn/finetune.py)
+    stats = nl.record(model, tok, {"en": en, "fr": fr, "zh": zh}, site="act")
+    sel = nl.select_layers(stats, k=6)              # LayerSelection: .layers (sorted), .scores (one per layer)
+    sel.save("layers.json"); sel = LayerSelection.load("layers.json")
+    nl.freeze_except_ffn(model, sel.layers)         # then fine-tune only those FFNs (learn/finetune.py)
 
 Per layer l and language L, A_{l,L} is the set of neurons activated for L: those that fire (act > 0) on more than
 `threshold` of L's tokens. x_{l,L} is |A_{l,L}| (method "msd") or the overlap |A_{l,L} & A_{l,ref}| / |A_{l,L}| with the

@@ -1,10 +1,10 @@
 """NeuronSet: group label -> layer -> sorted neuron indices, with provenance.
 
->>> ns = NeuronSet({"fr": {12: [5, 40]}, "de": {3: [7]}}, meta={"method": "lape", "site": "act"})
->>> ns.groups, ns["fr"][12], ns.counts()       # ["fr", "de"], [5, 40], {"fr": {12: 2}, "de": {3: 1}}
->>> ns.subset(["fr"]) | other                  # union; `&` is the intersection
->>> ns.save("n.json"); ns = NeuronSet.load("n.json")
->>> ns.validate(model)                         # layer and index ranges, with a clear error
+ns = NeuronSet({"fr": {12: [5, 40]}, "de": {3: [7]}}, meta={"method": "lape", "site": "act"})
+ns.groups, ns["fr"][12], ns.counts()       # ["fr", "de"], [5, 40], {"fr": {12: 2}, "de": {3: 1}}
+ns.subset(["fr"]) | other                  # union; `&` is the intersection
+ns.save("n.json"); ns = NeuronSet.load("n.json")
+ns.validate(model)                         # layer and index ranges, with a clear error
 """
 
 from __future__ import annotations

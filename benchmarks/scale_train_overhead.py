@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 from _common import bench_device, gpt2_model, interleaved
 
-from neuronlab.learn.scalars import ScalingConfig, _Encoded, init_scaling, objective
+from neuronlab.learn.contrast_items import Encoded
+from neuronlab.learn.scalars import ScalingConfig, init_scaling, objective
 
 
 def main() -> None:
@@ -22,7 +23,7 @@ def main() -> None:
     model.requires_grad_(False)
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(3, 8192, (32, 16), generator=gen).to(device)
-    enc = _Encoded(
+    enc = Encoded(
         ids.tolist(), torch.randint(3, 8192, (32,), generator=gen), torch.randint(3, 8192, (32,), generator=gen)
     )
     cfg = ScalingConfig(positions=16)

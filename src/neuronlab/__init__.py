@@ -34,10 +34,11 @@ from neuronlab.models.sites import Site, hooked, trace
 from neuronlab.record.recorder import RecordConfig, record
 from neuronlab.record.stats import Stats
 from neuronlab.select.attribution import Attribution, AttributionConfig, attribute, attribution_neurons
-from neuronlab.select.experts import Expertise, auroc, average_precision, expertise, responses
+from neuronlab.select.experts import Expertise, expertise, responses
 from neuronlab.select.lape import LapeConfig, activated, activation_values, lape
 from neuronlab.select.layers import LayerConfig, LayerSelection, select_layers
 from neuronlab.select.neuron_set import NeuronSet
+from neuronlab.select.ranking import auroc, average_precision
 
 __version__ = "0.1.0"
 

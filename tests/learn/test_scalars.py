@@ -7,11 +7,10 @@ import pytest
 import torch
 
 import neuronlab as nl
+from neuronlab.learn.contrast_items import base_logits, encode
 from neuronlab.learn.methods import METHODS, LearnedIntervention
 from neuronlab.learn.scalars import (
     ScalingConfig,
-    _base_logits,
-    _encode,
     evaluate_scaling,
     init_scaling,
     logit_diff,
@@ -155,8 +154,8 @@ def test_gradient_check(method, tok):
     cfg = ScalingConfig(method=method, components=("attn_out", "resid"), layers=(1, 2), positions=3)
     s = _randomize(init_scaling(model, cfg, 3))
     keys = list(s.params)
-    enc = _encode(tok, ITEMS[:2])
-    z0 = _base_logits(model, enc, 8)
+    enc = encode(tok, ITEMS[:2])
+    z0 = base_logits(model, enc, 8)
     params = tuple(s.params[k].detach().double().requires_grad_(True) for k in keys)
 
     def loss(*ps):
@@ -222,8 +221,8 @@ def test_training_keeps_the_best_validation_parameters(tok):
     best = min(h["val_loss"] for h in history)
     assert math.isclose(s.meta["best_val_loss"], best, rel_tol=1e-6, abs_tol=1e-6)
     val = [i for i in items if i["group"] in s.meta["val_groups"]]
-    enc = _encode(tok, val)
-    z0 = _base_logits(model, enc, 8)
+    enc = encode(tok, val)
+    z0 = base_logits(model, enc, 8)
     with torch.no_grad():  # one item at a time: prompts differ in length
         got = sum(float(objective(model, s, enc, z0, [i], cfg)["loss"]) for i in range(len(val))) / len(val)
     assert math.isclose(got, best, rel_tol=1e-4, abs_tol=1e-5)

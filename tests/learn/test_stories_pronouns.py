@@ -6,8 +6,9 @@ import pytest
 
 import neuronlab as nl
 from neuronlab.data.contrast import pronoun_task, split
+from neuronlab.learn.contrast_items import encode
 from neuronlab.learn.methods import LearnedIntervention
-from neuronlab.learn.scalars import ScalingConfig, _encode, evaluate_scaling, init_scaling, train_scaling
+from neuronlab.learn.scalars import ScalingConfig, evaluate_scaling, init_scaling, train_scaling
 
 from ..conftest import STORIES, needs_shared
 
@@ -64,14 +65,14 @@ def test_dynscalar_trained_on_one_length_flips_other_lengths(stories, task):
         ),
         0.25,
     )
-    lengths = [len(ids) for ids in _encode(tok, train).ids]
+    lengths = [len(ids) for ids in encode(tok, train).ids]
     length = Counter(lengths).most_common(1)[0][0]
     one_length = [item for item, n in zip(train, lengths, strict=True) if n == length]
     learned = train_scaling(model, tok, one_length, ScalingConfig(method="dynscalar", faithfulness=0.3), progress=False)
     names = {item["group"] for item in held_out}
     for template in OTHER_TEMPLATES:
         items = [i for i in pronoun_task(swap=True, templates=(template,)) if i["group"] in names]
-        assert {len(ids) for ids in _encode(tok, items).ids}.isdisjoint({length})
+        assert {len(ids) for ids in encode(tok, items).ids}.isdisjoint({length})
         result = evaluate_scaling(model, tok, learned, items)
         print(template, result)
         assert result["accuracy_before"] == 0.0 and result["flip_rate"] >= 0.9

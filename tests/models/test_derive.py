@@ -8,8 +8,9 @@ import pytest
 import torch
 
 import neuronlab as nl
-from neuronlab.models.derive import derive_spec, spec_code, verify_spec
+from neuronlab.models.derive import derive_spec
 from neuronlab.models.sites import Site
+from neuronlab.models.verify import spec_code, verify_spec
 from neuronlab.testing import tiny_causal_lm
 
 from ..conftest import ARCHS, tiny_model

@@ -38,7 +38,8 @@ def test_the_archspec_is_proven_on_the_real_weights(real):
     """The table's spec equals the one derived from the module tree, and every identity holds on the real weights:
     resid(l) = hidden_states[l+1], h + attn_out + ffn_out = resid, the neurons are the only path through the down
     projection, and the unembedding of the final norm is the model's logits."""
-    from neuronlab.models.derive import derive_spec, verify_spec
+    from neuronlab.models.derive import derive_spec
+    from neuronlab.models.verify import verify_spec
 
     _, _, model, _ = real
     spec = nl.arch_spec(model)

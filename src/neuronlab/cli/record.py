@@ -106,8 +106,9 @@ def inspect_model(model: ModelRef) -> None:
     """The ArchSpec of a model (the table's row, or derived from its modules), as code to paste, and whether its
     sites pass the identities on a probe forward (resid = hidden_states, h + attn + ffn = resid, ...)."""
     from neuronlab.models.arch import ARCH_SPECS
-    from neuronlab.models.derive import derive_spec, spec_code, verify_spec
+    from neuronlab.models.derive import derive_spec
     from neuronlab.models.load import load_model
+    from neuronlab.models.verify import spec_code, verify_spec
 
     loaded, _ = load_model(model.name, dtype=model.dtype, device=model.device, revision=model.revision, check=False)
     model_type = loaded.config.model_type

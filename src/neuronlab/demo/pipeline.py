@@ -18,6 +18,7 @@ from pathlib import Path
 from neuronlab.analyze.alignment import jaccard
 from neuronlab.config import option
 from neuronlab.data.tasks import lss_items_from_texts, prompts_from_texts
+from neuronlab.demo.browser import top_neurons, write_browser
 from neuronlab.errors import NeuronlabError
 from neuronlab.evaluate.steering import factor_sweep, generation_shift, lss_matrix, perplexity_matrix
 from neuronlab.intervene.steer import steering_plan
@@ -25,7 +26,6 @@ from neuronlab.io import check_writable, write_json
 from neuronlab.models.arch import ArchSpec
 from neuronlab.record.recorder import record
 from neuronlab.report.language import write_report
-from neuronlab.report.viewer import write_view
 from neuronlab.select.attribution import attribute, attribution_neurons
 from neuronlab.select.lape import activated, lape
 from neuronlab.select.neuron_set import NeuronSet
@@ -316,39 +316,3 @@ def compare_attribution(
         "perplexity_deactivate": zero,
         "lss": lss,
     }
-
-
-def top_neurons(stats, ns: NeuronSet, per_language: int = 5) -> list[dict]:
-    """Each language's LAPE neurons of lowest entropy, with their activation probability there and elsewhere."""
-    from neuronlab.select.lape import lape_entropy
-
-    entropy, p = lape_entropy(stats), stats.probability
-    rows = []
-    for g, lang in enumerate(stats.groups):
-        pairs = sorted(ns.pairs(lang), key=lambda li: (float(entropy[li]), li))
-        for layer, i in pairs[:per_language]:
-            others = [float(p[j, layer, i]) for j in range(len(stats.groups)) if j != g]
-            rows.append(
-                {
-                    "language": lang,
-                    "layer": layer,
-                    "neuron": i,
-                    "entropy": float(entropy[layer, i]),
-                    "p_language": float(p[g, layer, i]),
-                    "p_other_max": max(others),
-                }
-            )
-    return rows
-
-
-def write_browser(stats, ns: NeuronSet, results: dict, out: Path) -> None:
-    """The neuron browser over LAPE's neurons (and the attribution neurons, as "L (attribution)")."""
-    sets, effects = dict(ns.neurons), dict(results["perplexity_deactivate"]["change"])
-    compared = results.get("attribution")
-    if compared is not None:
-        found = NeuronSet.load(out.parent / "attribution_neurons.json")
-        sets.update({f"{t} (attribution)": found[t] for t in found.groups})
-        effects.update({f"{t} (attribution)": c for t, c in compared["perplexity_deactivate"]["change"].items()})
-    both = NeuronSet(sets, {**ns.meta, "method": "LAPE and attribution"})
-    name = Path(results["model"].get("name_or_path") or "the model").name
-    write_view(stats, out, both, effects=effects, limit=10_000, title=f"neurons of {name} (LAPE and attribution)")

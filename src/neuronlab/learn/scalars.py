@@ -38,11 +38,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from neuronlab.config import option
-from neuronlab.data.batching import forward_takes, model_inputs
 from neuronlab.data.contrast import check_items, split
 from neuronlab.errors import NeuronlabError
-from neuronlab.evaluate.perplexity import continuation_ids
 from neuronlab.intervene.apply import apply
+from neuronlab.learn.contrast_items import Encoded, base_logits, encode, last_logits, same_length_batches
 from neuronlab.learn.methods import COMPONENTS, LearnedIntervention, method
 from neuronlab.models.arch import ArchSpec
 from neuronlab.models.load import model_info
@@ -85,66 +84,6 @@ class ScalingConfig:
             raise NeuronlabError("batch_size must be at least 1 and val_fraction in [0, 1)")
 
 
-# ---------------------------------------------------------------- encoding items
-
-
-@dataclass
-class _Encoded:
-    ids: list[list[int]]
-    target: Tensor  # [n] first token of each target
-    foil: Tensor
-
-
-def _encode(tokenizer, items: Sequence[dict]) -> _Encoded:
-    ids, target, foil = [], [], []
-    for i, item in enumerate(items):
-        p, t = continuation_ids(tokenizer, item["prompt"], item["target"])
-        _, f = continuation_ids(tokenizer, item["prompt"], item["foil"])
-        if not p or not t or not f:
-            raise NeuronlabError(f"item {i + 1} ({item['prompt'][:40]!r}): prompt, target or foil has no tokens")
-        if t[0] == f[0]:
-            raise NeuronlabError(
-                f"item {i + 1}: target {item['target']!r} and foil {item['foil']!r} start with the "
-                "same token; the logit difference is taken on the first token, so make them differ"
-            )
-        ids.append(p)
-        target.append(t[0])
-        foil.append(f[0])
-    return _Encoded(ids, torch.tensor(target), torch.tensor(foil))
-
-
-def _batches(enc: _Encoded, batch_size: int, shuffle: random.Random | None = None) -> list[list[int]]:
-    """Item indices in batches of equal token length (no padding, so positions from the end line up)."""
-    by_len: dict[int, list[int]] = {}
-    for i, row in enumerate(enc.ids):
-        by_len.setdefault(len(row), []).append(i)
-    out = []
-    for idx in by_len.values():
-        if shuffle is not None:
-            shuffle.shuffle(idx)
-        out += [idx[s : s + batch_size] for s in range(0, len(idx), batch_size)]
-    if shuffle is not None:
-        shuffle.shuffle(out)
-    return out
-
-
-def _last_logits(model, enc: _Encoded, idx: list[int]) -> Tensor:
-    ids = torch.tensor([enc.ids[i] for i in idx])
-    keep = {"logits_to_keep": 1} if forward_takes(model, "logits_to_keep") else {}
-    z = model(**model_inputs(model, ids), **keep).logits[:, -1]  # [batch, vocab]; only the last position is unembedded
-    return z if z.dtype == torch.float64 else z.float()
-
-
-def _base_logits(model, enc: _Encoded, batch_size: int) -> Tensor:
-    """Last-position logits of every item, in item order, on the CPU: [n, vocab]."""
-    order, parts = [], []
-    with torch.no_grad():
-        for idx in _batches(enc, batch_size):
-            order += idx
-            parts.append(_last_logits(model, enc, idx).cpu())
-    return torch.cat(parts)[torch.argsort(torch.tensor(order))]
-
-
 # ---------------------------------------------------------------- objective
 
 
@@ -185,7 +124,7 @@ def _frozen(model):
 def objective(
     model,
     learned: LearnedIntervention,
-    enc: _Encoded,
+    enc: Encoded,
     z0: Tensor,
     idx: list[int],
     cfg: ScalingConfig,
@@ -194,7 +133,7 @@ def objective(
     """Loss terms for one batch (see module doc); "loss" is their weighted sum. The intervention runs through
     `nl.apply` on its Plan entries (undetached), the same path that applies it after training."""
     with apply(model, learned.to_plan(detach=False), arch):
-        z = _last_logits(model, enc, idx)
+        z = last_logits(model, enc, idx)
     base = z0[idx].to(z.device)
     eff = F.softplus(-logit_diff(z, enc.target[idx], enc.foil[idx])).mean()
     kl = rest_kl(base, z, enc.target[idx], enc.foil[idx]).mean()
@@ -226,7 +165,7 @@ def init_scaling(model, cfg: ScalingConfig, positions: int, arch: ArchSpec | Non
 def _mean_loss(model, learned, enc, z0, cfg, arch) -> float:
     total, n = 0.0, 0
     with torch.no_grad():
-        for idx in _batches(enc, cfg.batch_size):
+        for idx in same_length_batches(enc, cfg.batch_size):
             total += float(objective(model, learned, enc, z0, idx, cfg, arch)["loss"]) * len(idx)
             n += len(idx)
     return total / n
@@ -249,7 +188,7 @@ def train_scaling(
         fit, val = split(items, cfg.val_fraction, cfg.seed)
     else:
         fit, val = list(items), []
-    enc, venc = _encode(tokenizer, fit), _encode(tokenizer, val) if val else None
+    enc, venc = encode(tokenizer, fit), encode(tokenizer, val) if val else None
     positions = cfg.positions or max(len(r) for r in enc.ids)
     torch.manual_seed(cfg.seed)
     scaling = init_scaling(model, cfg, positions, arch)
@@ -257,13 +196,13 @@ def train_scaling(
     rng = random.Random(cfg.seed)
     history: list[dict] = []
     with _frozen(model):
-        z0 = _base_logits(model, enc, cfg.batch_size)
-        vz0 = _base_logits(model, venc, cfg.batch_size) if venc else None
+        z0 = base_logits(model, enc, cfg.batch_size)
+        vz0 = base_logits(model, venc, cfg.batch_size) if venc else None
         best, best_loss, since = None, float("inf"), 0
         bar = tqdm(range(cfg.epochs), desc=f"train {cfg.method}", disable=not progress, dynamic_ncols=True)
         for epoch in bar:
             terms = {"loss": 0.0, "effectiveness": 0.0, "faithfulness": 0.0, "minimality": 0.0}
-            for idx in _batches(enc, cfg.batch_size, rng):
+            for idx in same_length_batches(enc, cfg.batch_size, rng):
                 out = objective(model, scaling, enc, z0, idx, cfg, arch)
                 opt.zero_grad()
                 out["loss"].backward()
@@ -308,11 +247,11 @@ def evaluate_scaling(
     items the model got "wrong" before: None if there are none), mean logit difference before, after and its
     change, mean KL on the other tokens, and parameters, L1 and scalars moved more than eps."""
     scaling.check_model(model, arch)
-    enc = _encode(tokenizer, check_items(items, "the evaluation items"))
+    enc = encode(tokenizer, check_items(items, "the evaluation items"))
     with torch.no_grad():
-        z0 = _base_logits(model, enc, batch_size)
+        z0 = base_logits(model, enc, batch_size)
         with apply(model, scaling.to_plan(), arch):
-            z = _base_logits(model, enc, batch_size)
+            z = base_logits(model, enc, batch_size)
     before, after = logit_diff(z0, enc.target, enc.foil), logit_diff(z, enc.target, enc.foil)
     wrong = before <= 0
     return {

@@ -221,7 +221,8 @@ def arch_spec(model, arch: ArchSpec | None = None) -> ArchSpec:
         return ARCH_SPECS[model_type]
     if model in _DERIVED:
         return _DERIVED[model]
-    from neuronlab.models.derive import derive_spec, spec_code, verify_spec
+    from neuronlab.models.derive import derive_spec
+    from neuronlab.models.verify import spec_code, verify_spec
 
     how = _HOW_TO.format(model_type=model_type)
     try:

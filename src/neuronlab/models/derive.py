@@ -1,7 +1,7 @@
 """An ArchSpec for a model outside the table: found in its module tree, then proved on a probe forward.
 
     spec = derive_spec(model)        # candidates by shape and name, chosen by what the numbers say
-    verify_spec(model, spec)         # [] or the identities that failed
+    verify_spec(model, spec)         # [] or the identities that failed (models/verify.py)
 
 Finding. The decoder layers are the ModuleList with `num_hidden_layers` entries; in layer 0 the attention block
 and the FFN block are children named like `attn`/`attention` and `mlp`/`ffn`/`feed_forward` (or the layer holds
@@ -13,27 +13,19 @@ expert e sees only the tokens routed to e; there is no one [batch, pos, d_ff] va
 added to the residual stream and the final norm are chosen among the candidates (the block, its last
 projection, a post-norm) by the identities below.
 
-Proving (`verify_spec`, through the same hooks every method uses), on 2 x 7 seeded token ids:
-  1. resid(l) equals Hugging Face's `hidden_states[l + 1]` (the last layer: before or after the final norm);
-  2. hidden_states[l] + attn_out(l) + ffn_out(l) equals resid(l);
-  3. with every `neuron` of every layer set to zero, each layer's ffn_out is the same for every token (the down
-     projection is the only way from the neurons to the residual stream), and act and neuron have d_ff values;
-  4. the unembedding of the final norm's output, soft-capped where the family caps, equals the model's logits.
-Tolerance: 1e-4 of the largest value compared (float32), 3e-2 in 16-bit dtypes.
+Proving: `neuronlab.models.verify`.
 """
 
 from __future__ import annotations
 
 import re
-from contextlib import contextmanager
-from dataclasses import fields
 
 import torch
 from torch import Tensor, nn
 
 from neuronlab.errors import NeuronlabError
 from neuronlab.models.arch import ArchSpec, text_config
-from neuronlab.models.sites import get_module, module_device
+from neuronlab.models.verify import adds_up, capture, close, probe_inputs, tolerance
 
 ATTN = re.compile(r"att", re.I)
 FFN = re.compile(r"mlp|ffn|feed_?forward|moe", re.I)
@@ -199,63 +191,6 @@ def _candidates(model: nn.Module) -> dict:
     return out
 
 
-def _probe(model: nn.Module) -> dict:
-    vocab = model.get_input_embeddings().weight.shape[0]
-    gen = torch.Generator().manual_seed(0)
-    device = module_device(model.get_input_embeddings())
-    ids = torch.randint(min(3, vocab - 1), vocab, (2, 7), generator=gen).to(device)
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-
-
-@contextmanager
-def _capture(model: nn.Module, paths: dict[str, str], inputs: tuple[str, ...] = ()):
-    """{key: output (or input, for keys in `inputs`) of the module at path} for one forward pass; hooks removed
-    after."""
-    seen: dict[str, Tensor] = {}
-    handles = []
-
-    def keep(key):
-        def hook(_m, args, output):
-            value = args[0] if key in inputs else output
-            value = value[0] if isinstance(value, tuple) else value
-            if isinstance(value, Tensor):
-                seen[key] = value.detach().clone()  # a copy: some layers add to a block's output in place (Falcon)
-
-        return hook
-
-    try:
-        for key, path in paths.items():
-            handles.append(get_module(model, path).register_forward_hook(keep(key)))
-        yield seen
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def _like(a: Tensor, b: Tensor) -> Tensor:
-    """`a` in the shape of `b` where it holds the same tokens flattened (an FFN on [batch * pos, width], OPT)."""
-    return a.view(b.shape) if a.shape != b.shape and a.dim() == 2 and a.numel() == b.numel() else a
-
-
-def _close(a: Tensor, b: Tensor, tol: float) -> bool:
-    a = _like(a, b)
-    if a.shape != b.shape:
-        return False
-    a, b = a.double(), b.double()
-    scale = max(float(a.abs().max()), float(b.abs().max()), 1e-6)
-    return float((a - b).abs().max()) <= tol * scale
-
-
-def _tol(model: nn.Module) -> float:
-    return 1e-4 if next(model.parameters()).dtype == torch.float32 else 3e-2
-
-
-def _adds_up(h: Tensor, attn: Tensor, ffn: Tensor, resid: Tensor, tol: float) -> bool:
-    """h + attn + ffn == resid (False where the shapes do not fit)."""
-    attn, ffn = _like(attn, h), _like(ffn, h)
-    return attn.shape == ffn.shape == h.shape == resid.shape and _close(h + attn + ffn, resid, tol)
-
-
 def derive_spec(model: nn.Module) -> ArchSpec:
     """The ArchSpec of `model` from its module tree, the block outputs and final norm chosen by one probe forward.
     Raises NeuronlabError naming what was not found; `verify_spec` proves the result."""
@@ -270,15 +205,15 @@ def derive_spec(model: nn.Module) -> ArchSpec:
     paths |= {f"norm:{p}": p for p in c["final_norm"]} | {"unembed": c["unembed"]}
     if c["down"]:  # its input tells a flat FFN ([batch * pos, d_ff], OPT) in the same forward
         paths["down_in"] = f"{c['layers']}.0.{c['down']}"
-    with _capture(model, paths, inputs=("unembed", "down_in")) as seen, torch.no_grad():
-        hs = model(**_probe(model), output_hidden_states=True, use_cache=False).hidden_states
-    tol, chosen = _tol(model), None
+    with capture(model, paths, inputs=("unembed", "down_in")) as seen, torch.no_grad():
+        hs = model(**probe_inputs(model), output_hidden_states=True, use_cache=False).hidden_states
+    tol, chosen = tolerance(model), None
     for a in c["attn_out"]:
         for f in c["ffn_out"]:
             if a == f or any(f"attn_out:{i}:{a}" not in seen or f"ffn_out:{i}:{f}" not in seen for i in range(n)):
                 continue
             if all(
-                _adds_up(hs[i], seen[f"attn_out:{i}:{a}"], seen[f"ffn_out:{i}:{f}"], hs[i + 1], tol)
+                adds_up(hs[i], seen[f"attn_out:{i}:{a}"], seen[f"ffn_out:{i}:{f}"], hs[i + 1], tol)
                 for i in range(n - 1)
             ):
                 chosen = (a, f)
@@ -295,7 +230,7 @@ def derive_spec(model: nn.Module) -> ArchSpec:
         (
             p
             for p in c["final_norm"]
-            if f"norm:{p}" in seen and "unembed" in seen and _close(seen[f"norm:{p}"], seen["unembed"], tol)
+            if f"norm:{p}" in seen and "unembed" in seen and close(seen[f"norm:{p}"], seen["unembed"], tol)
         ),
         None,
     )
@@ -322,61 +257,3 @@ def derive_spec(model: nn.Module) -> ArchSpec:
         flat_ffn="down_in" in seen and seen["down_in"].dim() == 2,
         logit_scale="logit_scale" if isinstance(getattr(config, "logit_scale", None), (int, float)) else None,
     )
-
-
-def verify_spec(model: nn.Module, spec: ArchSpec) -> list[str]:
-    """The identities of the module docstring that fail for `spec` on `model` (empty: every site is proven)."""
-    from neuronlab.models.sites import Site, decoder_layers, down_weight_io, hooked, trace
-
-    n = len(decoder_layers(model, spec))
-    tol, failed, probe = _tol(model), [], _probe(model)
-    kinds = ["resid", "attn_out", "ffn_out"] + (["neuron"] if spec.down else []) + (["act"] if spec.act else [])
-    sites = [Site(i, k) for i in range(n) for k in kinds]
-    head = {"norm": spec.final_norm, "unembed": spec.unembed, "unembed_in": spec.unembed}
-    with trace(model, sites, arch=spec) as tr, _capture(model, head, inputs=("unembed_in",)) as out, torch.no_grad():
-        res = model(**probe, output_hidden_states=True, use_cache=False)
-    hs = res.hidden_states
-    if tr.missing():
-        return [f"sites never ran: {', '.join(map(str, tr.missing()[:4]))}"]
-    for i in range(n):
-        resid = tr[Site(i, "resid")]
-        if not (_close(resid, hs[i + 1], tol) or (i == n - 1 and _close(out.get("norm", resid), hs[i + 1], tol))):
-            failed.append(f"resid({i}) is not hidden_states[{i + 1}]")
-        if not _adds_up(hs[i], tr[Site(i, "attn_out")], tr[Site(i, "ffn_out")], resid, tol):
-            failed.append(f"hidden_states[{i}] + attn_out({i}) + ffn_out({i}) is not resid({i})")
-    if spec.down:
-        d_ff = down_weight_io(model, spec)[0]
-        for i in range(n):
-            for k in ("act", "neuron") if spec.act else ("neuron",):
-                if tr[Site(i, k)].shape[-1] != d_ff:
-                    failed.append(f"{k}({i}) has {tr[Site(i, k)].shape[-1]} values, the down projection takes {d_ff}")
-        zero = {Site(i, "neuron"): (lambda h: torch.zeros_like(h)) for i in range(n)}
-        outs = [Site(i, "ffn_out") for i in range(n)]
-        with hooked(model, zero, spec), trace(model, outs, arch=spec) as z, torch.no_grad():
-            model(**probe, use_cache=False)
-        for i in range(n):
-            v = z[Site(i, "ffn_out")].flatten(0, -2)
-            if not _close(v, v[:1].expand_as(v), tol):
-                failed.append(
-                    f"with every neuron of layer {i} at zero, ffn_out({i}) still depends on the token: "
-                    f"{spec.down!r} is not the only path from the neurons"
-                )
-    logits = out.get("unembed")
-    if logits is not None:
-        logits = spec.logits(text_config(model), logits)
-    fed = "norm" in out and "unembed_in" in out and _close(out["norm"], out["unembed_in"], tol)
-    if logits is None or not fed or not _close(logits, res.logits, tol):
-        failed.append(f"{spec.unembed}({spec.final_norm}(...)) is not the model's logits (the logit lens would be off)")
-    return failed
-
-
-def spec_code(spec: ArchSpec) -> str:
-    """`spec` as Python to paste: nl.ArchSpec(...) with the required fields and those that differ from the default."""
-    from dataclasses import MISSING
-
-    parts = [
-        f"{f.name}={getattr(spec, f.name)!r}"
-        for f in fields(spec)
-        if f.default is MISSING or getattr(spec, f.name) != f.default
-    ]
-    return "nl.ArchSpec(" + ", ".join(parts) + ")"

@@ -185,7 +185,7 @@ def record(
     if size == 1:
         stats = fresh(pooled_texts)
         if checkpoint is not None and Path(checkpoint).is_file():
-            stats = _resume(stats, Stats.load(checkpoint))
+            stats = stats.resumed(Stats.load(checkpoint))
             stats.meta.setdefault("world_size", 1)  # files written before ranks existed
         return _record(model, tokenizer, texts, stats, checkpoint, progress, **run)
     return _record_ranks(model, tokenizer, texts, fresh, checkpoint, progress, rank, size, pooled_texts, run)
@@ -303,7 +303,7 @@ def _record_ranks(
     if checkpoint is not None:
         checkpoint = Path(checkpoint)
         if checkpoint.is_file():
-            done = _resume(fresh(pooled_texts), Stats.load(checkpoint))
+            done = fresh(pooled_texts).resumed(Stats.load(checkpoint))
             if set(done.meta["complete"]) == set(groups):
                 return done
             raise NeuronlabError(
@@ -313,7 +313,7 @@ def _record_ranks(
         mine = rank_path(checkpoint, rank, size)
     local = fresh(pooled_texts if rank == 0 else 0)
     if mine is not None and mine.is_file():
-        local = _resume(local, Stats.load(mine))
+        local = local.resumed(Stats.load(mine))
     shards = {g: Shard(texts[g], rank, size, first=pooled_texts) for g in groups}
     with own_files():
         local = _record(model, tokenizer, shards, local, mine, progress and rank == 0, allow_empty=True, **run)
@@ -334,20 +334,3 @@ def _record_ranks(
     if checkpoint is not None:
         hand_over(mine, lambda: stats.save(checkpoint))
     return stats
-
-
-def _resume(fresh: Stats, saved: Stats) -> Stats:
-    """Continue from a checkpoint: same model, site and settings; groups are taken from `fresh`."""
-    fresh.check_compatible(saved)
-    if saved.meta.get("settings") != fresh.meta["settings"]:
-        raise NeuronlabError(
-            f"the checkpoint was recorded with other settings ({saved.meta.get('settings')}); "
-            "use the same settings to resume, or another checkpoint path to start over"
-        )
-    extra = [g for g in saved.groups if g not in fresh.groups]
-    if extra:
-        raise NeuronlabError(f"the checkpoint holds groups {extra} that this run does not: pass the same groups")
-    merged = saved.merge(fresh)  # adds empty rows for groups not yet started
-    merged = merged.subset(fresh.groups)
-    merged.meta["complete"] = [g for g in saved.meta.get("complete", []) if g in fresh.groups]
-    return merged

@@ -212,6 +212,22 @@ class Stats:
             out.meta["pieces"] = {**other.meta.get("pieces", {}), **self.meta.get("pieces", {})}
         return out
 
+    def resumed(self, saved: Stats) -> Stats:
+        """This fresh run continued from the checkpoint `saved` (same model, site and settings; its groups are this
+        run's, and `meta["complete"]` says which of them the checkpoint finished)."""
+        self.check_compatible(saved)
+        if saved.meta.get("settings") != self.meta["settings"]:
+            raise NeuronlabError(
+                f"the checkpoint was recorded with other settings ({saved.meta.get('settings')}); "
+                "use the same settings to resume, or another checkpoint path to start over"
+            )
+        extra = [g for g in saved.groups if g not in self.groups]
+        if extra:
+            raise NeuronlabError(f"the checkpoint holds groups {extra} that this run does not: pass the same groups")
+        merged = saved.merge(self).subset(self.groups)  # adds empty rows for groups not yet started
+        merged.meta["complete"] = [g for g in saved.meta.get("complete", []) if g in self.groups]
+        return merged
+
     def subset(self, groups: list[str]) -> Stats:
         """Stats with only the named groups, in that order (top contexts: those of these groups among the top k)."""
         idx = torch.tensor([self.index(g) for g in groups], dtype=torch.long)

@@ -109,6 +109,7 @@ def _site_hook(call: _Call, edits: list[tuple[Intervention, Tensor | None, float
         for iv, idx, value in edits:
             rows = call.rows(iv.positions, h.shape[0], h.shape[1], h.device)
             if iv.per_position(value):
+                assert isinstance(iv.positions, slice) and isinstance(value, Tensor) and rows is not None
                 value, has = call.along(iv.positions, value, h.shape[1])
                 value = value[:, None] if value.dim() == 1 else value  # one factor per position: [pos, 1]
                 rows = rows & has[None, :]  # a slice: rows is a mask

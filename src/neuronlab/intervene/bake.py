@@ -12,9 +12,10 @@ cannot be baked: bake refuses it and says so.
 from __future__ import annotations
 
 import copy
+from typing import cast
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from neuronlab.errors import NeuronlabError
 from neuronlab.intervene.apply import compile_plan
@@ -53,11 +54,13 @@ def bake(model: nn.Module, plan: Plan, arch: ArchSpec | None = None) -> nn.Modul
     spec = arch_spec(model, arch)
     baked = copy.deepcopy(model)
     layers = decoder_layers(baked, arch)
+    if spec.down is None:
+        raise NeuronlabError("bake writes into the FFN down projection, and this model has none (a mixture of experts)")
     with torch.no_grad():
         for site, edits in compiled.items():
-            down = get_module(layers[site.layer], spec.down)
-            d_ff = down.weight.shape[0] if spec.conv1d else down.weight.shape[1]
-            scale = torch.ones(d_ff, dtype=torch.float32, device=down.weight.device)
+            w = cast(Tensor, get_module(layers[site.layer], spec.down).weight)
+            d_ff = w.shape[0] if spec.conv1d else w.shape[1]
+            scale = torch.ones(d_ff, dtype=torch.float32, device=w.device)
             for iv, idx, value in edits:
                 iv.per_position(value)  # a per-position factor needs chosen positions: refused above
                 factor = _factor(iv, value)
@@ -66,6 +69,5 @@ def bake(model: nn.Module, plan: Plan, arch: ArchSpec | None = None) -> nn.Modul
                     scale *= factor
                 else:
                     scale[idx] *= factor
-            w = down.weight
             w.copy_(w * (scale[:, None] if spec.conv1d else scale[None, :]).to(w.dtype))
     return baked

@@ -82,8 +82,9 @@ class Intervention:
 
     def targets(self, n_layers: int) -> dict[int, list[int] | None]:
         """layer -> neuron indices (None: the whole site) this intervention touches."""
+        chosen: dict[int, list[int] | None]
         if isinstance(self.neurons, NeuronSet):
-            chosen = self.neurons.layers()
+            chosen = dict(self.neurons.layers().items())
             if self.layers is not None:
                 chosen = {layer: idx for layer, idx in chosen.items() if layer in set(self.layers)}
         else:
@@ -234,7 +235,8 @@ class DynScale(Intervention):
             raise NeuronlabError("DynScale needs a tensor of weights and a bias (k + 1 numbers) per layer")
         return v
 
-    def edit(self, x: Tensor, value: Tensor, h: Tensor) -> Tensor:
+    def edit(self, x: Tensor, value: float | Tensor, h: Tensor) -> Tensor:
+        assert isinstance(value, Tensor)  # value_at checked it
         return x * dyn_alpha(x, value[:-1], value[-1])[..., None].to(x.dtype)
 
 
@@ -302,7 +304,7 @@ class Plan:
     def load(cls, path: str | Path) -> Plan:
         path = Path(path)
         data = read_json(path, "plan", (FORMAT, *OLD_FORMATS))
-        tensors = {}
+        tensors: dict[str, Tensor] = {}
         if data.get("tensors"):
             tensors, _ = read_safetensors(path.parent / data["tensors"], TENSORS_FORMAT, "plan tensors")
         try:

@@ -217,7 +217,7 @@ def arch_spec(model, arch: ArchSpec | None = None) -> ArchSpec:
     if arch is not None:
         return arch
     model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type in ARCH_SPECS:
+    if isinstance(model_type, str) and model_type in ARCH_SPECS:
         return ARCH_SPECS[model_type]
     if model in _DERIVED:
         return _DERIVED[model]

@@ -19,6 +19,8 @@ Proving: `neuronlab.models.verify`.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -74,7 +76,9 @@ def _find_layers(model: nn.Module, n_layers: int | None) -> str:
     fitting = [
         n
         for n in fitting
-        if any(FFN.search(c) or ATTN.search(c) for c, _ in model.get_submodule(n)[0].named_children())
+        if any(
+            FFN.search(c) or ATTN.search(c) for c, _ in cast(nn.ModuleList, model.get_submodule(n))[0].named_children()
+        )
     ]
     if not fitting:
         raise NeuronlabError(f"no list of {n_layers} decoder layers with attention or FFN blocks found")
@@ -92,12 +96,31 @@ def _is_moe(ffn: nn.Module, config) -> bool:
     )
 
 
-def _candidates(model: nn.Module) -> dict:
+@dataclass
+class Candidates:
+    """Module paths for every role of an ArchSpec: one path, or several (first = preferred) where the probe forward
+    must decide."""
+
+    layers: str
+    unembed: str = ""
+    act: str | None = None
+    down: str | None = None
+    up: str | None = None
+    gate: str | None = None
+    fused: bool = False  # up and gate in one projection of 2 d_ff outputs
+    conv1d: bool = False  # GPT-2's transposed weights
+    router: str | None = None  # mixtures of experts: the router inside the FFN block
+    attn_out: list[str] = field(default_factory=list)
+    ffn_out: list[str] = field(default_factory=list)
+    final_norm: list[str] = field(default_factory=list)
+
+
+def _candidates(model: Any) -> Candidates:
     """Module paths for every role, several where the numbers must decide (first = preferred)."""
     config = text_config(model)
     d_model = getattr(config, "hidden_size", None) or model.get_input_embeddings().weight.shape[1]
     layers_path = _find_layers(model, getattr(config, "num_hidden_layers", None))
-    layers = model.get_submodule(layers_path)
+    layers = cast(nn.ModuleList, model.get_submodule(layers_path))
     layer = layers[0]
     children = dict(layer.named_children())
     blocks = {n: m for n, m in children.items() if any(True for _ in m.parameters()) and not _is_norm(n, m)}
@@ -116,20 +139,11 @@ def _candidates(model: nn.Module) -> dict:
             f"layer {type(layer).__name__} has no FFN block (a child named like mlp, ffn or "
             f"feed_forward among {', '.join(children)})"
         )
-    out = {
-        "layers": layers_path,
-        "act": None,
-        "down": None,
-        "up": None,
-        "gate": None,
-        "fused": False,
-        "conv1d": False,
-        "router": None,
-    }
+    out = Candidates(layers=layers_path)
     moe = [lay.get_submodule(ffn) for lay in layers if ffn and _has(lay, ffn)]
     moe = [block for block in moe if _is_moe(block, config)]
     if moe:  # any layer; the router is read off the first expert layer (DeepSeek's first layers are dense)
-        out["router"] = next(
+        out.router = next(
             (
                 prefix + n
                 for n, m in moe[0].named_children()
@@ -138,7 +152,7 @@ def _candidates(model: nn.Module) -> dict:
             None,
         )
     else:
-        proj = {n: _linear_io(m) for n, m in inside.items() if _linear_io(m)}
+        proj = {n: io for n, m in inside.items() if (io := _linear_io(m)) is not None}
         downs = [n for n, (i, o) in proj.items() if o == d_model and i != d_model]
         if len(downs) != 1:
             raise NeuronlabError(
@@ -149,11 +163,11 @@ def _candidates(model: nn.Module) -> dict:
         d_ff = proj[down][0]
         ups = [n for n, (i, o) in proj.items() if i == d_model and o in (d_ff, 2 * d_ff)]
         gates = [n for n in ups if re.search(r"gate|w1$", n)]
-        out["gate"] = prefix + gates[0] if gates and len(ups) == 2 else None
-        plain = [n for n in ups if prefix + n != out["gate"]]
+        out.gate = prefix + gates[0] if gates and len(ups) == 2 else None
+        plain = [n for n in ups if prefix + n != out.gate]
         if plain:
-            out["up"] = prefix + plain[0]
-            out["fused"] = proj[plain[0]][1] == 2 * d_ff and out["gate"] is None
+            out.up = prefix + plain[0]
+            out.fused = proj[plain[0]][1] == 2 * d_ff and out.gate is None
         acts = [
             n
             for n, m in inside.items()
@@ -162,24 +176,24 @@ def _candidates(model: nn.Module) -> dict:
             and ACT.search(type(m).__name__ + " " + n.rsplit(".", 1)[-1])
             and "dropout" not in n.lower()
         ]
-        out["act"] = prefix + min(acts, key=lambda n: n.count(".")) if acts else None
-        out["down"] = prefix + down
-        out["conv1d"] = type(inside[down]).__name__ == "Conv1D"
+        out.act = prefix + min(acts, key=lambda n: n.count(".")) if acts else None
+        out.down = prefix + down
+        out.conv1d = type(inside[down]).__name__ == "Conv1D"
     att_mod = layer.get_submodule(attn)
     att_proj = [n for n, m in att_mod.named_modules() if n and (_linear_io(m) or (0, 0))[1] == d_model]
     norms = [n for n, m in children.items() if _is_norm(n, m)]
-    out["attn_out"] = [
+    out.attn_out = [
         p
         for p in [attn] + ([f"{attn}.{att_proj[-1]}"] if att_proj else []) + norms
         if all(_has(lay, p) for lay in layers)
     ]
-    out["ffn_out"] = [
+    out.ffn_out = [
         p
-        for p in ([ffn] if ffn else []) + ([out["down"]] if out["down"] else []) + norms
+        for p in ([ffn] if ffn else []) + ([out.down] if out.down else []) + norms
         if all(_has(lay, p) for lay in layers)
     ]
     inside_layers = {id(m) for m in layers.modules()}
-    out["final_norm"] = [
+    out.final_norm = [
         n
         for n, m in model.named_modules()
         if n and id(m) not in inside_layers and _is_norm(n, m) and not list(m.children())
@@ -187,7 +201,7 @@ def _candidates(model: nn.Module) -> dict:
     unembed = model.get_output_embeddings()
     if unembed is None:
         raise NeuronlabError(f"{type(model).__name__} has no output embeddings (get_output_embeddings() is None)")
-    out["unembed"] = _path(model, unembed)
+    out.unembed = _path(model, unembed)
     return out
 
 
@@ -195,21 +209,21 @@ def derive_spec(model: nn.Module) -> ArchSpec:
     """The ArchSpec of `model` from its module tree, the block outputs and final norm chosen by one probe forward.
     Raises NeuronlabError naming what was not found; `verify_spec` proves the result."""
     c = _candidates(model)
-    n = len(model.get_submodule(c["layers"]))
+    n = len(cast(nn.ModuleList, model.get_submodule(c.layers)))
     paths = {
-        f"{role}:{layer}:{p}": f"{c['layers']}.{layer}.{p}"
+        f"{role}:{layer}:{p}": f"{c.layers}.{layer}.{p}"
         for role in ("attn_out", "ffn_out")
-        for p in c[role]
+        for p in getattr(c, role)
         for layer in range(n)
     }
-    paths |= {f"norm:{p}": p for p in c["final_norm"]} | {"unembed": c["unembed"]}
-    if c["down"]:  # its input tells a flat FFN ([batch * pos, d_ff], OPT) in the same forward
-        paths["down_in"] = f"{c['layers']}.0.{c['down']}"
+    paths |= {f"norm:{p}": p for p in c.final_norm} | {"unembed": c.unembed}
+    if c.down:  # its input tells a flat FFN ([batch * pos, d_ff], OPT) in the same forward
+        paths["down_in"] = f"{c.layers}.0.{c.down}"
     with capture(model, paths, inputs=("unembed", "down_in")) as seen, torch.no_grad():
         hs = model(**probe_inputs(model), output_hidden_states=True, use_cache=False).hidden_states
     tol, chosen = tolerance(model), None
-    for a in c["attn_out"]:
-        for f in c["ffn_out"]:
+    for a in c.attn_out:
+        for f in c.ffn_out:
             if a == f or any(f"attn_out:{i}:{a}" not in seen or f"ffn_out:{i}:{f}" not in seen for i in range(n)):
                 continue
             if all(
@@ -222,38 +236,38 @@ def derive_spec(model: nn.Module) -> ArchSpec:
             break
     if chosen is None:
         raise NeuronlabError(
-            f"no pair of attention ({', '.join(c['attn_out'])}) and FFN ({', '.join(c['ffn_out'])}) "
+            f"no pair of attention ({', '.join(c.attn_out)}) and FFN ({', '.join(c.ffn_out)}) "
             "outputs adds up to the next hidden state: the layer is not h + attn + ffn (a "
             "post-norm or scaled residual)"
         )
     norm = next(
         (
             p
-            for p in c["final_norm"]
+            for p in c.final_norm
             if f"norm:{p}" in seen and "unembed" in seen and close(seen[f"norm:{p}"], seen["unembed"], tol)
         ),
         None,
     )
     if norm is None:
         raise NeuronlabError(
-            f"none of the norms outside the layers ({', '.join(c['final_norm']) or 'none'}) feeds the unembedding"
+            f"none of the norms outside the layers ({', '.join(c.final_norm) or 'none'}) feeds the unembedding"
         )
     config = text_config(model)
     return ArchSpec(
-        layers=c["layers"],
-        act=c["act"],
-        down=c["down"],
+        layers=c.layers,
+        act=c.act,
+        down=c.down,
         ffn_out=chosen[1],
         attn_out=chosen[0],
         final_norm=norm,
-        unembed=c["unembed"],
-        up=c["up"],
-        gate=c["gate"],
-        fused_gate_up=c["fused"],
-        conv1d=c["conv1d"],
+        unembed=c.unembed,
+        up=c.up,
+        gate=c.gate,
+        fused_gate_up=c.fused,
+        conv1d=c.conv1d,
         softcap="final_logit_softcapping" if hasattr(config, "final_logit_softcapping") else None,
         max_positions=next((k for k in POSITIONS if isinstance(getattr(config, k, None), int)), None),
-        router=c["router"],
+        router=c.router,
         flat_ffn="down_in" in seen and seen["down_in"].dim() == 2,
         logit_scale="logit_scale" if isinstance(getattr(config, "logit_scale", None), (int, float)) else None,
     )

@@ -25,6 +25,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from neuronlab.errors import NeuronlabError
 
@@ -64,7 +65,7 @@ def load_from_gguf(path: str | Path):
     folder, name = str(path.parent), path.name
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+        model: Any = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     except (OSError, ValueError, KeyError, RuntimeError) as err:
         raise NeuronlabError(f"transformers cannot load GGUF file {path}: {err}") from err
     if hasattr(model.config, "quantization_config"):

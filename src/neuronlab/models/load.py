@@ -6,7 +6,9 @@ model, tok = load_model("../shared/models/stories260K")      # a local folder wo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -59,7 +61,7 @@ def load_model(
         name_or_path = checkpoint_for(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(
+        model: Any = AutoModelForCausalLM.from_pretrained(
             name_or_path,
             dtype=resolve_dtype(dtype) or "auto",
             device_map=device_map,
@@ -100,7 +102,7 @@ def _signs(n: int, seed: int) -> torch.Tensor:
     return torch.randint(0, 2, (n, PROJECTIONS), generator=g, dtype=torch.int8).float() * 2 - 1
 
 
-def _summary(params: list[torch.Tensor]) -> list[float] | None:
+def _summary(params: Sequence[torch.Tensor]) -> list[float] | None:
     """[PROJECTIONS random projections..., Frobenius norm] of a group of tensors: per projection k the sum over
     tensors of u_k^T W v_k with fixed +-1 vectors (first order in any change of W), then sqrt(sum W^2).
     None for offloaded (meta) weights."""
@@ -135,7 +137,7 @@ def fingerprint(model: nn.Module, arch: ArchSpec | None = None) -> dict:
     return {"ffn": ffn, "attention and norms": other, "final norm and unembedding": _summary(head)}
 
 
-def model_info(model: nn.Module, arch: ArchSpec | None = None) -> dict:
+def model_info(model: Any, arch: ArchSpec | None = None) -> dict:
     """Identity of a model, saved with every result: name, revision, shape, an embedding probe and the weight
     fingerprint (see `fingerprint`)."""
     config = model.config

@@ -14,9 +14,10 @@ function gets the value and returns a replacement, or None to leave it as it is
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -53,7 +54,7 @@ class Site:
 def get_module(root: nn.Module, path: str) -> nn.Module:
     """The submodule at dotted `path` (or the first of `a|b` alternatives that exists); a clear error if none."""
     for option in path.split("|"):
-        module = root
+        module: nn.Module | None = root
         for name in option.split("."):
             module = getattr(module, name, None)
             if module is None:
@@ -82,7 +83,7 @@ def module_device(module: nn.Module) -> torch.device:
 
 
 def decoder_layers(model: nn.Module, arch: ArchSpec | None = None) -> nn.ModuleList:
-    return get_module(model, arch_spec(model, arch).layers)
+    return cast(nn.ModuleList, get_module(model, arch_spec(model, arch).layers))
 
 
 def check_layers(layers: Iterable[int], n_layers: int) -> None:
@@ -129,6 +130,7 @@ def down_weight_io(model: nn.Module, arch: ArchSpec | None = None) -> tuple[int,
     spec = arch_spec(model, arch)
     if spec.down is None:
         site_module(model, Site(0, "neuron"), arch)  # the error that says why
+        raise AssertionError("site_module raises where there is no down projection")
     weight = getattr(get_module(decoder_layers(model, arch)[0], spec.down), "weight", None)
     if weight is None or weight.dim() != 2:
         raise NeuronlabError(f"the down projection {spec.down!r} has no 2-D weight; the ArchSpec does not match")
@@ -186,7 +188,7 @@ def _install(
                 f"d_model]) was not among its arguments on transformers {transformers.__version__}: "
                 "the (batch, pos) shape cannot be restored; please report it"
             )
-        view = value.view(*shape[0], value.shape[-1]) if flat else value
+        view = value.view(*shape[0], value.shape[-1]) if flat and shape else value
         new = fn(view)
         if new is None or new is view:
             return None
@@ -227,12 +229,12 @@ def _shape_hook(shape: list):
 
 
 @contextmanager
-def hooked(model: nn.Module, fns: dict[Site, HookFn], arch: ArchSpec | None = None) -> Iterator[None]:
+def hooked(model: nn.Module, fns: Mapping[Site, HookFn], arch: ArchSpec | None = None) -> Iterator[None]:
     """Install one hook per site for the duration of the block; always removed, also on exceptions."""
     spec = arch_spec(model, arch)
     seen: dict[tuple[int, str], Site] = {}
     shapes: dict[int, list] = {}  # layer index -> [(batch, pos)] of the layer's current input (flat FFNs only)
-    targets = []
+    targets: list[tuple[nn.Module, str, HookFn, list | None, bool]] = []
     for site, fn in fns.items():
         module, where = site_module(model, site, arch)
         key = (id(module), where)
@@ -248,8 +250,8 @@ def hooked(model: nn.Module, fns: dict[Site, HookFn], arch: ArchSpec | None = No
     try:
         for layer, shape in shapes.items():
             handles.append(layers[layer].register_forward_pre_hook(_shape_hook(shape), with_kwargs=True))
-        for module, where, fn, shape, router in targets:
-            handles.append(_install(module, where, fn, shape, router))
+        for module, where, fn, flat_shape, router in targets:
+            handles.append(_install(module, where, fn, flat_shape, router))
         yield
     finally:
         for handle in handles:
@@ -265,7 +267,7 @@ class Trace(dict):
 
     def __init__(self, sites: list[Site]):
         super().__init__()
-        self.sites, self.fired = sites, set()
+        self.sites, self.fired = sites, set[Site]()
 
     def missing(self) -> list[Site]:
         return [s for s in self.sites if s not in self.fired]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import fields
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -22,7 +23,7 @@ from neuronlab.models.arch import ArchSpec, text_config
 from neuronlab.models.sites import get_module, module_device
 
 
-def probe_inputs(model: nn.Module) -> dict:
+def probe_inputs(model: Any) -> dict:
     vocab = model.get_input_embeddings().weight.shape[0]
     gen = torch.Generator().manual_seed(0)
     device = module_device(model.get_input_embeddings())

@@ -34,6 +34,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -93,6 +94,7 @@ class _Accumulator:
         if not self.counted:
             return
         if h.device not in self.on_device:
+            assert self.batch is not None  # start() ran
             moved = (self.count, self.keys, self.batch.input_ids, self.batch.attention_mask.bool())
             self.on_device[h.device] = [None if t is None else t.to(h.device, non_blocking=True) for t in moved]
         count, keys, ids, real = self.on_device[h.device]
@@ -108,6 +110,7 @@ class _Accumulator:
             self._pool(site.layer, h, count)
 
     def _pool(self, layer: int, h: Tensor, count: Tensor) -> None:
+        assert self.batch is not None
         for r, t in enumerate(self.batch.text):
             if t >= self.pooled_texts or not bool(count[r].any()):
                 continue
@@ -124,19 +127,23 @@ class _Accumulator:
             moments.merge_into(stats, g, layer)
         self.layers.clear()
         for layer, top in self.top.items():  # the running top stays on the device; Stats gets a copy
+            assert stats.contexts is not None  # keys (and so self.top) only where contexts are kept
             stats.contexts.set_layer(layer, top)
 
     def flush_pooled(self, stats: Stats, g: int, layers: list[int], texts_done: int) -> None:
         """Move pooled rows of texts that are complete into Stats (in text order)."""
+        mean, top, filled = stats.pooled_mean, stats.pooled_max, stats.pooled_n
+        if mean is None or top is None or filled is None:
+            return  # no per-text rows kept
         for t in sorted(k for k in self.pooled if k < texts_done):
             n, s, m = self.pooled.pop(t)
-            row = int(stats.pooled_n[g])
-            if n == 0 or row >= stats.pooled_mean.shape[1]:
+            row = int(filled[g])
+            if n == 0 or row >= mean.shape[1]:
                 continue
             for li, layer in enumerate(layers):
-                stats.pooled_mean[g, row, li] = (s[layer] / n).float()
-                stats.pooled_max[g, row, li] = m[layer].float()
-            stats.pooled_n[g] += 1
+                mean[g, row, li] = (s[layer] / n).float()
+                top[g, row, li] = m[layer].float()
+            filled[g] += 1
 
 
 def record(
@@ -180,7 +187,7 @@ def record(
     if top_k:
         settings["top_k"] = top_k  # only then: files of earlier versions resume as before
     fresh = lambda pooled: _empty(model, list(texts), site, settings, pooled, top_k, arch)  # noqa: E731
-    run = dict(batch_size=batch_size, checkpoint_every=checkpoint_every, bucket=bucket, arch=arch)
+    run: dict[str, Any] = dict(batch_size=batch_size, checkpoint_every=checkpoint_every, bucket=bucket, arch=arch)
     rank, size = world()
     if size == 1:
         stats = fresh(pooled_texts)
@@ -331,6 +338,6 @@ def _record_ranks(
     empty = [g for g, n in zip(groups, stats.tokens.tolist(), strict=True) if n == 0]
     if empty:
         raise NeuronlabError(f"group {empty[0]!r} has no text that yields countable tokens: give it real text")
-    if checkpoint is not None:
+    if checkpoint is not None and mine is not None:
         hand_over(mine, lambda: stats.save(checkpoint))
     return stats

@@ -44,12 +44,12 @@ class Moments:
 
     @classmethod
     def zeros(cls, shape: int | tuple[int, ...], device: torch.device | str | None = None) -> Moments:
-        shape, f64 = (shape,) if isinstance(shape, int) else shape, dict(dtype=torch.float64, device=device)
+        shape, f64 = (shape,) if isinstance(shape, int) else shape, torch.float64
         return cls(
             torch.zeros(shape, dtype=torch.int64, device=device),
-            torch.zeros(shape, **f64),
-            torch.zeros(shape, **f64),
-            torch.full(shape, float("-inf"), **f64),
+            torch.zeros(shape, dtype=f64, device=device),
+            torch.zeros(shape, dtype=f64, device=device),
+            torch.full(shape, float("-inf"), dtype=f64, device=device),
         )
 
     def add(self, x: Tensor, keep: Tensor | None = None) -> None:
@@ -201,13 +201,20 @@ class Stats:
                 out.texts[j] += part.texts[i]
                 Moments(part.active[i], part.sum[i], part.sum_sq[i], part.max[i]).merge_into(out, j)
                 if out.pooled_n is not None:
-                    start, n = int(out.pooled_n[j]), int(part.pooled_n[i])
-                    take = min(n, out.pooled_mean.shape[1] - start)
-                    out.pooled_mean[j, start : start + take] = part.pooled_mean[i, :take]
-                    out.pooled_max[j, start : start + take] = part.pooled_max[i, :take]
-                    out.pooled_n[j] += take
+                    mean, top, n_out = out.pooled_mean, out.pooled_max, out.pooled_n
+                    assert mean is not None and top is not None and part.pooled_n is not None  # kept together
+                    assert part.pooled_mean is not None and part.pooled_max is not None
+                    start, n = int(n_out[j]), int(part.pooled_n[i])
+                    take = min(n, mean.shape[1] - start)
+                    mean[j, start : start + take] = part.pooled_mean[i, :take]
+                    top[j, start : start + take] = part.pooled_max[i, :take]
+                    n_out[j] += take
         if out.contexts is not None:
-            mine, theirs = (part.contexts.regroup([groups.index(g) for g in part.groups]) for part in (self, other))
+            assert self.contexts is not None and other.contexts is not None  # check_compatible: both or neither
+            mine, theirs = (
+                c.regroup([groups.index(g) for g in gs])
+                for c, gs in ((self.contexts, self.groups), (other.contexts, other.groups))
+            )
             out.contexts = mine.merged([theirs])
             out.meta["pieces"] = {**other.meta.get("pieces", {}), **self.meta.get("pieces", {})}
         return out
@@ -231,18 +238,19 @@ class Stats:
     def subset(self, groups: list[str]) -> Stats:
         """Stats with only the named groups, in that order (top contexts: those of these groups among the top k)."""
         idx = torch.tensor([self.index(g) for g in groups], dtype=torch.long)
-        pick = lambda t: None if t is None else t[idx].clone()  # noqa: E731
+        take = lambda t: t[idx].clone()  # noqa: E731
+        pick = lambda t: None if t is None else take(t)  # noqa: E731
         contexts = None
         if self.contexts is not None:
             contexts = self.contexts.regroup([groups.index(g) if g in groups else -1 for g in self.groups])
         return Stats(
             list(groups),
-            pick(self.tokens),
-            pick(self.active),
-            pick(self.sum),
-            pick(self.sum_sq),
-            pick(self.max),
-            pick(self.texts),
+            take(self.tokens),
+            take(self.active),
+            take(self.sum),
+            take(self.sum_sq),
+            take(self.max),
+            take(self.texts),
             dict(self.meta),
             pick(self.pooled_mean),
             pick(self.pooled_max),

@@ -50,14 +50,6 @@ StatsOpt = Annotated[Path, typer.Option("--stats", help="Stats file from `neuron
 OutOpt = Annotated[Path, typer.Option("--out", help="File to write.")]
 JsonOutOpt = Annotated[Path | None, typer.Option("--out", help="Write the results as JSON.")]
 PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Write the figure (PNG).")]
-NeuronsOpt = Annotated[Path | None, typer.Option("--neurons", help="Neuron set (JSON) to steer with.")]
-TargetOpt = Annotated[
-    list[str] | None,
-    typer.Option("--target", help="Language(s) whose neurons to steer (default: every language of --neurons)."),
-]
-VariantOpt = Annotated[str, typer.Option(help=f"{VARIANTS.names()}.")]
-FactorOpt = Annotated[float, typer.Option(help="Factor for --variant scale.")]
-SteerStatsOpt = Annotated[Path | None, typer.Option("--stats", help="Stats with pooled texts (p_max, p_median).")]
 TextOpt = Annotated[list[str] | None, typer.Option("--text", help="GROUP=FILE, one text per line; repeatable.")]
 TextDirOpt = Annotated[Path | None, typer.Option(help="Folder of GROUP.txt files (see --pattern).")]
 PatternOpt = Annotated[str, typer.Option(help="File pattern in --text-dir; FLORES: '*.devtest'.")]
@@ -111,6 +103,70 @@ def model_options(default: str | None = None, help: str = "Hugging Face hub id o
         return {"model": ModelRef(values["model"] or default, values["dtype"], values["device"], values["revision"])}
 
     return lambda fn: _with_params(fn, "model", params, build)
+
+
+@dataclasses.dataclass(frozen=True)
+class SteerRef:
+    """The shared steering options (--neurons, --target, --variant, --factor, --stats); files load only when asked."""
+
+    neurons: Path | None
+    targets: list[str] | None
+    variant: str
+    factor: float
+    stats: Path | None
+
+    def plans(self, model) -> dict:
+        """{target: Plan} checked against `model` ({} without --neurons)."""
+        from neuronlab.intervene.steer import target_plans
+        from neuronlab.record.stats import Stats
+        from neuronlab.select.neuron_set import NeuronSet
+
+        if self.neurons is None:
+            if self.targets:
+                raise NeuronlabError("--target needs --neurons")
+            return {}
+        stats = Stats.load(self.stats) if self.stats is not None else None
+        return target_plans(model, NeuronSet.load(self.neurons), self.targets, self.variant, stats, self.factor)
+
+
+def steering_options(variant: str = "p_max", required: bool = False):
+    """Give a command the five steering options and call it with `steer=SteerRef(...)`; `required`: --neurons
+    must be given."""
+    neurons = typer.Option("--neurons", help="Neuron set (JSON) to steer with.")
+    kw = inspect.Parameter.KEYWORD_ONLY
+    params = [
+        inspect.Parameter("neurons", kw, annotation=Annotated[Path, neurons])
+        if required
+        else inspect.Parameter("neurons", kw, annotation=Annotated[Path | None, neurons], default=None),
+        inspect.Parameter(
+            "target",
+            kw,
+            annotation=Annotated[
+                list[str] | None,
+                typer.Option(help="Language(s) whose neurons to steer (default: every language of --neurons)."),
+            ],
+            default=None,
+        ),
+        inspect.Parameter(
+            "variant", kw, annotation=Annotated[str, typer.Option(help=f"{VARIANTS.names()}.")], default=variant
+        ),
+        inspect.Parameter(
+            "factor", kw, annotation=Annotated[float, typer.Option(help="Factor for --variant scale.")], default=2.0
+        ),
+        inspect.Parameter(
+            "stats",
+            kw,
+            annotation=Annotated[Path | None, typer.Option(help="Stats with pooled texts (p_max, p_median).")],
+            default=None,
+        ),
+    ]
+
+    def build(values: dict) -> dict:
+        return {
+            "steer": SteerRef(values["neurons"], values["target"], values["variant"], values["factor"], values["stats"])
+        }
+
+    return lambda fn: _with_params(fn, "steer", params, build)
 
 
 def texts(

@@ -10,20 +10,17 @@ import typer
 
 from neuronlab.cli.common import (
     BatchOpt,
-    FactorOpt,
     JsonOutOpt,
     MaxLengthOpt,
     ModelRef,
-    NeuronsOpt,
     PatternOpt,
-    SteerStatsOpt,
-    TargetOpt,
+    SteerRef,
     TextDirOpt,
     TextOpt,
-    VariantOpt,
     friendly,
     group,
     model_options,
+    steering_options,
     texts,
     writable,
 )
@@ -36,27 +33,6 @@ def register(root: typer.Typer) -> None:
     root.add_typer(app, name="eval")
 
 
-def _steering(model, neurons: Path | None, targets: list[str] | None, variant: str, factor: float, stats: Path | None):
-    """(targets, plan_for) from the steering options, checked against `model`; ([], None) without --neurons."""
-    from neuronlab.intervene.steer import steering_plan
-    from neuronlab.record.stats import Stats
-    from neuronlab.select.neuron_set import NeuronSet
-
-    if neurons is None:
-        if targets:
-            raise NeuronlabError("--target needs --neurons")
-        return [], None
-    ns = NeuronSet.load(neurons)
-    ns.validate(model)
-    loaded = Stats.load(stats) if stats is not None else None
-    if loaded is not None:
-        loaded.check_model(model)
-    chosen = targets or ns.groups
-    for t in chosen:
-        ns[t]  # a clear error for a target the set does not have
-    return chosen, lambda t: steering_plan(ns, t, variant, stats=loaded, factor=factor)
-
-
 def _save(out: Path | None, result) -> None:
     if out is not None:
         from neuronlab.io import write_json
@@ -67,16 +43,13 @@ def _save(out: Path | None, result) -> None:
 @app.command("perplexity")
 @friendly
 @model_options()
+@steering_options("zero")
 def eval_perplexity(
     model: ModelRef,
+    steer: SteerRef,
     text: TextOpt = None,
     text_dir: TextDirOpt = None,
     pattern: PatternOpt = "*.txt",
-    neurons: NeuronsOpt = None,
-    target: TargetOpt = None,
-    variant: VariantOpt = "zero",
-    factor: FactorOpt = 2.0,
-    stats: SteerStatsOpt = None,
     batch_size: BatchOpt = 8,
     max_length: MaxLengthOpt = 512,
     out: JsonOutOpt = None,
@@ -88,32 +61,29 @@ def eval_perplexity(
     writable(out)
     found = texts(text, text_dir, pattern)
     loaded, tok = model.load()
-    targets, plan_for = _steering(loaded, neurons, target, variant, factor, stats)
-    if plan_for is None:
+    plans = steer.plans(loaded)
+    if not plans:
         result = {"baseline": {g: perplexity(loaded, tok, lines, batch_size, max_length) for g, lines in found.items()}}
     else:
-        result = perplexity_matrix(loaded, tok, found, targets, plan_for, batch_size, max_length)
+        result = perplexity_matrix(loaded, tok, found, list(plans), plans.__getitem__, batch_size, max_length)
     for g, v in result["baseline"].items():
         typer.echo(f"{g}: perplexity {v:.3f}")
     for t, row in result.get("change", {}).items():
-        typer.echo(f"steer {t} ({variant}): " + "  ".join(f"{g} {c:+.1%}" for g, c in row.items()))
+        typer.echo(f"steer {t} ({steer.variant}): " + "  ".join(f"{g} {c:+.1%}" for g, c in row.items()))
     _save(out, result)
 
 
 @app.command("lss")
 @friendly
 @model_options()
+@steering_options(required=True)
 def eval_lss(
     model: ModelRef,
-    neurons: Annotated[Path, typer.Option("--neurons", help="Neuron set (JSON) to steer with.")],
+    steer: SteerRef,
     items: Annotated[Path | None, typer.Option(help="JSONL items {lang, prompt, objects}.")] = None,
     text_dir: Annotated[Path | None, typer.Option(help="Or build items from aligned lines of GROUP files.")] = None,
     pattern: PatternOpt = "*.txt",
     n_items: Annotated[int, typer.Option(help="Items per language when building from --text-dir.")] = 20,
-    target: TargetOpt = None,
-    variant: VariantOpt = "p_max",
-    factor: FactorOpt = 2.0,
-    stats: SteerStatsOpt = None,
     out: JsonOutOpt = None,
 ) -> None:
     """Language Steering Shift: share of items pushed toward the target language."""
@@ -125,8 +95,8 @@ def eval_lss(
     writable(out)
     loaded_items = read_lss_items(items) if items else lss_items_from_texts(texts(None, text_dir, pattern), n_items)
     loaded, tok = model.load()
-    targets, plan_for = _steering(loaded, neurons, target, variant, factor, stats)
-    result = lss_matrix(loaded, tok, loaded_items, targets, plan_for)
+    plans = steer.plans(loaded)
+    result = lss_matrix(loaded, tok, loaded_items, list(plans), plans.__getitem__)
     for t, v in result["off_diagonal"].items():
         typer.echo(f"LSS(. -> {t}) = {v:.3f}")
     _save(out, result)
@@ -135,14 +105,11 @@ def eval_lss(
 @app.command("generate")
 @friendly
 @model_options()
+@steering_options()
 def eval_generate(
     model: ModelRef,
+    steer: SteerRef,
     prompt: Annotated[list[str], typer.Option(help="A prompt to continue; repeatable.")],
-    neurons: NeuronsOpt = None,
-    target: TargetOpt = None,
-    variant: VariantOpt = "p_max",
-    factor: FactorOpt = 2.0,
-    stats: SteerStatsOpt = None,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate.")] = 32,
 ) -> None:
     """Greedy generations, plain and with each target's neurons steered."""
@@ -150,11 +117,11 @@ def eval_generate(
     from neuronlab.intervene.apply import apply
 
     loaded, tok = model.load()
-    targets, plan_for = _steering(loaded, neurons, target, variant, factor, stats)
+    plans = steer.plans(loaded)
     for p, text in zip(prompt, generate(loaded, tok, prompt, max_new_tokens), strict=True):
         typer.echo(f"[plain] {p}{text}")
-    for t in targets:
-        with apply(loaded, plan_for(t)):
+    for t, plan in plans.items():
+        with apply(loaded, plan):
             for p, text in zip(prompt, generate(loaded, tok, prompt, max_new_tokens), strict=True):
                 typer.echo(f"[{t}] {p}{text}")
 
@@ -162,8 +129,10 @@ def eval_generate(
 @app.command("translate")
 @friendly
 @model_options()
+@steering_options()
 def eval_translate(
     model: ModelRef,
+    steer: SteerRef,
     src: Annotated[Path, typer.Option(help="Source sentences, one a line (e.g. eng_Latn.devtest).")],
     ref: Annotated[Path, typer.Option(help="Reference translations, line-aligned with --src.")],
     src_name: Annotated[str, typer.Option(help="Source language name in the prompt.")] = "English",
@@ -171,11 +140,6 @@ def eval_translate(
     shots: Annotated[int, typer.Option(help="In-context examples, taken from the first lines.")] = 2,
     start: Annotated[int, typer.Option(help="First evaluated line (after the shots).")] = 100,
     n: Annotated[int, typer.Option(help="Lines to translate.")] = 50,
-    neurons: NeuronsOpt = None,
-    target: TargetOpt = None,
-    variant: VariantOpt = "p_max",
-    factor: FactorOpt = 2.0,
-    stats: SteerStatsOpt = None,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate per sentence.")] = 96,
     out: Annotated[Path | None, typer.Option(help="Write scores and hypotheses as JSON.")] = None,
 ) -> None:
@@ -188,7 +152,7 @@ def eval_translate(
     if not s_lines[start : start + n]:
         raise NeuronlabError(f"no lines from {start}: the files have {len(s_lines)}")
     loaded, tok = model.load()
-    targets, plan_for = _steering(loaded, neurons, target, variant, factor, stats)
+    plans = steer.plans(loaded)
     result = translate_and_score(
         loaded,
         tok,
@@ -200,7 +164,7 @@ def eval_translate(
         src_name,
         tgt_name,
         max_new_tokens,
-        {t: plan_for(t) for t in targets},
+        plans,
     )
     for k, r in result.items():
         typer.echo(f"{k}: BLEU {r['bleu']:.2f}  chrF {r['chrf']:.2f}")
@@ -232,21 +196,17 @@ def eval_math(
     ] = None,
 ) -> None:
     """Accuracy on multilingual math word problems: greedy answers, the last number, per language and average."""
-    from neuronlab.evaluate.math import MAX_NEW_TOKENS, comparison, evaluate_math, read_math_dir
+    from neuronlab.data.corpora import label_pairs
+    from neuronlab.evaluate.math import comparison, evaluate_math, read_math_dir
     from neuronlab.io import read_json, write_bytes
     from neuronlab.report.plots import accuracy_bars
 
     writable(out, folder=True)
-    others = {}
-    for spec in compare or []:
-        label, sep, path = spec.partition("=")
-        if not sep:
-            raise NeuronlabError(f"--compare {spec!r}: write it as LABEL=results.json")
-        others[label] = read_json(path, "math results")
+    pairs = label_pairs(compare or [], "--compare", "results.json", "base=base-eval/results.json", label="LABEL")
+    others = {label: read_json(path, "math results") for label, path in pairs.items()}
     found = read_math_dir(data, language, limit)
-    budget = max_new_tokens or (MAX_NEW_TOKENS["mgsm"] if any(data.glob("*.tsv")) else MAX_NEW_TOKENS["msvamp"])
     loaded, tok = model.load()
-    result = evaluate_math(loaded, tok, found, prompt, budget, batch_size, out)
+    result = evaluate_math(loaded, tok, found, prompt, max_new_tokens, batch_size, out)
     runs = {**others, "this run": result}
     for row in comparison(runs):
         typer.echo(

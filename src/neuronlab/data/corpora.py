@@ -46,16 +46,17 @@ def read_text_dir(
 
 def parse_group_files(specs: list[str]) -> dict[str, list[str]]:
     """Read `GROUP=FILE` pairs (the CLI's --text) into {group: lines}."""
-    return {group: read_lines(path) for group, path in _group_pairs(specs, "--text", "FILE", "fr=fr.txt").items()}
+    return {group: read_lines(path) for group, path in label_pairs(specs, "--text", "FILE", "fr=fr.txt").items()}
 
 
-def _group_pairs(specs: list[str], flag: str, what: str, example: str) -> dict[str, str]:
-    """{group: value} of `GROUP=VALUE` options, with one clear error for a malformed one or a group given twice."""
+def label_pairs(specs: list[str], flag: str, what: str, example: str, label: str = "GROUP") -> dict[str, str]:
+    """{label: value} of `LABEL=VALUE` options (--text, --dataset, --compare, --run), with one clear error for a
+    malformed one or a label given twice."""
     out: dict[str, str] = {}
     for spec in specs:
         group, sep, value = spec.partition("=")
         if not sep or not group or not value:
-            raise NeuronlabError(f"{flag} {spec!r}: write it as GROUP={what}, e.g. {flag} {example}")
+            raise NeuronlabError(f"{flag} {spec!r}: write it as {label}={what}, e.g. {flag} {example}")
         merge_groups(out, {group: value})
     return out
 
@@ -161,5 +162,5 @@ class DatasetTexts:
 
 def parse_group_datasets(specs: list[str], split: str, column: str, subset: str | None, limit: int | None):
     """`GROUP=SOURCE` pairs (the CLI's --dataset) into {group: DatasetTexts}."""
-    pairs = _group_pairs(specs, "--dataset", "SOURCE", "fr=fr.jsonl")
+    pairs = label_pairs(specs, "--dataset", "SOURCE", "fr=fr.jsonl")
     return {group: DatasetTexts(source, split, column, subset, limit) for group, source in pairs.items()}

@@ -124,6 +124,8 @@ def read_math_dir(
         if languages and lang not in languages:
             continue
         items = read_mgsm(path) if path.suffix == ".tsv" else read_msvamp(path)
+        for item in items:
+            item["dataset"] = "mgsm" if path.suffix == ".tsv" else "msvamp"  # it sets the default answer budget
         data[lang] = items[:limit] if limit else items
     if not data:
         raise NeuronlabError(f"none of the languages {list(languages or [])} is in {folder}")
@@ -142,7 +144,7 @@ def evaluate_math(
     tokenizer,
     data: dict[str, list[dict]],
     template: str = "qalign",
-    max_new_tokens: int = 600,
+    max_new_tokens: int | None = None,
     batch_size: int = 8,
     out: str | Path | None = None,
     progress: bool = True,
@@ -150,8 +152,13 @@ def evaluate_math(
 ) -> dict:
     """Greedy answers to every question; {"accuracy": {lang: share}, "average", "n": {lang: items}, ...}. With `out`,
     every generation goes to out/generations.jsonl as it is made (an interrupted run resumes there, never answering
-    a question twice) and the result to out/results.json."""
+    a question twice) and the result to out/results.json. `max_new_tokens` defaults to the reference evaluations'
+    budget for the data (MAX_NEW_TOKENS: 600 for MGSM, 300 for MSVAMP; the larger where both are given)."""
     from neuronlab.evaluate.steering import generate
+
+    if max_new_tokens is None:
+        kinds = {item.get("dataset", "mgsm") for items in data.values() for item in items}
+        max_new_tokens = max(MAX_NEW_TOKENS[k] for k in kinds or {"mgsm"})
 
     done = (
         _resume(Path(out), {"template": template, "max_new_tokens": max_new_tokens, "model": model_info(model, arch)})

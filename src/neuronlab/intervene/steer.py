@@ -92,6 +92,25 @@ def steering_plan(
     return Plan([make(Target(target, chosen, stats, factor, n_texts, where))])
 
 
+def target_plans(
+    model,
+    neurons: NeuronSet,
+    targets: Sequence[str] | None = None,
+    variant: str = "p_max",
+    stats: Stats | None = None,
+    factor: float = 2.0,
+) -> dict[str, Plan]:
+    """One steering plan per target (default: every group of `neurons`), after checking the neuron set and the
+    stats against `model` and every target against the set."""
+    neurons.validate(model)
+    if stats is not None:
+        stats.check_model(model)
+    chosen = list(targets or neurons.groups)
+    for t in chosen:
+        neurons[t]  # a clear error for a target the set does not have
+    return {t: steering_plan(neurons, t, variant, stats=stats, factor=factor) for t in chosen}
+
+
 def expert_plan(expertise, concept: str, k: int | None = 50, mode: str = "force", positions: Positions = "all") -> Plan:
     """Steer with a concept's experts. "force": set the k neurons of highest AP to their on_p50, the median response
     to the concept's sentences (Suau et al.), to make the concept more likely. "zero": silence those k. "dampen"

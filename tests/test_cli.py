@@ -48,15 +48,22 @@ def test_every_subcommand_has_help():
 
 
 @pytest.mark.parametrize(
-    "command, config",
+    "command, config, function",
     [
-        (["record"], "neuronlab.record.recorder:RecordConfig"),
-        (["find", "lape"], "neuronlab.select.lape:LapeConfig"),
-        (["scale", "train"], "neuronlab.learn.scalars:ScalingConfig"),
-        (["demo"], "neuronlab.demo.pipeline:PipelineConfig"),
+        (["record"], "neuronlab.record.recorder:RecordConfig", "neuronlab.record.recorder:record"),
+        (["find", "lape"], "neuronlab.select.lape:LapeConfig", "neuronlab.select.lape:lape"),
+        (
+            ["find", "attribution"],
+            "neuronlab.select.attribution:AttributionConfig",
+            "neuronlab.select.attribution:attribute",
+        ),
+        (["layers"], "neuronlab.select.layers:LayerConfig", "neuronlab.select.layers:select_layers"),
+        (["finetune"], "neuronlab.learn.finetune:FinetuneConfig", "neuronlab.learn.finetune:finetune"),
+        (["scale", "train"], "neuronlab.learn.scalars:ScalingConfig", "neuronlab.learn.scalars:train_scaling"),
+        (["demo"], "neuronlab.demo.pipeline:PipelineConfig", "neuronlab.demo.pipeline:run"),
     ],
 )
-def test_every_config_field_has_a_cli_option_with_its_help(command, config):
+def test_every_config_field_has_a_cli_option_with_its_help_and_default(command, config, function):
     import dataclasses
     import importlib
     import inspect
@@ -65,22 +72,28 @@ def test_every_config_field_has_a_cli_option_with_its_help(command, config):
 
     from neuronlab.cli.common import option_name
 
-    module, name = config.split(":")
-    cls = getattr(importlib.import_module(module), name)
+    def load(ref):
+        module, name = ref.split(":")
+        return getattr(importlib.import_module(module), name)
+
+    cls, fn = load(config), load(function)
     cmd = typer.main.get_command(app)
     for part in command:
         cmd = cmd.commands[part]
     options = {opt: p for p in cmd.params for opt in p.opts}
     for f in dataclasses.fields(cls):
-        assert "help" in f.metadata, f"{name}.{f.name} has no help text"
-        assert option_name(f) in options, f"{name}.{f.name} has no option on `neuronlab {' '.join(command)}`"
-        assert f.metadata["help"] in options[option_name(f)].help
-    # and the function behind each config takes exactly its fields
-    target = {"RecordConfig": "neuronlab.record.recorder:record", "LapeConfig": "neuronlab.select.lape:lape"}.get(name)
-    if target:
-        fn = getattr(importlib.import_module(target.split(":")[0]), target.split(":")[1])
-        params = set(inspect.signature(fn).parameters)
-        assert {f.name for f in dataclasses.fields(cls)} <= params
+        name = f"{cls.__name__}.{f.name}"
+        assert "help" in f.metadata, f"{name} has no help text"
+        assert option_name(f) in options, f"{name} has no option on `neuronlab {' '.join(command)}`"
+        opt = options[option_name(f)]
+        assert f.metadata["help"] in opt.help
+        if isinstance(f.default, tuple):  # a repeatable option: the default is shown in the help
+            assert opt.default is None and (not f.default or ",".join(map(str, f.default)) in opt.help), name
+        else:
+            assert opt.default == f.default, f"{name}: the option's default {opt.default!r} is not {f.default!r}"
+    # one convention: the library function takes the config object itself
+    hints = inspect.signature(fn, eval_str=True).parameters
+    assert any(cls in (p.annotation, *getattr(p.annotation, "__args__", ())) for p in hints.values()), fn
 
 
 def test_config_options_reach_the_config(model_dir, tmp_path):

@@ -41,8 +41,10 @@ def model64():
 def test_integrated_gradients_complete(model64, tok, baseline):
     texts = {"en": TEXTS["en"]}
     stats = nl.record(model64, tok, TEXTS, progress=False) if baseline == "mean" else None
-    coarse = attribute(model64, tok, texts, "ig", steps=8, baseline=baseline, stats=stats, progress=False)
-    fine = attribute(model64, tok, texts, "ig", steps=64, baseline=baseline, stats=stats, batch_size=2, progress=False)
+    coarse = attribute(model64, tok, texts, method="ig", steps=8, baseline=baseline, stats=stats, progress=False)
+    fine = attribute(
+        model64, tok, texts, method="ig", steps=64, baseline=baseline, stats=stats, batch_size=2, progress=False
+    )
     mean = None if stats is None else (stats.sum.sum(0) / stats.tokens.sum()).numpy()
     f_a = log_likelihood(model64, tok, texts["en"])
     for layer in range(3):
@@ -62,7 +64,7 @@ def test_gradient_times_activation_equals_finite_differences(arch, tok):
     # families whose float64 forward is float64 throughout (Llama's RMSNorm and rotary run in float32, which
     # leaves ~1e-7 of f as noise: too much for a difference quotient)
     model = tiny_model(arch, seed=1).double()
-    attr = attribute(model, tok, TEXTS, "gxa", batch_size=2, progress=False)
+    attr = attribute(model, tok, TEXTS, method="gxa", batch_size=2, progress=False)
     assert attr.tokens.tolist() == [sum(len(tok(t)["input_ids"]) - 1 for t in TEXTS[g]) for g in TEXTS]
     eps = 1e-5
     for g, group in enumerate(TEXTS):
@@ -109,7 +111,7 @@ def test_planted_language_neuron_gets_the_top_attribution():
         for name, chars in (("lo", "abcdefghijklm"), ("hi", "nopqrstuvwxyz"))
     }
     for method in ("gxa", "ig"):
-        attr = attribute(model, tok, texts, method, steps=8, progress=False)
+        attr = attribute(model, tok, texts, method=method, steps=8, progress=False)
         assert attr.per_token[1].flatten().argmax() == 2 * 64 + 7, method  # the planted neuron, for hi
         assert float(attr.scores[0, 2, 7]) < 0  # and it costs lo
         ns = attribution_neurons(attr, per_group=1)
@@ -118,7 +120,7 @@ def test_planted_language_neuron_gets_the_top_attribution():
 
 
 def test_selection_and_errors(model64, tok, tmp_path):
-    attr = attribute(model64, tok, TEXTS, "gxa", progress=False)
+    attr = attribute(model64, tok, TEXTS, method="gxa", progress=False)
     path = tmp_path / "a.safetensors"
     attr.save(path)
     again = nl.Attribution.load(path)

@@ -50,7 +50,7 @@ def test_lape_equals_numpy_recomputation(seed, rates):
     p[:, 0, :10] = 0.0  # never-firing neurons: entropy 0 but filtered out
     p[1, 2, 20:30] = 0.99  # clearly French neurons
     p = np.rint(p * 1000) / 1000
-    ns = nl.lape(stats_from_probability(p, groups), *rates)
+    ns = nl.lape(stats_from_probability(p, groups), nl.LapeConfig(*rates))
     assert ns.neurons == lape_by_hand(p, groups, *rates)
     assert ns.meta["method"] == "lape" and ns.meta["top_rate"] == rates[0]
 
@@ -60,7 +60,7 @@ def test_lape_breaks_entropy_ties_by_layer_then_index(top_rate):
     """Probabilities from three values: hundreds of neurons share an entropy, and the cut falls inside a tie."""
     rng = np.random.default_rng(7)
     p = rng.choice([0.1, 0.5, 0.9], size=(3, 4, 50))
-    ns = nl.lape(stats_from_probability(p, ["en", "fr", "de"]), top_rate, 0.5, 0.6)
+    ns = nl.lape(stats_from_probability(p, ["en", "fr", "de"]), nl.LapeConfig(top_rate, 0.5, 0.6))
     assert ns.neurons == lape_by_hand(p, ["en", "fr", "de"], top_rate, 0.5, 0.6)
     assert ns.meta["selected"] == round(p[0].size * top_rate)
 

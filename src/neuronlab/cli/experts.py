@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from neuronlab.cli.common import BatchOpt, ModelRef, PlotOpt, friendly, group, model_options, writable
-from neuronlab.errors import NeuronlabError
 
 TauOpt = Annotated[float, typer.Option(help="Experts: AP at least tau of the way from chance to 1.")]
 app = group("Expert neurons: concepts, AP per neuron, alignment with human similarity (Fedzechkina et al. 2025).")
@@ -138,22 +137,11 @@ def experts_align(
     plot: PlotOpt = None,
 ) -> None:
     """Spearman between expert-overlap (Jaccard) similarity of concepts and human similarity ratings."""
-    from neuronlab.analyze.alignment import align, jaccard_matrix, odd_one_out, read_ratings, read_triplets
-    from neuronlab.io import write_bytes, write_json
-    from neuronlab.report.plots import lines
-    from neuronlab.select.experts import Expertise
-    from neuronlab.select.find_experts import load_baselines
+    from neuronlab.analyze.expert_study import align_experts
 
-    writable(out, folder=True)
-    writable(plot)
-    ex = Expertise.load(experts / "expertise.safetensors")
-    baselines = load_baselines(experts)
-    result = align(ex, read_ratings(human), baselines=baselines)
-    sim = jaccard_matrix(ex.experts(result["tau"]), ex.concepts)
-    if triplets is not None:
-        result["odd_one_out"] = odd_one_out(sim, ex.concepts, read_triplets(triplets))
-    write_json(out / "alignment.json", result)
+    result = align_experts(experts, human, out, triplets, report, plot)
     ci = {k: "[{:.2f}, {:.2f}]".format(*v) for k, v in result["intervals"].items()}
+    baselines = [k for k in ("input_embedding", "sentence_embedding") if k in result]
     typer.echo(
         f"Spearman (Jaccard of experts, tau {result['tau']}): {result['spearman']:.3f} {ci['spearman']} over "
         f"{result['pairs']} rated pairs; AP cosine {result['ap_cosine']:.3f} {ci['ap_cosine']}"
@@ -166,46 +154,7 @@ def experts_align(
         typer.echo(
             f"odd one out: agreement {o['agreement']:.3f} with people over {o['triplets']} triplets (chance 0.333)"
         )
-    taus = list(result["jaccard"])
-    sweep = lines(
-        {"Jaccard of experts": list(result["jaccard"].values())},
-        taus,
-        "tau",
-        "Spearman vs people",
-        "alignment with human similarity",
-    )
-    if plot is not None:
-        write_bytes(plot, sweep)
-    if report:
-        _report(out / "alignment.html", ex, sim, result, sweep, human)
     typer.echo(f"wrote {out}/alignment.json" + (" and alignment.html" if report else ""))
-
-
-def _report(path: Path, ex, sim, result: dict, sweep: bytes, human: Path) -> None:
-    from neuronlab.analyze.alignment import concept_tree
-    from neuronlab.report.html import Report
-    from neuronlab.report.plots import dendrogram, similarity
-
-    rep = Report("neuronlab: expert neurons and human similarity")
-    model = ex.meta.get("model", {})
-    rep.text(
-        "Setup",
-        f"<p>Model <code>{model.get('name_or_path') or '?'}</code>, site {ex.meta.get('site')}, "
-        f"{ex.meta.get('pool')} pooling, {len(ex.concepts)} concepts, {ex.meta.get('sentences')} "
-        f"sentences; ratings <code>{human.name}</code>, {result['pairs']} rated pairs covered.</p>",
-    )
-    rows = [{"similarity": f"Jaccard of experts, tau {t}", "Spearman": rho} for t, rho in result["jaccard"].items()]
-    rows += [
-        {"similarity": k.replace("_", " "), "Spearman": result[k]}
-        for k in ("ap_cosine", "input_embedding", "sentence_embedding")
-        if k in result
-    ]
-    rep.table("Alignment with people", rows)
-    rep.figure("Spearman against the expert threshold", sweep)
-    rep.figure(f"Jaccard of expert sets (tau {result['tau']})", similarity(sim.tolist(), ex.concepts, "Jaccard"))
-    tree = concept_tree(sim, ex.concepts)
-    rep.figure("Concepts clustered by expert overlap", dendrogram(tree, ex.concepts, "average linkage on 1 - Jaccard"))
-    rep.save(path)
 
 
 @app.command("tree")
@@ -223,26 +172,16 @@ def experts_tree(
     plot: PlotOpt = None,
 ) -> None:
     """Hierarchical clustering of concepts by expert overlap; within- versus between-domain Jaccard."""
-    from neuronlab.analyze.alignment import concept_tree, domain_overlap, jaccard_matrix, read_domains
-    from neuronlab.io import write_bytes, write_json
-    from neuronlab.report.plots import dendrogram
-    from neuronlab.select.experts import Expertise
+    from neuronlab.analyze.expert_study import expert_tree
 
-    writable(out, plot)
-    ex = Expertise.load(experts / "expertise.safetensors")
-    sim = jaccard_matrix(ex.experts(tau), ex.concepts)
-    tree = concept_tree(sim, ex.concepts)
-    if domains is not None:
-        tree["domains"] = domain_overlap(sim, ex.concepts, read_domains(domains))
+    tree = expert_tree(experts, out, tau, domains, plot)
+    if "domains" in tree:
         d = tree["domains"]
         typer.echo(
             f"Jaccard within domains {d['within']:.3f} ({d['pairs_within']} pairs), between "
             f"{d['between']:.3f} ({d['pairs_between']} pairs)"
         )
-    write_json(out, tree)
     typer.echo("order: " + " ".join(tree["order"]))
-    if plot is not None:
-        write_bytes(plot, dendrogram(tree, ex.concepts, f"concepts by expert overlap (tau {tau})"))
 
 
 @app.command("trend")
@@ -260,24 +199,10 @@ def experts_trend(
 ) -> None:
     """Alignment across training checkpoints: run `experts find --revision R` and `experts align` per checkpoint,
     then gather them here."""
-    from neuronlab.io import read_json, write_bytes, write_json
-    from neuronlab.report.plots import lines
+    from neuronlab.analyze.expert_study import alignment_trend
+    from neuronlab.data.corpora import label_pairs
 
-    writable(out, plot)
-    rows = {}
-    for spec in run:
-        label, sep, folder = spec.partition("=")
-        if not sep:
-            raise NeuronlabError(f"--run {spec!r}: write it as LABEL=FOLDER")
-        rows[label] = read_json(Path(folder) / "alignment.json", "alignment")
-    keys = [
-        k
-        for k in ("spearman", "ap_cosine", "input_embedding", "sentence_embedding")
-        if all(k in r for r in rows.values())
-    ]
-    trend = {k: [rows[label][k] for label in rows] for k in keys}
-    write_json(out, {"checkpoints": list(rows), **trend})
-    for label, r in rows.items():
+    trend = alignment_trend(label_pairs(run, "--run", "FOLDER", "step1000=al-1000/", label="LABEL"), out, plot)
+    keys = [k for k in trend if k not in ("checkpoints", "rows")]
+    for label, r in trend["rows"].items():
         typer.echo(f"{label}: " + "  ".join(f"{k} {r[k]:.3f}" for k in keys))
-    if plot is not None:
-        write_bytes(plot, lines(trend, list(rows), "checkpoint", "Spearman vs people", "alignment across training"))

@@ -6,7 +6,6 @@ neuronlab find attribution -m M --text-dir corpus/ --like lape.json --scores att
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -52,7 +51,7 @@ def find_lape(stats: StatsOpt, out: OutOpt, cfg: LapeConfig) -> None:
     from neuronlab.select.lape import lape
 
     writable(out)
-    _write(lape(Stats.load(stats), **asdict(cfg)), out)
+    _write(lape(Stats.load(stats), cfg), out)
 
 
 @app.command("activated")
@@ -101,7 +100,7 @@ def find_attribution(
     counts = None if like is None else NeuronSet.load(like)
     recorded = None if stats is None else Stats.load(stats)
     loaded, tokenizer = model.load()
-    attr = attribute(loaded, tokenizer, found, stats=recorded, **asdict(cfg))
+    attr = attribute(loaded, tokenizer, found, cfg, stats=recorded)
     if scores is not None:
         attr.save(scores)
     typer.echo(attr.summary())

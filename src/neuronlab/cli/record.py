@@ -10,7 +10,6 @@ neuronlab record --model M --text-dir corpus/ --contexts --out s.safetensors && 
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -27,7 +26,6 @@ from neuronlab.cli.common import (
     texts,
     writable,
 )
-from neuronlab.errors import NeuronlabError
 from neuronlab.record.recorder import RecordConfig
 
 
@@ -65,21 +63,16 @@ def record(
 ) -> None:
     """Record per-neuron statistics of a site over texts grouped by language or concept."""
     from neuronlab.data.corpora import merge_groups, parse_group_datasets
-    from neuronlab.dist import rank_files, world
+    from neuronlab.dist import world
+    from neuronlab.record.recorder import check_checkpoint
     from neuronlab.record.recorder import record as record_stats
 
-    if out.exists() and not resume:
-        raise NeuronlabError(f"{out} exists: pass --resume to continue it, or choose another --out")
-    ranks = [p.name for p in rank_files(out)]
-    if ranks and not resume:
-        raise NeuronlabError(
-            f"{', '.join(ranks)} hold a killed run of several processes: pass --resume to continue it, or delete them"
-        )
+    check_checkpoint(out, resume)
     writable(out)
     found = texts(text, text_dir, pattern, limit) if text or text_dir or not dataset else {}
     merge_groups(found, parse_group_datasets(dataset or [], split, column, subset, limit))
     loaded, tokenizer = model.load()
-    stats = record_stats(loaded, tokenizer, found, checkpoint=out, **asdict(cfg))
+    stats = record_stats(loaded, tokenizer, found, cfg, checkpoint=out, resume=resume)
     typer.echo(stats.summary())
     typer.echo(f"wrote {out}" + (f" (recorded by {stats.meta['world_size']} processes)" if world()[1] > 1 else ""))
 

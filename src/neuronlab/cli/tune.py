@@ -3,7 +3,6 @@ only their FFNs, write the result into a plain checkpoint."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -35,7 +34,7 @@ def layers(
     from neuronlab.select.layers import select_layers
 
     writable(out, plot)
-    sel = select_layers(Stats.load(stats), **asdict(cfg))
+    sel = select_layers(Stats.load(stats), cfg)
     sel.save(out)
     typer.echo(sel.summary())
     if plot is not None and sel.per_language:

@@ -141,7 +141,7 @@ def run(
     )
     stats.save(out / "stats.safetensors")
     phases.start("select", "selecting neurons (LAPE and the language-activated baseline)")
-    ns = lape(stats, cfg.top_rate, cfg.filter_rate, cfg.activation_bar_ratio)
+    ns = lape(stats, top_rate=cfg.top_rate, filter_rate=cfg.filter_rate, activation_bar_ratio=cfg.activation_bar_ratio)
     ns.save(out / "neurons.json")
     activated(stats, cfg.pooled_texts).save(out / "activated.json")
     missing = [lang for lang in langs if ns.total(lang) == 0]
@@ -274,7 +274,7 @@ def compare_attribution(
         model,
         tokenizer,
         texts,
-        cfg.attribution,
+        method=cfg.attribution,
         batch_size=cfg.batch_size,
         max_length=cfg.max_length,
         progress=progress,

@@ -39,22 +39,23 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from neuronlab.config import option
+from neuronlab.config import configured, option
 from neuronlab.data.batching import Batch, batches, model_inputs, pad_id, windows
-from neuronlab.dist import Shard, all_gather, all_reduce, broadcast, hand_over, own_files, rank_path, world
+from neuronlab.dist import Shard, all_gather, all_reduce, broadcast, hand_over, own_files, rank_files, rank_path, world
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import check_writable
 from neuronlab.models.arch import ArchSpec
 from neuronlab.models.load import model_info
 from neuronlab.models.sites import KINDS, Site, decoder_layers, site_width, trace
 from neuronlab.progress import progress_bar
-from neuronlab.record.stats import Moments, Stats
-from neuronlab.record.topk import NONE, TopContexts, offer, pack, pieces
+from neuronlab.record.accumulator import Accumulator
+from neuronlab.record.stats import Stats
+from neuronlab.record.topk import NONE, TopContexts, pack, pieces
 
 
 @dataclass(frozen=True)
 class RecordConfig:
-    """The settings of `record` (besides model, texts and checkpoint): `record(model, tok, texts, **asdict(cfg))`."""
+    """The settings of `record` (besides model, texts and checkpoint): `record(model, tok, texts, cfg)`."""
 
     site: str = option("act", "site kind: act, neuron, ffn_out, attn_out, resid or router (MoE)")
     batch_size: int = option(8, "rows per forward pass")
@@ -69,103 +70,25 @@ class RecordConfig:
     top_k: int = option(20, "contexts kept per neuron with contexts")
 
 
-class _Accumulator:
-    """Per-layer Moments for one group on the activations' own device; flushed into Stats on the CPU."""
-
-    def __init__(self, pooled_texts: int, contexts):
-        self.layers: dict[int, Moments] = {}
-        self.contexts = contexts  # TopContexts or None; its layers run on the device as `self.top`
-        self.top: dict[int, list[Tensor]] = {}
-        self.keys: Tensor | None = None  # int64 [batch, pos]: the batch's context keys (NONE: not counted)
-        self.pooled_texts = pooled_texts
-        self.pooled: dict[int, list] = {}  # text index -> [count, sum [L, W], max [L, W]]
-        self.batch: Batch | None = None  # the batch being run, and its bool [batch, pos] counted positions
-        self.count: Tensor | None = None
-        self.counted = self.whole = False  # any / every position counted
-        self.on_device: dict = {}  # device -> count there
-
-    def start(self, batch: Batch, keys: Tensor | None = None) -> None:
-        """Take the next batch's counted positions (decided on the CPU: no device sync per layer)."""
-        self.batch, self.count, self.keys = batch, batch.count, keys
-        self.counted, self.whole = bool(batch.count.any()), bool(batch.count.all())
-        self.on_device = {}
-
-    def add(self, site: Site, h: Tensor) -> None:  # h: [batch, pos, width]; trace's reduce: keeps nothing
-        if not self.counted:
-            return
-        if h.device not in self.on_device:
-            assert self.batch is not None  # start() ran
-            moved = (self.count, self.keys, self.batch.input_ids, self.batch.attention_mask.bool())
-            self.on_device[h.device] = [None if t is None else t.to(h.device, non_blocking=True) for t in moved]
-        count, keys, ids, real = self.on_device[h.device]
-        if keys is not None:
-            if site.layer not in self.top:
-                self.top[site.layer] = [t.to(h.device) for t in self.contexts.layer(site.layer)]
-            self.top[site.layer] = offer(self.top[site.layer], h, keys, ids, real)
-        if site.layer not in self.layers:
-            self.layers[site.layer] = Moments.zeros(h.shape[-1], h.device if h.device.type != "mps" else "cpu")
-        # no boolean gather (a host sync on GPUs): uncounted rows are masked inside the reductions
-        self.layers[site.layer].add(h.reshape(-1, h.shape[-1]), None if self.whole else count.reshape(-1))
-        if self.pooled_texts:
-            self._pool(site.layer, h, count)
-
-    def _pool(self, layer: int, h: Tensor, count: Tensor) -> None:
-        assert self.batch is not None
-        for r, t in enumerate(self.batch.text):
-            if t >= self.pooled_texts or not bool(count[r].any()):
-                continue
-            x = h[r][count[r]].double().cpu()  # [tokens, width]
-            entry = self.pooled.setdefault(t, [0, {}, {}])
-            if layer == 0:  # count each row's tokens once
-                entry[0] += x.shape[0]
-            s, m = entry[1], entry[2]
-            s[layer] = s[layer] + x.sum(0) if layer in s else x.sum(0)
-            m[layer] = torch.maximum(m[layer], x.amax(0)) if layer in m else x.amax(0)
-
-    def flush(self, stats: Stats, g: int) -> None:
-        for layer, moments in self.layers.items():
-            moments.merge_into(stats, g, layer)
-        self.layers.clear()
-        for layer, top in self.top.items():  # the running top stays on the device; Stats gets a copy
-            assert stats.contexts is not None  # keys (and so self.top) only where contexts are kept
-            stats.contexts.set_layer(layer, top)
-
-    def flush_pooled(self, stats: Stats, g: int, layers: list[int], texts_done: int) -> None:
-        """Move pooled rows of texts that are complete into Stats (in text order)."""
-        mean, top, filled = stats.pooled_mean, stats.pooled_max, stats.pooled_n
-        if mean is None or top is None or filled is None:
-            return  # no per-text rows kept
-        for t in sorted(k for k in self.pooled if k < texts_done):
-            n, s, m = self.pooled.pop(t)
-            row = int(filled[g])
-            if n == 0 or row >= mean.shape[1]:
-                continue
-            for li, layer in enumerate(layers):
-                mean[g, row, li] = (s[layer] / n).float()
-                top[g, row, li] = m[layer].float()
-            filled[g] += 1
-
-
 def record(
     model,
     tokenizer,
     texts: Mapping[str, Iterable[str]],
-    site: str = "act",
-    batch_size: int = 8,
-    max_length: int = 512,
-    truncate: bool = False,
-    max_tokens: int | None = None,
-    pooled_texts: int = 0,
-    count_special: bool = False,
+    config: RecordConfig | None = None,
+    *,
     checkpoint: str | Path | None = None,
-    checkpoint_every: float = 600.0,
-    bucket: int = 32,
-    contexts: bool = False,
-    top_k: int = 20,
+    resume: bool | None = None,
     progress: bool = True,
     arch: ArchSpec | None = None,
+    **settings: Any,
 ) -> Stats:
-    """Per-group, per-layer, per-neuron statistics of `site` over `texts` ({group: texts}); see module doc."""
+    """Per-group, per-layer, per-neuron statistics over `texts` ({group: texts}) with the settings of `config` (a
+    RecordConfig) or its fields as keywords (`site="neuron", batch_size=4`); see module doc. With `checkpoint`, an
+    existing file is continued (`resume=None` or True) or refused (`resume=False`, the CLI without --resume)."""
+    cfg = configured(RecordConfig, config, settings, "record")
+    site, batch_size, max_length, truncate = cfg.site, cfg.batch_size, cfg.max_length, cfg.truncate
+    max_tokens, pooled_texts, count_special, top_k = cfg.max_tokens, cfg.pooled_texts, cfg.count_special, cfg.top_k
+    checkpoint_every, bucket, contexts = cfg.checkpoint_every, cfg.bucket, cfg.contexts
     if site not in KINDS:
         raise NeuronlabError(f"unknown site kind {site!r}: use one of {', '.join(KINDS)}")
     if batch_size < 1 or max_length < 1:
@@ -181,6 +104,7 @@ def record(
             raise NeuronlabError(f"group {group!r} has no text: give it at least one non-empty text")
 
     if checkpoint is not None:
+        check_checkpoint(checkpoint, resume)
         check_writable(checkpoint)  # before any work: a bad path never costs a recorded group
     settings = dict(max_length=max_length, truncate=truncate, max_tokens=max_tokens, count_special=count_special)
     top_k = top_k if contexts else 0
@@ -196,6 +120,21 @@ def record(
             stats.meta.setdefault("world_size", 1)  # files written before ranks existed
         return _record(model, tokenizer, texts, stats, checkpoint, progress, **run)
     return _record_ranks(model, tokenizer, texts, fresh, checkpoint, progress, rank, size, pooled_texts, run)
+
+
+def check_checkpoint(checkpoint: str | Path, resume: bool | None) -> None:
+    """With `resume=False`, one error where the checkpoint (or the rank files of a killed run of several processes)
+    is already there; `record` calls it first, and a command before it loads the model."""
+    checkpoint = Path(checkpoint)
+    if resume is not False:
+        return
+    if checkpoint.exists():
+        raise NeuronlabError(f"{checkpoint} exists: pass --resume to continue it, or choose another --out")
+    ranks = [p.name for p in rank_files(checkpoint)]
+    if ranks:
+        raise NeuronlabError(
+            f"{', '.join(ranks)} hold a killed run of several processes: pass --resume to continue it, or delete them"
+        )
 
 
 def _empty(model, groups: list[str], site: str, settings: dict, pooled_texts: int, top_k: int, arch) -> Stats:
@@ -239,7 +178,7 @@ def _record(
     layers = list(range(stats.n_layers))
     special = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
     count_special = settings["count_special"]
-    acc = _Accumulator(pooled_texts, stats.contexts)
+    acc = Accumulator(pooled_texts, stats.contexts)
     sites = [Site(layer, site) for layer in layers]
 
     last_save = time.monotonic()

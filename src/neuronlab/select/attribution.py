@@ -25,12 +25,13 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from neuronlab.artifacts import register_artifact
-from neuronlab.config import option
+from neuronlab.config import configured, option
 from neuronlab.data.batching import batches, pad_id, windows
 from neuronlab.dist import Shard, all_reduce, world
 from neuronlab.errors import NeuronlabError
@@ -105,18 +106,19 @@ def attribute(
     model,
     tokenizer,
     texts: Mapping[str, Sequence[str]],
-    method: str = "gxa",
-    steps: int = 16,
-    baseline: str = "zero",
+    config: AttributionConfig | None = None,
+    *,
     stats=None,
-    site: str = "act",
     layers: Sequence[int] | None = None,
-    batch_size: int = 8,
-    max_length: int = 512,
     progress: bool = True,
     arch: ArchSpec | None = None,
+    **settings: Any,
 ) -> Attribution:
-    """Attribution scores of every neuron at `site` for each group's log-likelihood (see module doc)."""
+    """Attribution scores of every neuron at `site` for each group's log-likelihood (see module doc), with the
+    settings of `config` (an AttributionConfig) or its fields as keywords (`method="ig", steps=32`)."""
+    cfg = configured(AttributionConfig, config, settings, "attribute")
+    method, steps, baseline, site = cfg.method, cfg.steps, cfg.baseline, cfg.site
+    batch_size, max_length = cfg.batch_size, cfg.max_length
     if method not in METHODS:
         raise NeuronlabError(f"unknown attribution method {method!r}: use gxa or ig")
     if site not in KINDS or site == "router":

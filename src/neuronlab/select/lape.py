@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from neuronlab.config import option
+from neuronlab.config import configured, option
 from neuronlab.errors import NeuronlabError
 from neuronlab.record.stats import Stats
 from neuronlab.select.neuron_set import NeuronSet
@@ -24,7 +24,7 @@ from neuronlab.select.neuron_set import NeuronSet
 
 @dataclass(frozen=True)
 class LapeConfig:
-    """The arguments of `lape`, with the paper's defaults: `lape(stats, **asdict(cfg))`."""
+    """The settings of `lape`, with the paper's defaults: `lape(stats, cfg)` or `lape(stats, top_rate=0.02)`."""
 
     top_rate: float = option(0.01, "share of all neurons kept (Tang et al.: 0.01 for 7B models)")
     filter_rate: float = option(0.95, "quantile a neuron's top activation probability must exceed")
@@ -60,10 +60,9 @@ def lape_entropy(stats: Stats) -> Tensor:
     return -torch.xlogy(normed, normed).sum(0)
 
 
-def lape(
-    stats: Stats, top_rate: float = 0.01, filter_rate: float = 0.95, activation_bar_ratio: float = 0.95
-) -> NeuronSet:
-    """Language activation probability entropy (Tang et al. 2024, arXiv 2402.16438).
+def lape(stats: Stats, config: LapeConfig | None = None, **settings: float) -> NeuronSet:
+    """Language activation probability entropy (Tang et al. 2024, arXiv 2402.16438), with the settings of `config`
+    (a LapeConfig) or its fields as keywords (`top_rate=0.01`).
 
     For neuron i and language l, p[l,i] = (tokens where act > 0) / tokens of l, and p~[l,i] = p[l,i] / sum_l p.
     1. entropy[i] = -sum_l p~ log p~ (0 log 0 = 0); low entropy = fires for few languages.
@@ -80,6 +79,8 @@ def lape(
     0.9 > 0.5, b has no p > 0.5 and is dropped. With top_rate = 0.5, round(0.5 * 2) = 1 neuron: a. It goes to
     en (0.9 > 0.5) and not to fr: the result is {en: {0: [a]}, fr: {}}.
     """
+    cfg = configured(LapeConfig, config, settings, "lape")
+    top_rate, filter_rate, activation_bar_ratio = cfg.top_rate, cfg.filter_rate, cfg.activation_bar_ratio
     if len(stats.groups) < 2:
         raise NeuronlabError("LAPE compares languages: record at least two groups")
     for name, rate in (

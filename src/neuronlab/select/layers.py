@@ -18,11 +18,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from neuronlab.artifacts import register_artifact
-from neuronlab.config import option
+from neuronlab.config import configured, option
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import read_json, write_json
 from neuronlab.models.sites import check_layers
@@ -114,10 +115,11 @@ def activated_sets(stats: Stats, threshold: float) -> torch.Tensor:
     return stats.probability > threshold
 
 
-def select_layers(
-    stats: Stats, k: int = 6, method: str = "msd", threshold: float = 0.5, reference: str = "en", seed: int = 0
-) -> LayerSelection:
-    """The k layers that handle languages (module doc); `method` msd | overlap | lowest | random | all."""
+def select_layers(stats: Stats, config: LayerConfig | None = None, **settings: Any) -> LayerSelection:
+    """The k layers that handle languages (module doc); `method` msd | overlap | lowest | random | all. Settings:
+    `config` (a LayerConfig) or its fields as keywords (`k=6, method="overlap"`)."""
+    cfg = configured(LayerConfig, config, settings, "select_layers")
+    k, method, threshold, reference, seed = cfg.k, cfg.method, cfg.threshold, cfg.reference, cfg.seed
     if method not in METHODS:
         raise NeuronlabError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
     n = stats.n_layers

@@ -5,121 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
-from neuronlab.testing import char_tokenizer
+from neuronlab.models.arch import ARCH_SPECS
+from neuronlab.testing import TINY, char_tokenizer, tiny_causal_lm
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 STORIES = SHARED / "models" / "stories260K"
 FLORES = SHARED / "data" / "flores200_devtest"
 
-V, D, F, L, H = 128, 32, 64, 3, 4  # vocab, d_model, d_ff, layers, heads
-
-CONFIGS = {
-    "llama": (
-        "LlamaConfig",
-        dict(hidden_size=D, intermediate_size=F, num_hidden_layers=L, num_attention_heads=H, num_key_value_heads=2),
-    ),
-    "mistral": (
-        "MistralConfig",
-        dict(hidden_size=D, intermediate_size=F, num_hidden_layers=L, num_attention_heads=H, num_key_value_heads=2),
-    ),
-    "qwen2": (
-        "Qwen2Config",
-        dict(hidden_size=D, intermediate_size=F, num_hidden_layers=L, num_attention_heads=H, num_key_value_heads=2),
-    ),
-    "qwen3": (
-        "Qwen3Config",
-        dict(
-            hidden_size=D,
-            intermediate_size=F,
-            num_hidden_layers=L,
-            num_attention_heads=H,
-            num_key_value_heads=2,
-            head_dim=8,
-        ),
-    ),
-    "gemma": (
-        "GemmaConfig",
-        dict(
-            hidden_size=D,
-            intermediate_size=F,
-            num_hidden_layers=L,
-            num_attention_heads=H,
-            num_key_value_heads=2,
-            head_dim=8,
-        ),
-    ),
-    "gemma2": (
-        "Gemma2Config",
-        dict(
-            hidden_size=D,
-            intermediate_size=F,
-            num_hidden_layers=L,
-            num_attention_heads=H,
-            num_key_value_heads=2,
-            head_dim=8,
-        ),
-    ),
-    "gemma3_text": (
-        "Gemma3TextConfig",
-        dict(
-            hidden_size=D,
-            intermediate_size=F,
-            num_hidden_layers=L,
-            num_attention_heads=H,
-            num_key_value_heads=2,
-            head_dim=8,
-        ),
-    ),
-    "phi3": (
-        "Phi3Config",
-        dict(
-            hidden_size=D,
-            intermediate_size=F,
-            num_hidden_layers=L,
-            num_attention_heads=H,
-            num_key_value_heads=2,
-            pad_token_id=0,
-        ),
-    ),
-    "olmo": (
-        "OlmoConfig",
-        dict(hidden_size=D, intermediate_size=F, num_hidden_layers=L, num_attention_heads=H, pad_token_id=0),
-    ),
-    "gpt2": ("GPT2Config", dict(n_embd=D, n_inner=F, n_layer=L, n_head=H, n_positions=128)),
-    "gpt_neox": ("GPTNeoXConfig", dict(hidden_size=D, intermediate_size=F, num_hidden_layers=L, num_attention_heads=H)),
-    "opt": (
-        "OPTConfig",
-        dict(
-            hidden_size=D,
-            ffn_dim=F,
-            num_hidden_layers=L,
-            num_attention_heads=H,
-            word_embed_proj_dim=D,
-            max_position_embeddings=128,
-        ),
-    ),
-    "bloom": ("BloomConfig", dict(hidden_size=D, n_layer=L, n_head=H)),  # d_ff is 4 * d_model
-    "phi": ("PhiConfig", dict(hidden_size=D, intermediate_size=F, num_hidden_layers=L, num_attention_heads=H)),
-}
-ARCHS = sorted(CONFIGS)
+ARCHS = sorted(ARCH_SPECS)  # the families of the ArchSpec table, each built tiny (3 layers, d_model 32, d_ff 64)
+V = TINY["vocab_size"]
 
 
 def tiny_model(arch: str, seed: int = 0):
-    import transformers
-
-    cls_name, kwargs = CONFIGS[arch]
-    kwargs = {"pad_token_id": 0, **kwargs}
-    config = getattr(transformers, cls_name)(vocab_size=V, bos_token_id=1, eos_token_id=2, **kwargs)
-    torch.manual_seed(seed)
-    model = transformers.AutoModelForCausalLM.from_config(config)
-    # random init makes tiny activations; larger weights give every site real spread (and signs)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.normal_(0, 0.3)
-    return model.eval()
+    """A tiny random model of a table family, with weights spread enough that every site has real values."""
+    return tiny_causal_lm(arch, seed, layers=3, spread=0.3)
 
 
 def save_tiny(path: Path, arch: str, seed: int = 0) -> Path:
@@ -127,6 +27,26 @@ def save_tiny(path: Path, arch: str, seed: int = 0) -> Path:
     tiny_model(arch, seed).save_pretrained(path)
     char_tokenizer().save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """`tiny_dir(arch)`: a tiny model of that family saved as a Hugging Face folder (the path a hub id takes),
+    built once per session."""
+    made: dict[str, Path] = {}
+
+    def get(arch: str) -> Path:
+        if arch not in made:
+            made[arch] = save_tiny(tmp_path_factory.mktemp(f"tiny_{arch}"), arch)
+        return made[arch]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def model_dir(tiny_dir):
+    """The tiny GPT-2 folder the command-line tests load."""
+    return tiny_dir("gpt2")
 
 
 @pytest.fixture(scope="session")

@@ -14,11 +14,6 @@ from .conftest import TEXTS, save_tiny
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return save_tiny(tmp_path_factory.mktemp("tiny_gpt2"), "gpt2")
-
-
 @pytest.fixture
 def corpus(tmp_path):
     folder = tmp_path / "corpus"

@@ -38,6 +38,7 @@ TINY = dict(
     n_inner=64,
     ffn_dim=64,
     ffn_hidden_size=64,
+    word_embed_proj_dim=32,
     moe_intermediate_size=16,
     shared_expert_intermediate_size=32,
     num_hidden_layers=2,
@@ -72,10 +73,14 @@ _MLA = dict(num_key_value_heads=4, n_group=1, topk_group=1, first_k_dense_replac
 EXTRA = {"gpt_neo": dict(attention_types=[[["global", "local"], 1]]), "deepseek_v2": _MLA, "deepseek_v3": _MLA}
 
 
-def tiny_causal_lm(model_type: str, seed: int = 0):
+LAYER_NAMES = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
+
+
+def tiny_causal_lm(model_type: str, seed: int = 0, layers: int = 2, spread: float | None = None):
     """A tiny random `*ForCausalLM` of any registered `model_type`: its config's defaults with the sizes above
-    (and the few settings in EXTRA that some families need to shrink).
-    Raises ValueError where the family does not shrink (sub-configs of their own, over 3M parameters)."""
+    (and the few settings in EXTRA that some families need to shrink), `layers` decoder layers. `spread`: draw
+    every weight matrix from N(0, spread) instead of the family's small init, so every site has real spread (and
+    signs). Raises ValueError where the family does not shrink (sub-configs of their own, over 3M parameters)."""
     import inspect
 
     import torch
@@ -83,10 +88,17 @@ def tiny_causal_lm(model_type: str, seed: int = 0):
 
     cls = type(AutoConfig.for_model(model_type))
     takes = set(inspect.signature(cls.__init__).parameters)
-    config = cls(**{k: v for k, v in TINY.items() if k in takes} | EXTRA.get(model_type, {}))
+    sizes = TINY | dict.fromkeys(LAYER_NAMES, layers)
+    config = cls(**{k: v for k, v in sizes.items() if k in takes} | EXTRA.get(model_type, {}))
     with torch.device("meta"):
         n = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
     if n > MAX_TINY_PARAMETERS:
         raise ValueError(f"{model_type} does not shrink: {n:,} parameters with the tiny sizes")
     torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(config).eval()
+    model = AutoModelForCausalLM.from_config(config)
+    if spread is not None:
+        with torch.no_grad():
+            for w in model.parameters():
+                if w.dim() >= 2:
+                    w.normal_(0, spread)
+    return model.eval()

@@ -16,8 +16,6 @@ from neuronlab.cli import app
 from neuronlab.evaluate.steering import generate
 from neuronlab.io import write_text
 
-from ..conftest import save_tiny
-
 pytestmark = pytest.mark.slow
 TEXTS = {
     "en": [f"the text number {i} " * (1 + i % 4) for i in range(13)],
@@ -64,8 +62,8 @@ def _rank(rank, size, port, model_dir, out, crash_after):
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return save_tiny(tmp_path_factory.mktemp("tiny_llama"), "llama")
+def llama_dir(tiny_dir):
+    return tiny_dir("llama")
 
 
 def _assert_equal(got, want):
@@ -80,10 +78,10 @@ def _assert_equal(got, want):
     assert got.meta["pieces"] == want.meta["pieces"]
 
 
-def test_two_ranks_equal_one_process_also_after_a_rank_is_killed(model_dir, tmp_path):
+def test_two_ranks_equal_one_process_also_after_a_rank_is_killed(llama_dir, tmp_path):
     import torch.multiprocessing as mp
 
-    model, tok = nl.load_model(model_dir)
+    model, tok = nl.load_model(llama_dir)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in the ranks: another thread count changes float32 matmul rounding
     try:
@@ -100,12 +98,12 @@ def test_two_ranks_equal_one_process_also_after_a_rank_is_killed(model_dir, tmp_
     with pytest.raises(
         (mp.ProcessRaisedException, mp.ProcessExitedException)
     ):  # rank 1 dies at its 4th forward; spawn stops rank 0 too
-        mp.spawn(_rank, args=(2, _free_port(), str(model_dir), str(out), 4), nprocs=2)
+        mp.spawn(_rank, args=(2, _free_port(), str(llama_dir), str(out), 4), nprocs=2)
     assert not out.exists()
     partial = nl.Stats.load(tmp_path / "s.rank1of2.safetensors")
     assert 0 < int(partial.texts.sum()) < (13 - 3) // 2 + (9 - 3) // 2  # rank 1 saved a part of its share
 
-    mp.spawn(_rank, args=(2, _free_port(), str(model_dir), str(out), 0), nprocs=2)
+    mp.spawn(_rank, args=(2, _free_port(), str(llama_dir), str(out), 0), nprocs=2)
     got = nl.Stats.load(out)
     assert got.meta["world_size"] == 2 and got.meta["complete"] == ["en", "fr"]
     assert float((tmp_path / "s.safetensors.ppl").read_text()) == pytest.approx(ppl, rel=1e-12)
@@ -120,12 +118,12 @@ def test_two_ranks_equal_one_process_also_after_a_rank_is_killed(model_dir, tmp_
     _assert_equal(again, want)
 
 
-def test_torchrun_record_writes_the_file_one_process_writes(model_dir, tmp_path):
+def test_torchrun_record_writes_the_file_one_process_writes(llama_dir, tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for g, lines in TEXTS.items():
         (corpus / f"{g}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    args = ["-m", str(model_dir), "--text-dir", str(corpus), "--batch-size", "1", "--contexts", "--top-k", "3"]
+    args = ["-m", str(llama_dir), "--text-dir", str(corpus), "--batch-size", "1", "--contexts", "--top-k", "3"]
     one, two = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in each rank
@@ -161,7 +159,7 @@ def test_torchrun_record_writes_the_file_one_process_writes(model_dir, tmp_path)
     _assert_equal(b, a)
 
 
-def test_torchrun_finetune_trains_data_parallel(model_dir, tmp_path):
+def test_torchrun_finetune_trains_data_parallel(llama_dir, tmp_path):
     """The Trainer runs DDP over the launcher's ranks (gloo on CPUs): 2 ranks x 4 rows a step, one delta written."""
     import json
 
@@ -180,7 +178,7 @@ def test_torchrun_finetune_trains_data_parallel(model_dir, tmp_path):
             "neuronlab",
             "finetune",
             "-m",
-            str(model_dir),
+            str(llama_dir),
             "--layers",
             "0-1",
             "--data",

@@ -41,7 +41,18 @@ from torch import Tensor
 
 from neuronlab.config import configured, option
 from neuronlab.data.batching import Batch, batches, model_inputs, pad_id, windows
-from neuronlab.dist import Shard, all_gather, all_reduce, broadcast, hand_over, own_files, rank_files, rank_path, world
+from neuronlab.dist import (
+    Shard,
+    all_gather,
+    all_reduce,
+    barrier,
+    broadcast,
+    hand_over,
+    own_files,
+    rank_files,
+    rank_path,
+    world,
+)
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import check_writable
 from neuronlab.models.arch import ArchSpec
@@ -106,6 +117,7 @@ def record(
     if checkpoint is not None:
         check_checkpoint(checkpoint, resume)
         check_writable(checkpoint)  # before any work: a bad path never costs a recorded group
+        barrier()  # every rank has looked before any writes its rank file: no rank refuses another's fresh file
     settings = dict(max_length=max_length, truncate=truncate, max_tokens=max_tokens, count_special=count_special)
     top_k = top_k if contexts else 0
     if top_k:

@@ -86,9 +86,11 @@ def test_every_config_field_has_a_cli_option_with_its_help_and_default(command, 
             assert opt.default is None and (not f.default or ",".join(map(str, f.default)) in opt.help), name
         else:
             assert opt.default == f.default, f"{name}: the option's default {opt.default!r} is not {f.default!r}"
-    # one convention: the library function takes the config object itself
-    hints = inspect.signature(fn, eval_str=True).parameters
-    assert any(cls in (p.annotation, *getattr(p.annotation, "__args__", ())) for p in hints.values()), fn
+    # one convention: the library function takes the config object as `config`, or its fields as keywords
+    params = inspect.signature(fn, eval_str=True).parameters
+    assert "config" in params and cls in getattr(params["config"].annotation, "__args__", ()), fn
+    assert params["config"].default is None, fn
+    assert any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()), fn
 
 
 def test_config_options_reach_the_config(model_dir, tmp_path):

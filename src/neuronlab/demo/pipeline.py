@@ -14,9 +14,10 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from neuronlab.analyze.alignment import jaccard
-from neuronlab.config import option
+from neuronlab.config import configured, option
 from neuronlab.data.tasks import lss_items_from_texts, prompts_from_texts
 from neuronlab.demo.browser import top_neurons, write_browser
 from neuronlab.errors import NeuronlabError
@@ -113,12 +114,16 @@ def run(
     tokenizer,
     texts: dict[str, list[str]],
     out: str | Path,
-    cfg: PipelineConfig = PipelineConfig(),
+    config: PipelineConfig | None = None,
     title: str = "neuronlab: language-specific neurons",
     progress: bool = True,
     log=print,
     arch: ArchSpec | None = None,
+    **settings: Any,
 ) -> dict:
+    """The language-neuron pipeline over `texts` ({language: lines}) with a PipelineConfig or its fields as
+    keywords; writes results.json and the report into `out` and returns the results."""
+    cfg = configured(PipelineConfig, config, settings, "run")
     out = Path(out)
     check_writable(out, folder=True)
     phases = Phases(log)

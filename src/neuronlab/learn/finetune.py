@@ -20,12 +20,13 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from neuronlab.artifacts import register_artifact
-from neuronlab.config import option
+from neuronlab.config import configured, option
 from neuronlab.data.batching import pad_id, pad_right
 from neuronlab.errors import NeuronlabError
 from neuronlab.evaluate.perplexity import continuation_ids
@@ -196,14 +197,17 @@ def finetune(
     tokenizer,
     items: Sequence[dict],
     layers: Sequence[int],
-    cfg: FinetuneConfig = FinetuneConfig(),
+    config: FinetuneConfig | None = None,
     out: str | Path = "finetune-out",
     resume: bool = True,
     progress: bool = True,
     arch: ArchSpec | None = None,
+    **settings: Any,
 ) -> Delta:
-    """Train the chosen FFNs of `layers` on `items` with the Trainer (module doc), save the Delta in `out` and
-    return it. With `resume`, a run continues from the last Trainer checkpoint in `out/trainer`."""
+    """Train the chosen FFNs of `layers` on `items` with the Trainer (module doc), with a FinetuneConfig or its
+    fields as keywords (`lr=1e-4, max_steps=200`); save the Delta in `out` and return it. With `resume`, a run
+    continues from the last Trainer checkpoint in `out/trainer`."""
+    cfg = configured(FinetuneConfig, config, settings, "finetune")
     from transformers import Trainer, TrainingArguments
 
     from neuronlab.dist import launched

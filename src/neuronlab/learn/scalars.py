@@ -32,12 +32,13 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from neuronlab.config import option
+from neuronlab.config import configured, option
 from neuronlab.data.contrast import check_items, split
 from neuronlab.errors import NeuronlabError
 from neuronlab.intervene.apply import apply
@@ -175,13 +176,17 @@ def train_scaling(
     model,
     tokenizer,
     items: Sequence[dict],
-    cfg: ScalingConfig = ScalingConfig(),
+    config: ScalingConfig | None = None,
     progress: bool = True,
     arch: ArchSpec | None = None,
+    **settings: Any,
 ) -> LearnedIntervention:
-    """Learn `cfg.method` on `items` by Adam on the three-part objective (module doc); early stopping on a
-    validation share of the groups. Returns the best parameters, detached, with a training history in meta."""
+    """Learn the config's method on `items` by Adam on the three-part objective (module doc), with a
+    ScalingConfig or its fields as keywords (`method="dynscalar", epochs=20`); early stopping on a validation share
+    of the groups. Returns the best parameters, detached, with a training history in meta."""
     from tqdm.auto import tqdm
+
+    cfg = configured(ScalingConfig, config, settings, "train_scaling")
 
     items = check_items(items, "the training items")
     if cfg.val_fraction > 0 and len({i["group"] for i in items}) >= 2:
@@ -274,13 +279,16 @@ def fit_task(
     model,
     tokenizer,
     items: Sequence[dict],
-    cfg: ScalingConfig = ScalingConfig(),
+    config: ScalingConfig | None = None,
     holdout: float = 0.25,
     progress: bool = True,
     arch: ArchSpec | None = None,
+    **settings: Any,
 ) -> tuple[LearnedIntervention, dict]:
-    """What `neuronlab scale train` does: hold out a seeded share of the groups, train on the rest, and measure
-    both. Returns the learned intervention (held-out groups in its meta) and {"train", "held_out", "epochs"}."""
+    """What `neuronlab scale train` does: hold out a seeded share of the groups, train on the rest (settings as
+    in train_scaling), and measure both. Returns the learned intervention (held-out groups in its meta) and
+    {"train", "held_out", "epochs"}."""
+    cfg = configured(ScalingConfig, config, settings, "fit_task")
     train_items, held_out = split(items, holdout, cfg.seed)
     learned = train_scaling(model, tokenizer, train_items, cfg, progress, arch)
     learned.meta["held_out_groups"] = sorted({i["group"] for i in held_out})

@@ -26,7 +26,7 @@ from _study import load, parser  # examples/_study.py, beside this script
 
 import neuronlab as nl
 from neuronlab.data.contrast import capital_task, distinguishable, ioi_task, pronoun_task, split
-from neuronlab.learn.scalars import ScalingConfig, evaluate_scaling, fit_task, init_scaling, save_run
+from neuronlab.learn.scalars import ScalingConfig, evaluate_scaling, fit_task, init_scaling
 
 OTHER = {  # the same groups in templates of other lengths
     "pronoun": lambda swap: pronoun_task(
@@ -79,7 +79,7 @@ def main() -> None:
         for method in METHODS:
             cfg = dataclasses.replace(ScalingConfig(), method=method, epochs=args.epochs, patience=8)
             t = time.monotonic()
-            learned, metrics = fit_task(model, tok, items, cfg, 0.25, progress=False)
+            learned, metrics = fit_task(model, tok, items, cfg, 0.25, progress=False, out=args.out / f"{task}-{method}")
             run = {
                 "seconds": time.monotonic() - t,
                 "epochs": metrics["epochs"],
@@ -89,7 +89,6 @@ def main() -> None:
             if method != "steervec":
                 m = evaluate_scaling(model, tok, learned, other)
                 run["other_lengths"] = {k: m[k] for k in KEYS}
-            save_run(args.out / f"{task}-{method}", learned, metrics)
             row["runs"][method] = run
             h = run["held_out"]
             flip = "n/a" if h["flip_rate"] is None else f"{h['flip_rate']:.2f}"

@@ -197,6 +197,27 @@ def test_bad_config_and_items(tok):
         train_scaling(model, tok, [{"prompt": "ab", "target": "xa", "foil": "xb"}], progress=False)
 
 
+def test_fit_task_reads_a_task_file_drops_ambiguous_items_and_writes_the_run(tmp_path, tok):
+    from neuronlab.data.contrast import write_contrast
+    from neuronlab.learn.scalars import RUN_FILES, fit_task
+
+    model = tiny_model("llama")
+    ambiguous = {"prompt": "ab", "target": "xa", "foil": "xb", "group": "z"}
+    write_contrast(tmp_path / "task.jsonl", [*ITEMS, ambiguous])
+    with pytest.raises(nl.NeuronlabError, match="start with the same token"):
+        fit_task(model, tok, tmp_path / "task.jsonl", epochs=2, progress=False)
+    learned, metrics = fit_task(
+        model, tok, tmp_path / "task.jsonl", epochs=2, progress=False, out=tmp_path / "run", drop_ambiguous=True
+    )
+    assert metrics["dropped"] == 1 and metrics["epochs"] == 2 and learned.meta["task"] == str(tmp_path / "task.jsonl")
+    assert metrics["train"]["items"] + metrics["held_out"]["items"] == len(ITEMS)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == sorted([*RUN_FILES, "plan.safetensors"])
+    assert (
+        LearnedIntervention.load(tmp_path / "run" / RUN_FILES[0]).meta["held_out_groups"]
+        == (learned.meta["held_out_groups"])
+    )
+
+
 def test_training_keeps_the_best_validation_parameters(tok):
     model = tiny_model("llama")
     items = [

@@ -65,21 +65,18 @@ def scale_train(
     ] = False,
 ) -> None:
     """Learn an intervention that makes each target beat its foil; report it on held-out groups."""
-    from neuronlab.data.contrast import distinguishable, read_contrast
-    from neuronlab.learn.scalars import fit_task, save_run
+    from neuronlab.data.contrast import read_contrast
+    from neuronlab.learn.scalars import RUN_FILES, fit_task
 
     writable(out, folder=True)
-    items = read_contrast(task)
+    read_contrast(task)  # a bad task file fails before the model loads
     loaded, tok = model.load()
+    _, metrics = fit_task(loaded, tok, task, cfg, holdout, out=out, drop_ambiguous=drop_ambiguous)
     if drop_ambiguous:
-        items, dropped = distinguishable(items, tok)
-        typer.echo(f"dropped {dropped} items whose target and foil start with the same token; {len(items)} left")
-    learned, metrics = fit_task(loaded, tok, items, cfg, holdout)
-    learned.meta["task"] = str(task)
-    names = save_run(out, learned, metrics)
+        typer.echo(f"dropped {metrics['dropped']} items whose target and foil start with the same token")
     _metrics_line("train", metrics["train"])
     _metrics_line("held out", metrics["held_out"])
-    typer.echo(f"{metrics['epochs']} epochs; wrote {', '.join(names)} to {out}")
+    typer.echo(f"{metrics['epochs']} epochs; wrote {', '.join(RUN_FILES)} to {out}")
 
 
 @app.command("eval")

@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from neuronlab.errors import NeuronlabError
 from neuronlab.registry import Registry
@@ -36,18 +37,18 @@ MODULES = (
 class ArtifactKind:
     what: str
     load: Callable[[Path], object]
-    summary: Callable[[object], str]
+    summary: Callable[[Any], str]
 
 
 KINDS: Registry[ArtifactKind] = Registry("artifact format", ArtifactKind)
 
 
 def register_artifact(
-    what: str, formats: Iterable[str], load: Callable[[Path], object], summary: Callable[[object], str] | None = None
+    what: str, formats: Iterable[str], load: Callable[[Path], object], summary: Callable[[Any], str] | None = None
 ) -> None:
     """Register a kind of file under each of its format tags (the current one and older ones it still reads);
     `summary` defaults to the loaded object's own `.summary()`."""
-    kind = ArtifactKind(what, load, summary or (lambda obj: obj.summary()))  # type: ignore[attr-defined]
+    kind = ArtifactKind(what, load, summary or (lambda obj: obj.summary()))
     for fmt in formats:
         KINDS.add(fmt, kind)
 
@@ -74,7 +75,7 @@ def artifact_format(path: str | Path) -> str:
             fmt = data.get("format") if isinstance(data, dict) else None
         except (json.JSONDecodeError, UnicodeDecodeError):
             fmt = None
-    if fmt not in _known():
+    if not isinstance(fmt, str) or fmt not in _known():
         known = ", ".join(sorted({k.what for k in KINDS.values()}))
         raise NeuronlabError(
             f"{path} is neither a stats file nor another neuronlab artifact ({known}); its format is {fmt!r}"

@@ -116,7 +116,7 @@ def in_blocks(items: Sequence, fn: Callable[[Sequence], Sequence]) -> list:
     if size == 1:
         return list(fn(items))
     lo, hi = rank * len(items) // size, (rank + 1) * len(items) // size
-    parts = [None] * size
+    parts: list[list] = [[] for _ in range(size)]
     dist.all_gather_object(parts, list(fn(items[lo:hi])) if hi > lo else [])
     return [x for part in parts for x in part]
 

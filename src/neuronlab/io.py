@@ -23,7 +23,7 @@ def _temp_beside(path: Path) -> str:
             continue
 
 
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
+def atomic_write(path: str | Path, write: Callable[[str], object]) -> None:
     """Call `write(tmp_path)` for a temporary file beside `path`, then rename it onto `path`. Under several ranks
     only rank 0 writes (see `neuronlab.dist.writes_here`): the others computed the same result."""
     from neuronlab.dist import writes_here

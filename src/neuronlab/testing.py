@@ -6,6 +6,7 @@ tok = char_tokenizer()          # one token per character, BOS added; ids < 128
 from __future__ import annotations
 
 import string
+from typing import Any
 
 
 def char_tokenizer():
@@ -30,7 +31,7 @@ def char_tokenizer():
 
 
 # Sizes for `tiny_causal_lm`, by the config argument names families use (a family takes the ones it knows).
-TINY = dict(
+TINY: dict[str, Any] = dict(
     hidden_size=32,
     n_embd=32,
     d_model=32,
@@ -70,7 +71,11 @@ TINY = dict(
 )
 MAX_TINY_PARAMETERS = 3_000_000
 _MLA = dict(num_key_value_heads=4, n_group=1, topk_group=1, first_k_dense_replace=1)  # DeepSeek's latent attention
-EXTRA = {"gpt_neo": dict(attention_types=[[["global", "local"], 1]]), "deepseek_v2": _MLA, "deepseek_v3": _MLA}
+EXTRA: dict[str, dict[str, Any]] = {
+    "gpt_neo": dict(attention_types=[[["global", "local"], 1]]),
+    "deepseek_v2": _MLA,
+    "deepseek_v3": _MLA,
+}
 
 
 LAYER_NAMES = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")

@@ -217,7 +217,8 @@ def concept_tree(sim: Tensor, concepts: Sequence[str]) -> dict:
 
 def domain_overlap(sim: Tensor, concepts: Sequence[str], domains: dict[str, str]) -> dict:
     """Mean similarity of concept pairs within a domain and between domains (concepts without a domain skipped)."""
-    within, between = [], []
+    within: list[float] = []
+    between: list[float] = []
     labelled = [(i, domains[c]) for i, c in enumerate(concepts) if domains.get(c)]
     for a, (i, da) in enumerate(labelled):
         for j, db in labelled[a + 1 :]:

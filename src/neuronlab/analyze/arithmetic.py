@@ -133,7 +133,8 @@ def extract_o_vector(
     """Mean over `prompts` of the FFN output (or another site) at the last position, float32 [d_model]."""
     if not prompts:
         raise NeuronlabError("give at least one prompt")
-    total, count = None, 0
+    total: Tensor | None = None
+    count = 0
     for _, enc in left_padded(model, tokenizer, prompts, batch_size, positions=True):
         last = lambda _site, h: h[:, -1].float()  # noqa: E731
         with torch.no_grad(), trace(model, [Site(layer, site)], stop=True, reduce=last, arch=arch) as seen:
@@ -142,6 +143,7 @@ def extract_o_vector(
         part = h.sum(0).cpu()
         total = part if total is None else total + part
         count += h.shape[0]
+    assert total is not None  # prompts is not empty
     return total / count
 
 
@@ -181,7 +183,7 @@ def ablate_from(
     from neuronlab.record.recorder import record
 
     n = len(decoder_layers(model, arch))
-    means = None
+    means: dict[int, Tensor] = {}
     if mean:
         stats = record(
             model,

@@ -10,6 +10,7 @@ commands are these calls.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from neuronlab.analyze.alignment import (
@@ -92,7 +93,7 @@ def expert_tree(
     return tree
 
 
-def alignment_trend(runs: dict[str, str | Path], out: str | Path, plot: str | Path | None = None) -> dict:
+def alignment_trend(runs: Mapping[str, str | Path], out: str | Path, plot: str | Path | None = None) -> dict:
     """The alignments of several checkpoints ({label: folder of align_experts}, in training order) side by side:
     {"checkpoints": [labels], measure: [value per checkpoint], "rows": {label: alignment}}. Writes `out` and the
     figure at `plot`."""

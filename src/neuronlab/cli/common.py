@@ -16,7 +16,7 @@ import inspect
 import types
 import typing
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 
@@ -100,7 +100,8 @@ def model_options(default: str | None = None, help: str = "Hugging Face hub id o
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=None))
 
     def build(values: dict) -> dict:
-        return {"model": ModelRef(values["model"] or default, values["dtype"], values["device"], values["revision"])}
+        name = values["model"] or default  # --model is required where there is no default
+        return {"model": ModelRef(str(name), values["dtype"], values["device"], values["revision"])}
 
     return lambda fn: _with_params(fn, "model", params, build)
 
@@ -241,7 +242,7 @@ def _with_params(fn, replaced: str, extra: list[inspect.Parameter], build):
         return fn(**build(values), **kwargs)
 
     params = own + extra
-    wrapper.__signature__ = sig.replace(parameters=params)
+    wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in params}
     return wrapper
 
@@ -259,7 +260,7 @@ def config_options(cls, skip: tuple[str, ...] = ()):
             kinds[f.name] = _tuple_kind(hints[f.name])
         text = f.metadata["help"]
         if is_tuple[f.name] and f.default:
-            text += f" (repeatable or comma-separated) [default: {','.join(map(str, f.default))}]"
+            text += f" (repeatable or comma-separated) [default: {','.join(map(str, cast(tuple, f.default)))}]"
         name = option_name(f)
         if typ is bool:  # a switch with its negation: a default of True can be turned off
             name = f"{name}/--no-{name[2:]}"

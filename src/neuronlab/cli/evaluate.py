@@ -4,7 +4,7 @@ neurons steered."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -62,6 +62,7 @@ def eval_perplexity(
     found = texts(text, text_dir, pattern)
     loaded, tok = model.load()
     plans = steer.plans(loaded)
+    result: dict[str, Any]
     if not plans:
         result = {"baseline": {g: perplexity(loaded, tok, lines, batch_size, max_length) for g, lines in found.items()}}
     else:

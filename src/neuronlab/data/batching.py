@@ -15,6 +15,7 @@ import functools
 import inspect
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -188,11 +189,11 @@ def input_device(model) -> torch.device:
 
 def forward_takes(model, name: str) -> bool:
     """Whether the model's forward accepts keyword `name` (e.g. logits_to_keep, position_ids)."""
-    return _forward_takes(type(model), name)
+    return _forward_takes(cast(Any, type(model)), name)  # (a class is hashable; mypy's stub says otherwise)
 
 
 @functools.cache
-def _forward_takes(cls: type, name: str) -> bool:
+def _forward_takes(cls: Any, name: str) -> bool:
     return name in inspect.signature(cls.forward).parameters
 
 

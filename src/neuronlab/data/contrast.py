@@ -19,6 +19,7 @@ import json
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import cast
 
 from neuronlab.data.corpora import read_jsonl
 from neuronlab.errors import NeuronlabError
@@ -224,7 +225,7 @@ def distinguishable(items: Sequence[dict], tokenizer) -> tuple[list[dict], int]:
 
 def read_contrast(path: str | Path) -> list[dict]:
     """Items from a JSONL file (blank lines skipped); each checked as in `check_items`."""
-    return check_items([item for _, item in read_jsonl(path, "task")], str(path))
+    return check_items([cast(dict, item) for _, item in read_jsonl(path, "task")], str(path))  # checked there
 
 
 def write_contrast(path: str | Path, items: Sequence[dict]) -> None:

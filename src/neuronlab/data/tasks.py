@@ -37,8 +37,9 @@ def lss_items_from_texts(texts: dict[str, list[str]], n_items: int = 20) -> list
     items = []
     n = min(len(lines) for lines in texts.values())
     for i in range(min(n, n_items)):
-        cuts = {lang: _cut(lines[i]) for lang, lines in texts.items()}
-        if any(c is None for c in cuts.values()):
+        found = {lang: _cut(lines[i]) for lang, lines in texts.items()}
+        cuts = {lang: c for lang, c in found.items() if c is not None}
+        if len(cuts) < len(found):
             continue
         objects = {lang: c[1] for lang, c in cuts.items()}
         items += [{"lang": lang, "prompt": c[0], "objects": objects} for lang, c in cuts.items()]

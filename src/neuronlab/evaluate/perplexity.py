@@ -131,7 +131,7 @@ def nll_sums(model, tokenizer, texts: Sequence[str], batch_size: int = 8, max_le
     if isinstance(texts, str) or not any(t.strip() for t in texts):
         raise NeuronlabError("perplexity needs a list of non-empty texts")
     rank, size = world()
-    total, count = torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.int64)
+    total_t, count_t = torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.int64)
     special = torch.tensor([], dtype=torch.long)
     with torch.no_grad():
         for batch in batches(
@@ -143,11 +143,11 @@ def nll_sums(model, tokenizer, texts: Sequence[str], batch_size: int = 8, max_le
             bucket=16,
         ):
             nll = token_nll(model, batch.input_ids, batch.attention_mask, scored_tokens(batch.attention_mask))
-            total += nll.double().sum().cpu()
-            count += nll.numel()
+            total_t += nll.double().sum().cpu()
+            count_t += nll.numel()
     if size > 1:
-        total, count = all_reduce(total), all_reduce(count)
-    total, count = float(total), int(count)
+        total_t, count_t = all_reduce(total_t), all_reduce(count_t)
+    total, count = float(total_t), int(count_t)
     if count == 0:
         raise NeuronlabError("no token to score: texts must be at least two tokens long")
     return total, count
@@ -182,7 +182,9 @@ def continuation_logprob(
     return torch.tensor(scores, dtype=torch.float64)
 
 
-def _continuation_scores(model, tokenizer, pairs: list[tuple[list[int], list[int]]], batch_size: int) -> torch.Tensor:
+def _continuation_scores(
+    model, tokenizer, pairs: Sequence[tuple[list[int], list[int]]], batch_size: int
+) -> torch.Tensor:
     p_ids, c_ids = [p for p, _ in pairs], [c for _, c in pairs]
     out = []
     with torch.no_grad():

@@ -14,7 +14,8 @@ LSS(L -> T) = share of L's items whose s increases under T's intervention. Diago
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -34,7 +35,7 @@ PlanFor = Callable[[str], Plan]
 def perplexity_matrix(
     model,
     tokenizer,
-    texts: dict[str, Sequence[str]],
+    texts: Mapping[str, Sequence[str]],
     targets: Sequence[str],
     plan_for: PlanFor,
     batch_size: int = 16,
@@ -178,7 +179,7 @@ def _check_room(model, length: int, arch: ArchSpec | None) -> None:
 def generation_shift(
     model,
     tokenizer,
-    prompts: dict[str, Sequence[str]],
+    prompts: Mapping[str, Sequence[str]],
     targets: Sequence[str],
     plan_for: PlanFor,
     max_new_tokens: int = 24,
@@ -195,7 +196,7 @@ def generation_shift(
     bar = progress_bar(total, "generation", "prompt", progress)
     plain = generate(model, tokenizer, [p for _, p in flat], max_new_tokens, arch=arch, bar=bar)
     plain_ids = [lid(text) for text in plain]
-    result = {"baseline": {}, "steered": {}, "samples": []}
+    result: dict[str, Any] = {"baseline": {}, "steered": {}, "samples": []}
     for t in targets:
         keep = [k for k, (lang, _) in enumerate(flat) if lang != t]
         if not keep:

@@ -20,7 +20,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -45,6 +45,8 @@ TEMPLATES = {
     ),
     "plain": "{query}\n",
 }
+
+M = TypeVar("M", bound=nn.Module)  # merge and apply hand back the model they were given
 
 
 def _modules(modules: str) -> tuple[str, ...]:
@@ -99,7 +101,8 @@ def freeze_except_ffn(
     and return the number of trainable values. `modules="all"` unfreezes everything (the full fine-tune)."""
     for handle in getattr(model, "_neuronlab_grad_masks", []):
         handle.remove()
-    model._neuronlab_grad_masks = []
+    masks: list = []
+    setattr(model, "_neuronlab_grad_masks", masks)  # noqa: B010  (an attribute of ours; torch types module attributes)
     model.requires_grad_(False)
     total = 0
     for p, rows in ffn_parameters(model, layers, modules, arch).values():
@@ -110,7 +113,7 @@ def freeze_except_ffn(
         keep = torch.zeros(p.shape[0], *([1] * (p.dim() - 1)), dtype=torch.bool, device=p.device)
         keep[rows] = True
         total += int(keep.sum()) * (p.numel() // p.shape[0])
-        model._neuronlab_grad_masks.append(p.register_hook(lambda g, keep=keep: g * keep.to(g.dtype)))
+        masks.append(p.register_hook(lambda g, keep=keep: g * keep.to(g.dtype)))
     return total
 
 
@@ -291,7 +294,7 @@ class Delta:
         tensors, header = read_safetensors(file, DELTA_FORMAT, "delta")
         return cls(tensors, json.loads(header["meta"]))
 
-    def apply(self, model: nn.Module, arch: ArchSpec | None = None) -> nn.Module:
+    def apply(self, model: M, arch: ArchSpec | None = None) -> M:
         """Write the tuned tensors into `model` (in place; it must be the base they were tuned from)."""
         require_same_model(self.meta.get("base"), model, "this delta", arch)
         params = dict(model.named_parameters())
@@ -317,7 +320,7 @@ class Delta:
         )
 
 
-def merge(model: nn.Module, delta: Delta, arch: ArchSpec | None = None) -> nn.Module:
+def merge(model: M, delta: Delta, arch: ArchSpec | None = None) -> M:
     """`model` with the delta written in: save it with `save_pretrained` for a plain checkpoint."""
     return delta.apply(model, arch)
 

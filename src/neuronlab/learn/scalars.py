@@ -140,7 +140,7 @@ def objective(
     base = z0[idx].to(z.device)
     eff = F.softplus(-logit_diff(z, enc.target[idx], enc.foil[idx])).mean()
     kl = rest_kl(base, z, enc.target[idx], enc.foil[idx]).mean()
-    l1 = sum(d.abs().sum() for d in learned.deviation().values())
+    l1 = torch.stack([d.abs().sum() for d in learned.deviation().values()]).sum()
     loss = cfg.effectiveness * eff + cfg.faithfulness * kl + cfg.minimality * l1
     return {"loss": loss, "effectiveness": eff, "faithfulness": kl, "minimality": l1}
 
@@ -297,8 +297,10 @@ def fit_task(
     cfg = configured(ScalingConfig, config, settings, "fit_task")
     if out is not None:
         check_writable(out, folder=True)
-    source = str(items) if isinstance(items, str | Path) else None
-    items = read_contrast(items) if source is not None else list(items)
+    if isinstance(items, str | Path):
+        source, items = str(items), read_contrast(items)
+    else:
+        source, items = None, list(items)
     dropped = 0
     if drop_ambiguous:
         items, dropped = distinguishable(items, tokenizer)

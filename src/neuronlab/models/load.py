@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -17,6 +17,9 @@ from neuronlab.errors import NeuronlabError
 from neuronlab.models.arch import ArchSpec, arch_spec
 from neuronlab.models.gguf import checkpoint_for, is_gguf
 from neuronlab.models.sites import decoder_layers, get_module, site_width
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 PROBE_VALUES = 16  # weight values kept as a fingerprint, compared with a tolerance (dtype-robust)
@@ -40,7 +43,7 @@ def load_model(
     trust_remote_code: bool = False,
     arch: ArchSpec | None = None,
     check: bool = True,
-) -> tuple[nn.Module, object]:
+) -> tuple[PreTrainedModel, Any]:
     """A causal LM in eval mode and its tokenizer (given a pad token if it has none).
 
     `name_or_path` is a hub id, a local folder or a .gguf file (dequantized to float; `models/gguf.py`);

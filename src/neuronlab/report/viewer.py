@@ -17,6 +17,7 @@ from __future__ import annotations
 import html
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -77,6 +78,7 @@ def _choose(stats: Stats, entropy, neurons: NeuronSet | None, limit: int) -> lis
                 "give the neuron set found on the same model and site"
             )
     else:
+        assert stats.contexts is not None  # checked by the page builder
         live = stats.contexts.key[:, 0] != NONE  # neurons with at least one counted token
         pairs = [(int(i) // stats.width, int(i) % stats.width) for i in torch.nonzero(live.flatten()).flatten()]
     pairs.sort(key=lambda p: (float(score[p]), p))
@@ -87,6 +89,7 @@ def _neuron(
     stats: Stats, layer: int, n: int, entropy, per_group: dict, neurons: NeuronSet | None, expertise, effects: dict
 ) -> dict:
     top, pieces = stats.contexts, stats.meta.get("pieces", {})
+    assert top is not None  # checked by the page builder
     contexts = []
     for j in range(top.k):
         key = int(top.key[layer, j, n])
@@ -108,7 +111,7 @@ def _neuron(
             }
         )
     sets = [g for g in neurons.groups if n in neurons[g].get(layer, [])] if neurons is not None else []
-    entry = {
+    entry: dict[str, Any] = {
         "id": neuron_id(layer, n),
         "layer": layer,
         "neuron": n,

@@ -222,7 +222,8 @@ def _gxa(model, ids, mask, sites: list[Site], base: Tensor | None, arch) -> dict
 
 def _ig(model, ids, mask, site: Site, base: Tensor | None, steps: int, arch) -> Tensor:
     """Integrated gradients of one layer's activations: (a - b) * mean over alpha of df/dz, summed over positions."""
-    total, held = None, {}
+    total: Tensor | None = None
+    held: dict[str, Tensor] = {}
 
     def path(alpha: float):
         def fn(h: Tensor) -> Tensor:
@@ -239,6 +240,7 @@ def _ig(model, ids, mask, site: Site, base: Tensor | None, steps: int, arch) -> 
             f = _log_likelihood(model, ids, mask)
         (g,) = torch.autograd.grad(f, held["z"])
         total = g if total is None else total + g
+    assert total is not None  # steps >= 1, checked by attribute
     return _contribution(held["a"], total / steps, base, site.layer, mask)
 
 

@@ -108,7 +108,7 @@ def responses(
         full = torch.zeros(len(sentences), *part.shape[1:], dtype=torch.float32)
         full[lo:hi] = part.float()  # exact: the other blocks add zeros
         out = all_reduce(full).to(dtype)
-        if checkpoint is not None:
+        if checkpoint is not None and mine is not None:
             info = lambda: _info(model, sentences, site, pool, max_length, arch)  # noqa: E731  (rank 0 only)
             hand_over(mine, lambda: _save(checkpoint, out, len(sentences), info()))
         return out

@@ -58,7 +58,7 @@ def find_experts(
     check_writable(out / "experts.json")
     if concepts is not None:
         found = concepts if isinstance(concepts, dict) else read_concepts(concepts, seed, negatives)
-    else:
+    elif words is not None:
         listed = read_words(words) if isinstance(words, (str, Path)) else list(words)
         found = generate_concepts(
             model,

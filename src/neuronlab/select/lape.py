@@ -122,7 +122,7 @@ def lape(stats: Stats, config: LapeConfig | None = None, **settings: float) -> N
 
 def _pooled(stats: Stats, n_texts: int) -> list[Tensor]:
     """Per group, the pooled per-text means of its first n texts: [texts, layers, neurons]."""
-    if stats.pooled_mean is None:
+    if stats.pooled_mean is None or stats.pooled_n is None:
         raise NeuronlabError("these stats keep no per-text values: record them with pooled_texts=N")
     out = []
     for g, group in enumerate(stats.groups):

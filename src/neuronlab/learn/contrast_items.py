@@ -33,7 +33,8 @@ def encode(tokenizer, items: Sequence[dict]) -> Encoded:
         if t[0] == f[0]:
             raise NeuronlabError(
                 f"item {i + 1}: target {item['target']!r} and foil {item['foil']!r} start with the "
-                "same token; the logit difference is taken on the first token, so make them differ"
+                "same token; the logit difference is taken on the first token, so make them differ (or drop such "
+                "items: --drop-ambiguous, fit_task(..., drop_ambiguous=True))"
             )
         ids.append(p)
         target.append(t[0])

@@ -304,6 +304,8 @@ def fit_task(
     dropped = 0
     if drop_ambiguous:
         items, dropped = distinguishable(items, tokenizer)
+    else:
+        encode(tokenizer, items)  # every item checked before the split, numbered as given
     train_items, held_out = split(items, holdout, cfg.seed)
     learned = train_scaling(model, tokenizer, train_items, cfg, progress, arch)
     learned.meta["held_out_groups"] = sorted({i["group"] for i in held_out})

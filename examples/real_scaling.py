@@ -26,7 +26,8 @@ from _study import load, parser  # examples/_study.py, beside this script
 
 import neuronlab as nl
 from neuronlab.data.contrast import capital_task, distinguishable, ioi_task, pronoun_task, split
-from neuronlab.learn.scalars import ScalingConfig, evaluate_scaling, fit_task, init_scaling
+from neuronlab.learn.runs import fit_task
+from neuronlab.learn.scalars import ScalingConfig, evaluate_scaling, init_scaling
 
 OTHER = {  # the same groups in templates of other lengths
     "pronoun": lambda swap: pronoun_task(

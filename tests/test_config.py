@@ -17,7 +17,7 @@ FUNCTIONS = [
     "neuronlab.select.layers:select_layers",
     "neuronlab.learn.finetune:finetune",
     "neuronlab.learn.scalars:train_scaling",
-    "neuronlab.learn.scalars:fit_task",
+    "neuronlab.learn.runs:fit_task",
     "neuronlab.demo.pipeline:run",
 ]
 

@@ -27,7 +27,8 @@ from neuronlab.intervene.plan import (
 from neuronlab.intervene.steer import VARIANTS, expert_plan, steering_plan
 from neuronlab.learn.finetune import Delta, FinetuneConfig, finetune, freeze_except_ffn
 from neuronlab.learn.methods import LearnedIntervention, register_method
-from neuronlab.learn.scalars import ScalingConfig, evaluate_scaling, fit_task, train_scaling
+from neuronlab.learn.runs import fit_task
+from neuronlab.learn.scalars import ScalingConfig, evaluate_scaling, train_scaling
 from neuronlab.models.arch import ARCH_SPECS, ArchSpec, arch_spec, register_arch
 from neuronlab.models.load import load_model, model_info
 from neuronlab.models.sites import Site, hooked, trace

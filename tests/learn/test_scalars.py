@@ -199,7 +199,7 @@ def test_bad_config_and_items(tok):
 
 def test_fit_task_reads_a_task_file_drops_ambiguous_items_and_writes_the_run(tmp_path, tok):
     from neuronlab.data.contrast import write_contrast
-    from neuronlab.learn.scalars import RUN_FILES, fit_task
+    from neuronlab.learn.runs import RUN_FILES, fit_task
 
     model = tiny_model("llama")
     ambiguous = {"prompt": "ab", "target": "xa", "foil": "xb", "group": "z"}

@@ -66,7 +66,7 @@ def scale_train(
 ) -> None:
     """Learn an intervention that makes each target beat its foil; report it on held-out groups."""
     from neuronlab.data.contrast import read_contrast
-    from neuronlab.learn.scalars import RUN_FILES, fit_task
+    from neuronlab.learn.runs import RUN_FILES, fit_task
 
     writable(out, folder=True)
     read_contrast(task)  # a bad task file fails before the model loads
@@ -87,7 +87,8 @@ def scale_eval(model: ModelRef, task: TaskOpt, scaling: RunOpt, out: JsonOutOpt 
     from neuronlab.data.contrast import read_contrast
     from neuronlab.io import write_json
     from neuronlab.learn.methods import LearnedIntervention
-    from neuronlab.learn.scalars import evaluate_scaling, run_file
+    from neuronlab.learn.runs import run_file
+    from neuronlab.learn.scalars import evaluate_scaling
 
     writable(out)
     learned = LearnedIntervention.load(run_file(scaling))
@@ -109,7 +110,7 @@ def scale_show(
     """Summarise a learned intervention: size, L1, what moved most; optionally a heatmap."""
     from neuronlab.io import write_bytes
     from neuronlab.learn.methods import LearnedIntervention
-    from neuronlab.learn.scalars import run_file
+    from neuronlab.learn.runs import run_file
     from neuronlab.report.plots import learned as heatmap
 
     writable(plot)

@@ -31,7 +31,6 @@ import random
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -39,18 +38,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from neuronlab.config import configured, option
-from neuronlab.data.contrast import check_items, distinguishable, read_contrast, split
+from neuronlab.data.contrast import check_items, split
 from neuronlab.errors import NeuronlabError
 from neuronlab.intervene.apply import apply
-from neuronlab.io import check_writable
 from neuronlab.learn.contrast_items import Encoded, base_logits, encode, last_logits, same_length_batches
 from neuronlab.learn.methods import COMPONENTS, LearnedIntervention, method
 from neuronlab.models.arch import ArchSpec
 from neuronlab.models.load import model_info
 from neuronlab.models.sites import Site, check_layers, decoder_layers, module_device, site_width
-
-LEARNED_FILE = "learned.safetensors"
-RUN_FILES = (LEARNED_FILE, "plan.json", "metrics.json", "scalars.png")  # what save_run writes
 
 
 @dataclass(frozen=True)
@@ -275,72 +270,3 @@ def evaluate_scaling(
         "moved": scaling.moved(eps),
         "epsilon": eps,
     }
-
-
-def fit_task(
-    model,
-    tokenizer,
-    items: Sequence[dict] | str | Path,
-    config: ScalingConfig | None = None,
-    holdout: float = 0.25,
-    progress: bool = True,
-    arch: ArchSpec | None = None,
-    out: str | Path | None = None,
-    drop_ambiguous: bool = False,
-    **settings: Any,
-) -> tuple[LearnedIntervention, dict]:
-    """What `neuronlab scale train` does: hold out a seeded share of the groups of `items` (or of a task JSONL
-    file), train on the rest (settings as in train_scaling), and measure both. With `drop_ambiguous`, items whose
-    target and foil begin with the same token are dropped instead of refused; with `out`, the run folder is written
-    (save_run). Returns the learned intervention (held-out groups in its meta) and {"train", "held_out", "epochs",
-    "dropped"}."""
-    cfg = configured(ScalingConfig, config, settings, "fit_task")
-    if out is not None:
-        check_writable(out, folder=True)
-    if isinstance(items, str | Path):
-        source, items = str(items), read_contrast(items)
-    else:
-        source, items = None, list(items)
-    dropped = 0
-    if drop_ambiguous:
-        items, dropped = distinguishable(items, tokenizer)
-    else:
-        encode(tokenizer, items)  # every item checked before the split, numbered as given
-    train_items, held_out = split(items, holdout, cfg.seed)
-    learned = train_scaling(model, tokenizer, train_items, cfg, progress, arch)
-    learned.meta["held_out_groups"] = sorted({i["group"] for i in held_out})
-    if source is not None:
-        learned.meta["task"] = source
-    metrics = {
-        "train": evaluate_scaling(model, tokenizer, learned, train_items, arch=arch),
-        "held_out": evaluate_scaling(model, tokenizer, learned, held_out, arch=arch),
-        "epochs": len(learned.meta["history"]),
-        "dropped": dropped,
-    }
-    if out is not None:
-        save_run(out, learned, metrics)
-    return learned, metrics
-
-
-def save_run(out: str | Path, learned: LearnedIntervention, metrics: dict) -> list[str]:
-    """A training run's folder: learned.safetensors, plan.json (+ its tensors), metrics.json, scalars.png."""
-    from neuronlab.io import write_bytes, write_json
-    from neuronlab.report.plots import learned as heatmap
-
-    out = Path(out)
-    learned.save(out / LEARNED_FILE)
-    learned.to_plan().save(out / "plan.json")
-    write_json(out / "metrics.json", metrics)
-    write_bytes(out / "scalars.png", heatmap(learned))
-    return list(RUN_FILES)
-
-
-def run_file(path: str | Path) -> Path:
-    """The learned-intervention file of a run folder (or the file itself)."""
-    path = Path(path)
-    if path.is_dir():
-        for name in (LEARNED_FILE, "scaling.safetensors"):  # the second: runs saved before the rename
-            if (path / name).is_file():
-                return path / name
-        raise NeuronlabError(f"{path} holds no {LEARNED_FILE}: give the folder `neuronlab scale train` wrote")
-    return path

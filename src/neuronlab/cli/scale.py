@@ -73,7 +73,8 @@ def scale_train(
     loaded, tok = model.load()
     _, metrics = fit_task(loaded, tok, task, cfg, holdout, out=out, drop_ambiguous=drop_ambiguous)
     if drop_ambiguous:
-        typer.echo(f"dropped {metrics['dropped']} items whose target and foil start with the same token")
+        kept = metrics["train"]["items"] + metrics["held_out"]["items"]
+        typer.echo(f"dropped {metrics['dropped']} items whose target and foil start with the same token; {kept} left")
     _metrics_line("train", metrics["train"])
     _metrics_line("held out", metrics["held_out"])
     typer.echo(f"{metrics['epochs']} epochs; wrote {', '.join(RUN_FILES)} to {out}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,12 @@ FLORES = SHARED / "data" / "flores200_devtest"
 
 ARCHS = sorted(ARCH_SPECS)  # the families of the ArchSpec table, each built tiny (3 layers, d_model 32, d_ff 64)
 V = TINY["vocab_size"]
+
+
+def load_ref(ref: str):
+    """The object a "module:name" reference names (the config and function tables of the tests)."""
+    module, name = ref.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def tiny_model(arch: str, seed: int = 0):

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 import neuronlab as nl
 from neuronlab.cli import app
 
-from .conftest import TEXTS, save_tiny
+from .conftest import TEXTS, load_ref, save_tiny
 
 runner = CliRunner()
 
@@ -60,18 +60,13 @@ def test_every_subcommand_has_help():
 )
 def test_every_config_field_has_a_cli_option_with_its_help_and_default(command, config, function):
     import dataclasses
-    import importlib
     import inspect
 
     import typer.main
 
     from neuronlab.cli.common import option_name
 
-    def load(ref):
-        module, name = ref.split(":")
-        return getattr(importlib.import_module(module), name)
-
-    cls, fn = load(config), load(function)
+    cls, fn = load_ref(config), load_ref(function)
     cmd = typer.main.get_command(app)
     for part in command:
         cmd = cmd.commands[part]

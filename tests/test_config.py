@@ -1,7 +1,6 @@
 """The one settings convention (neuronlab.config.configured): each function that has a config takes the object as
 `config=` or its fields as keywords, and refuses an unknown setting or a wrong object before it does any work."""
 
-import importlib
 import inspect
 
 import pytest
@@ -9,6 +8,8 @@ import pytest
 from neuronlab.config import configured
 from neuronlab.errors import NeuronlabError
 from neuronlab.learn.scalars import ScalingConfig
+
+from .conftest import load_ref
 
 FUNCTIONS = [
     "neuronlab.record.recorder:record",
@@ -22,11 +23,6 @@ FUNCTIONS = [
 ]
 
 
-def _load(ref: str):
-    module, name = ref.split(":")
-    return getattr(importlib.import_module(module), name)
-
-
 def _required(fn) -> list[None]:
     """None for each positional argument without a default: the settings are checked before any is used."""
     params = inspect.signature(fn).parameters.values()
@@ -35,14 +31,14 @@ def _required(fn) -> list[None]:
 
 @pytest.mark.parametrize("ref", FUNCTIONS)
 def test_an_unknown_setting_is_one_error_naming_it(ref):
-    fn = _load(ref)
+    fn = load_ref(ref)
     with pytest.raises(NeuronlabError, match=r"has no setting bogus: its settings are "):
         fn(*_required(fn), bogus=1)
 
 
 @pytest.mark.parametrize("ref", FUNCTIONS)
 def test_a_wrong_config_object_is_one_error(ref):
-    fn = _load(ref)
+    fn = load_ref(ref)
     with pytest.raises(NeuronlabError, match=r"takes a \w+Config \(or its fields as keywords\)"):
         fn(*_required(fn), config={"epochs": 3})
 

@@ -13,6 +13,7 @@ from neuronlab.testing import TINY, char_tokenizer, tiny_causal_lm
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 STORIES = SHARED / "models" / "stories260K"
 FLORES = SHARED / "data" / "flores200_devtest"
+TOYS = Path(__file__).parent / "fixtures" / "toys"  # trained once by `python -m neuronlab.demo.toys`
 
 ARCHS = sorted(ARCH_SPECS)  # the families of the ArchSpec table, each built tiny (3 layers, d_model 32, d_ff 64)
 V = TINY["vocab_size"]

@@ -13,7 +13,7 @@ import neuronlab as nl
 from neuronlab.cli import app
 from neuronlab.demo.pipeline import DEMO_MODEL, PipelineConfig, run
 
-from ..conftest import FLORES, needs_shared
+from ..conftest import FLORES, TOYS, needs_shared
 
 pytestmark = pytest.mark.slow
 
@@ -49,33 +49,31 @@ def test_demo_runs_offline_and_shows_the_effects(tmp_path):
     assert again.exit_code == 0 and (tmp_path / "r2.html").stat().st_size > 10_000
 
 
+@pytest.mark.toy
 @needs_shared(FLORES)
 def test_tiny_flores_model_has_language_neurons(tmp_path):
-    """A 4-layer GPT-2-architecture model (ReLU FFN, 2048 neurons) trained here for about a minute on FLORES
-    lines 0-799 of 7 of the 14 languages (every other one: arb, eng, hin, ita, kor, rus, vie; 700 steps), evaluated
-    on lines 800-839 (never trained on), LAPE top_rate 0.3.
+    """A stored toy (tests/fixtures/toys/flores7, `python -m neuronlab.demo.toys`): a 4-layer GPT-2-architecture
+    model (ReLU FFN, 2048 neurons) trained once on FLORES lines 0-799 of 7 of the 14 languages (every other one: arb,
+    eng, hin, ita, kor, rus, vie; 700 steps; torch 2.14.1, tokenizers 0.23.3), evaluated on lines 800-839 (never
+    trained on), LAPE top_rate 0.3. Nothing trains here, so a library release moves these figures only through the
+    method (recording, LAPE, the interventions, generation).
 
-    Measured: deactivation hurts the own language most for 7 of 7 languages; p_max amplification gives
-    off-diagonal LSS 0.96-1.0 for every target and raises the share of generations identified as the target
-    for all 7 (from 0% to 7-100%); with torch 2.14.1 and tokenizers 0.23.3 (2026-12-07) for 6 of 7: Korean's
-    share stays at 0% while the others go to 10-100%. With all 14 languages and 1400 steps (the test until it
-    took 215 s): 12 of 14 (13 of 14 on 60 lines), LSS 0.91-1.0, generations up for all 14. A Llama fixture of the
-    same size (gated FFN) met the deactivation claim but not the other two: with a gate, "set the activation to
-    p_max" leaves the sign of the neuron's output to the up projection of whatever text is running, so it does not
-    push toward the target language.
+    Measured on the stored weights (2026-12-07): deactivation hurts the own language most for 6 of 7 languages (all
+    but English); p_max amplification gives off-diagonal LSS 0.95-1.0 for every target and raises the share of
+    generations identified as the target for 6 of 7 (from 0% to 10-100%; Korean stays at 0%). Asked: LSS > 0.5 for
+    every target; deactivation and generations for >= 5 of 7 (one language of margin). Trained in the test instead,
+    torch 2.13 had given 7 of 7 for both. A Llama of the same size (gated FFN) met the deactivation claim but not the
+    other two: with a gate, "set the activation to p_max" leaves the sign of the neuron's output to the up projection
+    of whatever text is running, so it does not push toward the target language.
     """
     import torch
 
     from neuronlab.data.corpora import read_text_dir
-    from neuronlab.demo.train import tiny_gpt2, train, train_tokenizer
 
     torch.set_num_threads(2)
+    model, tok = nl.load_model(TOYS / "flores7")  # trained once, stored (neuronlab.demo.toys)
     texts = read_text_dir(FLORES, "*.devtest")
-    texts = {lang: texts[lang] for lang in sorted(texts)[::2]}  # every other language: 7 of the 14 (suite time)
-    train_texts = {lang: lines[:800] for lang, lines in texts.items()}
-    tok = train_tokenizer([line for lines in train_texts.values() for line in lines], vocab_size=2048)
-    model = tiny_gpt2(tok, hidden=64, layers=4, d_ff=512, heads=4)
-    train(model, tok, train_texts, steps=700, batch_size=16, seq_len=128, lr=4e-3, progress=False)
+    texts = {lang: texts[lang] for lang in sorted(texts)[::2]}  # the toy's 7 languages
     held = {lang: lines[800:] for lang, lines in texts.items()}  # lines 800-1011 (40 used): never trained on
     # the perplexity matrix under amplification and the factor sweep are not asserted here: skipped (95 s)
     # nor the attribution comparison and the browser (the demo test covers them)
@@ -96,4 +94,4 @@ def test_tiny_flores_model_has_language_neurons(tmp_path):
     c, lss, gen = res["checks"], res["lss"]["off_diagonal"], res["generation"]
     assert len(res["targets"]) == 7 and c["deactivation_hits_own_language"] >= 0.7, c
     assert all(v > 0.5 for v in lss.values()), lss
-    assert c["generation_share_up"] >= 0.7, gen  # measured 7 of 7, now 6 of 7 (docstring)
+    assert c["generation_share_up"] >= 0.7, gen  # measured 6 of 7 (docstring)

@@ -39,21 +39,41 @@ def test_the_model_prefers_she_after_girls_and_he_after_boys(stories):
     assert result["logit_diff_change"] == 0.0 and result["kl"] == 0.0
 
 
-@pytest.mark.slow  # 20 s of training on stories260K
+@pytest.mark.slow  # 50 s of training on stories260K
+@pytest.mark.toy
 def test_activscalar_flips_held_out_names_with_fewer_parameters_than_steervec(stories, task):
+    """The model is stored (stories260K); the methods train, so each claim is averaged over seeds of the method.
+
+    Measured (torch 2.14.1, transformers 5.25, 2026-12-07), held-out flip rate / logit-difference change, seeds 0, 1, 2:
+    ActivScalar (120 scalars) 1.00 / +9.2, 1.00 / +8.0, 1.00 / +8.4; the steering vector (7,680 values) 0.53 / +5.1,
+    1.00 / +6.1, 1.00 / +5.6 (mean 0.84; seed 0 alone gave 0.80 on torch 2.13 and 0.53 on 2.14.1, which is why one
+    seed is not a test). Asked: ActivScalar's mean over seeds 0-1 >= 0.9 (margin 0.1), the steering vector's mean
+    over seeds 0-2 >= 0.6 (margin 0.24, about one seed's drop from 1.0 to 0.5) with a logit-difference change > 2.
+    """
     model, tok = stories
     train, held_out = task
     sites = dict(positions=8)  # the name, ". One day," and the answer position
-    scalar = train_scaling(model, tok, train, ScalingConfig(method="activscalar", **sites), progress=False)
-    vector = train_scaling(model, tok, train, ScalingConfig(method="steervec", **sites), progress=False)
-    a, v = evaluate_scaling(model, tok, scalar, held_out), evaluate_scaling(model, tok, vector, held_out)
-    print("activscalar", a, "\nsteervec", v)
-    assert a["accuracy_before"] == 0.0 and a["flip_rate"] >= 0.9  # every held-out name flipped she <-> he
+
+    def runs(method: str, seeds: tuple[int, ...]) -> list[dict]:
+        return [
+            evaluate_scaling(
+                model,
+                tok,
+                train_scaling(model, tok, train, ScalingConfig(method=method, seed=seed, **sites), progress=False),
+                held_out,
+            )
+            for seed in seeds
+        ]
+
+    scalar, vector = runs("activscalar", (0, 1)), runs("steervec", (0, 1, 2))
+    mean = lambda rs, key: sum(r[key] for r in rs) / len(rs)  # noqa: E731
+    print("activscalar", scalar, "\nsteervec", vector)
+    a, v = scalar[0], vector[0]
+    assert a["accuracy_before"] == 0.0 and mean(scalar, "flip_rate") >= 0.9  # held-out names flipped she <-> he
     assert a["parameters"] == 3 * 5 * 8 and v["parameters"] == 3 * 5 * 8 * 64
-    assert a["moved"] < a["parameters"]  # some scalars stay at 1
-    # the baseline works, with 64x the parameters: flip rate 0.80 on torch 2.13, 0.53 on torch 2.14.1 (2026-12-07)
-    assert v["logit_diff_change"] > 2.0 and v["flip_rate"] >= 0.4
-    assert 0 < a["kl"] < 5 and 0 < v["kl"] < 5
+    assert all(r["moved"] < r["parameters"] for r in scalar)  # some scalars stay at 1
+    assert mean(vector, "logit_diff_change") > 2.0 and mean(vector, "flip_rate") >= 0.6  # the baseline works too
+    assert all(0 < r["kl"] < 5 for r in scalar + vector)
 
 
 @pytest.mark.slow  # 14 s of training on stories260K

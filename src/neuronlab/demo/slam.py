@@ -1,7 +1,7 @@
 """A tiny SLAM experiment: a model that adds number words in English but not in other languages, then FFN-only
 fine-tuning of chosen layers on questions in the other languages (tests/learn, `python -m neuronlab.demo.slam`).
 
-    setup = build(flores_texts, steps=1200)                  # tokenizer, model trained on text + English sums
+    setup = experiment(*nl.load_model("tests/fixtures/toys/slam"), flores)  # or build(flores): trains the base
     base = accuracy(setup.model, setup.tok, setup.held_out)  # {"en": ..., "fr": ..., ...}
     run = finetune_layers(setup, layers=[0, 1], seed=0)      # {"accuracy": ..., "trainable": ..., "share": ...}
 
@@ -53,36 +53,35 @@ class Setup:
     held_out: dict[str, list[dict]]  # evaluation questions: held-out pairs, English on every pair
 
 
-def build(
-    flores: dict[str, list[str]],
-    steps: int = 1500,
-    layers: int = 6,
-    hidden: int = 64,
-    d_ff: int = 256,
-    seed: int = 0,
-    progress: bool = False,
-) -> Setup:
-    """Train the base model (see module doc) on FLORES lines 0-799 and the English questions."""
-    from neuronlab.demo.train import tiny_gpt2, train, train_tokenizer
+def english_questions() -> tuple[list[str], list[str]]:
+    """(every question with its answer in every language, the English ones): "What is three plus four? 7"."""
+    every = [(a, b) for a in range(10) for b in range(10)]
+    answered = {lang: [f"{q['question']} {int(q['answer'])}" for q in questions(lang, every)] for lang in WORDS}
+    return [line for lines in answered.values() for line in lines], answered["en"]
 
-    text = {lang: flores[FLORES_NAMES[lang]] for lang in WORDS}
+
+def experiment(model, tok, flores: dict[str, list[str]], seed: int = 0) -> Setup:
+    """The experiment around a base model (see module doc): held-out text, fine-tuning and evaluation questions."""
     fit, held = split_pairs(seed)
     every = [(a, b) for a in range(10) for b in range(10)]
-    english = [f"{q['question']} {int(q['answer'])}" for q in questions("en", every)]
-    all_questions = [f"{q['question']} {int(q['answer'])}" for lang in WORDS for q in questions(lang, every)]
-    tok = train_tokenizer([line for lines in text.values() for line in lines[:800]] + all_questions, 1024)
-    model = tiny_gpt2(tok, hidden=hidden, layers=layers, d_ff=d_ff, seed=seed)
-    corpus = {lang: lines[:800] for lang, lines in text.items()}
-    corpus["questions"] = english * 8  # one stream among five: the model sees the English questions often
-    train(model, tok, corpus, steps=steps, batch_size=16, seq_len=64, lr=3e-3, seed=seed, progress=progress)
+    text = {lang: flores[FLORES_NAMES[lang]][800:] for lang in WORDS}
     others = [lang for lang in WORDS if lang != "en"]
     return Setup(
         model,
         tok,
-        {lang: lines[800:] for lang, lines in text.items()},
+        text,
         {lang: questions(lang, fit) for lang in WORDS},
         {"en": questions("en", every), **{lang: questions(lang, held) for lang in others}},
     )
+
+
+def build(flores: dict[str, list[str]], steps: int | None = None, progress: bool = False) -> Setup:
+    """Train the base model from scratch (the `slam` toy of `neuronlab.demo.toys`, minutes) and set up around it;
+    the tests load the stored toy instead (`experiment(*nl.load_model(folder), flores)`)."""
+    from neuronlab.demo.toys import train_toy
+
+    model, tok, _, _ = train_toy("slam", flores, steps=steps, progress=progress)
+    return experiment(model, tok, flores)
 
 
 def accuracy(model, tok, data: dict[str, list[dict]]) -> dict[str, float]:
@@ -130,16 +129,16 @@ def main() -> None:  # pragma: no cover - the experiment as a script
     from neuronlab.data.corpora import read_text_dir
 
     flores = read_text_dir("../shared/data/flores200_devtest", "*.devtest")
-    setup = build(flores, progress=True)
-    base = accuracy(setup.model, setup.tok, setup.held_out)
-    stats = nl.record(setup.model, setup.tok, setup.text, site="act", progress=False)
+    run = build(flores, progress=True)
+    base = accuracy(run.model, run.tok, run.held_out)
+    stats = nl.record(run.model, run.tok, run.text, site="act", progress=False)
     chosen = nl.select_layers(stats, k=2).layers
     runs = {"base": base}
     for seed in (0, 1, 2):
-        runs[f"slam {chosen} s{seed}"] = finetune_layers(setup, chosen, seed=seed)
+        runs[f"slam {chosen} s{seed}"] = finetune_layers(run, chosen, seed=seed)
         lowest = nl.select_layers(stats, k=2, method="random", seed=seed).layers
-        runs[f"random {lowest} s{seed}"] = finetune_layers(setup, lowest, seed=seed)
-        runs[f"full s{seed}"] = finetune_layers(setup, [], modules="all", seed=seed)
+        runs[f"random {lowest} s{seed}"] = finetune_layers(run, lowest, seed=seed)
+        runs[f"full s{seed}"] = finetune_layers(run, [], modules="all", seed=seed)
     print(json.dumps(runs, indent=1))
 
 

@@ -5,6 +5,7 @@ import json
 import re
 import shutil
 import subprocess
+import tempfile
 
 import pytest
 import torch
@@ -31,7 +32,9 @@ def recorded(tok, tmp_path_factory):
 
 def page_data(path) -> dict:
     text = path.read_text(encoding="utf-8")
-    return json.loads(re.search(r"<script type='application/json' id='data'>(.*?)</script>", text, re.S).group(1))
+    found = re.search(r"<script type='application/json' id='data'>(.*?)</script>", text, re.S)
+    assert found is not None, "no data block"
+    return json.loads(found.group(1))
 
 
 def test_view_holds_the_neurons_contexts_and_probabilities(recorded, tok, tmp_path):
@@ -96,21 +99,29 @@ def _shared(ns) -> int:
 
 
 def dump_dom(url: str) -> tuple[str, str]:
-    run = subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--enable-logging=stderr",
-            "--v=0",
-            "--dump-dom",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    """The DOM of `url` after load (scripts run) and Chromium's log, from a fresh profile that reaches no network."""
+    assert CHROMIUM is not None
+    with tempfile.TemporaryDirectory() as profile:
+        run = subprocess.run(
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                f"--user-data-dir={profile}",
+                "--enable-logging=stderr",
+                "--v=0",
+                "--dump-dom",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert run.returncode == 0, run.stderr[-2000:]
     return run.stdout, run.stderr
 

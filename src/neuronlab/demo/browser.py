@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from neuronlab.models.naming import model_name
 from neuronlab.report.viewer import write_view
 from neuronlab.select.neuron_set import NeuronSet
 
@@ -41,5 +42,5 @@ def write_browser(stats, ns: NeuronSet, results: dict, out: Path) -> None:
         sets.update({f"{t} (attribution)": found[t] for t in found.groups})
         effects.update({f"{t} (attribution)": c for t, c in compared["perplexity_deactivate"]["change"].items()})
     both = NeuronSet(sets, {**ns.meta, "method": "LAPE and attribution"})
-    name = Path(results["model"].get("name_or_path") or "the model").name
-    write_view(stats, out, both, effects=effects, limit=10_000, title=f"neurons of {name} (LAPE and attribution)")
+    title = f"neurons of {model_name(results['model'], 'the model')} (LAPE and attribution)"
+    write_view(stats, out, both, effects=effects, limit=10_000, title=title)

@@ -115,7 +115,7 @@ def run(
     texts: dict[str, list[str]],
     out: str | Path,
     config: PipelineConfig | None = None,
-    title: str = "neuronlab: language-specific neurons",
+    title: str | None = None,  # default: "neuronlab: language-specific neurons of <model name>"
     progress: bool = True,
     log=print,
     arch: ArchSpec | None = None,

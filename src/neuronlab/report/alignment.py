@@ -3,25 +3,31 @@ against the expert threshold, the Jaccard matrix and the concept tree."""
 
 from __future__ import annotations
 
+from html import escape
 from pathlib import Path
 
 from torch import Tensor
 
 from neuronlab.analyze.alignment import concept_tree
+from neuronlab.models.naming import model_name
 from neuronlab.report.html import Report
 from neuronlab.report.plots import dendrogram, similarity
 
 
 def write_alignment_report(path: Path, ex, sim: Tensor, result: dict, sweep: bytes, human: str) -> None:
-    """`ex`: the Expertise; `sim`: its Jaccard matrix at result["tau"]; `sweep`: the Spearman-against-tau figure;
-    `human`: the ratings file's name."""
-    rep = Report("neuronlab: expert neurons and human similarity")
-    model = ex.meta.get("model", {})
+    """write_alignment_report(out / "alignment.html", ex, sim, result, sweep_png, "EN-SIMLEX-999.txt")
+
+    `ex`: the Expertise; `sim`: its Jaccard matrix at result["tau"]; `sweep`: the Spearman-against-tau figure;
+    `human`: the ratings file's name. The title names the model (`model_name`); concept names and every other
+    text are escaped."""
+    name = model_name(ex.meta, "an unnamed model")  # its name or hub id, never a local path
+    rep = Report(f"neuronlab: expert neurons of {name} and human similarity")
+    meta = {k: escape(str(ex.meta.get(k))) for k in ("site", "pool", "sentences")}
     rep.text(
         "Setup",
-        f"<p>Model <code>{model.get('name_or_path') or '?'}</code>, site {ex.meta.get('site')}, "
-        f"{ex.meta.get('pool')} pooling, {len(ex.concepts)} concepts, {ex.meta.get('sentences')} "
-        f"sentences; ratings <code>{human}</code>, {result['pairs']} rated pairs covered.</p>",
+        f"<p>Model <code>{escape(name)}</code>, site {meta['site']}, {meta['pool']} pooling, {len(ex.concepts)} "
+        f"concepts, {meta['sentences']} sentences; ratings <code>{escape(human)}</code>, {result['pairs']} rated "
+        "pairs covered.</p>",
     )
     rows = [{"similarity": f"Jaccard of experts, tau {t}", "Spearman": rho} for t, rho in result["jaccard"].items()]
     rows += [

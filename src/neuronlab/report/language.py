@@ -6,32 +6,38 @@
 
 from __future__ import annotations
 
+from html import escape
 from pathlib import Path
 
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import read_json
+from neuronlab.models.naming import model_name
 from neuronlab.report import plots
 from neuronlab.report.html import Link, Report
 from neuronlab.report.viewer import neuron_id
 
 
-def write_report(results: dict, path: Path, title: str = "neuronlab: language-specific neurons") -> None:
+def write_report(results: dict, path: Path, title: str | None = None) -> None:
+    """write_report(read_results("out/results.json"), Path("out/report.html"))  # "... neurons of gemma-3-270m"
+
+    `title` defaults to one naming the model by `model_name` (its name or hub id, never a local path); every text
+    of the corpus or the run (languages, generations) is escaped."""
     cfg, langs, targets, c = results["config"], results["languages"], results["targets"], results["checks"]
-    report = Report(title)
     model = results["model"]
+    report = Report(title or f"neuronlab: language-specific neurons of {model_name(model, 'an in-memory model')}")
     report.text(
         "Setup",
         (
-            f"<p>Model <code>{model.get('name_or_path') or 'in-memory'}</code> "
-            f"({model['model_type']}, {model['n_layers']} "
-            f"layers x {model['d_ff']} FFN neurons). Languages: {', '.join(langs)}. "
+            f"<p>Model <code>{escape(model_name(model, 'in-memory'))}</code> "
+            f"({escape(str(model['model_type']))}, {model['n_layers']} "
+            f"layers x {model['d_ff']} FFN neurons). Languages: {escape(', '.join(langs))}. "
             f"Statistics on {cfg['record_lines']} "
             f"lines a language; evaluation on the next {cfg['eval_lines']} (held out).</p>"
             f"<p>LAPE with top_rate={cfg['top_rate']}, filter_rate={cfg['filter_rate']}, "
             f"activation_bar_ratio={cfg['activation_bar_ratio']}. Tang et al.'s 1% suits 7B models with about 350k FFN "
             "neurons; a tiny model has a few thousand, so 1% leaves a handful per language, too few to move its "
             f"behaviour: this run keeps {cfg['top_rate']:.0%}. Amplification sets each neuron to its "
-            f"{cfg['amplify']} (p_max: the max over texts of its per-text mean activation).</p>"
+            f"{escape(str(cfg['amplify']))} (p_max: the max over texts of its per-text mean activation).</p>"
             f"<p>Run time {results['seconds']} s"
             + (
                 " (" + ", ".join(f"{k} {v} s" for k, v in results["phases"].items()) + ")"
@@ -54,7 +60,11 @@ def write_report(results: dict, path: Path, title: str = "neuronlab: language-sp
             f"<li class='{status(c['generation_share_up'] == 1)}'>"
             "Share of generations identified as the target language "
             f"rises for {c['generation_share_up']:.0%} of targets.</li></ul>"
-            + (f"<p>No neurons found for: {', '.join(results['no_neurons'])}.</p>" if results["no_neurons"] else "")
+            + (
+                f"<p>No neurons found for: {escape(', '.join(results['no_neurons']))}.</p>"
+                if results["no_neurons"]
+                else ""
+            )
         ),
     )
     report.figure(

@@ -19,6 +19,11 @@ def _figure(width: float, height: float, ncols: int = 1):
 
 
 def _png(plt, fig) -> bytes:
+    from matplotlib.text import Text
+
+    for text in fig.findobj(Text):  # labels from corpora ("$x$") are text, not mathtext that may fail to parse
+        if "$" in text.get_text() and not text.get_text().startswith(r"$\mathdefault"):  # log-axis ticks stay math
+            text.set_parse_math(False)
     buf = io.BytesIO()
     if not fig.get_constrained_layout():
         fig.tight_layout()

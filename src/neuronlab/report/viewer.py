@@ -23,6 +23,7 @@ import torch
 
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import write_text
+from neuronlab.models.naming import model_name
 from neuronlab.record.stats import Stats
 from neuronlab.record.topk import BEFORE, NONE, texts, unpack
 from neuronlab.select.lape import lape_entropy
@@ -51,7 +52,7 @@ def write_view(
     chosen = _choose(stats, entropy, neurons, limit)
     per_group = {"probability": stats.probability, "mean": stats.mean}
     data = {
-        "title": title or f"neurons of {stats.meta.get('model', {}).get('name_or_path') or 'a model'}",
+        "title": title or f"neurons of {model_name(stats.meta)}",
         "site": stats.site,
         "groups": stats.groups,
         "tokens": stats.tokens.tolist(),
@@ -131,7 +132,10 @@ def _neuron(
 
 
 def _page(data: dict) -> str:
-    blob = json.dumps(data, ensure_ascii=False).replace("</", "<\\/")
+    """The page with `data` as JSON in a script block: every <, > and & (only ever inside JSON strings) is written as
+    a \\u escape, so no corpus text (`</script>`, `<!--`, `<script>`) can end or re-open the block."""
+    blob = json.dumps(data, ensure_ascii=False)
+    blob = blob.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(data['title'])}</title>"
         f"<style>{STYLE}</style></head><body><h1>{html.escape(data['title'])}</h1>"

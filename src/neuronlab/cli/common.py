@@ -26,7 +26,8 @@ from neuronlab.io import check_writable
 
 
 def friendly(fn):
-    """Print a NeuronlabError as one `error:` line and exit 2, without a traceback."""
+    """Print a NeuronlabError, or an OSError (a file that cannot be read or written; writes already fail with a
+    NeuronlabError), as one `error:` line and exit 2, without a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -34,6 +35,14 @@ def friendly(fn):
             return fn(*args, **kwargs)
         except NeuronlabError as err:
             typer.secho(f"error: {err}", fg="red", err=True)
+            raise typer.Exit(2) from None
+        except OSError as err:
+            where = f"{err.filename}: " if err.filename else ""
+            typer.secho(
+                f"error: {where}{err.strerror or err}: check that path, its permissions and free disk space",
+                fg="red",
+                err=True,
+            )
             raise typer.Exit(2) from None
 
     return wrapper

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from neuronlab.cli.common import ModelRef, PlotOpt, StatsOpt, config_options, friendly, model_options, writable
+from neuronlab.errors import NeuronlabError
 from neuronlab.io import write_bytes
 from neuronlab.learn.finetune import FinetuneConfig
 from neuronlab.select.layers import LayerConfig
@@ -75,16 +76,21 @@ def finetune(
 def merge(
     model: ModelRef,
     delta: Annotated[Path, typer.Option(help="Folder from `neuronlab finetune` (or its delta.safetensors).")],
-    out: Annotated[Path, typer.Option(help="Folder for the merged Hugging Face checkpoint.")],
+    out: Annotated[
+        Path,
+        typer.Option(help="Folder for the merged Hugging Face checkpoint (an earlier checkpoint there is replaced)."),
+    ],
 ) -> None:
     """Write a delta into its base model and save a plain Hugging Face checkpoint."""
+    from neuronlab.io import atomic_folder
     from neuronlab.learn.finetune import Delta
     from neuronlab.learn.finetune import merge as merge_delta
 
+    if out.is_dir() and any(out.iterdir()) and not (out / "config.json").is_file():
+        raise NeuronlabError(f"{out} holds files but no checkpoint (config.json): choose a new or empty folder")
     writable(out, folder=True)
     loaded_delta = Delta.load(delta)
     loaded, tok = model.load()
     merged = merge_delta(loaded, loaded_delta)
-    merged.save_pretrained(out)
-    tok.save_pretrained(out)
+    atomic_folder(out, lambda tmp: (merged.save_pretrained(tmp), tok.save_pretrained(tmp)))  # whole, or as it was
     typer.echo(f"{loaded_delta.summary()}\nwrote {out}")

@@ -1,7 +1,8 @@
 """A tiny SLAM experiment: a model that adds number words in English but not in other languages, then FFN-only
-fine-tuning of chosen layers on questions in the other languages (tests/learn, `python -m neuronlab.demo.slam`).
+fine-tuning of chosen layers on questions in the other languages (tests/learn; `python -m neuronlab.demo.slam [MODEL]`
+runs it with three seeds on the stored base, tests/fixtures/toys/slam, which `neuronlab.demo.toys` trains).
 
-    setup = experiment(*nl.load_model("tests/fixtures/toys/slam"), flores)  # or build(flores): trains the base
+    setup = experiment(*nl.load_model("tests/fixtures/toys/slam"), flores)  # the stored base model
     base = accuracy(setup.model, setup.tok, setup.held_out)  # {"en": ..., "fr": ..., ...}
     run = finetune_layers(setup, layers=[0, 1], seed=0)      # {"accuracy": ..., "trainable": ..., "share": ...}
 
@@ -75,15 +76,6 @@ def experiment(model, tok, flores: dict[str, list[str]], seed: int = 0) -> Setup
     )
 
 
-def build(flores: dict[str, list[str]], steps: int | None = None, progress: bool = False) -> Setup:
-    """Train the base model from scratch (the `slam` toy of `neuronlab.demo.toys`, minutes) and set up around it;
-    the tests load the stored toy instead (`experiment(*nl.load_model(folder), flores)`)."""
-    from neuronlab.demo.toys import train_toy
-
-    model, tok, _, _ = train_toy("slam", flores, steps=steps, progress=progress)
-    return experiment(model, tok, flores)
-
-
 def accuracy(model, tok, data: dict[str, list[dict]]) -> dict[str, float]:
     from neuronlab.evaluate.math import evaluate_math
 
@@ -124,12 +116,14 @@ def finetune_layers(
 
 def main() -> None:  # pragma: no cover - the experiment as a script
     import json
+    import sys
 
     import neuronlab as nl
     from neuronlab.data.corpora import read_text_dir
 
-    flores = read_text_dir("../shared/data/flores200_devtest", "*.devtest")
-    run = build(flores, progress=True)
+    # the stored base model (`python -m neuronlab.demo.toys slam` trains it again, minutes)
+    model = sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/toys/slam"
+    run = experiment(*nl.load_model(model), read_text_dir("../shared/data/flores200_devtest", "*.devtest"))
     base = accuracy(run.model, run.tok, run.held_out)
     stats = nl.record(run.model, run.tok, run.text, site="act", progress=False)
     chosen = nl.select_layers(stats, k=2).layers

@@ -20,7 +20,9 @@ from torch import Tensor, nn
 from neuronlab.errors import NeuronlabError
 from neuronlab.intervene.plan import Intervention, Plan
 from neuronlab.models.arch import ArchSpec
+from neuronlab.models.load import require_same_model
 from neuronlab.models.sites import Site, decoder_layers, hooked, module_device, site_width
+from neuronlab.select.neuron_set import NeuronSet
 
 CACHE_ARGUMENTS = ("cache", "past_key_values")  # transformers >= 5.24 names the KV cache `cache`, older ones the other
 
@@ -135,6 +137,8 @@ def compile_plan(model: nn.Module, plan: Plan, arch: ArchSpec | None = None) -> 
     n_layers = len(layers)
     out: dict[Site, list] = {}
     for iv in plan:
+        if isinstance(iv.neurons, NeuronSet):  # same shapes, other weights: only the fingerprint tells
+            require_same_model(iv.neurons.meta.get("model"), model, f"the neurons of {type(iv).__name__}", arch)
         width = site_width(model, iv.site, arch)
         for layer, idx in iv.targets(n_layers).items():
             if idx is not None and idx and idx[-1] >= width:

@@ -35,7 +35,7 @@ from torch import Tensor
 from neuronlab.artifacts import register_artifact
 from neuronlab.errors import NeuronlabError
 from neuronlab.intervene.codec import decode_value, encode_value, tensors_path
-from neuronlab.io import read_json, read_safetensors, write_json, write_safetensors
+from neuronlab.io import Writer, atomic_writes, json_writer, read_json, read_safetensors, safetensors_writer
 from neuronlab.models.sites import KINDS, check_layers
 from neuronlab.registry import Registry
 from neuronlab.select.neuron_set import NeuronSet
@@ -295,18 +295,25 @@ class Plan:
         path = Path(path)
         tensors: dict[str, Tensor] = {}
         data = self.to_dict(tensors)
+        writers: dict[str | Path, Writer] = {}
         if tensors:
             data["tensors"] = tensors_path(path).name
-            write_safetensors(tensors_path(path), tensors, TENSORS_FORMAT)
-        write_json(path, data)
+            writers[tensors_path(path)] = safetensors_writer(tensors, TENSORS_FORMAT)
+        atomic_writes({**writers, path: json_writer(data)})  # both files, or neither
 
     @classmethod
     def load(cls, path: str | Path) -> Plan:
         path = Path(path)
         data = read_json(path, "plan", (FORMAT, *OLD_FORMATS))
         tensors: dict[str, Tensor] = {}
-        if data.get("tensors"):
-            tensors, _ = read_safetensors(path.parent / data["tensors"], TENSORS_FORMAT, "plan tensors")
+        name = data.get("tensors")
+        if name:
+            if not isinstance(name, str) or Path(name).name != name or name in (".", ".."):
+                raise NeuronlabError(
+                    f"{path} names its tensors file {name!r}, which is not a file beside it: a plan reads only the "
+                    "file named by its name alone in its own folder (as Plan.save writes it); put the file there"
+                )
+            tensors, _ = read_safetensors(path.parent / name, TENSORS_FORMAT, "plan tensors")
         try:
             return cls.from_dict(data, tensors)
         except NeuronlabError as err:

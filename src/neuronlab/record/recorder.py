@@ -54,7 +54,7 @@ from neuronlab.dist import (
     world,
 )
 from neuronlab.errors import NeuronlabError
-from neuronlab.io import check_writable
+from neuronlab.io import check_writable, remove_temps
 from neuronlab.models.arch import ArchSpec
 from neuronlab.models.load import model_info
 from neuronlab.models.sites import KINDS, Site, decoder_layers, site_width, trace
@@ -117,6 +117,11 @@ def record(
     if checkpoint is not None:
         check_checkpoint(checkpoint, resume)
         check_writable(checkpoint)  # before any work: a bad path never costs a recorded group
+        rank, size = world()
+        if rank == 0:
+            remove_temps(checkpoint)  # what a run killed mid-write left beside its checkpoints
+        if size > 1:
+            remove_temps(rank_path(checkpoint, rank, size))
         barrier()  # every rank has looked before any writes its rank file: no rank refuses another's fresh file
     settings = dict(max_length=max_length, truncate=truncate, max_tokens=max_tokens, count_special=count_special)
     top_k = top_k if contexts else 0

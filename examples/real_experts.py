@@ -22,9 +22,9 @@ from _study import load, parser  # examples/_study.py, beside this script
 
 import neuronlab as nl
 from neuronlab.analyze.alignment import align, jaccard_matrix, odd_one_out, rated_words, read_ratings, read_triplets
+from neuronlab.analyze.find_experts import find_experts, load_baselines
 from neuronlab.evaluate.concept_steering import concept_steering
 from neuronlab.report.plots import intervals
-from neuronlab.select.find_experts import find_experts, load_baselines
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SETS = {"SimLex-999": "EN-SIMLEX-999.txt", "WordSim-353": "EN-WS-353-ALL.txt", "RG-65": "EN-RG-65.txt"}

@@ -56,6 +56,11 @@ def test_every_subcommand_has_help():
         (["finetune"], "neuronlab.learn.finetune:FinetuneConfig", "neuronlab.learn.finetune:finetune"),
         (["scale", "train"], "neuronlab.learn.scalars:ScalingConfig", "neuronlab.learn.scalars:train_scaling"),
         (["demo"], "neuronlab.demo.pipeline:PipelineConfig", "neuronlab.demo.pipeline:run"),
+        (
+            ["experts", "find"],
+            "neuronlab.analyze.find_experts:FindExpertsConfig",
+            "neuronlab.analyze.find_experts:find_experts",
+        ),
     ],
 )
 def test_every_config_field_has_a_cli_option_with_its_help_and_default(command, config, function):

@@ -8,6 +8,11 @@ with nl.apply(model, plan):
     model(**batch)
 """
 
+from neuronlab.analyze.arithmetic import ablate_from, extract_o_vector, patch_o_vector, score_relation
+from neuronlab.analyze.expert_study import align_experts, alignment_trend, expert_tree
+from neuronlab.analyze.find_experts import FindExpertsConfig, find_experts, load_baselines
+from neuronlab.analyze.lens import logit_lens
+from neuronlab.artifacts import describe, load_artifact
 from neuronlab.errors import NeuronlabError
 from neuronlab.evaluate.math import evaluate_math, extract_answer
 from neuronlab.evaluate.perplexity import continuation_logprob, perplexity
@@ -29,8 +34,9 @@ from neuronlab.learn.finetune import Delta, FinetuneConfig, finetune, freeze_exc
 from neuronlab.learn.methods import LearnedIntervention, register_method
 from neuronlab.learn.runs import fit_task
 from neuronlab.learn.scalars import ScalingConfig, evaluate_scaling, train_scaling
-from neuronlab.models.arch import ARCH_SPECS, ArchSpec, arch_spec, register_arch
+from neuronlab.models.arch import ARCH_SPECS, ArchSpec, register_arch
 from neuronlab.models.load import load_model, model_info
+from neuronlab.models.resolve import arch_spec, set_arch
 from neuronlab.models.sites import Site, hooked, trace
 from neuronlab.record.recorder import RecordConfig, record
 from neuronlab.record.stats import Stats
@@ -43,7 +49,13 @@ from neuronlab.select.ranking import auroc, average_precision
 
 __version__ = "0.1.0"
 
+# the functions the command line calls (cli/evaluate, experts, demo, record)
+
+# the functions the command line calls (cli/analyze, scale, tune, models, find, common)
+
 __all__ = [
+    # the command line's: cli/evaluate, experts, demo, record
+    # the command line's: cli/analyze, scale, tune, models, find, common
     "ARCH_SPECS",
     "VARIANTS",
     "Add",
@@ -53,6 +65,7 @@ __all__ = [
     "Delta",
     "DynScale",
     "Expertise",
+    "FindExpertsConfig",
     "FinetuneConfig",
     "Intervention",
     "LapeConfig",
@@ -70,8 +83,11 @@ __all__ = [
     "Site",
     "Stats",
     "Zero",
+    "ablate_from",
     "activated",
     "activation_values",
+    "align_experts",
+    "alignment_trend",
     "apply",
     "arch_spec",
     "attribute",
@@ -80,25 +96,35 @@ __all__ = [
     "average_precision",
     "bake",
     "continuation_logprob",
+    "describe",
     "evaluate_math",
     "evaluate_scaling",
     "expert_plan",
+    "expert_tree",
     "expertise",
     "extract_answer",
+    "extract_o_vector",
+    "find_experts",
     "finetune",
     "fit_task",
     "freeze_except_ffn",
     "hooked",
     "lape",
+    "load_artifact",
+    "load_baselines",
     "load_model",
+    "logit_lens",
     "model_info",
+    "patch_o_vector",
     "perplexity",
     "record",
     "register_arch",
     "register_intervention",
     "register_method",
     "responses",
+    "score_relation",
     "select_layers",
+    "set_arch",
     "steering_plan",
     "trace",
     "train_scaling",

@@ -1,6 +1,8 @@
 """Every artifact kind neuronlab writes, in one registry keyed by format tag: what it is, and how to load and
 summarise it. Each module registers the kinds it writes, next to their format constants
-(`register_artifact("stats", [FORMAT], Stats.load)`); `neuronlab inspect` reads any of them through `describe`:
+(`register_artifact("stats", [FORMAT], Stats.load)`); `neuronlab/__init__.py` imports every such module, and Python
+runs it before any submodule, so the table is full wherever it is read (this module imports none of them: they sit
+above it). `neuronlab inspect` reads any artifact through `describe`:
 
     describe("stats.safetensors")      # "stats of ... at site act: 24 layers x 11008 neurons ..."
     load_artifact("neurons.json")      # a NeuronSet
@@ -8,7 +10,6 @@ summarise it. Each module registers the kinds it writes, next to their format co
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -17,20 +18,6 @@ from typing import Any
 
 from neuronlab.errors import NeuronlabError
 from neuronlab.registry import Registry
-
-# the modules that register artifact kinds (imported when a file is described)
-MODULES = (
-    "neuronlab.record.stats",
-    "neuronlab.learn.methods",
-    "neuronlab.learn.finetune",
-    "neuronlab.analyze.arithmetic",
-    "neuronlab.select.neuron_set",
-    "neuronlab.select.layers",
-    "neuronlab.select.experts",
-    "neuronlab.select.find_experts",
-    "neuronlab.select.attribution",
-    "neuronlab.intervene.plan",
-)
 
 
 @dataclass(frozen=True)
@@ -53,12 +40,6 @@ def register_artifact(
         KINDS.add(fmt, kind)
 
 
-def _known() -> Registry[ArtifactKind]:
-    for module in MODULES:
-        importlib.import_module(module)
-    return KINDS
-
-
 def artifact_format(path: str | Path) -> str:
     """The format tag of a neuronlab file (safetensors metadata or a JSON "format" key); a clear error otherwise."""
     from neuronlab.io import safetensors_format
@@ -75,7 +56,7 @@ def artifact_format(path: str | Path) -> str:
             fmt = data.get("format") if isinstance(data, dict) else None
         except (json.JSONDecodeError, UnicodeDecodeError):
             fmt = None
-    if not isinstance(fmt, str) or fmt not in _known():
+    if not isinstance(fmt, str) or fmt not in KINDS:
         known = ", ".join(sorted({k.what for k in KINDS.values()}))
         raise NeuronlabError(
             f"{path} is neither a stats file nor another neuronlab artifact ({known}); its format is {fmt!r}"

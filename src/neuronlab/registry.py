@@ -1,5 +1,6 @@
 """One kind of table for everything neuronlab looks up by name: architectures, learned-intervention methods,
-intervention kinds, artifact formats, contrast tasks and steering variants.
+intervention kinds, artifact formats, contrast tasks, steering variants, prompt templates, concept-steering modes,
+dtypes and packaged models.
 
 A Registry is a read-only mapping. Entries are added with `add` or with `register` as a decorator; a name that is
 taken is refused unless `replace=True` says so; an entry of the wrong type is refused; an unknown name raises one

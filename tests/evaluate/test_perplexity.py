@@ -66,7 +66,7 @@ def test_token_nll_equals_the_models_own_loss_in_small_chunks(arch, by, monkeypa
     with an online log-sum-exp, or for any other unembedding module a few rows at a time) gives the loss the model
     computes itself from its full logits, soft-cap (Gemma 2) and unembedding bias (Phi) included, on right-padded
     rows."""
-    from neuronlab.evaluate import perplexity
+    from neuronlab.data import scoring as perplexity
 
     model = tiny_model(arch)
     if arch == "gemma2":

@@ -111,9 +111,9 @@ def test_a_model_whose_sites_cannot_be_found_says_how_to_pass_an_archspec():
         nl.arch_spec(model)
     model = tiny_model("llama")
     model.config.model_type = "mystery"
-    spec = nl.ARCH_SPECS["llama"]
+    nl.set_arch(model, nl.ARCH_SPECS["llama"])  # the model carries it from here on
     got = {}
-    with nl.hooked(model, {Site(0, "act"): lambda h: got.setdefault("h", h)}, arch=spec):
+    with nl.hooked(model, {Site(0, "act"): lambda h: got.setdefault("h", h)}):
         model(input_ids=torch.tensor([[5, 6, 7]]))
     assert got["h"].shape == (1, 3, 64)
 
@@ -137,8 +137,9 @@ def test_bad_sites_fail_clearly():
         final_norm="transformer.ln_f",
         unembed="lm_head",
     )
+    nl.set_arch(model, bad)  # a spec set by hand wins over the table row
     with pytest.raises(nl.NeuronlabError, match="does not resolve"):
-        with nl.hooked(model, {Site(0, "act"): lambda h: None}, arch=bad):
+        with nl.hooked(model, {Site(0, "act"): lambda h: None}):
             pass
 
 

@@ -205,7 +205,7 @@ def test_bad_input_is_named(tok):
         nl.record(model, tok, {"en": ["hello"], "fr": ["", "  "]}, progress=False)
     with pytest.raises(nl.NeuronlabError, match="one string"):
         nl.record(model, tok, {"en": "hello"}, progress=False)
-    with pytest.raises(nl.NeuronlabError, match="unknown site kind"):
+    with pytest.raises(nl.NeuronlabError, match=r"RecordConfig.site must be one of act, neuron, .*not 'mlp'"):
         nl.record(model, tok, {"en": ["hello"]}, site="mlp", progress=False)
     with pytest.raises(nl.NeuronlabError, match="no text that yields"):
         nl.record(model, tok, {"en": iter([""])}, progress=False)

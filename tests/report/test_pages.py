@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import neuronlab as nl
+from neuronlab.analyze.alignment import concept_tree
 from neuronlab.demo.pipeline import run
 from neuronlab.models.load import model_info
 from neuronlab.models.naming import model_name
@@ -169,7 +170,8 @@ def test_alignment_report_shows_corpus_text_as_text(tmp_path):
     sim = torch.eye(len(EVIL)) * 0.5 + 0.5 * torch.rand(len(EVIL), len(EVIL))
     result = {"pairs": 4, "jaccard": {"0.5": 0.25}, "tau": 0.5}
     sweep = plots.lines({EVIL[4]: [0.1, 0.2]}, [0.5, 0.9], "tau", "Spearman", EVIL[2])
-    write_alignment_report(tmp_path / "a.html", ex, sim, result, sweep, EVIL[1])
+    tree = concept_tree(sim, EVIL)
+    write_alignment_report(tmp_path / "a.html", ex, sim, tree, result, sweep, EVIL[1])
     no_machine_path(tmp_path / "a.html", tmp_path, "my-model")
     page = opened((tmp_path / "a.html").as_uri())
     assert page.title == page.h1 == "neuronlab: expert neurons of my-model and human similarity"

@@ -69,7 +69,7 @@ def test_bad_input_is_named(tok):
     stats = _planted()
     with pytest.raises(nl.NeuronlabError, match="k must be between 1 and the model's 8 layers"):
         nl.select_layers(stats, k=9)
-    with pytest.raises(nl.NeuronlabError, match="unknown method"):
+    with pytest.raises(nl.NeuronlabError, match=r"LayerConfig.method must be one of msd, overlap, .*not 'best'"):
         nl.select_layers(stats, method="best")
     with pytest.raises(nl.NeuronlabError, match="group 'de' is not in these stats"):
         nl.select_layers(stats, method="overlap", reference="de")

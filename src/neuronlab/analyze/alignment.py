@@ -184,7 +184,7 @@ def align(
 def embedding_similarity(model, tokenizer, words: Sequence[str]) -> Tensor:
     """Baseline: cosine of the model's input embeddings of each word (the mean over its tokens, tokenized as the
     word follows another in a sentence: `continuation_ids`, so no lone dummy-prefix token is shared by all)."""
-    from neuronlab.evaluate.perplexity import continuation_ids
+    from neuronlab.data.scoring import continuation_ids
 
     table = model.get_input_embeddings().weight.detach()
     rows = [table[continuation_ids(tokenizer, "The", " " + w)[1]].float().mean(0).cpu() for w in words]

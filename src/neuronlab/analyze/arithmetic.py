@@ -25,12 +25,11 @@ from torch import Tensor
 
 from neuronlab.artifacts import register_artifact
 from neuronlab.data.batching import left_padded, model_inputs, pad_id, pad_right
+from neuronlab.data.scoring import continuation_ids
 from neuronlab.errors import NeuronlabError
-from neuronlab.evaluate.perplexity import continuation_ids
 from neuronlab.intervene.apply import apply
 from neuronlab.intervene.plan import Add, Plan, Set, Zero
 from neuronlab.io import read_safetensors, write_safetensors
-from neuronlab.models.arch import ArchSpec
 from neuronlab.models.sites import Site, decoder_layers, trace
 
 VECTOR_FORMAT = "neuronlab.vector/1"
@@ -128,7 +127,6 @@ def extract_o_vector(
     layer: int,
     site: str = "ffn_out",
     batch_size: int = 16,
-    arch: ArchSpec | None = None,
 ) -> Tensor:
     """Mean over `prompts` of the FFN output (or another site) at the last position, float32 [d_model]."""
     if not prompts:
@@ -137,7 +135,7 @@ def extract_o_vector(
     count = 0
     for _, enc in left_padded(model, tokenizer, prompts, batch_size, positions=True):
         last = lambda _site, h: h[:, -1].float()  # noqa: E731
-        with torch.no_grad(), trace(model, [Site(layer, site)], stop=True, reduce=last, arch=arch) as seen:
+        with torch.no_grad(), trace(model, [Site(layer, site)], stop=True, reduce=last) as seen:
             model(**enc, use_cache=False)
         h = seen[Site(layer, site)]
         part = h.sum(0).cpu()
@@ -155,7 +153,6 @@ def patch_o_vector(
     items: Sequence[dict],
     mode: str = "add",
     batch_size: int = 16,
-    arch: ArchSpec | None = None,
     exact: bool = True,
 ) -> dict:
     """Score `items` with `vector` added to (mode "add") or written over ("replace") the FFN output at the last
@@ -164,7 +161,7 @@ def patch_o_vector(
         raise NeuronlabError(f"mode must be 'add' or 'replace', not {mode!r}")
     kind = Add if mode == "add" else Set
     plan = Plan([kind(value=vector, site="ffn_out", layers=list(layers), positions="last")])
-    with apply(model, plan, arch):
+    with apply(model, plan):
         return score_relation(model, tokenizer, items, batch_size, exact)
 
 
@@ -175,14 +172,13 @@ def ablate_from(
     layers: Sequence[int] | None = None,
     mean: bool = False,
     batch_size: int = 16,
-    arch: ArchSpec | None = None,
     exact: bool = True,
 ) -> dict[int, dict]:
     """For each start layer l: the relation score with every FFN output from layer l on set to zero, or with
     `mean=True` to its mean over all tokens of the items' prompts (mean-ablation)."""
     from neuronlab.record.recorder import record
 
-    n = len(decoder_layers(model, arch))
+    n = len(decoder_layers(model))
     means: dict[int, Tensor] = {}
     if mean:
         stats = record(
@@ -192,7 +188,6 @@ def ablate_from(
             site="ffn_out",
             progress=False,
             count_special=True,
-            arch=arch,
         )
         means = {layer: stats.mean[0, layer].float() for layer in range(n)}
     out = {}
@@ -203,7 +198,7 @@ def ablate_from(
             if mean
             else [Zero(site="ffn_out", layers=chosen)]
         )
-        with apply(model, plan, arch):
+        with apply(model, plan):
             out[start] = score_relation(model, tokenizer, items, batch_size, exact)
     return out
 

@@ -23,9 +23,9 @@ from neuronlab.analyze.alignment import (
     read_ratings,
     read_triplets,
 )
+from neuronlab.analyze.find_experts import load_baselines
 from neuronlab.io import check_writable, read_json, write_bytes, write_json
 from neuronlab.select.experts import Expertise
-from neuronlab.select.find_experts import load_baselines
 
 MEASURES = ("spearman", "ap_cosine", "input_embedding", "sentence_embedding")
 
@@ -65,7 +65,8 @@ def align_experts(
     if report:
         from neuronlab.report.alignment import write_alignment_report
 
-        write_alignment_report(out / "alignment.html", ex, sim, result, sweep, Path(human).name)
+        tree = concept_tree(sim, ex.concepts)
+        write_alignment_report(out / "alignment.html", ex, sim, tree, result, sweep, Path(human).name)
     return result
 
 

@@ -18,15 +18,15 @@ import torch
 from torch import Tensor
 
 from neuronlab.data.batching import left_padded
+from neuronlab.data.scoring import continuation_ids
 from neuronlab.errors import NeuronlabError
-from neuronlab.evaluate.perplexity import continuation_ids
-from neuronlab.models.arch import ArchSpec, arch_spec
+from neuronlab.models.resolve import arch_spec
 from neuronlab.models.sites import Site, decoder_layers, get_module, trace
 
 
-def decode(model, h: Tensor, arch: ArchSpec | None = None) -> Tensor:
+def decode(model, h: Tensor) -> Tensor:
     """Logits of residual-stream vectors h [..., d_model] through the final norm and the unembedding."""
-    spec = arch_spec(model, arch)
+    spec = arch_spec(model)
     return spec.logits(model.config, get_module(model, spec.unembed)(get_module(model, spec.final_norm)(h)))
 
 
@@ -38,14 +38,13 @@ def logit_lens(
     k: int = 5,
     site: str = "resid",
     batch_size: int = 8,
-    arch: ArchSpec | None = None,
 ) -> dict:
     """{"layers": {layer: {"top": [[(token, prob)] per prompt], "target_prob": [...], "target_rank": [...]}}}."""
     if site not in ("resid", "ffn_out", "attn_out"):
         raise NeuronlabError(f"the lens decodes resid, ffn_out or attn_out, not {site!r}")
     if targets is not None and len(targets) != len(prompts):
         raise NeuronlabError("give one target per prompt")
-    n_layers = len(decoder_layers(model, arch))
+    n_layers = len(decoder_layers(model))
     first = None
     if targets is not None:
         first = [continuation_ids(tokenizer, p, t)[1][:1] for p, t in zip(prompts, targets, strict=True)]
@@ -55,11 +54,11 @@ def logit_lens(
     for start, enc in left_padded(model, tokenizer, prompts, batch_size, positions=True):  # last = prompt's end
         sites = [Site(layer, site) for layer in range(n_layers)]
         last = lambda _site, h: h[:, -1].detach()  # noqa: E731  (keep only the last position)
-        with torch.no_grad(), trace(model, sites, stop=True, reduce=last, arch=arch) as seen:
+        with torch.no_grad(), trace(model, sites, stop=True, reduce=last) as seen:
             model(**enc, use_cache=False)
         for layer in range(n_layers):
             with torch.no_grad():
-                probs = decode(model, seen[sites[layer]], arch).float().softmax(-1)  # [batch, vocab]
+                probs = decode(model, seen[sites[layer]]).float().softmax(-1)  # [batch, vocab]
             top = probs.topk(k, dim=-1)
             entry = out[layer]
             for row in range(probs.shape[0]):

@@ -271,7 +271,7 @@ def config_options(cls, skip: tuple[str, ...] = ()):
         if is_tuple[f.name] and f.default:
             text += f" (repeatable or comma-separated) [default: {','.join(map(str, cast(tuple, f.default)))}]"
         name = option_name(f)
-        if typ is bool:  # a switch with its negation: a default of True can be turned off
+        if typ is bool or typ == bool | None:  # a switch with its negation (a default of True can be turned off)
             name = f"{name}/--no-{name[2:]}"
         opt = typer.Option(
             name,

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from neuronlab.cli.common import BatchOpt, ModelRef, PlotOpt, friendly, group, model_options, writable
+from neuronlab.analyze.find_experts import FindExpertsConfig, find_experts
+from neuronlab.cli.common import ModelRef, PlotOpt, config_options, friendly, group, model_options, writable
 
 TauOpt = Annotated[float, typer.Option(help="Experts: AP at least tau of the way from chance to 1.")]
 app = group("Expert neurons: concepts, AP per neuron, alignment with human similarity (Fedzechkina et al. 2025).")
@@ -20,9 +21,11 @@ def register(root: typer.Typer) -> None:
 @app.command("find")
 @friendly
 @model_options()
+@config_options(FindExpertsConfig)
 def experts_find(
     model: ModelRef,
     out: Annotated[Path, typer.Option(help="Folder for responses, expertise, experts.json and the concepts used.")],
+    cfg: FindExpertsConfig,
     concepts: Annotated[
         Path | None, typer.Option(help="Concept file or folder: JSON/JSONL {concept, positive, negative?}.")
     ] = None,
@@ -32,62 +35,11 @@ def experts_find(
             help="Or a file of concept words (one a line, or a ratings file): the model writes their sentences."
         ),
     ] = None,
-    per_concept: Annotated[int, typer.Option(help="Sentences the model writes per word (--words).")] = 20,
-    prompt: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Prompt template with {word} for a base model (repeatable; default: few-shot word/sentence examples)."
-        ),
-    ] = None,
-    chat: Annotated[
-        bool | None,
-        typer.Option(
-            "--chat/--no-chat", help="Ask through the chat template (default: when the model is an instruct model)."
-        ),
-    ] = None,
-    site: Annotated[str, typer.Option(help="Site kind: act, neuron, ffn_out, attn_out or resid.")] = "act",
-    pool: Annotated[str, typer.Option(help="max or mean over each sentence's tokens.")] = "max",
-    tau: TauOpt = 0.5,
-    float32: Annotated[
-        bool, typer.Option(help="Keep responses in float32 (default float16: half the memory).")
-    ] = False,
-    batch_size: BatchOpt = 16,
-    seed: Annotated[int, typer.Option(help="Seed of the sampled negatives and of the generated sentences.")] = 0,
-    negatives: Annotated[
-        float,
-        typer.Option(
-            help="Negatives per positive, sampled from the other concepts' sentences where a concept gives none."
-        ),
-    ] = 1.0,
-    drop_unwritten: Annotated[
-        bool, typer.Option(help="Leave out words the model writes no sentence for (instead of stopping).")
-    ] = False,
 ) -> None:
     """Pooled responses of every neuron to each concept's sentences, AP/AUROC per concept, experts at tau."""
-    import torch
-
-    from neuronlab.select.find_experts import find_experts
-
     writable(out, folder=True)
     loaded, tok = model.load()
-    ex = find_experts(
-        loaded,
-        tok,
-        out,
-        concepts,
-        words,
-        per_concept,
-        prompt,
-        chat,
-        site,
-        pool,
-        tau,
-        torch.float32 if float32 else torch.float16,
-        batch_size,
-        seed,
-        negatives,
-        drop_unwritten,
-    )
+    ex = find_experts(loaded, tok, out, concepts, words, cfg)
     typer.echo(ex.summary())
     typer.echo(f"wrote {out}/concepts.jsonl, responses.safetensors, expertise.safetensors, experts.json")
 

@@ -212,7 +212,7 @@ def distinguishable(items: Sequence[dict], tokenizer) -> tuple[list[dict], int]:
     """The items whose target and foil begin with different tokens after the prompt (the logit difference is
     taken on the first token), and how many were dropped. Names like " Joe" / " Jane" can share a first token
     in a small vocabulary."""
-    from neuronlab.evaluate.perplexity import continuation_ids
+    from neuronlab.data.scoring import continuation_ids
 
     kept = [
         i

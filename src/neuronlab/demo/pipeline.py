@@ -12,19 +12,18 @@ Texts of each language are split by line: the first `record_lines` feed the stat
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from neuronlab.analyze.alignment import jaccard
-from neuronlab.config import configured, option
+from neuronlab.config import Config, configured, option
 from neuronlab.data.tasks import lss_items_from_texts, prompts_from_texts
 from neuronlab.demo.browser import top_neurons, write_browser
 from neuronlab.errors import NeuronlabError
 from neuronlab.evaluate.steering import factor_sweep, generation_shift, lss_matrix, perplexity_matrix
 from neuronlab.intervene.steer import steering_plan
 from neuronlab.io import check_writable, write_json
-from neuronlab.models.arch import ArchSpec
 from neuronlab.record.recorder import record
 from neuronlab.report.language import write_report
 from neuronlab.select.attribution import attribute, attribution_neurons
@@ -37,7 +36,7 @@ DEMO_DATA = DEMO_DIR / "data"
 
 
 @dataclass(frozen=True)
-class PipelineConfig:
+class PipelineConfig(Config):
     record_lines: int = option(250, "lines per language for the statistics")
     eval_lines: int = option(60, "held-out lines per language for evaluation")
     top_rate: float = option(0.15, "LAPE: share of all neurons kept")
@@ -55,7 +54,9 @@ class PipelineConfig:
     sweep_lines: int = option(40, "sweep: held-out lines per language for perplexity")
     sweep_items: int = option(20, "sweep: LSS items per language")
     max_ppl_increase: float = option(1.0, "sweep: off-target perplexity bound (1 = +100%)")
-    attribution: str = option("gxa", "compare LAPE with neurons found by attribution (gxa or ig); none: skip")
+    attribution: Literal["gxa", "ig", "none"] = option(
+        "gxa", "compare LAPE with neurons found by attribution (gxa or ig); none: skip"
+    )
     attribution_lines: int = option(100, "attribution: lines per language it is computed on")
     contexts: int = option(20, "top contexts kept a neuron for the neuron browser (0: no browser)")
     batch_size: int = option(16, "rows per forward pass")
@@ -118,7 +119,6 @@ def run(
     title: str | None = None,  # default: "neuronlab: language-specific neurons of <model name>"
     progress: bool = True,
     log=print,
-    arch: ArchSpec | None = None,
     **settings: Any,
 ) -> dict:
     """The language-neuron pipeline over `texts` ({language: lines}) with a PipelineConfig or its fields as
@@ -142,7 +142,6 @@ def run(
         contexts=cfg.contexts > 0,
         top_k=cfg.contexts,
         progress=progress,
-        arch=arch,
     )
     stats.save(out / "stats.safetensors")
     phases.start("select", "selecting neurons (LAPE and the language-activated baseline)")
@@ -163,7 +162,6 @@ def run(
         lambda t: steering_plan(ns, t, "zero"),
         cfg.batch_size,
         cfg.max_length,
-        arch,
         progress=progress,
     )
     amplify = lambda t: steering_plan(ns, t, cfg.amplify, stats=stats, n_texts=cfg.pooled_texts)  # noqa: E731
@@ -171,12 +169,12 @@ def run(
     if cfg.amplify_perplexity:
         phases.start("perplexity, amplified", f"perplexity with each language's neurons amplified ({cfg.amplify})")
         amp = perplexity_matrix(
-            model, tokenizer, held, targets, amplify, cfg.batch_size, cfg.max_length, arch, zero["baseline"], progress
+            model, tokenizer, held, targets, amplify, cfg.batch_size, cfg.max_length, zero["baseline"], progress
         )
     items = lss_items_from_texts(held, cfg.lss_items)
     phases.start("LSS", f"language steering shift on {len(items)} items")
     plain_scores: dict = {}  # the plain model's LSS rows, scored once for LAPE's and the attribution neurons
-    lss = lss_matrix(model, tokenizer, items, targets, amplify, arch=arch, cache=plain_scores, progress=progress)
+    lss = lss_matrix(model, tokenizer, items, targets, amplify, cache=plain_scores, progress=progress)
     phases.start("generation", "generation shift")
     gen = generation_shift(
         model,
@@ -185,7 +183,6 @@ def run(
         targets,
         amplify,
         cfg.max_new_tokens,
-        arch=arch,
         progress=progress,
     )
     sweep = None
@@ -200,7 +197,6 @@ def run(
             {lang: lines[: cfg.sweep_lines] for lang, lines in held.items()},
             items[: cfg.sweep_items * len(langs)],
             cfg.max_ppl_increase,
-            arch,
             progress,
             zero["baseline"] if cfg.sweep_lines >= cfg.eval_lines else None,
             plain_scores,
@@ -221,13 +217,12 @@ def run(
             out,
             cfg,
             progress,
-            arch,
             zero["baseline"],
             plain_scores,
             phases,
         )
     results = {
-        "config": asdict(cfg),
+        "config": cfg.to_dict(),
         "model": stats.meta["model"],
         "languages": langs,
         "targets": targets,
@@ -266,7 +261,6 @@ def compare_attribution(
     out: Path,
     cfg: PipelineConfig,
     progress: bool,
-    arch,
     baseline: dict,
     plain_scores: dict,
     phases: Phases,
@@ -283,7 +277,6 @@ def compare_attribution(
         batch_size=cfg.batch_size,
         max_length=cfg.max_length,
         progress=progress,
-        arch=arch,
     )
     attr.save(out / "attribution.safetensors")
     found = attribution_neurons(attr, counts=ns)
@@ -298,7 +291,6 @@ def compare_attribution(
         lambda t: steering_plan(found, t, "zero"),
         cfg.batch_size,
         cfg.max_length,
-        arch,
         baseline,
         progress,
     )
@@ -310,7 +302,6 @@ def compare_attribution(
         items,
         [t for t in targets if found.total(t)],
         amplify,
-        arch=arch,
         cache=plain_scores,
         progress=progress,
     )

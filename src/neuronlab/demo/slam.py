@@ -118,19 +118,21 @@ def main() -> None:  # pragma: no cover - the experiment as a script
     import json
     import sys
 
-    import neuronlab as nl
     from neuronlab.data.corpora import read_text_dir
+    from neuronlab.models.load import load_model
+    from neuronlab.record.recorder import record
+    from neuronlab.select.layers import select_layers
 
     # the stored base model (`python -m neuronlab.demo.toys slam` trains it again, minutes)
     model = sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/toys/slam"
-    run = experiment(*nl.load_model(model), read_text_dir("../shared/data/flores200_devtest", "*.devtest"))
+    run = experiment(*load_model(model), read_text_dir("../shared/data/flores200_devtest", "*.devtest"))
     base = accuracy(run.model, run.tok, run.held_out)
-    stats = nl.record(run.model, run.tok, run.text, site="act", progress=False)
-    chosen = nl.select_layers(stats, k=2).layers
+    stats = record(run.model, run.tok, run.text, site="act", progress=False)
+    chosen = select_layers(stats, k=2).layers
     runs = {"base": base}
     for seed in (0, 1, 2):
         runs[f"slam {chosen} s{seed}"] = finetune_layers(run, chosen, seed=seed)
-        lowest = nl.select_layers(stats, k=2, method="random", seed=seed).layers
+        lowest = select_layers(stats, k=2, method="random", seed=seed).layers
         runs[f"random {lowest} s{seed}"] = finetune_layers(run, lowest, seed=seed)
         runs[f"full s{seed}"] = finetune_layers(run, [], modules="all", seed=seed)
     print(json.dumps(runs, indent=1))

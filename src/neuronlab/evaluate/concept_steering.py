@@ -18,20 +18,25 @@ from collections.abc import Sequence
 import torch
 
 from neuronlab.errors import NeuronlabError
+from neuronlab.registry import Registry
 
 PROMPTS = ("My favourite word is", "Let me tell you about", "The next word is", "I keep thinking about")
-MODES = {
-    "force_all": ("force", "all"),
-    "force_last": ("force", "last"),
-    "zero": ("zero", "all"),
-    "dampen": ("dampen", "all"),
-}
+MODES: Registry[tuple] = Registry(  # mode -> (how the experts are set, the positions)
+    "steering mode",
+    tuple,
+    entries={
+        "force_all": ("force", "all"),
+        "force_last": ("force", "last"),
+        "zero": ("zero", "all"),
+        "dampen": ("dampen", "all"),
+    },
+)
 
 
 def word_probability(model, tokenizer, prompts: Sequence[str], word: str) -> float:
     """Mean over `prompts` of the probability that the next token is the first token of " word"."""
     from neuronlab.data.batching import left_padded
-    from neuronlab.evaluate.perplexity import continuation_ids
+    from neuronlab.data.scoring import continuation_ids
 
     first = [continuation_ids(tokenizer, p, " " + word)[1][0] for p in prompts]
     probs = []
@@ -58,9 +63,8 @@ def concept_steering(
     from neuronlab.intervene.steer import expert_plan
     from neuronlab.progress import progress_bar
 
-    unknown = [m for m in modes if m not in MODES]
-    if unknown:
-        raise NeuronlabError(f"unknown mode {unknown[0]!r}: use {', '.join(MODES)}")
+    for mode in modes:
+        MODES[mode]  # an unknown mode: one error listing the modes, before any work
     if not prompts:
         raise NeuronlabError("give at least one prompt")
     concepts = list(expertise.concepts if concepts is None else concepts)

@@ -21,6 +21,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from neuronlab.data.templates import prompt_format
 from neuronlab.dist import writes_here
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import write_json
@@ -43,18 +44,6 @@ LANGUAGE_NAMES = {
     "Telugu": "te",
 }
 NAMES = {code: name for name, code in LANGUAGE_NAMES.items()}
-TEMPLATES = {
-    "qalign": (
-        "Below is an instruction that describes a task. Write a response that appropriately completes the "
-        "request.\n\n### Instruction:\n{query}\n\n### Response:"
-    ),
-    "mathoctopus": (
-        "Below is an instruction that describes a task. Write a response that appropriately completes "
-        "the request in {language}. Please answer in {language}.\n\n### Instruction:\n{query}\n\n"
-        "### Response:"
-    ),
-    "cot": "Question: {query}\nAnswer: Let's think step by step.",
-}
 MAX_NEW_TOKENS = {"mgsm": 600, "msvamp": 300}  # the reference evaluations' budgets
 
 
@@ -133,10 +122,7 @@ def read_math_dir(
 
 
 def math_prompt(question: str, template: str, lang: str) -> str:
-    fmt = TEMPLATES.get(template, template)
-    if "{query}" not in fmt:
-        raise NeuronlabError(f"unknown template {template!r}: use {', '.join(TEMPLATES)} or a text with {{query}}")
-    return fmt.format(query=question, language=NAMES.get(lang, lang))
+    return prompt_format(template).format(query=question, language=NAMES.get(lang, lang))
 
 
 def evaluate_math(
@@ -148,7 +134,6 @@ def evaluate_math(
     batch_size: int = 8,
     out: str | Path | None = None,
     progress: bool = True,
-    arch=None,
 ) -> dict:
     """Greedy answers to every question; {"accuracy": {lang: share}, "average", "n": {lang: items}, ...}. With `out`,
     every generation goes to out/generations.jsonl as it is made (an interrupted run resumes there, never answering
@@ -161,7 +146,7 @@ def evaluate_math(
         max_new_tokens = max(MAX_NEW_TOKENS[k] for k in kinds or {"mgsm"})
 
     done = (
-        _resume(Path(out), {"template": template, "max_new_tokens": max_new_tokens, "model": model_info(model, arch)})
+        _resume(Path(out), {"template": template, "max_new_tokens": max_new_tokens, "model": model_info(model)})
         if out is not None
         else {}
     )
@@ -170,7 +155,7 @@ def evaluate_math(
     for start in range(0, len(todo), batch_size):
         part = todo[start : start + batch_size]
         prompts = [math_prompt(data[lang][i]["question"], template, lang) for lang, i in part]
-        outputs = generate(model, tokenizer, prompts, max_new_tokens, batch_size, arch)
+        outputs = generate(model, tokenizer, prompts, max_new_tokens, batch_size)
         rows = []
         for (lang, i), text in zip(part, outputs, strict=True):
             gold, pred = data[lang][i]["answer"], extract_answer(text)

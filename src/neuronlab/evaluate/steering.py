@@ -26,7 +26,7 @@ from neuronlab.evaluate.langid import LanguageIdentifier
 from neuronlab.evaluate.perplexity import continuation_logprob, perplexity
 from neuronlab.intervene.apply import apply
 from neuronlab.intervene.plan import Plan
-from neuronlab.models.arch import ArchSpec, arch_spec
+from neuronlab.models.resolve import arch_spec
 from neuronlab.progress import progress_bar
 
 PlanFor = Callable[[str], Plan]
@@ -40,7 +40,6 @@ def perplexity_matrix(
     plan_for: PlanFor,
     batch_size: int = 16,
     max_length: int = 512,
-    arch: ArchSpec | None = None,
     baseline: dict[str, float] | None = None,
     progress: bool = True,
 ) -> dict:
@@ -58,7 +57,7 @@ def perplexity_matrix(
     steered = {}
     for t in targets:
         bar.set_postfix_str(f"{t}'s neurons")
-        with apply(model, plan_for(t), arch):
+        with apply(model, plan_for(t)):
             steered[t] = {lang: ppl(lines) for lang, lines in texts.items()}
     bar.close()
     change = {t: {lang: steered[t][lang] / baseline[lang] - 1 for lang in texts} for t in targets}
@@ -86,7 +85,6 @@ def lss_matrix(
     targets: Sequence[str],
     plan_for: PlanFor,
     batch_size: int = 32,
-    arch: ArchSpec | None = None,
     cache: dict | None = None,
     progress: bool = True,
 ) -> dict:
@@ -114,7 +112,7 @@ def lss_matrix(
             if cache is not None:
                 cache[key] = plain
         base = dict(zip(pairs, plain, strict=True))
-        with apply(model, plan_for(t), arch):
+        with apply(model, plan_for(t)):
             new = dict(zip(pairs, _scores(model, tokenizer, rows, batch_size, bar), strict=True))
         ups: dict[str, list[bool]] = {}
         for i in chosen:
@@ -140,23 +138,18 @@ def generate(
     prompts: Sequence[str],
     max_new_tokens: int = 24,
     batch_size: int = 16,
-    arch: ArchSpec | None = None,
     bar=None,
 ) -> list[str]:
     """Greedy continuations (text after the prompt) of each prompt; batched with left padding. Under
     torch.distributed each rank continues a block of the prompts and every rank gets all continuations. `bar`: a
     progress bar to advance by the prompts of each batch."""
-    return in_blocks(
-        list(prompts), lambda part: _generate(model, tokenizer, part, max_new_tokens, batch_size, arch, bar)
-    )
+    return in_blocks(list(prompts), lambda part: _generate(model, tokenizer, part, max_new_tokens, batch_size, bar))
 
 
-def _generate(
-    model, tokenizer, prompts: Sequence[str], max_new_tokens: int, batch_size: int, arch, bar=None
-) -> list[str]:
+def _generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, batch_size: int, bar=None) -> list[str]:
     out = []
     for _, enc in left_padded(model, tokenizer, prompts, batch_size):
-        _check_room(model, enc["input_ids"].shape[1] + max_new_tokens, arch)
+        _check_room(model, enc["input_ids"].shape[1] + max_new_tokens)
         with torch.no_grad():
             ids = model.generate(
                 **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id(tokenizer, model)
@@ -167,8 +160,8 @@ def _generate(
     return out
 
 
-def _check_room(model, length: int, arch: ArchSpec | None) -> None:
-    limit = arch_spec(model, arch).position_limit(model.config)
+def _check_room(model, length: int) -> None:
+    limit = arch_spec(model).position_limit(model.config)
     if limit is not None and length > limit:
         raise NeuronlabError(
             f"prompt plus new tokens is {length} tokens, but the model has {limit} positions: "
@@ -184,7 +177,6 @@ def generation_shift(
     plan_for: PlanFor,
     max_new_tokens: int = 24,
     samples: int = 2,
-    arch: ArchSpec | None = None,
     progress: bool = True,
 ) -> dict:
     """Share of greedy generations from prompts in other languages identified as T, without and with T's
@@ -194,7 +186,7 @@ def generation_shift(
     flat = [(lang, p) for lang, ps in prompts.items() for p in ps]
     total = len(flat) + sum(sum(lang != t for lang, _ in flat) for t in targets)
     bar = progress_bar(total, "generation", "prompt", progress)
-    plain = generate(model, tokenizer, [p for _, p in flat], max_new_tokens, arch=arch, bar=bar)
+    plain = generate(model, tokenizer, [p for _, p in flat], max_new_tokens, bar=bar)
     plain_ids = [lid(text) for text in plain]
     result: dict[str, Any] = {"baseline": {}, "steered": {}, "samples": []}
     for t in targets:
@@ -203,8 +195,8 @@ def generation_shift(
             result["baseline"][t] = result["steered"][t] = math.nan
             continue
         bar.set_postfix_str(f"{t}'s neurons")
-        with apply(model, plan_for(t), arch):
-            steered = generate(model, tokenizer, [flat[k][1] for k in keep], max_new_tokens, arch=arch, bar=bar)
+        with apply(model, plan_for(t)):
+            steered = generate(model, tokenizer, [flat[k][1] for k in keep], max_new_tokens, bar=bar)
         result["baseline"][t] = sum(plain_ids[k] == t for k in keep) / len(keep)
         result["steered"][t] = sum(lid(text) == t for text in steered) / len(keep)
         for k, text in list(zip(keep, steered, strict=True))[:samples]:
@@ -224,7 +216,6 @@ def factor_sweep(
     texts: dict[str, Sequence[str]],
     items: list[dict],
     max_ppl_increase: float = 0.5,
-    arch: ArchSpec | None = None,
     progress: bool = True,
     baseline: dict[str, float] | None = None,
     cache: dict | None = None,
@@ -241,12 +232,8 @@ def factor_sweep(
     rows, plain = [], {} if cache is None else cache
     for f in factors:
         plan_for = lambda t, f=f: make_plan(t, f)  # noqa: E731
-        lss = lss_matrix(model, tokenizer, items, targets, plan_for, arch=arch, cache=plain, progress=progress)[
-            "off_diagonal"
-        ]
-        ppl = perplexity_matrix(
-            model, tokenizer, texts, targets, plan_for, batch_size, max_length, arch, baseline, progress
-        )
+        lss = lss_matrix(model, tokenizer, items, targets, plan_for, cache=plain, progress=progress)["off_diagonal"]
+        ppl = perplexity_matrix(model, tokenizer, texts, targets, plan_for, batch_size, max_length, baseline, progress)
         change, baseline = ppl["change"], ppl["baseline"]
         off_ppl = {t: _nanmean([c for lang, c in change[t].items() if lang != t]) for t in targets}
         rows.append({"factor": f, "lss": lss, "off_target_ppl_change": off_ppl})

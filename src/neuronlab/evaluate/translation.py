@@ -15,7 +15,6 @@ from collections.abc import Sequence
 
 from neuronlab.errors import NeuronlabError
 from neuronlab.evaluate.steering import generate
-from neuronlab.models.arch import ArchSpec
 
 
 def translation_prompt(src: str, shots: Sequence[tuple[str, str]], src_name: str, tgt_name: str) -> str:
@@ -32,10 +31,9 @@ def translate(
     tgt_name: str = "French",
     max_new_tokens: int = 64,
     batch_size: int = 8,
-    arch: ArchSpec | None = None,
 ) -> list[str]:
     prompts = [translation_prompt(s, shots, src_name, tgt_name) for s in sources]
-    outputs = generate(model, tokenizer, prompts, max_new_tokens, batch_size, arch)
+    outputs = generate(model, tokenizer, prompts, max_new_tokens, batch_size)
     return [out.strip().split("\n")[0].strip() for out in outputs]
 
 
@@ -63,7 +61,6 @@ def translate_and_score(
     tgt_name: str = "French",
     max_new_tokens: int = 96,
     plans: dict | None = None,
-    arch: ArchSpec | None = None,
 ) -> dict[str, dict]:
     """Translate lines start..start+n of aligned `sources` (the first `shots` pairs are the examples), plainly and
     under each plan of `plans` ({label: Plan}); {"plain" | label: {"bleu", "chrf", "hypotheses"}}."""
@@ -73,9 +70,9 @@ def translate_and_score(
     if not chosen:
         raise NeuronlabError(f"no lines from {start}: there are {len(sources)}")
     examples = list(zip(sources[:shots], references[:shots], strict=True))
-    run = lambda: translate(model, tokenizer, chosen, examples, src_name, tgt_name, max_new_tokens, arch=arch)  # noqa: E731
+    run = lambda: translate(model, tokenizer, chosen, examples, src_name, tgt_name, max_new_tokens)  # noqa: E731
     hyps = {"plain": run()}
     for label, plan in (plans or {}).items():
-        with apply(model, plan, arch):
+        with apply(model, plan):
             hyps[label] = run()
     return {k: {**score(h, refs), "hypotheses": h} for k, h in hyps.items()}

@@ -19,7 +19,6 @@ from torch import Tensor, nn
 
 from neuronlab.errors import NeuronlabError
 from neuronlab.intervene.plan import Intervention, Plan
-from neuronlab.models.arch import ArchSpec
 from neuronlab.models.load import require_same_model
 from neuronlab.models.sites import Site, decoder_layers, hooked, module_device, site_width
 from neuronlab.select.neuron_set import NeuronSet
@@ -131,15 +130,15 @@ def _site_hook(call: _Call, edits: list[tuple[Intervention, Tensor | None, float
     return hook
 
 
-def compile_plan(model: nn.Module, plan: Plan, arch: ArchSpec | None = None) -> dict[Site, list]:
+def compile_plan(model: nn.Module, plan: Plan) -> dict[Site, list]:
     """Check a plan against `model` and resolve it to site -> [(intervention, index tensor, value)]."""
-    layers = decoder_layers(model, arch)
+    layers = decoder_layers(model)
     n_layers = len(layers)
     out: dict[Site, list] = {}
     for iv in plan:
         if isinstance(iv.neurons, NeuronSet):  # same shapes, other weights: only the fingerprint tells
-            require_same_model(iv.neurons.meta.get("model"), model, f"the neurons of {type(iv).__name__}", arch)
-        width = site_width(model, iv.site, arch)
+            require_same_model(iv.neurons.meta.get("model"), model, f"the neurons of {type(iv).__name__}")
+        width = site_width(model, iv.site)
         for layer, idx in iv.targets(n_layers).items():
             if idx is not None and idx and idx[-1] >= width:
                 raise NeuronlabError(
@@ -158,18 +157,18 @@ def compile_plan(model: nn.Module, plan: Plan, arch: ArchSpec | None = None) -> 
 
 
 @contextmanager
-def apply(model: nn.Module, plan: Plan | list[Intervention], arch: ArchSpec | None = None) -> Iterator[None]:
+def apply(model: nn.Module, plan: Plan | list[Intervention]) -> Iterator[None]:
     """Install the plan's hooks for the duration of the block; see module doc."""
     if not isinstance(plan, Plan):
         plan = Plan(list(plan))
-    compiled = compile_plan(model, plan, arch)
+    compiled = compile_plan(model, plan)
     if not compiled:
         yield
         return
     call = _Call()
     handle = model.register_forward_pre_hook(call.pre_hook, with_kwargs=True)
     try:
-        with hooked(model, {site: _site_hook(call, edits) for site, edits in compiled.items()}, arch):
+        with hooked(model, {site: _site_hook(call, edits) for site, edits in compiled.items()}):
             yield
     finally:
         handle.remove()

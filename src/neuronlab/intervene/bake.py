@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from neuronlab.errors import NeuronlabError
 from neuronlab.intervene.apply import compile_plan
 from neuronlab.intervene.plan import Plan, Scale, Set, Zero
-from neuronlab.models.arch import ArchSpec, arch_spec
+from neuronlab.models.resolve import arch_spec
 from neuronlab.models.sites import NEURON_KINDS, decoder_layers, get_module
 
 
@@ -36,7 +36,7 @@ def _factor(iv, value: float | torch.Tensor = 1.0) -> float | torch.Tensor:
     )
 
 
-def bake(model: nn.Module, plan: Plan, arch: ArchSpec | None = None) -> nn.Module:
+def bake(model: nn.Module, plan: Plan) -> nn.Module:
     """A copy of `model` whose plain forward equals `model` under `apply(model, plan)`."""
     for iv in plan:
         _factor(iv)
@@ -50,10 +50,10 @@ def bake(model: nn.Module, plan: Plan, arch: ArchSpec | None = None) -> nn.Modul
             "writes into the weights, so load the model whole (e.g. on the CPU) to bake it, then "
             "serve the saved checkpoint"
         )
-    compiled = compile_plan(model, plan, arch)
-    spec = arch_spec(model, arch)
+    compiled = compile_plan(model, plan)
+    spec = arch_spec(model)
     baked = copy.deepcopy(model)
-    layers = decoder_layers(baked, arch)
+    layers = decoder_layers(baked)
     if spec.down is None:
         raise NeuronlabError("bake writes into the FFN down projection, and this model has none (a mixture of experts)")
     with torch.no_grad():

@@ -36,7 +36,7 @@ from neuronlab.artifacts import register_artifact
 from neuronlab.errors import NeuronlabError
 from neuronlab.intervene.codec import decode_value, encode_value, tensors_path
 from neuronlab.io import Writer, atomic_writes, json_writer, read_json, read_safetensors, safetensors_writer
-from neuronlab.models.sites import KINDS, check_layers
+from neuronlab.models.sites import check_kind, check_layers
 from neuronlab.registry import Registry
 from neuronlab.select.neuron_set import NeuronSet
 
@@ -54,8 +54,7 @@ class Intervention:
     positions: Positions = "all"
 
     def __post_init__(self) -> None:
-        if self.site not in KINDS:
-            raise NeuronlabError(f"unknown site kind {self.site!r}: use one of {', '.join(KINDS)}")
+        check_kind(self.site)
         if self.site == "router":
             raise NeuronlabError("the router site is read-only (record it); intervene on ffn_out, attn_out or resid")
         p = self.positions

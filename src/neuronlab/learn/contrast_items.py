@@ -12,8 +12,8 @@ import torch
 from torch import Tensor
 
 from neuronlab.data.batching import forward_takes, model_inputs
+from neuronlab.data.scoring import continuation_ids
 from neuronlab.errors import NeuronlabError
-from neuronlab.evaluate.perplexity import continuation_ids
 
 
 @dataclass

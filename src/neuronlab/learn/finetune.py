@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,26 +26,19 @@ import torch
 from torch import nn
 
 from neuronlab.artifacts import register_artifact
-from neuronlab.config import configured, option
+from neuronlab.config import Config, configured, option
 from neuronlab.data.batching import pad_id, pad_right
+from neuronlab.data.scoring import continuation_ids
+from neuronlab.data.templates import prompt_format
 from neuronlab.errors import NeuronlabError
-from neuronlab.evaluate.perplexity import continuation_ids
 from neuronlab.io import atomic_writes, json_writer, read_safetensors, safetensors_writer
-from neuronlab.models.arch import ArchSpec, arch_spec
 from neuronlab.models.load import model_info, require_same_model
+from neuronlab.models.resolve import arch_spec
 from neuronlab.models.sites import check_layers, decoder_layers, get_module
 
 MODULES = ("up", "gate", "down")
 DELTA_FORMAT = "neuronlab.delta/1"
 DELTA_FILE = "delta.safetensors"
-TEMPLATES = {
-    "qalign": (
-        "Below is an instruction that describes a task. Write a response that appropriately completes the "
-        "request.\n\n### Instruction:\n{query}\n\n### Response:"
-    ),
-    "plain": "{query}\n",
-}
-
 M = TypeVar("M", bound=nn.Module)  # merge and apply hand back the model they were given
 
 
@@ -62,7 +55,7 @@ def _modules(modules: str) -> tuple[str, ...]:
 
 
 def ffn_parameters(
-    model: nn.Module, layers: Sequence[int], modules: str = "up,down", arch: ArchSpec | None = None
+    model: nn.Module, layers: Sequence[int], modules: str = "up,down"
 ) -> dict[str, tuple[nn.Parameter, slice | None]]:
     """{parameter name: (parameter, rows to train or None for all)} of the chosen FFN projections ("all": every
     parameter of the model, whatever `layers`). A family without a separate gate module (plain FFNs) has nothing for
@@ -70,8 +63,8 @@ def ffn_parameters(
     chosen = _modules(modules)
     if chosen == ("all",):
         return {n: (p, None) for n, p in model.named_parameters()}
-    spec = arch_spec(model, arch)
-    blocks = decoder_layers(model, arch)
+    spec = arch_spec(model)
+    blocks = decoder_layers(model)
     if not layers:
         raise NeuronlabError("no layers chosen: give the layers whose FFN to train, or modules='all'")
     check_layers(layers, len(blocks))
@@ -94,9 +87,7 @@ def ffn_parameters(
     return out
 
 
-def freeze_except_ffn(
-    model: nn.Module, layers: Sequence[int], modules: str = "up,down", arch: ArchSpec | None = None
-) -> int:
+def freeze_except_ffn(model: nn.Module, layers: Sequence[int], modules: str = "up,down") -> int:
     """Freeze every parameter except the chosen FFN projections of `layers` (in place; works on the meta device)
     and return the number of trainable values. `modules="all"` unfreezes everything (the full fine-tune)."""
     for handle in getattr(model, "_neuronlab_grad_masks", []):
@@ -105,7 +96,7 @@ def freeze_except_ffn(
     setattr(model, "_neuronlab_grad_masks", masks)  # noqa: B010  (an attribute of ours; torch types module attributes)
     model.requires_grad_(False)
     total = 0
-    for p, rows in ffn_parameters(model, layers, modules, arch).values():
+    for p, rows in ffn_parameters(model, layers, modules).values():
         p.requires_grad_(True)
         if rows is None:
             total += p.numel()
@@ -144,9 +135,7 @@ def encode_sft(tokenizer, items: Sequence[dict], template: str = "qalign", cutof
     """input_ids and labels per item: the templated prompt (with the tokenizer's BOS) then the response and EOS;
     labels are -100 on the prompt, so the loss covers the response only. Cut at `cutoff` tokens; an item whose
     prompt fills the cut-off is refused (it would train on nothing)."""
-    fmt = TEMPLATES.get(template, template)
-    if "{query}" not in fmt:
-        raise NeuronlabError(f"unknown template {template!r}: use {', '.join(TEMPLATES)} or a text with {{query}}")
+    fmt = prompt_format(template)
     rows = []
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     for i, item in enumerate(items):
@@ -173,7 +162,7 @@ class _Collate:
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
+class FinetuneConfig(Config):
     """What `finetune` trains and how (paper defaults where the paper gives them)."""
 
     modules: str = option(
@@ -204,7 +193,6 @@ def finetune(
     out: str | Path = "finetune-out",
     resume: bool = True,
     progress: bool = True,
-    arch: ArchSpec | None = None,
     **settings: Any,
 ) -> Delta:
     """Train the chosen FFNs of `layers` on `items` with the Trainer (module doc), with a FinetuneConfig or its
@@ -216,8 +204,8 @@ def finetune(
     from neuronlab.dist import launched
 
     out = Path(out)
-    base = model_info(model, arch)
-    trainable = freeze_except_ffn(model, layers, cfg.modules, arch)
+    base = model_info(model)
+    trainable = freeze_except_ffn(model, layers, cfg.modules)
     rows = encode_sft(tokenizer, items, cfg.template, cfg.cutoff)
     bf16 = cfg.bf16 if cfg.bf16 is not None else bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     args = TrainingArguments(
@@ -253,12 +241,12 @@ def finetune(
     model.train()
     result = trainer.train(resume_from_checkpoint=True if last else None)
     model.eval()
-    tuned = {n: p for n, (p, _) in ffn_parameters(model, layers, cfg.modules, arch).items()}
+    tuned = {n: p for n, (p, _) in ffn_parameters(model, layers, cfg.modules).items()}
     meta = {
         "base": base,
         "layers": sorted(layers),
         "modules": cfg.modules,
-        "config": asdict(cfg),
+        "config": cfg.to_dict(),
         "trainable": trainable,
         "share": trainable_share(model, trainable),
         "items": len(rows),
@@ -295,9 +283,9 @@ class Delta:
         tensors, header = read_safetensors(file, DELTA_FORMAT, "delta")
         return cls(tensors, json.loads(header["meta"]))
 
-    def apply(self, model: M, arch: ArchSpec | None = None) -> M:
+    def apply(self, model: M) -> M:
         """Write the tuned tensors into `model` (in place; it must be the base they were tuned from)."""
-        require_same_model(self.meta.get("base"), model, "this delta", arch)
+        require_same_model(self.meta.get("base"), model, "this delta")
         params = dict(model.named_parameters())
         missing = [n for n in self.tensors if n not in params]
         if missing:
@@ -321,9 +309,9 @@ class Delta:
         )
 
 
-def merge(model: M, delta: Delta, arch: ArchSpec | None = None) -> M:
+def merge(model: M, delta: Delta) -> M:
     """`model` with the delta written in: save it with `save_pretrained` for a plain checkpoint."""
-    return delta.apply(model, arch)
+    return delta.apply(model)
 
 
 register_artifact("fine-tuning delta", [DELTA_FORMAT], Delta.load)

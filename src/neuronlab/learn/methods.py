@@ -29,7 +29,6 @@ from neuronlab.artifacts import register_artifact
 from neuronlab.errors import NeuronlabError
 from neuronlab.intervene.plan import Add, DynScale, Intervention, Plan, Scale
 from neuronlab.io import read_safetensors, write_safetensors
-from neuronlab.models.arch import ArchSpec
 from neuronlab.models.load import require_same_model
 from neuronlab.models.sites import Site
 from neuronlab.registry import Registry
@@ -257,8 +256,8 @@ class LearnedIntervention:
         impl = self.impl
         return Plan([impl.entry(Site.parse(k), p.detach().clone() if detach else p) for k, p in self.params.items()])
 
-    def check_model(self, model, arch: ArchSpec | None = None) -> None:
-        require_same_model(self.meta.get("model"), model, "this learned intervention", arch)
+    def check_model(self, model) -> None:
+        require_same_model(self.meta.get("model"), model, "this learned intervention")
 
     def save(self, path: str | Path) -> None:
         tensors = {k: v.detach().float().cpu() for k, v in self.params.items()}

@@ -18,7 +18,6 @@ from neuronlab.io import check_writable
 from neuronlab.learn.contrast_items import encode
 from neuronlab.learn.methods import LearnedIntervention
 from neuronlab.learn.scalars import ScalingConfig, evaluate_scaling, train_scaling
-from neuronlab.models.arch import ArchSpec
 
 LEARNED_FILE = "learned.safetensors"
 RUN_FILES = (LEARNED_FILE, "plan.json", "metrics.json", "scalars.png")  # what save_run writes
@@ -31,7 +30,6 @@ def fit_task(
     config: ScalingConfig | None = None,
     holdout: float = 0.25,
     progress: bool = True,
-    arch: ArchSpec | None = None,
     out: str | Path | None = None,
     drop_ambiguous: bool = False,
     **settings: Any,
@@ -54,13 +52,13 @@ def fit_task(
     else:
         encode(tokenizer, items)  # every item checked before the split, numbered as given
     train_items, held_out = split(items, holdout, cfg.seed)
-    learned = train_scaling(model, tokenizer, train_items, cfg, progress, arch)
+    learned = train_scaling(model, tokenizer, train_items, cfg, progress)
     learned.meta["held_out_groups"] = sorted({i["group"] for i in held_out})
     if source is not None:
         learned.meta["task"] = source
     metrics = {
-        "train": evaluate_scaling(model, tokenizer, learned, train_items, arch=arch),
-        "held_out": evaluate_scaling(model, tokenizer, learned, held_out, arch=arch),
+        "train": evaluate_scaling(model, tokenizer, learned, train_items),
+        "held_out": evaluate_scaling(model, tokenizer, learned, held_out),
         "epochs": len(learned.meta["history"]),
         "dropped": dropped,
     }

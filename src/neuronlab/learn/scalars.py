@@ -30,26 +30,25 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from neuronlab.config import configured, option
+from neuronlab.config import Config, configured, option
 from neuronlab.data.contrast import check_items, split
 from neuronlab.errors import NeuronlabError
 from neuronlab.intervene.apply import apply
 from neuronlab.learn.contrast_items import Encoded, base_logits, encode, last_logits, same_length_batches
 from neuronlab.learn.methods import COMPONENTS, LearnedIntervention, method
-from neuronlab.models.arch import ArchSpec
 from neuronlab.models.load import model_info
 from neuronlab.models.sites import Site, check_layers, decoder_layers, module_device, site_width
 
 
 @dataclass(frozen=True)
-class ScalingConfig:
+class ScalingConfig(Config):
     """What to learn and how. The loss weights are the ones that flip stories260K's pronouns on held-out names
     (effectiveness 1 leaves the flip short of a margin there; see tests/learn)."""
 
@@ -69,7 +68,7 @@ class ScalingConfig:
     val_fraction: float = option(0.2, "share of training groups used for early stopping (0: none)")
     seed: int = option(0, "seed of the validation split, the batch order and the initialisation")
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         method(self.method)
         bad = [c for c in self.components if c not in COMPONENTS]
         if bad or not self.components:
@@ -126,11 +125,10 @@ def objective(
     z0: Tensor,
     idx: list[int],
     cfg: ScalingConfig,
-    arch: ArchSpec | None = None,
 ) -> dict[str, Tensor]:
     """Loss terms for one batch (see module doc); "loss" is their weighted sum. The intervention runs through
     `nl.apply` on its Plan entries (undetached), the same path that applies it after training."""
-    with apply(model, learned.to_plan(detach=False), arch):
+    with apply(model, learned.to_plan(detach=False)):
         z = last_logits(model, enc, idx)
     base = z0[idx].to(z.device)
     eff = F.softplus(-logit_diff(z, enc.target[idx], enc.foil[idx])).mean()
@@ -143,9 +141,9 @@ def objective(
 # ---------------------------------------------------------------- training and evaluation
 
 
-def init_scaling(model, cfg: ScalingConfig, positions: int, arch: ArchSpec | None = None) -> LearnedIntervention:
+def init_scaling(model, cfg: ScalingConfig, positions: int) -> LearnedIntervention:
     """Identity parameters (alpha = 1, v = 0, w = 0 and b = 1) on every chosen site, float32, requiring grad."""
-    layers_of = decoder_layers(model, arch)
+    layers_of = decoder_layers(model)
     n_layers = len(layers_of)
     impl = method(cfg.method)
     layers = range(n_layers) if cfg.layers is None else cfg.layers
@@ -154,17 +152,17 @@ def init_scaling(model, cfg: ScalingConfig, positions: int, arch: ArchSpec | Non
     for layer in layers:
         device = module_device(layers_of[layer])
         for kind in cfg.components:
-            p = impl.identity(site_width(model, kind, arch), positions)
+            p = impl.identity(site_width(model, kind), positions)
             params[str(Site(layer, kind))] = p.to(device).requires_grad_(True)
-    meta = {"model": model_info(model, arch), "config": asdict(cfg), "positions": positions}
+    meta = {"model": model_info(model), "config": cfg.to_dict(), "positions": positions}
     return LearnedIntervention(cfg.method, params, meta)
 
 
-def _mean_loss(model, learned, enc, z0, cfg, arch) -> float:
+def _mean_loss(model, learned, enc, z0, cfg) -> float:
     total, n = 0.0, 0
     with torch.no_grad():
         for idx in same_length_batches(enc, cfg.batch_size):
-            total += float(objective(model, learned, enc, z0, idx, cfg, arch)["loss"]) * len(idx)
+            total += float(objective(model, learned, enc, z0, idx, cfg)["loss"]) * len(idx)
             n += len(idx)
     return total / n
 
@@ -175,7 +173,6 @@ def train_scaling(
     items: Sequence[dict],
     config: ScalingConfig | None = None,
     progress: bool = True,
-    arch: ArchSpec | None = None,
     **settings: Any,
 ) -> LearnedIntervention:
     """Learn the config's method on `items` by Adam on the three-part objective (module doc), with a
@@ -193,7 +190,7 @@ def train_scaling(
     enc, venc = encode(tokenizer, fit), encode(tokenizer, val) if val else None
     positions = cfg.positions or max(len(r) for r in enc.ids)
     torch.manual_seed(cfg.seed)
-    scaling = init_scaling(model, cfg, positions, arch)
+    scaling = init_scaling(model, cfg, positions)
     opt = torch.optim.Adam(list(scaling.params.values()), lr=cfg.lr)
     rng = random.Random(cfg.seed)
     history: list[dict] = []
@@ -205,13 +202,13 @@ def train_scaling(
         for epoch in bar:
             terms = {"loss": 0.0, "effectiveness": 0.0, "faithfulness": 0.0, "minimality": 0.0}
             for idx in same_length_batches(enc, cfg.batch_size, rng):
-                out = objective(model, scaling, enc, z0, idx, cfg, arch)
+                out = objective(model, scaling, enc, z0, idx, cfg)
                 opt.zero_grad()
                 out["loss"].backward()
                 opt.step()
                 for k in terms:
                     terms[k] += float(out[k].detach()) * len(idx) / len(fit)
-            val_loss = _mean_loss(model, scaling, venc, vz0, cfg, arch) if venc else terms["loss"]
+            val_loss = _mean_loss(model, scaling, venc, vz0, cfg) if venc else terms["loss"]
             history.append(
                 {"epoch": epoch + 1, **{k: round(v, 6) for k, v in terms.items()}, "val_loss": round(val_loss, 6)}
             )
@@ -242,17 +239,16 @@ def evaluate_scaling(
     items: Sequence[dict],
     batch_size: int = 32,
     eps: float = 0.1,
-    arch: ArchSpec | None = None,
 ) -> dict:
     """Effectiveness, faithfulness and minimality on `items`, the intervention applied through `nl.apply`:
     accuracy_before / success (share with target above foil, without / with), flip_rate (success among the
     items the model got "wrong" before: None if there are none), mean logit difference before, after and its
     change, mean KL on the other tokens, and parameters, L1 and scalars moved more than eps."""
-    scaling.check_model(model, arch)
+    scaling.check_model(model)
     enc = encode(tokenizer, check_items(items, "the evaluation items"))
     with torch.no_grad():
         z0 = base_logits(model, enc, batch_size)
-        with apply(model, scaling.to_plan(), arch):
+        with apply(model, scaling.to_plan()):
             z = base_logits(model, enc, batch_size)
     before, after = logit_diff(z0, enc.target, enc.foil), logit_diff(z, enc.target, enc.foil)
     wrong = before <= 0

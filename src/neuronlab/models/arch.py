@@ -1,26 +1,24 @@
 """The ArchSpec table: every architecture difference neuronlab knows, as data.
 
-    spec = arch_spec(model)                 # looked up by model.config.model_type
-    spec.layers, spec.down
-    ('model.layers', 'mlp.down_proj')
+    spec = ARCH_SPECS["llama"]              # a row, by model.config.model_type
+    spec.layers, spec.down                  # ('model.layers', 'mlp.down_proj')
 
 `layers`, `final_norm` and `unembed` are paths from the causal-LM module; the others are paths from one
 decoder layer. `a|b` names alternatives (module names that changed between transformers versions). A site reads the
 output of a module (`act`, `ffn_out`, `attn_out`, `resid` = the layer) or
 the input of one (`neuron` = the input of `down`). Where a module returns a tuple, the first element is
-the value. A model outside the table gets a derived spec, proven on a probe forward (`models/derive.py`), or an
-error that names what did not match and shows how to pass an ArchSpec of your own.
+the value. A model outside the table gets a derived spec, proven on a probe forward (`models/derive.py`,
+`models/verify.py`), or an error that shows how to give it an ArchSpec of your own; `models/resolve.py` decides which
+and the model carries the result. This module is the bottom of `models/`: it imports nothing of neuronlab's models.
 """
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from neuronlab.errors import NeuronlabError
 from neuronlab.registry import Registry
 
 
@@ -191,51 +189,8 @@ ARCH_SPECS: Registry[ArchSpec] = Registry(
     },
 )
 
-_HOW_TO = """Pass an ArchSpec of your own, for example:
-
-    import neuronlab as nl
-    spec = nl.ArchSpec(layers="model.layers", act="mlp.act_fn", down="mlp.down_proj", ffn_out="mlp",
-                       attn_out="self_attn", final_norm="model.norm", unembed="lm_head", up="mlp.up_proj",
-                       gate="mlp.gate_proj")
-    nl.register_arch("{model_type}", spec)      # or pass arch=spec where a function takes it
-
-Print `model` to see its module names; `neuronlab inspect-model M` prints the spec neuronlab derives."""
-
 
 def register_arch(model_type: str, spec: ArchSpec, replace: bool = False) -> None:
     """Add the ArchSpec used for `model_type` (a row of the table is replaced only with `replace=True`):
     `register_arch("my_llama", ArchSpec(layers="model.layers", ...))`."""
     ARCH_SPECS.add(model_type, spec, replace)
-
-
-_DERIVED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def arch_spec(model, arch: ArchSpec | None = None) -> ArchSpec:
-    """The ArchSpec of `model`: `arch` if given, else the table row for `model.config.model_type`, else one derived
-    from the model's modules and proven on a probe forward (see `neuronlab.models.derive`; once per model)."""
-    if arch is not None:
-        return arch
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if isinstance(model_type, str) and model_type in ARCH_SPECS:
-        return ARCH_SPECS[model_type]
-    if model in _DERIVED:
-        return _DERIVED[model]
-    from neuronlab.models.derive import derive_spec
-    from neuronlab.models.verify import spec_code, verify_spec
-
-    how = _HOW_TO.format(model_type=model_type)
-    try:
-        spec = derive_spec(model)
-    except NeuronlabError as err:
-        raise NeuronlabError(
-            f"architecture {model_type!r} is not in the table and its sites could not be derived: {err}.\n{how}"
-        ) from None
-    failed = verify_spec(model, spec)
-    if failed:
-        raise NeuronlabError(
-            f"architecture {model_type!r} is not in the table and the derived sites\n    "
-            f"{spec_code(spec)}\nfail on a probe forward: {'; '.join(failed)}.\n{how}"
-        )
-    _DERIVED[model] = spec
-    return spec

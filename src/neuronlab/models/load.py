@@ -14,23 +14,25 @@ import torch
 from torch import nn
 
 from neuronlab.errors import NeuronlabError
-from neuronlab.models.arch import ArchSpec, arch_spec
+from neuronlab.models.arch import ArchSpec
 from neuronlab.models.gguf import checkpoint_for, is_gguf
+from neuronlab.models.resolve import arch_spec, set_arch
 from neuronlab.models.sites import decoder_layers, get_module, site_width
+from neuronlab.registry import Registry
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES: Registry[torch.dtype] = Registry(
+    "dtype", torch.dtype, entries={"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+)
 PROBE_VALUES = 16  # weight values kept as a fingerprint, compared with a tolerance (dtype-robust)
 
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
-    if dtype not in DTYPES:
-        raise NeuronlabError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
-    return DTYPES[dtype]
+    return DTYPES[dtype]  # an unknown name: one error listing the dtypes
 
 
 def load_model(
@@ -52,7 +54,8 @@ def load_model(
     ("cuda:0") or `device_map` ("auto") to spread a large model over several (and over CPU and disk:
     accelerate's offload, with `offload_folder`). Finds the ArchSpec (the table's
     row, or one derived and proven on a probe forward) and fails early, with the fix, where none fits and no
-    `arch` is given (`check=False` leaves that to the first use: `neuronlab inspect-model`).
+    `arch` is given (`check=False` leaves that to the first use: `neuronlab inspect-model`); the model carries its
+    spec from then on (`models/resolve.py`), `arch` included.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -78,8 +81,10 @@ def load_model(
     model.eval()
     model.neuronlab_revision = revision
     model.config._name_or_path = str(source)
+    if arch is not None:
+        set_arch(model, arch)  # the model carries it: every later call uses it
     if check:
-        arch_spec(model, arch)  # unknown architectures fail here, not in the middle of a run
+        arch_spec(model)  # unknown architectures fail here, not in the middle of a run
     ensure_pad_token(tokenizer)
     return model, tokenizer
 
@@ -121,16 +126,16 @@ def _summary(params: Sequence[torch.Tensor]) -> list[float] | None:
     return [round(float(x), 6) for x in proj] + [round(sq**0.5, 6)]
 
 
-def fingerprint(model: nn.Module, arch: ArchSpec | None = None) -> dict:
+def fingerprint(model: nn.Module) -> dict:
     """Numbers that change when a model's weights change, and not when they are cast to another dtype: per layer,
     for the FFN projections (up, gate, down) and for the rest of the layer (attention, norms), a fixed random
     projections of the weights and their norm; the same for the final norm with the unembedding. A change of a part
     by 3% of its norm or more (a fine-tune, a baked plan on 1% of the neurons) is told apart with odds of a miss
     below 1e-4; a bf16 or float16 cast moves the projections by about 0.2% (tolerance 1%). One pass over the
     weights (a second or two at 7B)."""
-    spec = arch_spec(model, arch)
+    spec = arch_spec(model)
     ffn, other = [], []
-    for layer in decoder_layers(model, arch):
+    for layer in decoder_layers(model):
         ffn_paths = (spec.up, spec.gate, spec.down) if spec.down else (spec.ffn_out,)  # a mixture of experts: the block
         mine = {id(p) for path in ffn_paths if path for p in get_module(layer, path).parameters()}
         params = list(layer.parameters())
@@ -140,7 +145,7 @@ def fingerprint(model: nn.Module, arch: ArchSpec | None = None) -> dict:
     return {"ffn": ffn, "attention and norms": other, "final norm and unembedding": _summary(head)}
 
 
-def model_info(model: Any, arch: ArchSpec | None = None) -> dict:
+def model_info(model: Any) -> dict:
     """Identity of a model, saved with every result: name, revision, shape, an embedding probe and the weight
     fingerprint (see `fingerprint`)."""
     config = model.config
@@ -152,23 +157,23 @@ def model_info(model: Any, arch: ArchSpec | None = None) -> dict:
         "name_or_path": str(getattr(config, "_name_or_path", "") or ""),
         "revision": getattr(model, "neuronlab_revision", None),
         "model_type": config.model_type,
-        "n_layers": len(decoder_layers(model, arch)),
-        "d_model": site_width(model, "ffn_out", arch),
-        "d_ff": site_width(model, "act", arch) if arch_spec(model, arch).down else None,  # None: mixture of experts
+        "n_layers": len(decoder_layers(model)),
+        "d_model": site_width(model, "ffn_out"),
+        "d_ff": site_width(model, "act") if arch_spec(model).down else None,  # None: mixture of experts
         "vocab": int(embed.shape[0]),
         "probe": [round(v, 6) for v in probe],
-        "fingerprint": fingerprint(model, arch),
+        "fingerprint": fingerprint(model),
     }
 
 
-def cached_model_info(model: Any, arch: ArchSpec | None = None) -> dict:
+def cached_model_info(model: Any) -> dict:
     """`model_info(model)`, kept on the model until its weights change (a parameter replaced, or changed in place:
     its version counter moves), so checking every `apply` against a plan's neuron sets costs one pass, not one
     each."""
-    key = (arch, [(id(p), p._version) for p in model.parameters()])
+    key = (arch_spec(model), [(id(p), p._version) for p in model.parameters()])
     cached = getattr(model, "_neuronlab_identity", None)
     if cached is None or cached[0] != key:
-        cached = (key, model_info(model, arch))
+        cached = (key, model_info(model))
         model._neuronlab_identity = cached
     return cached[1]
 
@@ -205,12 +210,12 @@ def same_model(a: dict, b: dict) -> str | None:
     return None
 
 
-def require_same_model(made_for: dict | None, model: nn.Module | dict, what: str, arch: ArchSpec | None = None) -> None:
+def require_same_model(made_for: dict | None, model: nn.Module | dict, what: str) -> None:
     """Raise unless `what` (e.g. "these stats") was made on `model` (a model or its model_info); does nothing when
     `made_for` is empty (an artifact that names no model)."""
     if not made_for:
         return
-    info = model if isinstance(model, dict) else cached_model_info(model, arch)
+    info = model if isinstance(model, dict) else cached_model_info(model)
     differs = same_model(made_for, info)
     if differs:
         name = made_for.get("name_or_path") or "an unnamed model"

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from neuronlab.models.arch import ArchSpec, text_config
-from neuronlab.models.sites import get_module, module_device
+from neuronlab.models.hooks import Site, down_io_by, get_module, hooked_by, layers_by, module_device, trace_by
 
 
 def probe_inputs(model: Any) -> dict:
@@ -82,14 +82,12 @@ def adds_up(h: Tensor, attn: Tensor, ffn: Tensor, resid: Tensor, tol: float) -> 
 
 def verify_spec(model: nn.Module, spec: ArchSpec) -> list[str]:
     """The identities of the module docstring that fail for `spec` on `model` (empty: every site is proven)."""
-    from neuronlab.models.sites import Site, decoder_layers, down_weight_io, hooked, trace
-
-    n = len(decoder_layers(model, spec))
+    n = len(layers_by(model, spec))
     tol, failed, probe = tolerance(model), [], probe_inputs(model)
     kinds = ["resid", "attn_out", "ffn_out"] + (["neuron"] if spec.down else []) + (["act"] if spec.act else [])
     sites = [Site(i, k) for i in range(n) for k in kinds]
     head = {"norm": spec.final_norm, "unembed": spec.unembed, "unembed_in": spec.unembed}
-    with trace(model, sites, arch=spec) as tr, capture(model, head, inputs=("unembed_in",)) as out, torch.no_grad():
+    with trace_by(model, spec, sites) as tr, capture(model, head, inputs=("unembed_in",)) as out, torch.no_grad():
         res = model(**probe, output_hidden_states=True, use_cache=False)
     hs = res.hidden_states
     if tr.missing():
@@ -101,14 +99,14 @@ def verify_spec(model: nn.Module, spec: ArchSpec) -> list[str]:
         if not adds_up(hs[i], tr[Site(i, "attn_out")], tr[Site(i, "ffn_out")], resid, tol):
             failed.append(f"hidden_states[{i}] + attn_out({i}) + ffn_out({i}) is not resid({i})")
     if spec.down:
-        d_ff = down_weight_io(model, spec)[0]
+        d_ff = down_io_by(model, spec)[0]
         for i in range(n):
             for k in ("act", "neuron") if spec.act else ("neuron",):
                 if tr[Site(i, k)].shape[-1] != d_ff:
                     failed.append(f"{k}({i}) has {tr[Site(i, k)].shape[-1]} values, the down projection takes {d_ff}")
         zero = {Site(i, "neuron"): (lambda h: torch.zeros_like(h)) for i in range(n)}
         outs = [Site(i, "ffn_out") for i in range(n)]
-        with hooked(model, zero, spec), trace(model, outs, arch=spec) as z, torch.no_grad():
+        with hooked_by(model, spec, zero), trace_by(model, spec, outs) as z, torch.no_grad():
             model(**probe, use_cache=False)
         for i in range(n):
             v = z[Site(i, "ffn_out")].flatten(0, -2)

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from neuronlab.config import configured, option
+from neuronlab.config import Config, configured, option
 from neuronlab.data.batching import Batch, batches, model_inputs, pad_id, windows
 from neuronlab.dist import (
     Shard,
@@ -55,9 +55,8 @@ from neuronlab.dist import (
 )
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import check_writable, remove_temps
-from neuronlab.models.arch import ArchSpec
 from neuronlab.models.load import model_info
-from neuronlab.models.sites import KINDS, Site, decoder_layers, site_width, trace
+from neuronlab.models.sites import Site, SiteKind, decoder_layers, site_width, trace
 from neuronlab.progress import progress_bar
 from neuronlab.record.accumulator import Accumulator
 from neuronlab.record.stats import Stats
@@ -65,10 +64,10 @@ from neuronlab.record.topk import NONE, TopContexts, pack, pieces
 
 
 @dataclass(frozen=True)
-class RecordConfig:
+class RecordConfig(Config):
     """The settings of `record` (besides model, texts and checkpoint): `record(model, tok, texts, cfg)`."""
 
-    site: str = option("act", "site kind: act, neuron, ffn_out, attn_out, resid or router (MoE)")
+    site: SiteKind = option("act", "site kind: act, neuron, ffn_out, attn_out, resid or router (MoE)")
     batch_size: int = option(8, "rows per forward pass")
     max_length: int = option(512, "tokens per window; longer texts are split")
     truncate: bool = option(False, "cut texts at max_length instead of splitting them")
@@ -80,6 +79,12 @@ class RecordConfig:
     contexts: bool = option(False, "keep each neuron's top activating contexts (for neuronlab view)")
     top_k: int = option(20, "contexts kept per neuron with contexts")
 
+    def check(self) -> None:
+        if self.batch_size < 1 or self.max_length < 1:
+            raise NeuronlabError("batch_size and max_length must be at least 1")
+        if self.contexts and self.top_k < 1:
+            raise NeuronlabError(f"top_k is {self.top_k}: keep at least 1 context a neuron, or record without contexts")
+
 
 def record(
     model,
@@ -90,7 +95,6 @@ def record(
     checkpoint: str | Path | None = None,
     resume: bool | None = None,
     progress: bool = True,
-    arch: ArchSpec | None = None,
     **settings: Any,
 ) -> Stats:
     """Per-group, per-layer, per-neuron statistics over `texts` ({group: texts}) with the settings of `config` (a
@@ -100,12 +104,6 @@ def record(
     site, batch_size, max_length, truncate = cfg.site, cfg.batch_size, cfg.max_length, cfg.truncate
     max_tokens, pooled_texts, count_special, top_k = cfg.max_tokens, cfg.pooled_texts, cfg.count_special, cfg.top_k
     checkpoint_every, bucket, contexts = cfg.checkpoint_every, cfg.bucket, cfg.contexts
-    if site not in KINDS:
-        raise NeuronlabError(f"unknown site kind {site!r}: use one of {', '.join(KINDS)}")
-    if batch_size < 1 or max_length < 1:
-        raise NeuronlabError("batch_size and max_length must be at least 1")
-    if contexts and top_k < 1:
-        raise NeuronlabError(f"top_k is {top_k}: keep at least 1 context a neuron, or record without contexts")
     if not texts:
         raise NeuronlabError("no groups of texts given: pass {group: [text, ...]}")
     for group, items in texts.items():
@@ -127,8 +125,8 @@ def record(
     top_k = top_k if contexts else 0
     if top_k:
         settings["top_k"] = top_k  # only then: files of earlier versions resume as before
-    fresh = lambda pooled: _empty(model, list(texts), site, settings, pooled, top_k, arch)  # noqa: E731
-    run: dict[str, Any] = dict(batch_size=batch_size, checkpoint_every=checkpoint_every, bucket=bucket, arch=arch)
+    fresh = lambda pooled: _empty(model, list(texts), site, settings, pooled, top_k)  # noqa: E731
+    run: dict[str, Any] = dict(batch_size=batch_size, checkpoint_every=checkpoint_every, bucket=bucket)
     rank, size = world()
     if size == 1:
         stats = fresh(pooled_texts)
@@ -154,16 +152,16 @@ def check_checkpoint(checkpoint: str | Path, resume: bool | None) -> None:
         )
 
 
-def _empty(model, groups: list[str], site: str, settings: dict, pooled_texts: int, top_k: int, arch) -> Stats:
+def _empty(model, groups: list[str], site: str, settings: dict, pooled_texts: int, top_k: int) -> Stats:
     meta = {
-        "model": model_info(model, arch),
+        "model": model_info(model),
         "site": site,
         "settings": settings,
         "complete": [],
         "world_size": world()[1],
     }
-    width = site_width(model, site, arch)
-    return Stats.empty(groups, len(decoder_layers(model, arch)), width, meta, pooled_texts, top_k)
+    width = site_width(model, site)
+    return Stats.empty(groups, len(decoder_layers(model)), width, meta, pooled_texts, top_k)
 
 
 def _keys(batch: Batch, g: int, texts) -> Tensor:
@@ -185,7 +183,6 @@ def _record(
     batch_size: int,
     checkpoint_every: float,
     bucket: int,
-    arch,
     allow_empty: bool = False,
 ) -> Stats:
     """Record the groups `stats` does not mark complete, adding to it (one process, or one rank's share)."""
@@ -218,13 +215,13 @@ def _record(
                 plain_below=pooled_texts,
             ):
                 acc.start(batch, None if stats.contexts is None else _keys(batch, g, texts[group]))
-                with trace(model, sites, stop=True, reduce=acc.add, arch=arch) as tr:  # the head never runs
+                with trace(model, sites, stop=True, reduce=acc.add) as tr:  # the head never runs
                     model(**model_inputs(model, batch.input_ids, batch.attention_mask), use_cache=False)
                 if tr.missing():
                     missing = ", ".join(str(s) for s in tr.missing())
                     raise NeuronlabError(
                         f"site(s) {missing} never ran in the forward pass; the ArchSpec does not "
-                        "match how this model computes its FFN: pass arch=ArchSpec(...)"
+                        "match how this model computes its FFN: give it one with nl.set_arch(model, nl.ArchSpec(...))"
                     )
                 n = int(batch.count.sum())
                 stats.tokens[g] += n

@@ -184,9 +184,9 @@ class Stats:
                 "the same --top-k (or both without --contexts)"
             )
 
-    def check_model(self, model, arch=None) -> None:
+    def check_model(self, model) -> None:
         """Raise unless these stats were recorded on `model` (same shape and weights)."""
-        require_same_model(self.meta.get("model"), model, "these stats", arch)
+        require_same_model(self.meta.get("model"), model, "these stats")
 
     def merge(self, other: Stats) -> Stats:
         """A new Stats holding both: counts and sums add, max takes the max, pooled rows append, top contexts are

@@ -8,16 +8,16 @@ from pathlib import Path
 
 from torch import Tensor
 
-from neuronlab.analyze.alignment import concept_tree
 from neuronlab.models.naming import model_name
 from neuronlab.report.html import Report
 from neuronlab.report.plots import dendrogram, similarity
 
 
-def write_alignment_report(path: Path, ex, sim: Tensor, result: dict, sweep: bytes, human: str) -> None:
-    """write_alignment_report(out / "alignment.html", ex, sim, result, sweep_png, "EN-SIMLEX-999.txt")
+def write_alignment_report(path: Path, ex, sim: Tensor, tree: dict, result: dict, sweep: bytes, human: str) -> None:
+    """write_alignment_report(out / "alignment.html", ex, sim, tree, result, sweep_png, "EN-SIMLEX-999.txt")
 
-    `ex`: the Expertise; `sim`: its Jaccard matrix at result["tau"]; `sweep`: the Spearman-against-tau figure;
+    `ex`: the Expertise; `sim`: its Jaccard matrix at result["tau"]; `tree`: `concept_tree(sim, ex.concepts)`;
+    `sweep`: the Spearman-against-tau figure;
     `human`: the ratings file's name. The title names the model (`model_name`); concept names and every other
     text are escaped."""
     name = model_name(ex.meta, "an unnamed model")  # its name or hub id, never a local path
@@ -38,6 +38,5 @@ def write_alignment_report(path: Path, ex, sim: Tensor, result: dict, sweep: byt
     rep.table("Alignment with people", rows)
     rep.figure("Spearman against the expert threshold", sweep)
     rep.figure(f"Jaccard of expert sets (tau {result['tau']})", similarity(sim.tolist(), ex.concepts, "Jaccard"))
-    tree = concept_tree(sim, ex.concepts)
     rep.figure("Concepts clustered by expert overlap", dendrogram(tree, ex.concepts, "average linkage on 1 - Jaccard"))
     rep.save(path)

@@ -25,38 +25,46 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor
 
 from neuronlab.artifacts import register_artifact
-from neuronlab.config import configured, option
+from neuronlab.config import Config, configured, option
 from neuronlab.data.batching import batches, pad_id, windows
+from neuronlab.data.scoring import scored_tokens, token_nll
 from neuronlab.dist import Shard, all_reduce, world
 from neuronlab.errors import NeuronlabError
-from neuronlab.evaluate.perplexity import scored_tokens, token_nll
 from neuronlab.io import read_safetensors, write_safetensors
-from neuronlab.models.arch import ArchSpec
 from neuronlab.models.load import model_info
-from neuronlab.models.sites import KINDS, Site, check_layers, decoder_layers, hooked, site_width
+from neuronlab.models.sites import Site, SiteKind, check_layers, decoder_layers, hooked, site_width
 from neuronlab.progress import progress_bar
 from neuronlab.select.neuron_set import NeuronSet
 
 FORMAT = "neuronlab.attribution/1"
-METHODS = ("gxa", "ig")
+AttributionMethod = Literal["gxa", "ig"]
+METHODS: tuple[str, ...] = get_args(AttributionMethod)
 
 
 @dataclass(frozen=True)
-class AttributionConfig:
+class AttributionConfig(Config):
     """The settings of `attribute` (besides model, texts and stats)."""
 
-    method: str = option("gxa", "gxa: gradient x activation (one backward a batch); ig: integrated gradients")
+    method: AttributionMethod = option(
+        "gxa", "gxa: gradient x activation (one backward a batch); ig: integrated gradients"
+    )
     steps: int = option(16, "ig: points on the path from the baseline (midpoint rule)")
-    baseline: str = option("zero", "zero, or mean: each neuron's mean over the --stats tokens")
-    site: str = option("act", "site kind whose neurons are scored")
+    baseline: Literal["zero", "mean"] = option("zero", "zero, or mean: each neuron's mean over the --stats tokens")
+    site: SiteKind = option("act", "site kind whose neurons are scored")
     batch_size: int = option(8, "rows per forward pass")
     max_length: int = option(512, "tokens per window; longer texts are split")
+
+    def check(self) -> None:
+        if self.site == "router":
+            raise NeuronlabError("site 'router' cannot be attributed: use one of act, neuron, ffn_out, attn_out, resid")
+        if self.steps < 1:
+            raise NeuronlabError("steps must be at least 1")
 
 
 @dataclass
@@ -111,7 +119,6 @@ def attribute(
     stats=None,
     layers: Sequence[int] | None = None,
     progress: bool = True,
-    arch: ArchSpec | None = None,
     **settings: Any,
 ) -> Attribution:
     """Attribution scores of every neuron at `site` for each group's log-likelihood (see module doc), with the
@@ -119,20 +126,14 @@ def attribute(
     cfg = configured(AttributionConfig, config, settings, "attribute")
     method, steps, baseline, site = cfg.method, cfg.steps, cfg.baseline, cfg.site
     batch_size, max_length = cfg.batch_size, cfg.max_length
-    if method not in METHODS:
-        raise NeuronlabError(f"unknown attribution method {method!r}: use gxa or ig")
-    if site not in KINDS or site == "router":
-        raise NeuronlabError(f"site {site!r} cannot be attributed: use one of act, neuron, ffn_out, attn_out, resid")
-    if steps < 1:
-        raise NeuronlabError("steps must be at least 1")
     if not texts or any(isinstance(v, str) or not any(t.strip() for t in v) for v in texts.values()):
         raise NeuronlabError("give {group: [text, ...]} with at least one non-empty text a group")
-    n_layers = len(decoder_layers(model, arch))
+    n_layers = len(decoder_layers(model))
     layers = list(range(n_layers)) if layers is None else sorted(set(layers))
     check_layers(layers, n_layers)
-    base = _baseline(baseline, stats, model, site, arch)
+    base = _baseline(baseline, stats, model, site)
     groups = list(texts)
-    scores = torch.zeros(len(groups), n_layers, site_width(model, site, arch), dtype=torch.float64)
+    scores = torch.zeros(len(groups), n_layers, site_width(model, site), dtype=torch.float64)
     tokens = torch.zeros(len(groups), dtype=torch.int64)
     rank, size = world()
     sites = [Site(layer, site) for layer in layers]
@@ -152,9 +153,9 @@ def attribute(
             ):
                 ids, mask = batch.input_ids, batch.attention_mask
                 if method == "gxa":
-                    found = _gxa(model, ids, mask, sites, base, arch)
+                    found = _gxa(model, ids, mask, sites, base)
                 else:
-                    found = {s.layer: _ig(model, ids, mask, s, base, steps, arch) for s in sites}
+                    found = {s.layer: _ig(model, ids, mask, s, base, steps) for s in sites}
                 for layer, contribution in found.items():
                     scores[g, layer] += contribution.double().cpu()
                 n = int(mask[:, 1:].sum())
@@ -172,13 +173,13 @@ def attribute(
         "baseline": baseline,
         "site": site,
         "layers": layers,
-        "model": model_info(model, arch),
+        "model": model_info(model),
         "max_length": max_length,
     }
     return Attribution(groups, scores, tokens, meta)
 
 
-def _baseline(baseline: str, stats, model, site: str, arch) -> Tensor | None:
+def _baseline(baseline: str, stats, model, site: str) -> Tensor | None:
     """None for zero, else each neuron's mean over the stats' tokens, float32 [layers, width]."""
     if baseline == "zero":
         return None
@@ -186,7 +187,7 @@ def _baseline(baseline: str, stats, model, site: str, arch) -> Tensor | None:
         raise NeuronlabError(f"unknown baseline {baseline!r}: use zero or mean")
     if stats is None:
         raise NeuronlabError("baseline 'mean' needs stats (recorded on this model at the same site): pass stats=")
-    stats.check_model(model, arch)
+    stats.check_model(model)
     if stats.site != site:
         raise NeuronlabError(f"the stats were recorded at site {stats.site}, not {site}: record them at {site}")
     return (stats.sum.sum(0) / stats.tokens.sum().clamp(min=1)).float()
@@ -196,7 +197,7 @@ def _log_likelihood(model, ids: Tensor, mask: Tensor) -> Tensor:
     return -token_nll(model, ids, mask, scored_tokens(mask)).sum()
 
 
-def _gxa(model, ids, mask, sites: list[Site], base: Tensor | None, arch) -> dict[int, Tensor]:
+def _gxa(model, ids, mask, sites: list[Site], base: Tensor | None) -> dict[int, Tensor]:
     """{layer: (a - b) * df/da summed over positions} for every site, from one forward and one backward."""
     seen: dict[int, Tensor] = {}
     first = sites[0].layer
@@ -211,7 +212,7 @@ def _gxa(model, ids, mask, sites: list[Site], base: Tensor | None, arch) -> dict
 
         return fn
 
-    with torch.enable_grad(), hooked(model, {s: grab(s) for s in sites}, arch):
+    with torch.enable_grad(), hooked(model, {s: grab(s) for s in sites}):
         f = _log_likelihood(model, ids, mask)
     values = [seen[s.layer] for s in sites]
     grads = torch.autograd.grad(f, values)
@@ -220,7 +221,7 @@ def _gxa(model, ids, mask, sites: list[Site], base: Tensor | None, arch) -> dict
     }
 
 
-def _ig(model, ids, mask, site: Site, base: Tensor | None, steps: int, arch) -> Tensor:
+def _ig(model, ids, mask, site: Site, base: Tensor | None, steps: int) -> Tensor:
     """Integrated gradients of one layer's activations: (a - b) * mean over alpha of df/dz, summed over positions."""
     total: Tensor | None = None
     held: dict[str, Tensor] = {}
@@ -236,7 +237,7 @@ def _ig(model, ids, mask, site: Site, base: Tensor | None, steps: int, arch) -> 
         return fn
 
     for k in range(steps):
-        with torch.enable_grad(), hooked(model, {site: path((k + 0.5) / steps)}, arch):
+        with torch.enable_grad(), hooked(model, {site: path((k + 0.5) / steps)}):
             f = _log_likelihood(model, ids, mask)
         (g,) = torch.autograd.grad(f, held["z"])
         total = g if total is None else total + g

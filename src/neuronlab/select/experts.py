@@ -36,7 +36,6 @@ from neuronlab.data.batching import batches, model_inputs, pad_id, windows
 from neuronlab.dist import all_reduce, hand_over, own_files, rank_path, world
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import check_writable, read_safetensors, write_safetensors
-from neuronlab.models.arch import ArchSpec
 from neuronlab.models.load import model_info
 from neuronlab.models.sites import KINDS, Site, decoder_layers, site_width, trace
 from neuronlab.select.neuron_set import NeuronSet
@@ -62,7 +61,6 @@ def responses(
     checkpoint: str | Path | None = None,
     checkpoint_every: float = 300.0,
     progress: bool = True,
-    arch: ArchSpec | None = None,
 ) -> Tensor:
     """Pooled response of every neuron of `site` to each sentence: [sentences, layers, width] in `dtype` (module
     doc). Sentences are cut at `max_length` tokens. With `checkpoint`, the responses so far are saved there
@@ -82,8 +80,8 @@ def responses(
         lo, hi = rank * len(sentences) // size, (rank + 1) * len(sentences) // size
         mine = None if checkpoint is None else rank_path(checkpoint, rank, size)
         if checkpoint is not None and Path(checkpoint).is_file():  # a finished run: nothing left to do
-            shape = (len(sentences), len(decoder_layers(model, arch)), site_width(model, site, arch))
-            out, done = _resume(checkpoint, _info(model, sentences, site, pool, max_length, arch), torch.zeros(shape))
+            shape = (len(sentences), len(decoder_layers(model)), site_width(model, site))
+            out, done = _resume(checkpoint, _info(model, sentences, site, pool, max_length), torch.zeros(shape))
             if done < len(sentences):
                 raise NeuronlabError(
                     f"{checkpoint} holds an unfinished run of one process: resume it with one "
@@ -103,13 +101,12 @@ def responses(
                 mine,
                 checkpoint_every,
                 progress and rank == 0,
-                arch,
             )
         full = torch.zeros(len(sentences), *part.shape[1:], dtype=torch.float32)
         full[lo:hi] = part.float()  # exact: the other blocks add zeros
         out = all_reduce(full).to(dtype)
         if checkpoint is not None and mine is not None:
-            info = lambda: _info(model, sentences, site, pool, max_length, arch)  # noqa: E731  (rank 0 only)
+            info = lambda: _info(model, sentences, site, pool, max_length)  # noqa: E731  (rank 0 only)
             hand_over(mine, lambda: _save(checkpoint, out, len(sentences), info()))
         return out
     return _responses(
@@ -124,13 +121,12 @@ def responses(
         checkpoint,
         checkpoint_every,
         progress,
-        arch,
     )
 
 
-def _info(model, sentences, site, pool, max_length, arch) -> dict:
+def _info(model, sentences, site, pool, max_length) -> dict:
     return {
-        "model": model_info(model, arch),
+        "model": model_info(model),
         "site": site,
         "pool": pool,
         "max_length": max_length,
@@ -139,12 +135,12 @@ def _info(model, sentences, site, pool, max_length, arch) -> dict:
 
 
 def _responses(
-    model, tokenizer, sentences, site, pool, batch_size, max_length, dtype, checkpoint, checkpoint_every, progress, arch
+    model, tokenizer, sentences, site, pool, batch_size, max_length, dtype, checkpoint, checkpoint_every, progress
 ) -> Tensor:
     from tqdm.auto import tqdm
 
-    n_layers, width = len(decoder_layers(model, arch)), site_width(model, site, arch)
-    info = _info(model, sentences, site, pool, max_length, arch)
+    n_layers, width = len(decoder_layers(model)), site_width(model, site)
+    info = _info(model, sentences, site, pool, max_length)
     out, done = torch.zeros(len(sentences), n_layers, width, dtype=dtype), 0
     if checkpoint is not None and Path(checkpoint).is_file():
         out, done = _resume(checkpoint, info, out)
@@ -168,7 +164,7 @@ def _responses(
                     return h.float().masked_fill(~c, float("-inf")).amax(1).cpu()
                 return (h.float() * c).sum(1).div(c.sum(1)).cpu()
 
-            with trace(model, sites, stop=True, reduce=pooled, arch=arch) as tr:
+            with trace(model, sites, stop=True, reduce=pooled) as tr:
                 model(**model_inputs(model, batch.input_ids, batch.attention_mask), use_cache=False)
             rows_idx = torch.tensor(batch.text)
             out[rows_idx] = torch.stack([tr[s] for s in sites], 1).to(dtype)

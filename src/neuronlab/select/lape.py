@@ -16,19 +16,24 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from neuronlab.config import configured, option
+from neuronlab.config import Config, configured, option
 from neuronlab.errors import NeuronlabError
 from neuronlab.record.stats import Stats
 from neuronlab.select.neuron_set import NeuronSet
 
 
 @dataclass(frozen=True)
-class LapeConfig:
+class LapeConfig(Config):
     """The settings of `lape`, with the paper's defaults: `lape(stats, cfg)` or `lape(stats, top_rate=0.02)`."""
 
     top_rate: float = option(0.01, "share of all neurons kept (Tang et al.: 0.01 for 7B models)")
     filter_rate: float = option(0.95, "quantile a neuron's top activation probability must exceed")
     activation_bar_ratio: float = option(0.95, "quantile that assigns a kept neuron to a language")
+
+    def check(self) -> None:
+        for name in ("top_rate", "filter_rate", "activation_bar_ratio"):
+            if not 0 < getattr(self, name) <= 1:
+                raise NeuronlabError(f"{name} must be in (0, 1], got {getattr(self, name)}")
 
 
 def _kth_smallest(values: Tensor, rates: tuple[float, ...]) -> list[float]:
@@ -83,13 +88,6 @@ def lape(stats: Stats, config: LapeConfig | None = None, **settings: float) -> N
     top_rate, filter_rate, activation_bar_ratio = cfg.top_rate, cfg.filter_rate, cfg.activation_bar_ratio
     if len(stats.groups) < 2:
         raise NeuronlabError("LAPE compares languages: record at least two groups")
-    for name, rate in (
-        ("top_rate", top_rate),
-        ("filter_rate", filter_rate),
-        ("activation_bar_ratio", activation_bar_ratio),
-    ):
-        if not 0 < rate <= 1:
-            raise NeuronlabError(f"{name} must be in (0, 1], got {rate}")
     p = stats.probability.flatten(1)  # [languages, layers * neurons]
     entropy = lape_entropy(stats).flatten()
     q_filter, q_bar = _kth_smallest(p, (filter_rate, activation_bar_ratio))

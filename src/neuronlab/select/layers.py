@@ -18,27 +18,28 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 
 from neuronlab.artifacts import register_artifact
-from neuronlab.config import configured, option
+from neuronlab.config import Config, configured, option
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import read_json, write_json
 from neuronlab.models.sites import check_layers
 from neuronlab.record.stats import Stats
 
 FORMAT = "neuronlab.layers/1"
-METHODS = ("msd", "overlap", "lowest", "random", "all")
+LayerMethod = Literal["msd", "overlap", "lowest", "random", "all"]
+METHODS: tuple[str, ...] = get_args(LayerMethod)
 
 
 @dataclass(frozen=True)
-class LayerConfig:
+class LayerConfig(Config):
     """The arguments of `select_layers`."""
 
     k: int = option(6, "layers to choose (SLAM: 6 of LLaMA-2-7B's 32)")
-    method: str = option(
+    method: LayerMethod = option(
         "msd",
         "msd (spread of activated-neuron counts over languages), overlap (spread of the "
         "overlap with the reference language), or the baselines lowest, random, all",
@@ -51,6 +52,12 @@ class LayerConfig:
     )
     reference: str = option("en", "reference language of the overlap method")
     seed: int = option(0, "seed of the random baseline")
+
+    def check(self) -> None:
+        if self.k < 1:
+            raise NeuronlabError(f"k must be at least 1, got {self.k}")
+        if not 0 <= self.threshold < 1:
+            raise NeuronlabError(f"threshold must be in [0, 1), got {self.threshold}")
 
 
 @dataclass
@@ -87,13 +94,13 @@ class LayerSelection:
         except (KeyError, TypeError, ValueError) as err:
             raise NeuronlabError(f"{path}: the layer selection is damaged ({err}); select the layers again") from None
 
-    def check_model(self, model, arch=None) -> None:
+    def check_model(self, model) -> None:
         """Raise unless the selection was made on `model` and its layers exist there."""
         from neuronlab.models.load import require_same_model
         from neuronlab.models.sites import decoder_layers
 
-        require_same_model(self.meta.get("model"), model, "this layer selection", arch)
-        check_layers(self.layers, len(decoder_layers(model, arch)))
+        require_same_model(self.meta.get("model"), model, "this layer selection")
+        check_layers(self.layers, len(decoder_layers(model)))
 
     def summary(self) -> str:
         m = self.meta
@@ -120,8 +127,6 @@ def select_layers(stats: Stats, config: LayerConfig | None = None, **settings: A
     `config` (a LayerConfig) or its fields as keywords (`k=6, method="overlap"`)."""
     cfg = configured(LayerConfig, config, settings, "select_layers")
     k, method, threshold, reference, seed = cfg.k, cfg.method, cfg.threshold, cfg.reference, cfg.seed
-    if method not in METHODS:
-        raise NeuronlabError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
     n = stats.n_layers
     if not 1 <= k <= n:
         raise NeuronlabError(f"k must be between 1 and the model's {n} layers, got {k}")

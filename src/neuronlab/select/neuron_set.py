@@ -114,14 +114,14 @@ class NeuronSet:
     union = __or__
     intersection = __and__
 
-    def validate(self, model, site: str | None = None, arch=None) -> None:
+    def validate(self, model, site: str | None = None) -> None:
         """Raise unless every layer and neuron index exists in `model` at `site` (default: the set's site)."""
         from neuronlab.models.load import require_same_model
         from neuronlab.models.sites import decoder_layers, site_width
 
         kind = site or self.meta.get("site", "act")
-        require_same_model(self.meta.get("model"), model, "this neuron set", arch)
-        n_layers, width = len(decoder_layers(model, arch)), site_width(model, kind, arch)
+        require_same_model(self.meta.get("model"), model, "this neuron set")
+        n_layers, width = len(decoder_layers(model)), site_width(model, kind)
         for g, layers in self.neurons.items():
             for layer, idx in layers.items():
                 if layer >= n_layers:

@@ -177,16 +177,16 @@ def generate_concepts(
     such as "Once upon a time, there was a {word}." is kept in it (STORY_PROMPTS, for TinyStories models).
 
     Each word gets 2 x `per_concept` samples a round, several words share one `generate` call of about
-    `batch_size` rows, and a word still short of sentences gets another round, up to `tries`. Sampling is seeded
+    `batch_size` rows (each distinct prompt computed once and its cache shared by its rows: `sample_rows`), and a
+    word still short of sentences gets another round, up to `tries`. Sampling is seeded
     top-k 50 (a top-p sort over a 262k vocabulary costs more than the model's step); a newline ends a sentence. A
     sentence is cut at its first end, deduplicated, and kept when it has 3 to 40 words and holds the word as a
     word (or regularly inflected, `word_pattern`). A word with no sentence at all stops the run, or with
     `drop_unwritten` is left out (with a warning naming it). Negatives: `add_negatives` with `ratio`."""
     import warnings
 
-    import torch
-
-    from neuronlab.data.batching import model_inputs, pad_id
+    from neuronlab.data.batching import pad_id
+    from neuronlab.data.sampling import sample_rows
     from neuronlab.progress import progress_bar
 
     chat = is_instruct(model, tokenizer) if chat is None else chat
@@ -215,20 +215,9 @@ def generate_concepts(
             starts = [
                 (word, *encode(prompts[i % len(prompts)].format(word=word))) for word in part for i in range(rows)
             ]
-            width = max(len(ids) for *_, ids in starts)
-            ids = torch.tensor([[pad] * (width - len(i)) + i for *_, i in starts])
-            mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for *_, i in starts])
-            torch.manual_seed(seed * 1_000_003 + attempt * 10_007 + g)
-            with torch.no_grad():
-                out = model.generate(
-                    **model_inputs(model, ids, mask),
-                    do_sample=True,
-                    top_k=50,
-                    max_new_tokens=max_new_tokens,
-                    pad_token_id=pad,
-                    eos_token_id=stop,
-                )
-            texts = tokenizer.batch_decode(out[:, width:].cpu(), skip_special_tokens=True)
+            row_seed = seed * 1_000_003 + attempt * 10_007 + g
+            new = sample_rows(model, [ids for *_, ids in starts], max_new_tokens, pad, stop, row_seed)  # one prefill
+            texts = tokenizer.batch_decode(new, skip_special_tokens=True)
             for (word, head, _), text in zip(starts, texts, strict=True):
                 sentence = first_sentence(head, text)
                 if 3 <= len(sentence.split()) <= 40 and patterns[word].search(sentence) and sentence not in found[word]:

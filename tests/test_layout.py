@@ -7,8 +7,6 @@ import ast
 import re
 from pathlib import Path
 
-import pytest
-
 import neuronlab
 
 ROOT = Path(neuronlab.__file__).parent
@@ -103,7 +101,6 @@ def test_no_import_circle():
     assert not circles, "import circles:\n" + "\n".join(circles)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 32: the CLI modules' library work is moving into library calls")
 def test_a_cli_module_imports_only_public_names_and_cli_helpers():
     public = set(neuronlab.__all__)
     wrong = []

@@ -49,14 +49,31 @@ from neuronlab.select.ranking import auroc, average_precision
 
 __version__ = "0.1.0"
 
-# the functions the command line calls (cli/evaluate, experts, demo, record)
-
-# the functions the command line calls (cli/analyze, scale, tune, models, find, common)
+from neuronlab.analyze.expert_study import steer_experts
+from neuronlab.analyze.runs import run_arith_ablate, run_arith_extract, run_arith_patch, run_lens
+from neuronlab.data.contrast import TASKS
+from neuronlab.data.corpora import read_groups
+from neuronlab.demo.pipeline import DEMO_MODEL, PipelineConfig, run_demo
+from neuronlab.dist import setup_run
+from neuronlab.evaluate.math import evaluate_math_dir
+from neuronlab.evaluate.steering import generate_under_plans, steered_lss, steered_perplexity
+from neuronlab.evaluate.translation import translate_files
+from neuronlab.intervene.steer import target_plans
+from neuronlab.io import check_writable
+from neuronlab.learn.runs import run_scale_eval, run_scale_show, run_scale_task, run_scale_train
+from neuronlab.learn.slam import run_finetune, run_layers, run_merge
+from neuronlab.models.gguf import convert_gguf, packaged_models, packaged_path
+from neuronlab.models.resolve import describe_arch
+from neuronlab.record.recorder import check_checkpoint, record_to_file
+from neuronlab.report.language import report_from_results, view_from_files
+from neuronlab.select.runs import run_activated, run_attribution, run_lape
+from neuronlab.study import STUDIES, study, study_all
 
 __all__ = [
-    # the command line's: cli/evaluate, experts, demo, record
-    # the command line's: cli/analyze, scale, tune, models, find, common
     "ARCH_SPECS",
+    "DEMO_MODEL",
+    "STUDIES",
+    "TASKS",
     "VARIANTS",
     "Add",
     "ArchSpec",
@@ -75,6 +92,7 @@ __all__ = [
     "LearnedIntervention",
     "NeuronSet",
     "NeuronlabError",
+    "PipelineConfig",
     "Plan",
     "RecordConfig",
     "Scale",
@@ -95,9 +113,14 @@ __all__ = [
     "auroc",
     "average_precision",
     "bake",
+    "check_checkpoint",
+    "check_writable",
     "continuation_logprob",
+    "convert_gguf",
     "describe",
+    "describe_arch",
     "evaluate_math",
+    "evaluate_math_dir",
     "evaluate_scaling",
     "expert_plan",
     "expert_tree",
@@ -108,6 +131,7 @@ __all__ = [
     "finetune",
     "fit_task",
     "freeze_except_ffn",
+    "generate_under_plans",
     "hooked",
     "lape",
     "load_artifact",
@@ -115,17 +139,46 @@ __all__ = [
     "load_model",
     "logit_lens",
     "model_info",
+    "packaged_models",
+    "packaged_path",
     "patch_o_vector",
     "perplexity",
+    "read_groups",
     "record",
+    "record_to_file",
     "register_arch",
     "register_intervention",
     "register_method",
+    "report_from_results",
     "responses",
+    "run_activated",
+    "run_arith_ablate",
+    "run_arith_extract",
+    "run_arith_patch",
+    "run_attribution",
+    "run_demo",
+    "run_finetune",
+    "run_lape",
+    "run_layers",
+    "run_lens",
+    "run_merge",
+    "run_scale_eval",
+    "run_scale_show",
+    "run_scale_task",
+    "run_scale_train",
     "score_relation",
     "select_layers",
     "set_arch",
+    "setup_run",
+    "steer_experts",
+    "steered_lss",
+    "steered_perplexity",
     "steering_plan",
+    "study",
+    "study_all",
+    "target_plans",
     "trace",
     "train_scaling",
+    "translate_files",
+    "view_from_files",
 ]

@@ -50,7 +50,7 @@ def _choices(hint) -> tuple | None:
     return None
 
 
-def _version() -> str:
+def package_version() -> str:
     try:
         return importlib.metadata.version("neuronlab")
     except importlib.metadata.PackageNotFoundError:  # run from a source tree that is not installed
@@ -80,7 +80,7 @@ class Config:
         """Checks beyond the fixed choices (ranges, combinations); raise NeuronlabError naming the setting."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"config": type(self).__name__, "neuronlab": _version(), **asdict(self)}  # type: ignore[call-overload]
+        return {"config": type(self).__name__, "neuronlab": package_version(), **asdict(self)}  # type: ignore[call-overload]
 
     @classmethod
     def from_dict(cls: type[C], data: dict[str, Any]) -> C:
@@ -94,3 +94,39 @@ class Config:
 
 
 C = TypeVar("C", bound=Config)
+
+
+def parse_settings(cls: type[Config], items: list[str]) -> dict[str, Any]:
+    """`["pairs=20", "relations=capital,past_tense"]` as typed settings of the config class `cls` (the command
+    line's `--set NAME=VALUE`); one error naming an unknown setting or a value that does not read as its type."""
+    hints, names = typing.get_type_hints(cls), {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in names:
+            raise NeuronlabError(f"--set {item!r}: write NAME=VALUE with a setting of {', '.join(sorted(names))}")
+        out[name] = _typed(hints[name], text.strip(), name)
+    return out
+
+
+def _typed(hint, text: str, name: str) -> Any:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if text.lower() == "none" and type(None) in typing.get_args(hint):
+        return None
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+        return _typed(args[0], text, name)
+    if typing.get_origin(hint) is tuple:
+        kind = typing.get_args(hint)[0]
+        return tuple(_typed(kind, part.strip(), name) for part in text.split(",") if part.strip())
+    if typing.get_origin(hint) is Literal:
+        return text
+    kind = hint if isinstance(hint, type) else str
+    try:
+        if kind is bool:
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1", "yes")
+        return kind(text)
+    except ValueError:
+        raise NeuronlabError(f"--set {name}={text}: not a {kind.__name__}") from None

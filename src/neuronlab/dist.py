@@ -63,6 +63,25 @@ def quiet_other_ranks() -> None:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (for the life of the process)
 
 
+def setup_run(device: str | None = None) -> dict[str, str | None]:
+    """model, tok = nl.load_model("M", **nl.setup_run("cuda"))   # under torchrun: cuda:LOCAL_RANK, one GPU a rank
+
+    Ready this process to load a command's model on `device`, and say where: the keywords for `load_model`.
+    Under a launcher it joins the process group (nccl on GPUs, gloo on CPUs) and lets only rank 0 print; "auto"
+    (one model spread over every GPU) is refused there, as each rank would spread its own copy."""
+    if device == "auto" and launched():
+        from neuronlab.errors import NeuronlabError
+
+        raise NeuronlabError(
+            "--device auto spreads one model over every GPU, and a launcher starts one process "
+            "per GPU: use --device cuda under torchrun (each rank its own GPU), or --device auto "
+            "in one process for a model larger than a GPU"
+        )
+    init_from_env(device)
+    quiet_other_ranks()
+    return {"device_map": "auto"} if device == "auto" else {"device": local_device(device)}
+
+
 def collective_device() -> torch.device:
     """Where tensors must be for the group's collectives (nccl: this rank's GPU)."""
     import torch.distributed as dist

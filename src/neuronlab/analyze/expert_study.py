@@ -1,16 +1,17 @@
 """The expert-neuron study on the folders `find_experts` writes: alignment with human similarity ratings (and
-THINGS odd-one-out triplets), the concept tree, and alignment across training checkpoints. Each function reads
-its inputs, writes its JSON (and figures) and returns the result; the `neuronlab experts align|tree|trend`
-commands are these calls.
+THINGS odd-one-out triplets), the concept tree, alignment across training checkpoints, and what steering the
+experts does. Each function reads its inputs, writes its JSON (and figures) and returns the result; the
+`neuronlab experts align|tree|trend|steer` commands are these calls.
 
     result = align_experts("ex/", "EN-SIMLEX-999.txt", "al/", report=True)   # al/alignment.json, alignment.html
     tree = expert_tree("ex/", "tree.json", tau=0.5, domains="words.csv")
     trend = alignment_trend({"step0": "al-0/", "step1000": "al-1000/"}, "trend.json")
+    result = steer_experts(model, tok, "ex/", "steering.json", ["dog"], k=50)   # force, zero, dampen experts
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from neuronlab.analyze.alignment import (
@@ -24,7 +25,10 @@ from neuronlab.analyze.alignment import (
     read_triplets,
 )
 from neuronlab.analyze.find_experts import load_baselines
+from neuronlab.data.corpora import label_pairs
+from neuronlab.evaluate.concept_steering import concept_steering
 from neuronlab.io import check_writable, read_json, write_bytes, write_json
+from neuronlab.models.load import require_same_model
 from neuronlab.select.experts import Expertise
 
 MEASURES = ("spearman", "ap_cosine", "input_embedding", "sentence_embedding")
@@ -94,12 +98,16 @@ def expert_tree(
     return tree
 
 
-def alignment_trend(runs: Mapping[str, str | Path], out: str | Path, plot: str | Path | None = None) -> dict:
-    """The alignments of several checkpoints ({label: folder of align_experts}, in training order) side by side:
-    {"checkpoints": [labels], measure: [value per checkpoint], "rows": {label: alignment}}. Writes `out` and the
-    figure at `plot`."""
+def alignment_trend(
+    runs: Mapping[str, str | Path] | Sequence[str], out: str | Path, plot: str | Path | None = None
+) -> dict:
+    """The alignments of several checkpoints ({label: folder of align_experts}, in training order, or
+    `LABEL=FOLDER` strings, the CLI's --run) side by side: {"checkpoints": [labels], measure: [value per
+    checkpoint], "rows": {label: alignment}}. Writes `out` and the figure at `plot`."""
     from neuronlab.report.plots import lines
 
+    if not isinstance(runs, Mapping):
+        runs = label_pairs(list(runs), "--run", "FOLDER", "step1000=al-1000/", label="LABEL")
     check_writable(out, plot)
     rows = {label: read_json(Path(folder) / "alignment.json", "alignment") for label, folder in runs.items()}
     keys = [k for k in MEASURES if all(k in r for r in rows.values())]
@@ -108,3 +116,23 @@ def alignment_trend(runs: Mapping[str, str | Path], out: str | Path, plot: str |
     if plot is not None:
         write_bytes(plot, lines(trend, list(rows), "checkpoint", "Spearman vs people", "alignment across training"))
     return {"checkpoints": list(rows), **trend, "rows": rows}
+
+
+def steer_experts(
+    model,
+    tokenizer,
+    experts: str | Path,
+    out: str | Path,
+    concepts: Sequence[str] | None = None,
+    k: int = 50,
+) -> dict:
+    """result = steer_experts(model, tok, "ex/", "steering.json", ["dog", "car"], k=50)
+
+    `concept_steering` with the expertise of `experts` (a folder of `find_experts`, made on this model): the
+    probability of each concept's word plain and with its top-k experts forced, zeroed or dampened. Writes `out`
+    (JSON) and returns the result."""
+    ex = Expertise.load(Path(experts) / "expertise.safetensors")
+    require_same_model(ex.meta.get("model"), model, "the expertise")
+    result = concept_steering(model, tokenizer, ex, concepts, k)
+    write_json(out, result)
+    return result

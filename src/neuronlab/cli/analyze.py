@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from neuronlab.cli.common import JsonOutOpt, ModelRef, PlotOpt, friendly, group, model_options, writable
+from neuronlab.analyze.runs import run_arith_ablate, run_arith_extract, run_arith_patch, run_lens
+from neuronlab.cli.common import JsonOutOpt, ModelRef, PlotOpt, friendly, group, model_options
 from neuronlab.errors import NeuronlabError
-from neuronlab.io import write_bytes
 
 app = group("FFN outputs as additive vectors: extract, patch, ablate (Merullo et al. 2024).")
 PairsOpt = Annotated[Path, typer.Option(help="Pairs: CSV (first two columns, header) or JSON [{input, output}].")]
@@ -36,32 +36,15 @@ def lens(
     plot: PlotOpt = None,
 ) -> None:
     """Logit lens: decode each layer's residual stream (or block output) through the final norm and unembedding."""
-    from neuronlab.analyze.lens import logit_lens
-    from neuronlab.io import write_json
-    from neuronlab.report.plots import lens_ranks
-
     if plot is not None and not target:
         raise NeuronlabError("--plot shows the target's rank: pass --target")
-    writable(out, plot)
-    loaded, tok = model.load()
-    result = logit_lens(loaded, tok, prompt, target, k=k, site=site)
+    result = run_lens(model.load, prompt, target, k=k, site=site, out=out, plot=plot)
     for row, p in enumerate(prompt):
         typer.echo(f"{p!r}" + (f" -> {target[row]!r}" if target else ""))
         for layer, entry in result["layers"].items():
             top = "  ".join(f"{t!r} {pr:.3f}" for t, pr in entry["top"][row])
             rank = f"  target rank {entry['target_rank'][row]} p={entry['target_prob'][row]:.3f}" if target else ""
             typer.echo(f"  layer {layer:>3}: {top}{rank}")
-    if out is not None:
-        write_json(out, result)
-    if plot is not None:
-        write_bytes(plot, lens_ranks(result))
-
-
-def _relation(pairs: Path, template: str, shots: int, limit: int | None) -> list[dict]:
-    from neuronlab.analyze.arithmetic import read_pairs, relation_items
-
-    items = relation_items(read_pairs(pairs), template, shots)
-    return items if limit is None else items[:limit]
 
 
 def _show(label: str, score: dict) -> None:
@@ -84,27 +67,8 @@ def arith_extract(
     limit: LimitOpt = None,
 ) -> None:
     """Mean FFN output at the last position of the relation prompts: the relation's o-vector."""
-    from neuronlab.analyze.arithmetic import extract_o_vector, save_vector, score_relation
-    from neuronlab.models.load import model_info
-
-    writable(out)
-    items = _relation(pairs, template, shots, limit)
-    loaded, tok = model.load()
-    _show("task", score_relation(loaded, tok, items))
-    vector = extract_o_vector(loaded, tok, [i["prompt"] for i in items], layer)
-    save_vector(
-        out,
-        vector,
-        {
-            "model": model_info(loaded),
-            "layer": layer,
-            "site": "ffn_out",
-            "pairs": str(pairs),
-            "template": template,
-            "shots": shots,
-            "prompts": len(items),
-        },
-    )
+    task, vector = run_arith_extract(model.load, pairs, layer, out, template, shots, limit)
+    _show("task", task)
     typer.echo(f"o-vector of layer {layer}: norm {vector.norm():.3f}; wrote {out}")
 
 
@@ -125,23 +89,9 @@ def arith_patch(
     plot: PlotOpt = None,
 ) -> None:
     """Write an o-vector into other prompts ("table mug free Poland") and see if the target becomes top-1."""
-    from neuronlab.analyze.arithmetic import load_vector, patch_o_vector, read_pairs, score_relation
-    from neuronlab.models.load import require_same_model
-    from neuronlab.report.plots import patching
-
-    writable(plot)
-    vec, meta = load_vector(vector)
-    found = read_pairs(pairs)[:limit] if limit else read_pairs(pairs)
-    items = [{"prompt": f"{nonsense} {x}", "target": f" {y}"} for x, y in found]
-    loaded, tok = model.load()
-    require_same_model(meta.get("model"), loaded, "the vector")
-    plain = score_relation(loaded, tok, items)
-    patched = patch_o_vector(loaded, tok, vec * scale, layer, items, mode)
-    label = f"{mode} x{scale} at layers {layer}"
-    _show("plain", plain)
-    _show(label, patched)
-    if plot is not None:
-        write_bytes(plot, patching(plain, patched, label, nonsense))
+    found = run_arith_patch(model.load, vector, pairs, layer, nonsense, mode, scale, limit, plot)
+    _show("plain", found["plain"])
+    _show(found["label"], found["patched"])
 
 
 @app.command("ablate")
@@ -157,15 +107,7 @@ def arith_ablate(
     plot: PlotOpt = None,
 ) -> None:
     """Task accuracy with every FFN output from layer l on set to zero (or its mean), for each l."""
-    from neuronlab.analyze.arithmetic import ablate_from, score_relation
-    from neuronlab.report.plots import ablation
-
-    writable(plot)
-    items = _relation(pairs, template, shots, limit)
-    loaded, tok = model.load()
-    _show("plain", score_relation(loaded, tok, items))
-    scores = ablate_from(loaded, tok, items, mean=mean)
+    plain, scores = run_arith_ablate(model.load, pairs, template, shots, limit, mean, plot)
+    _show("plain", plain)
     for start, score in scores.items():
         _show(f"FFN outputs {'mean-ablated' if mean else 'zeroed'} from layer {start}", score)
-    if plot is not None:
-        write_bytes(plot, ablation(scores))

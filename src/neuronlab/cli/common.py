@@ -76,22 +76,11 @@ class ModelRef:
     revision: str | None = None
 
     def load(self):
-        """(model, tokenizer)."""
-        from neuronlab.dist import init_from_env, launched, local_device, quiet_other_ranks
-        from neuronlab.errors import NeuronlabError
+        """(model, tokenizer); under torchrun each rank joins the group and takes its own GPU (`setup_run`)."""
+        from neuronlab.dist import setup_run
         from neuronlab.models.load import load_model
 
-        if self.device == "auto" and launched():
-            raise NeuronlabError(
-                "--device auto spreads one model over every GPU, and a launcher starts one process "
-                "per GPU: use --device cuda under torchrun (each rank its own GPU), or --device auto "
-                "in one process for a model larger than a GPU"
-            )
-        init_from_env(self.device)  # under torchrun: join the ranks (nccl on GPUs, gloo on CPUs)
-        quiet_other_ranks()
-        if self.device == "auto":
-            return load_model(self.name, dtype=self.dtype, device_map="auto", revision=self.revision)
-        return load_model(self.name, dtype=self.dtype, device=local_device(self.device), revision=self.revision)
+        return load_model(self.name, dtype=self.dtype, revision=self.revision, **setup_run(self.device))
 
 
 def model_options(default: str | None = None, help: str = "Hugging Face hub id or local folder."):
@@ -183,14 +172,12 @@ def texts(
     text: list[str] | None, text_dir: Path | None, pattern: str, limit: int | None = None
 ) -> dict[str, list[str]]:
     """{group: lines} from --text GROUP=FILE pairs and/or a --text-dir, each cut to its first `limit` lines."""
-    from neuronlab.data.corpora import merge_groups, parse_group_files, read_text_dir
+    from neuronlab.data.corpora import read_groups
 
-    found = parse_group_files(text or [])
-    if text_dir is not None:
-        merge_groups(found, read_text_dir(text_dir, pattern))
+    found = read_groups(text or [], text_dir, pattern, limit)
     if not found:
         raise NeuronlabError("no texts: pass --text GROUP=FILE (repeatable) or --text-dir DIR")
-    return found if limit is None else {g: lines[:limit] for g, lines in found.items()}
+    return found
 
 
 def writable(*paths: Path | None, folder: bool = False) -> None:

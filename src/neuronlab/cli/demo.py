@@ -22,12 +22,9 @@ def report(
     out: Annotated[Path | None, typer.Option(help="HTML file (default: report.html beside the results).")] = None,
 ) -> None:
     """Render the HTML report again from a results.json."""
-    from neuronlab.report.language import read_results, write_report
+    from neuronlab.report.language import report_from_results
 
-    target = out or results.with_name("report.html")
-    writable(target)
-    write_report(read_results(results), target)
-    typer.echo(f"wrote {target}")
+    typer.echo(f"wrote {report_from_results(results, out)}")
 
 
 @friendly
@@ -41,12 +38,10 @@ def demo(
     pattern: PatternOpt = "*.txt",
 ) -> None:
     """Run the whole language-neuron pipeline and write DIR/report.html (offline on the embedded model)."""
-    from neuronlab.data.corpora import read_text_dir
-    from neuronlab.demo.pipeline import DEMO_DATA, run
+    from neuronlab.demo.pipeline import run_demo
 
     writable(out, folder=True)
-    texts = read_text_dir(data or DEMO_DATA, pattern if data else "*.txt")
     loaded, tok = model.load()
-    results = run(loaded, tok, texts, out, cfg, log=typer.echo)
+    results = run_demo(loaded, tok, out, cfg, data, pattern, log=typer.echo)
     for k, v in results["checks"].items():
         typer.echo(f"{k}: {v}")

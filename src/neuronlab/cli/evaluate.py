@@ -4,7 +4,7 @@ neurons steered."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -33,13 +33,6 @@ def register(root: typer.Typer) -> None:
     root.add_typer(app, name="eval")
 
 
-def _save(out: Path | None, result) -> None:
-    if out is not None:
-        from neuronlab.io import write_json
-
-        write_json(out, result)
-
-
 @app.command("perplexity")
 @friendly
 @model_options()
@@ -55,23 +48,16 @@ def eval_perplexity(
     out: JsonOutOpt = None,
 ) -> None:
     """Perplexity per language; with --neurons, the matrix "steer T's neurons -> perplexity on L"."""
-    from neuronlab.evaluate.perplexity import perplexity
-    from neuronlab.evaluate.steering import perplexity_matrix
+    from neuronlab.evaluate.steering import steered_perplexity
 
     writable(out)
     found = texts(text, text_dir, pattern)
     loaded, tok = model.load()
-    plans = steer.plans(loaded)
-    result: dict[str, Any]
-    if not plans:
-        result = {"baseline": {g: perplexity(loaded, tok, lines, batch_size, max_length) for g, lines in found.items()}}
-    else:
-        result = perplexity_matrix(loaded, tok, found, list(plans), plans.__getitem__, batch_size, max_length)
+    result = steered_perplexity(loaded, tok, found, steer.plans(loaded), batch_size, max_length, out)
     for g, v in result["baseline"].items():
         typer.echo(f"{g}: perplexity {v:.3f}")
     for t, row in result.get("change", {}).items():
         typer.echo(f"steer {t} ({steer.variant}): " + "  ".join(f"{g} {c:+.1%}" for g, c in row.items()))
-    _save(out, result)
 
 
 @app.command("lss")
@@ -88,19 +74,16 @@ def eval_lss(
     out: JsonOutOpt = None,
 ) -> None:
     """Language Steering Shift: share of items pushed toward the target language."""
-    from neuronlab.data.tasks import lss_items_from_texts, read_lss_items
-    from neuronlab.evaluate.steering import lss_matrix
+    from neuronlab.evaluate.steering import steered_lss
 
     if (items is None) == (text_dir is None):
         raise NeuronlabError("pass either --items FILE or --text-dir DIR")
     writable(out)
-    loaded_items = read_lss_items(items) if items else lss_items_from_texts(texts(None, text_dir, pattern), n_items)
+    found = None if text_dir is None else texts(None, text_dir, pattern)
     loaded, tok = model.load()
-    plans = steer.plans(loaded)
-    result = lss_matrix(loaded, tok, loaded_items, list(plans), plans.__getitem__)
+    result = steered_lss(loaded, tok, steer.plans(loaded), items=items, texts=found, n_items=n_items, out=out)
     for t, v in result["off_diagonal"].items():
         typer.echo(f"LSS(. -> {t}) = {v:.3f}")
-    _save(out, result)
 
 
 @app.command("generate")
@@ -114,17 +97,12 @@ def eval_generate(
     max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate.")] = 32,
 ) -> None:
     """Greedy generations, plain and with each target's neurons steered."""
-    from neuronlab.evaluate.steering import generate
-    from neuronlab.intervene.apply import apply
+    from neuronlab.evaluate.steering import generate_under_plans
 
     loaded, tok = model.load()
-    plans = steer.plans(loaded)
-    for p, text in zip(prompt, generate(loaded, tok, prompt, max_new_tokens), strict=True):
-        typer.echo(f"[plain] {p}{text}")
-    for t, plan in plans.items():
-        with apply(loaded, plan):
-            for p, text in zip(prompt, generate(loaded, tok, prompt, max_new_tokens), strict=True):
-                typer.echo(f"[{t}] {p}{text}")
+    for label, outputs in generate_under_plans(loaded, tok, prompt, steer.plans(loaded), max_new_tokens).items():
+        for p, text in zip(prompt, outputs, strict=True):
+            typer.echo(f"[{label}] {p}{text}")
 
 
 @app.command("translate")
@@ -145,31 +123,26 @@ def eval_translate(
     out: Annotated[Path | None, typer.Option(help="Write scores and hypotheses as JSON.")] = None,
 ) -> None:
     """BLEU and chrF of few-shot greedy translation, plain and with the target's neurons steered."""
-    from neuronlab.data.corpora import read_parallel
-    from neuronlab.evaluate.translation import translate_and_score
+    from neuronlab.evaluate.translation import translate_files
 
     writable(out)
-    s_lines, r_lines = read_parallel(src, ref)
-    if not s_lines[start : start + n]:
-        raise NeuronlabError(f"no lines from {start}: the files have {len(s_lines)}")
     loaded, tok = model.load()
-    plans = steer.plans(loaded)
-    result = translate_and_score(
+    result = translate_files(
         loaded,
         tok,
-        s_lines,
-        r_lines,
-        shots,
-        start,
-        n,
-        src_name,
-        tgt_name,
-        max_new_tokens,
-        plans,
+        src,
+        ref,
+        steer.plans(loaded),
+        src_name=src_name,
+        tgt_name=tgt_name,
+        shots=shots,
+        start=start,
+        n=n,
+        max_new_tokens=max_new_tokens,
+        out=out,
     )
     for k, r in result.items():
         typer.echo(f"{k}: BLEU {r['bleu']:.2f}  chrF {r['chrf']:.2f}")
-    _save(out, result)
 
 
 @app.command("math")
@@ -197,22 +170,25 @@ def eval_math(
     ] = None,
 ) -> None:
     """Accuracy on multilingual math word problems: greedy answers, the last number, per language and average."""
-    from neuronlab.data.corpora import label_pairs
-    from neuronlab.evaluate.math import comparison, evaluate_math, read_math_dir
-    from neuronlab.io import read_json, write_bytes
-    from neuronlab.report.plots import accuracy_bars
+    from neuronlab.evaluate.math import evaluate_math_dir
 
     writable(out, folder=True)
-    pairs = label_pairs(compare or [], "--compare", "results.json", "base=base-eval/results.json", label="LABEL")
-    others = {label: read_json(path, "math results") for label, path in pairs.items()}
-    found = read_math_dir(data, language, limit)
     loaded, tok = model.load()
-    result = evaluate_math(loaded, tok, found, prompt, max_new_tokens, batch_size, out)
-    runs = {**others, "this run": result}
-    for row in comparison(runs):
+    rows = evaluate_math_dir(
+        loaded,
+        tok,
+        data,
+        out,
+        template=prompt,
+        languages=language,
+        limit=limit,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        compare=compare or [],
+    )
+    for row in rows:
         typer.echo(
             f"{row['language']:>8}: "
             + "  ".join(f"{k} {v:.3f}" if v is not None else f"{k} -" for k, v in row.items() if k != "language")
         )
-    write_bytes(out / "accuracy.png", accuracy_bars(runs))
     typer.echo(f"wrote {out}/results.json, generations.jsonl, accuracy.png")

@@ -55,17 +55,11 @@ def experts_steer(
     k: Annotated[int, typer.Option(help="Experts per concept: the top k by AP (by AUROC for dampen).")] = 50,
 ) -> None:
     """Force (at every / the last position), zero and dampen a concept's experts; probability of its word."""
-    from neuronlab.evaluate.concept_steering import concept_steering
-    from neuronlab.io import write_json
-    from neuronlab.models.load import require_same_model
-    from neuronlab.select.experts import Expertise
+    from neuronlab.analyze.expert_study import steer_experts
 
     writable(out)
-    ex = Expertise.load(experts / "expertise.safetensors")
     loaded, tok = model.load()
-    require_same_model(ex.meta.get("model"), loaded, "the expertise")
-    result = concept_steering(loaded, tok, ex, concept, k)
-    write_json(out, result)
+    result = steer_experts(loaded, tok, experts, out, concept, k)
     for mode, m in result["modes"].items():
         typer.echo(
             f"{mode}: word more likely for {m['raised']:.0%} of {len(result['concepts'])} concepts; "
@@ -152,9 +146,8 @@ def experts_trend(
     """Alignment across training checkpoints: run `experts find --revision R` and `experts align` per checkpoint,
     then gather them here."""
     from neuronlab.analyze.expert_study import alignment_trend
-    from neuronlab.data.corpora import label_pairs
 
-    trend = alignment_trend(label_pairs(run, "--run", "FOLDER", "step1000=al-1000/", label="LABEL"), out, plot)
+    trend = alignment_trend(run, out, plot)
     keys = [k for k in trend if k not in ("checkpoints", "rows")]
     for label, r in trend["rows"].items():
         typer.echo(f"{label}: " + "  ".join(f"{k} {r[k]:.3f}" for k in keys))

@@ -23,11 +23,11 @@ from neuronlab.cli.common import (
     group,
     model_options,
     texts,
-    writable,
 )
 from neuronlab.errors import NeuronlabError
 from neuronlab.select.attribution import AttributionConfig
 from neuronlab.select.lape import LapeConfig
+from neuronlab.select.runs import run_activated, run_attribution, run_lape
 
 app = group("Select neurons from recorded statistics, or by attribution.")
 
@@ -36,8 +36,7 @@ def register(root: typer.Typer) -> None:
     root.add_typer(app, name="find")
 
 
-def _write(ns, out) -> None:
-    ns.save(out)
+def _show(ns, out) -> None:
     typer.echo(ns.summary())
     typer.echo(f"wrote {out}")
 
@@ -47,11 +46,7 @@ def _write(ns, out) -> None:
 @config_options(LapeConfig)
 def find_lape(stats: StatsOpt, out: OutOpt, cfg: LapeConfig) -> None:
     """Language-specific neurons by activation-probability entropy (LAPE)."""
-    from neuronlab.record.stats import Stats
-    from neuronlab.select.lape import lape
-
-    writable(out)
-    _write(lape(Stats.load(stats), cfg), out)
+    _show(run_lape(stats, out, cfg), out)
 
 
 @app.command("activated")
@@ -62,11 +57,7 @@ def find_activated(
     n_texts: Annotated[int, typer.Option(help="A neuron must be active (mean > 0) on each of this many texts.")] = 100,
 ) -> None:
     """Baseline: neurons active on every one of a language's first texts (needs --pooled-texts when recording)."""
-    from neuronlab.record.stats import Stats
-    from neuronlab.select.lape import activated
-
-    writable(out)
-    _write(activated(Stats.load(stats), n_texts), out)
+    _show(run_activated(stats, out, n_texts), out)
 
 
 @app.command("attribution")
@@ -89,19 +80,9 @@ def find_attribution(
 ) -> None:
     """Neurons whose activation raises a group's log-likelihood most, by gradient x activation or integrated
     gradients (summed over the group's texts)."""
-    from neuronlab.record.stats import Stats
-    from neuronlab.select.attribution import attribute, attribution_neurons
-    from neuronlab.select.neuron_set import NeuronSet
-
     if (per_group is None) == (like is None):
         raise NeuronlabError("give --per-group N or --like NEURONS.json (how many neurons a group keeps)")
-    writable(out, scores)
     found = texts(text, text_dir, pattern, limit)
-    counts = None if like is None else NeuronSet.load(like)
-    recorded = None if stats is None else Stats.load(stats)
-    loaded, tokenizer = model.load()
-    attr = attribute(loaded, tokenizer, found, cfg, stats=recorded)
-    if scores is not None:
-        attr.save(scores)
+    attr, ns = run_attribution(model.load, found, out, cfg, per_group, like, specific, stats, scores)
     typer.echo(attr.summary())
-    _write(attribution_neurons(attr, per_group, counts, specific), out)
+    _show(ns, out)

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from neuronlab.cli.common import friendly, group, writable
+from neuronlab.cli.common import friendly, group
+from neuronlab.models.gguf import convert_gguf, packaged_models, packaged_path
 
 app = group("Packaged real models and GGUF files.")
 
@@ -20,10 +21,8 @@ def register(root: typer.Typer) -> None:
 @friendly
 def list_models() -> None:
     """The packaged models: whether each is installed, the file it resolves to, or how to install it."""
-    from neuronlab.models.gguf import packaged_path, packaged_table
-
-    for row in packaged_table():
-        where = str(packaged_path(row["name"])) if row["installed"] else f"not installed: {row['install']}"
+    for row in packaged_models():
+        where = str(row["path"]) if row["installed"] else f"not installed: {row['install']}"
         typer.echo(f"{row['name']}\n  {row['about']}\n  {where}")
 
 
@@ -31,8 +30,6 @@ def list_models() -> None:
 @friendly
 def path(name: Annotated[str, typer.Argument(help="A packaged model: gemma-3-270m or smollm2-135m-instruct.")]) -> None:
     """Print the loadable .gguf file of a packaged model (Gemma's is assembled once into the cache folder)."""
-    from neuronlab.models.gguf import packaged_path
-
     typer.echo(str(packaged_path(name)))
 
 
@@ -43,7 +40,4 @@ def convert(
     out: Annotated[Path, typer.Option(help="Folder for the Hugging Face checkpoint (new or empty).")],
 ) -> None:
     """Write a GGUF file as a plain Hugging Face checkpoint (float32 safetensors and its tokenizer)."""
-    from neuronlab.models.gguf import convert as convert_file
-
-    writable(out, folder=True)
-    typer.echo(f"wrote {convert_file(gguf, out)}")
+    typer.echo(f"wrote {convert_gguf(gguf, out)}")

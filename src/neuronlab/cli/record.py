@@ -62,19 +62,28 @@ def record(
     subset: Annotated[str | None, typer.Option(help="Subset (config name) of each hub --dataset.")] = None,
 ) -> None:
     """Record per-neuron statistics of a site over texts grouped by language or concept."""
-    from neuronlab.data.corpora import merge_groups, parse_group_datasets
-    from neuronlab.dist import world
-    from neuronlab.record.recorder import check_checkpoint
-    from neuronlab.record.recorder import record as record_stats
+    from neuronlab.record.recorder import check_checkpoint, record_to_file
 
-    check_checkpoint(out, resume)
+    check_checkpoint(out, resume)  # before the model loads
     writable(out)
     found = texts(text, text_dir, pattern, limit) if text or text_dir or not dataset else {}
-    merge_groups(found, parse_group_datasets(dataset or [], split, column, subset, limit))
     loaded, tokenizer = model.load()
-    stats = record_stats(loaded, tokenizer, found, cfg, checkpoint=out, resume=resume)
+    stats = record_to_file(
+        loaded,
+        tokenizer,
+        found,
+        out,
+        cfg,
+        resume=resume,
+        datasets=dataset or [],
+        split=split,
+        column=column,
+        subset=subset,
+        limit=limit,
+    )
     typer.echo(stats.summary())
-    typer.echo(f"wrote {out}" + (f" (recorded by {stats.meta['world_size']} processes)" if world()[1] > 1 else ""))
+    ranks = stats.meta.get("world_size", 1)
+    typer.echo(f"wrote {out}" + (f" (recorded by {ranks} processes)" if ranks > 1 else ""))
 
 
 @friendly
@@ -98,18 +107,15 @@ def inspect(
 def inspect_model(model: ModelRef) -> None:
     """The ArchSpec of a model (the table's row, or derived from its modules), as code to paste, and whether its
     sites pass the identities on a probe forward (resid = hidden_states, h + attn + ffn = resid, ...)."""
-    from neuronlab.models.arch import ARCH_SPECS
-    from neuronlab.models.derive import derive_spec
     from neuronlab.models.load import load_model
-    from neuronlab.models.verify import spec_code, verify_spec
+    from neuronlab.models.resolve import describe_arch
 
     loaded, _ = load_model(model.name, dtype=model.dtype, device=model.device, revision=model.revision, check=False)
-    model_type = loaded.config.model_type
-    spec = ARCH_SPECS.get(model_type) or derive_spec(loaded)
-    failed = verify_spec(loaded, spec)
-    typer.echo(f"{model_type}: {'table row' if model_type in ARCH_SPECS else 'derived from the module tree'}")
-    typer.echo(f"spec = {spec_code(spec)}")
-    if spec.down is None:
+    about = describe_arch(loaded)
+    failed = about["failed"]
+    typer.echo(f"{about['model_type']}: {about['source']}")
+    typer.echo(f"spec = {about['code']}")
+    if about["moe"]:
         typer.echo("a mixture of experts: ffn_out, attn_out and resid are served; act and neuron are not")
     typer.echo("proven on a probe forward" if not failed else "FAILS on a probe forward:\n  " + "\n  ".join(failed))
     if failed:
@@ -134,20 +140,8 @@ def view(
     limit: Annotated[int, typer.Option(help="Show at most this many neurons (lowest score first).")] = 500,
 ) -> None:
     """Write a static neuron browser: per neuron its top contexts, activation probability per group and scores."""
-    from neuronlab.record.stats import Stats
-    from neuronlab.report.language import read_results
-    from neuronlab.report.viewer import write_view
-    from neuronlab.select.experts import Expertise
-    from neuronlab.select.neuron_set import NeuronSet
+    from neuronlab.report.language import view_from_files
 
     writable(out, folder=True)
-    effects = None if results is None else read_results(results)["perplexity_deactivate"]["change"]
-    path = write_view(
-        Stats.load(stats),
-        out,
-        None if neurons is None else NeuronSet.load(neurons),
-        None if expertise is None else Expertise.load(expertise),
-        effects,
-        limit,
-    )
+    path = view_from_files(stats, out, neurons, expertise, results, limit)
     typer.echo(f"wrote {path} (open it in a browser; a neuron's page is {path.name}#L<layer>N<neuron>)")

@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from neuronlab.cli.common import JsonOutOpt, ModelRef, PlotOpt, config_options, friendly, group, model_options, writable
+from neuronlab.cli.common import JsonOutOpt, ModelRef, PlotOpt, config_options, friendly, group, model_options
 from neuronlab.data.contrast import TASKS
+from neuronlab.learn.runs import run_scale_eval, run_scale_show, run_scale_task, run_scale_train
 from neuronlab.learn.scalars import ScalingConfig
 
 app = group("Learned interventions: activation scalars, steering vectors, dynamic scalars (Stoehr et al. 2024).")
@@ -38,12 +39,7 @@ def scale_task(
     swap: Annotated[bool, typer.Option(help="Exchange target and foil (the usual flipping task).")] = False,
 ) -> None:
     """Write a templated task: one {prompt, target, foil, group} per line."""
-    from neuronlab.data.contrast import write_contrast
-
-    build = TASKS[kind]  # an unknown name: one error listing the tasks
-    writable(out)
-    items = build(swap=swap)
-    write_contrast(out, items)
+    items = run_scale_task(kind, out, swap)  # an unknown name: one error listing the tasks
     typer.echo(f"wrote {len(items)} items to {out}")
 
 
@@ -65,19 +61,13 @@ def scale_train(
     ] = False,
 ) -> None:
     """Learn an intervention that makes each target beat its foil; report it on held-out groups."""
-    from neuronlab.data.contrast import read_contrast
-    from neuronlab.learn.runs import RUN_FILES, fit_task
-
-    writable(out, folder=True)
-    read_contrast(task)  # a bad task file fails before the model loads
-    loaded, tok = model.load()
-    _, metrics = fit_task(loaded, tok, task, cfg, holdout, out=out, drop_ambiguous=drop_ambiguous)
+    metrics, files = run_scale_train(model.load, task, out, cfg, holdout, drop_ambiguous)
     if drop_ambiguous:
         kept = metrics["train"]["items"] + metrics["held_out"]["items"]
         typer.echo(f"dropped {metrics['dropped']} items whose target and foil start with the same token; {kept} left")
     _metrics_line("train", metrics["train"])
     _metrics_line("held out", metrics["held_out"])
-    typer.echo(f"{metrics['epochs']} epochs; wrote {', '.join(RUN_FILES)} to {out}")
+    typer.echo(f"{metrics['epochs']} epochs; wrote {', '.join(files)} to {out}")
 
 
 @app.command("eval")
@@ -85,20 +75,7 @@ def scale_train(
 @model_options()
 def scale_eval(model: ModelRef, task: TaskOpt, scaling: RunOpt, out: JsonOutOpt = None) -> None:
     """Flip rate, logit-difference change, KL on other tokens and minimality of a learned intervention."""
-    from neuronlab.data.contrast import read_contrast
-    from neuronlab.io import write_json
-    from neuronlab.learn.methods import LearnedIntervention
-    from neuronlab.learn.runs import run_file
-    from neuronlab.learn.scalars import evaluate_scaling
-
-    writable(out)
-    learned = LearnedIntervention.load(run_file(scaling))
-    items = read_contrast(task)
-    loaded, tok = model.load()
-    metrics = evaluate_scaling(loaded, tok, learned, items)
-    _metrics_line(str(task), metrics)
-    if out is not None:
-        write_json(out, metrics)
+    _metrics_line(str(task), run_scale_eval(model.load, task, scaling, out))
 
 
 @app.command("show")
@@ -109,14 +86,6 @@ def scale_show(
     plot: PlotOpt = None,
 ) -> None:
     """Summarise a learned intervention: size, L1, what moved most; optionally a heatmap."""
-    from neuronlab.io import write_bytes
-    from neuronlab.learn.methods import LearnedIntervention
-    from neuronlab.learn.runs import run_file
-    from neuronlab.report.plots import learned as heatmap
-
-    writable(plot)
-    learned = LearnedIntervention.load(run_file(scaling))
-    typer.echo(learned.summary(top))
+    typer.echo(run_scale_show(scaling, top, plot))
     if plot is not None:
-        write_bytes(plot, heatmap(learned))
         typer.echo(f"wrote {plot}")

@@ -9,6 +9,7 @@ texts = {"en": DatasetTexts("en.jsonl", column="text")}      # streamed with `da
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from neuronlab.errors import NeuronlabError
@@ -47,6 +48,19 @@ def read_text_dir(
 def parse_group_files(specs: list[str]) -> dict[str, list[str]]:
     """Read `GROUP=FILE` pairs (the CLI's --text) into {group: lines}."""
     return {group: read_lines(path) for group, path in label_pairs(specs, "--text", "FILE", "fr=fr.txt").items()}
+
+
+def read_groups(
+    specs: Sequence[str] = (), folder: str | Path | None = None, pattern: str = "*.txt", limit: int | None = None
+) -> dict[str, list[str]]:
+    """texts = read_groups(["en=en.txt", "fr=fr.txt"], folder="more/", limit=100)
+
+    {group: lines} from `GROUP=FILE` pairs and/or a folder of GROUP.txt files (the CLI's --text, --text-dir and
+    --pattern), each cut to its first `limit` lines; a group given twice is an error."""
+    found = parse_group_files(list(specs))
+    if folder is not None:
+        merge_groups(found, read_text_dir(folder, pattern))
+    return found if limit is None else {g: lines[:limit] for g, lines in found.items()}
 
 
 def label_pairs(specs: list[str], flag: str, what: str, example: str, label: str = "GROUP") -> dict[str, str]:

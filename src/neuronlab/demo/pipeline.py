@@ -4,6 +4,7 @@ LAPE's -> report.html and the neuron browser view/index.html, with every artifac
 
     model, tok = nl.load_model(DEMO_MODEL)
     results = run(model, tok, read_text_dir(DEMO_DATA), "out/", PipelineConfig())
+    results = run_demo(model, tok, "out/", PipelineConfig(), data=None)    # the same: what `neuronlab demo` calls
 
 Texts of each language are split by line: the first `record_lines` feed the statistics, the next
 `eval_lines` are held out for perplexity, LSS items and generation prompts.
@@ -18,6 +19,7 @@ from typing import Any, Literal
 
 from neuronlab.analyze.alignment import jaccard
 from neuronlab.config import Config, configured, option
+from neuronlab.data.corpora import read_text_dir
 from neuronlab.data.tasks import lss_items_from_texts, prompts_from_texts
 from neuronlab.demo.browser import top_neurons, write_browser
 from neuronlab.errors import NeuronlabError
@@ -247,6 +249,24 @@ def run(
     write_report(results, out / "report.html", title)
     log(f"wrote {out / 'report.html'}")
     return results
+
+
+def run_demo(
+    model,
+    tokenizer,
+    out: str | Path,
+    config: PipelineConfig | None = None,
+    data: str | Path | None = None,
+    pattern: str = "*.txt",
+    log=print,
+    **settings: Any,
+) -> dict:
+    """results = run_demo(*nl.load_model(DEMO_MODEL), "out/")      # the embedded model and data, offline
+
+    `run` on the GROUP files of the folder `data` that match `pattern` (without `data`: the embedded demo data,
+    DEMO_DATA). `neuronlab demo` is this call."""
+    texts = read_text_dir(DEMO_DATA, "*.txt") if data is None else read_text_dir(data, pattern)
+    return run(model, tokenizer, texts, out, config, log=log, **settings)
 
 
 def compare_attribution(

@@ -4,6 +4,7 @@
     res = evaluate_math(model, tok, data, template="qalign", out="eval/")   # resumable; eval/generations.jsonl
     res["accuracy"]["de"], res["average"]
     extract_answer("She pays $1,250.50 in total.")          # 1250.5
+    rows = evaluate_math_dir(model, tok, "mgsm/", "eval/")    # read, answer, results.json, accuracy.png: `eval math`
 
 The answer rule is the reference evaluations' (QAlign, MathOctopus, SLAM):
 1. every comma is removed, so thousands separators vanish ("1,250" -> 1250); a decimal comma therefore joins its
@@ -18,15 +19,17 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from neuronlab.data.corpora import label_pairs
 from neuronlab.data.templates import prompt_format
 from neuronlab.dist import writes_here
 from neuronlab.errors import NeuronlabError
-from neuronlab.io import write_json
+from neuronlab.io import read_json, write_bytes, write_json
 from neuronlab.models.load import model_info
 from neuronlab.progress import progress_bar
+from neuronlab.report.plots import accuracy_bars
 
 NUMBER = re.compile(r"-?\d+\.?\d*")
 TOLERANCE = 1e-3
@@ -239,3 +242,32 @@ def comparison(results: dict[str, dict]) -> list[dict]:
     rows = [{"language": lang, **{label: r["accuracy"].get(lang) for label, r in results.items()}} for lang in langs]
     rows.append({"language": "average", **{label: r["average"] for label, r in results.items()}})
     return rows
+
+
+def evaluate_math_dir(
+    model,
+    tokenizer,
+    data: str | Path,
+    out: str | Path,
+    *,
+    template: str = "qalign",
+    languages: Sequence[str] | None = None,
+    limit: int | None = None,
+    max_new_tokens: int | None = None,
+    batch_size: int = 8,
+    compare: Mapping[str, str | Path] | Sequence[str] = (),
+) -> list[dict]:
+    """rows = evaluate_math_dir(model, tok, "mgsm/", "eval/", compare={"base": "base-eval/results.json"})
+
+    `evaluate_math` on a folder of MGSM (.tsv) or MSVAMP (.jsonl) files (`read_math_dir`), into out/results.json,
+    out/generations.jsonl (resumable) and out/accuracy.png, beside the runs of `compare` ({label: results.json},
+    or `LABEL=results.json` strings, the CLI's --compare); returns `comparison`'s rows, "this run" the last
+    column. `neuronlab eval math` is this call."""
+    if not isinstance(compare, Mapping):
+        compare = label_pairs(list(compare), "--compare", "results.json", "base=base-eval/results.json", label="LABEL")
+    others = {label: read_json(path, "math results") for label, path in compare.items()}
+    found = read_math_dir(data, languages, limit)
+    result = evaluate_math(model, tokenizer, found, template, max_new_tokens, batch_size, out)
+    runs = {**others, "this run": result}
+    write_bytes(Path(out) / "accuracy.png", accuracy_bars(runs))
+    return comparison(runs)

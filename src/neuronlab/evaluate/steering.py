@@ -9,23 +9,28 @@ shift and a factor sweep (Rahmanisa et al. 2025). Each takes `plan_for(target) -
 LSS: for an item in language L with objects in several languages,
 s = log P(object_T | prompt_L) - log P(object_L | prompt_L) (each summed over the object's tokens);
 LSS(L -> T) = share of L's items whose s increases under T's intervention. Diagonal entries are undefined (NaN).
+The `neuronlab eval perplexity | lss | generate` commands are one call each: steered_perplexity, steered_lss and
+generate_under_plans take {label: Plan} (and read and write the files).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from neuronlab.data.batching import left_padded, pad_id
+from neuronlab.data.tasks import lss_items_from_texts, read_lss_items
 from neuronlab.dist import in_blocks, world
 from neuronlab.errors import NeuronlabError
 from neuronlab.evaluate.langid import LanguageIdentifier
 from neuronlab.evaluate.perplexity import continuation_logprob, perplexity
 from neuronlab.intervene.apply import apply
 from neuronlab.intervene.plan import Plan
+from neuronlab.io import write_json
 from neuronlab.models.resolve import arch_spec
 from neuronlab.progress import progress_bar
 
@@ -242,3 +247,66 @@ def factor_sweep(
         ok = [r for r in rows if r["off_target_ppl_change"][t] <= max_ppl_increase]
         best[t] = max(ok, key=lambda r: r["lss"][t])["factor"] if ok else None
     return {"rows": rows, "best": best, "max_ppl_increase": max_ppl_increase}
+
+
+# ---------------------------------------------------------------- under {label: Plan}, what `neuronlab eval` runs
+
+
+def steered_perplexity(
+    model,
+    tokenizer,
+    texts: Mapping[str, Sequence[str]],
+    plans: Mapping[str, Plan] | None = None,
+    batch_size: int = 8,
+    max_length: int = 512,
+    out: str | Path | None = None,
+) -> dict:
+    """result = steered_perplexity(model, tok, {"en": lines}, {"fr": plan}, out="ppl.json")
+
+    {"baseline": {L: ppl}} without `plans`, else `perplexity_matrix` under each plan ({target: Plan}); written to
+    `out` (JSON) when given. `neuronlab eval perplexity` is this call."""
+    result: dict[str, Any]
+    if not plans:
+        result = {"baseline": {g: perplexity(model, tokenizer, t, batch_size, max_length) for g, t in texts.items()}}
+    else:
+        result = perplexity_matrix(model, tokenizer, texts, list(plans), plans.__getitem__, batch_size, max_length)
+    if out is not None:
+        write_json(out, result)
+    return result
+
+
+def steered_lss(
+    model,
+    tokenizer,
+    plans: Mapping[str, Plan],
+    items: str | Path | None = None,
+    texts: Mapping[str, list[str]] | None = None,
+    n_items: int = 20,
+    out: str | Path | None = None,
+) -> dict:
+    """result = steered_lss(model, tok, {"fr": plan}, items="lss.jsonl", out="lss.json")
+
+    `lss_matrix` under each plan ({target: Plan}) on the items of a JSONL file (`items`) or `n_items` a language
+    built from aligned lines (`texts`: {language: lines}); written to `out` (JSON) when given. `neuronlab eval lss`
+    is this call."""
+    if (items is None) == (texts is None):
+        raise NeuronlabError("give the items either as a file (items=) or as aligned lines (texts=)")
+    found = read_lss_items(items) if items is not None else lss_items_from_texts(dict(texts or {}), n_items)
+    result = lss_matrix(model, tokenizer, found, list(plans), plans.__getitem__)
+    if out is not None:
+        write_json(out, result)
+    return result
+
+
+def generate_under_plans(
+    model, tokenizer, prompts: Sequence[str], plans: Mapping[str, Plan] | None = None, max_new_tokens: int = 32
+) -> dict[str, list[str]]:
+    """texts = generate_under_plans(model, tok, ["The cat"], {"fr": plan}, max_new_tokens=16)
+
+    Greedy continuations of every prompt, plainly and under each plan: {"plain": [...], label: [...]}, one text a
+    prompt, in the order of `prompts`. `neuronlab eval generate` is this call."""
+    out = {"plain": generate(model, tokenizer, prompts, max_new_tokens)}
+    for label, plan in (plans or {}).items():
+        with apply(model, plan):
+            out[label] = generate(model, tokenizer, prompts, max_new_tokens)
+    return out

@@ -6,15 +6,18 @@
 
 Honours an active `nl.apply` plan, so the same call measures translation with and without steering.
 The prompt is the shots then the sentence, each as "{src_name}: ...\\n{tgt_name}: ...", blank-line separated;
-the hypothesis is the generated text up to its first newline.
+the hypothesis is the generated text up to its first newline. `neuronlab eval translate` is `translate_files`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
+from neuronlab.data.corpora import read_parallel
 from neuronlab.errors import NeuronlabError
 from neuronlab.evaluate.steering import generate
+from neuronlab.io import write_json
 
 
 def translation_prompt(src: str, shots: Sequence[tuple[str, str]], src_name: str, tgt_name: str) -> str:
@@ -76,3 +79,43 @@ def translate_and_score(
         with apply(model, plan):
             hyps[label] = run()
     return {k: {**score(h, refs), "hypotheses": h} for k, h in hyps.items()}
+
+
+def translate_files(
+    model,
+    tokenizer,
+    src: str | Path,
+    ref: str | Path,
+    plans: dict | None = None,
+    *,
+    src_name: str = "English",
+    tgt_name: str = "French",
+    shots: int = 2,
+    start: int = 100,
+    n: int = 50,
+    max_new_tokens: int = 96,
+    out: str | Path | None = None,
+) -> dict[str, dict]:
+    """scores = translate_files(model, tok, "eng_Latn.devtest", "fra_Latn.devtest", {"fr": plan}, out="mt.json")
+
+    `translate_and_score` on two line-aligned files (a pair blank on either side is dropped), plainly and under each
+    plan; written to `out` (JSON) when given. `neuronlab eval translate` is this call."""
+    sources, references = read_parallel(src, ref)
+    if not sources[start : start + n]:
+        raise NeuronlabError(f"no lines from {start}: the files have {len(sources)}")
+    result = translate_and_score(
+        model,
+        tokenizer,
+        sources,
+        references,
+        shots=shots,
+        start=start,
+        n=n,
+        src_name=src_name,
+        tgt_name=tgt_name,
+        max_new_tokens=max_new_tokens,
+        plans=plans,
+    )
+    if out is not None:
+        write_json(out, result)
+    return result

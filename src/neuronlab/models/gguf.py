@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from neuronlab.errors import NeuronlabError
-from neuronlab.io import atomic_folder, atomic_write
+from neuronlab.io import atomic_folder, atomic_write, check_writable
 from neuronlab.registry import Registry
 
 
@@ -118,6 +118,14 @@ def convert(path: str | Path, out: str | Path) -> Path:
 
     atomic_folder(out, write, replace=False)  # another process (rank) converting the same file first: it fails
     return out
+
+
+def convert_gguf(path: str | Path, out: str | Path) -> Path:
+    """convert_gguf("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2/")   # -> Path("smollm2")
+
+    `neuronlab models convert`: check that `out` can be written (making it), then `convert` into it."""
+    check_writable(out, folder=True)
+    return convert(path, out)
 
 
 def checkpoint_for(path: str | Path) -> Path:
@@ -217,3 +225,11 @@ def packaged_table() -> list[dict]:
         {"name": p.name, "about": p.about, "installed": _distribution(p) is not None, "install": p.install}
         for p in PACKAGED.values()
     ]
+
+
+def packaged_models() -> list[dict]:
+    """rows = packaged_models()   # [{"name", "about", "installed", "install", "path"}, ...]
+
+    `packaged_table`'s rows, each with "path": the loadable .gguf file of an installed model (see `packaged_path`),
+    None for one not installed."""
+    return [{**row, "path": packaged_path(row["name"]) if row["installed"] else None} for row in packaged_table()]

@@ -6,7 +6,7 @@ model, tok = load_model("../shared/models/stories260K")      # a local folder wo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -87,6 +87,17 @@ def load_model(
         arch_spec(model)  # unknown architectures fail here, not in the middle of a run
     ensure_pad_token(tokenizer)
     return model, tokenizer
+
+
+ModelSource = tuple[Any, Any] | Callable[[], tuple[Any, Any]]  # (model, tokenizer), or what loads them
+
+
+def loaded(source: ModelSource) -> tuple[Any, Any]:
+    """model, tok = loaded(lambda: load_model("EleutherAI/pythia-160m"))   # or loaded((model, tok))
+
+    (model, tokenizer) from a pair, or from a loader called now: the functions that do all of a command take
+    either, so their cheap checks (files to read, paths to write) run before a loader spends minutes."""
+    return source if isinstance(source, tuple) else source()
 
 
 def ensure_pad_token(tokenizer) -> None:

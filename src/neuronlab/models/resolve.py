@@ -2,6 +2,7 @@
 
     spec = arch_spec(model)          # a spec set on the model, else the table's row, else derived and proven
     set_arch(model, my_spec)         # a spec of your own: it wins over the table and derivation
+    describe_arch(model)             # table row or derived, as code, and whether it is proven (inspect-model)
 
 The first call that needs a model's spec resolves it; a derived spec (a model outside the table, proven on a probe
 forward) and a spec set by hand are kept on the model itself (the attribute `_neuronlab_arch`), so they travel with
@@ -63,3 +64,23 @@ def arch_spec(model: Any) -> ArchSpec:
             f"{spec_code(spec)}\nfail on a probe forward: {'; '.join(failed)}.\n{how}"
         )
     return set_arch(model, spec)
+
+
+def describe_arch(model: Any) -> dict:
+    """about = describe_arch(model); print(about["code"]); about["failed"]   # [] when the spec is proven
+
+    Which ArchSpec `model` has by its `model_type` and how it was found: {"model_type", "spec", "source" ("table
+    row" or "derived from the module tree"), "code" (the spec as code to paste), "moe" (a mixture of experts: no
+    act and neuron sites), "failed" (the identities that fail on a probe forward)}. Unlike `arch_spec` it reports a
+    derived spec that fails instead of refusing it, and neither reads nor sets a spec the model carries.
+    `neuronlab inspect-model` prints it."""
+    model_type = model.config.model_type
+    spec = ARCH_SPECS.get(model_type) or derive_spec(model)
+    return {
+        "model_type": model_type,
+        "spec": spec,
+        "source": "table row" if model_type in ARCH_SPECS else "derived from the module tree",
+        "code": spec_code(spec),
+        "moe": spec.down is None,
+        "failed": verify_spec(model, spec),
+    }

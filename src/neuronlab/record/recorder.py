@@ -2,6 +2,7 @@
 
     stats = nl.record(model, tok, {"en": en_texts, "fr": fr_texts}, site="act", batch_size=8, max_length=512)
     stats = nl.record(model, tok, texts, checkpoint="s.safetensors")   # resumes from that file if it exists
+    stats = record_to_file(model, tok, texts, "s.safetensors", datasets=["de=de.jsonl"])   # `neuronlab record`
 
 How tokens are counted
 - Each text is tokenized on its own (with the tokenizer's special tokens, e.g. BOS), split into windows of
@@ -31,7 +32,7 @@ How tokens are counted
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from torch import Tensor
 
 from neuronlab.config import Config, configured, option
 from neuronlab.data.batching import Batch, batches, model_inputs, pad_id, windows
+from neuronlab.data.corpora import merge_groups, parse_group_datasets
 from neuronlab.dist import (
     Shard,
     all_gather,
@@ -135,6 +137,32 @@ def record(
             stats.meta.setdefault("world_size", 1)  # files written before ranks existed
         return _record(model, tokenizer, texts, stats, checkpoint, progress, **run)
     return _record_ranks(model, tokenizer, texts, fresh, checkpoint, progress, rank, size, pooled_texts, run)
+
+
+def record_to_file(
+    model,
+    tokenizer,
+    texts: Mapping[str, Iterable[str]] | None,
+    out: str | Path,
+    config: RecordConfig | None = None,
+    *,
+    resume: bool | None = False,
+    datasets: Sequence[str] = (),
+    split: str = "train",
+    column: str = "text",
+    subset: str | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+    **settings: Any,
+) -> Stats:
+    """stats = record_to_file(model, tok, {"en": lines}, "s.safetensors", datasets=["fr=fr.jsonl"], resume=True)
+
+    `record` into the checkpoint `out` over `texts` ({group: texts}) and the `GROUP=SOURCE` strings of `datasets`
+    (the CLI's --dataset: a data file or a hub id, streamed with `datasets`, `split`, `column`, `subset`, at most
+    `limit` rows each); `resume=False` refuses an existing `out`. `neuronlab record` is this call."""
+    groups = dict(texts or {})
+    merge_groups(groups, parse_group_datasets(list(datasets), split, column, subset, limit))
+    return record(model, tokenizer, groups, config, checkpoint=out, resume=resume, progress=progress, **settings)
 
 
 def check_checkpoint(checkpoint: str | Path, resume: bool | None) -> None:

@@ -2,6 +2,8 @@
 `neuronlab report` needs neither the model nor the demo.
 
     write_report(read_results("demo-out/results.json"), Path("demo-out/report.html"))
+    report_from_results("demo-out/results.json")           # the same, what `neuronlab report` calls
+    view_from_files("s.safetensors", "view/", results="demo-out/results.json")   # the neuron browser: `view`
 """
 
 from __future__ import annotations
@@ -10,11 +12,14 @@ from html import escape
 from pathlib import Path
 
 from neuronlab.errors import NeuronlabError
-from neuronlab.io import read_json
+from neuronlab.io import check_writable, read_json
 from neuronlab.models.naming import model_name
+from neuronlab.record.stats import Stats
 from neuronlab.report import plots
 from neuronlab.report.html import Link, Report
-from neuronlab.report.viewer import neuron_id
+from neuronlab.report.viewer import neuron_id, write_view
+from neuronlab.select.experts import Expertise
+from neuronlab.select.neuron_set import NeuronSet
 
 
 def write_report(results: dict, path: Path, title: str | None = None) -> None:
@@ -220,3 +225,38 @@ def read_results(path: str | Path) -> dict:
     if any(k not in data for k in need):
         raise NeuronlabError(f"{path} is not the results.json of `neuronlab demo` (it lacks {', '.join(need)})")
     return data
+
+
+def report_from_results(results: str | Path, out: str | Path | None = None) -> Path:
+    """path = report_from_results("out/results.json")        # out/report.html again, from the results alone
+
+    The HTML report of a pipeline run written again from its results.json, to `out` (default: report.html beside
+    the results); returns the path written. `neuronlab report` is this call."""
+    target = Path(out) if out is not None else Path(results).with_name("report.html")
+    check_writable(target)
+    write_report(read_results(results), target)
+    return target
+
+
+def view_from_files(
+    stats: str | Path,
+    out: str | Path,
+    neurons: str | Path | None = None,
+    expertise: str | Path | None = None,
+    results: str | Path | None = None,
+    limit: int = 500,
+) -> Path:
+    """path = view_from_files("s.safetensors", "view/", neurons="n.json", results="demo-out/results.json")
+
+    `write_view` on files: stats recorded with contexts, a neuron set (.json), an expertise (.safetensors) and a
+    pipeline's results.json (what zeroing each language's neurons did to perplexity); returns out/index.html.
+    `neuronlab view` is this call."""
+    effects = None if results is None else read_results(results)["perplexity_deactivate"]["change"]
+    return write_view(
+        Stats.load(stats),
+        out,
+        None if neurons is None else NeuronSet.load(neurons),
+        None if expertise is None else Expertise.load(expertise),
+        effects,
+        limit,
+    )

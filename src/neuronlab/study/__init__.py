@@ -1,0 +1,22 @@
+"""The five papers' studies as one call each: `nl.study(name, models, out, size=...)`, `nl.study_all(...)`.
+
+Each module registers one study (`study/base.py` says what a study is); the runner (`study/runner.py`) loads every
+model, measures, tests the paper's claims on all of them and writes results.json and report.html.
+"""
+
+from neuronlab.study import arithmetic, scaling, slam
+from neuronlab.study.base import STUDIES, Claim, Study, register_study
+from neuronlab.study.runner import render, study, study_all
+
+__all__ = [
+    "STUDIES",
+    "Claim",
+    "Study",
+    "arithmetic",
+    "register_study",
+    "render",
+    "scaling",
+    "slam",
+    "study",
+    "study_all",
+]

@@ -1,4 +1,4 @@
-"""What the four real-model studies (examples/real_*.py, docs/real-models.md) rely on, checked against the
+"""What the real-model studies (`neuronlab study`, docs/real-models.md) rely on, checked against the
 packaged models themselves: the sentences a model writes for a word, pooled expert responses against hooked
 activations, word probabilities and the logit lens against the model's own logits, o-vector patching and
 learned scalars at identity against the plain model, SLAM's MSD against numpy on recorded stats."""

@@ -4,7 +4,7 @@ Each module registers one study (`study/base.py` says what a study is); the runn
 model, measures, tests the paper's claims on all of them and writes results.json and report.html.
 """
 
-from neuronlab.study import arithmetic, scaling, slam
+from neuronlab.study import arithmetic, experts, language, scaling, slam
 from neuronlab.study.base import STUDIES, Claim, Study, register_study
 from neuronlab.study.runner import render, study, study_all
 
@@ -13,6 +13,8 @@ __all__ = [
     "Claim",
     "Study",
     "arithmetic",
+    "experts",
+    "language",
     "register_study",
     "render",
     "scaling",

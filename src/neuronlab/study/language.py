@@ -1,0 +1,343 @@
+"""Tang et al. 2024 (LAPE, arXiv 2402.16438) and Rahmanisa et al. 2025 (arXiv 2507.22581): language-specific neurons.
+
+    nl.study("language", ["gemma-3-270m", "smollm2-135m-instruct"], "runs/language", size="docs")
+    nl.study("language", ["m/"], "runs/l", size="smoke", data="texts/", pattern="*.txt", languages=())
+
+The language-neuron pipeline of `neuronlab demo` on FLORES-format text (one file a language; ../shared/data/
+flores200_devtest by default): the first `record_lines` lines of each language feed the activation statistics, the
+next `eval_lines` are held out. LAPE picks each language's neurons; zeroing them gives the perplexity matrix,
+setting them to p_max the Language Steering Shift (LSS) and the generation shift; as many neurons a language found
+by attribution (gradient x activation) are evaluated the same way. Each model's folder keeps the pipeline's own
+files: stats.safetensors, neurons.json, attribution_neurons.json, results.json and report.html (`neuronlab report`
+renders it again; the neuron browser, which needs top contexts, stays with `neuronlab demo`). The figures the
+claims are computed from: neurons per layer and language, the relative perplexity change matrix, off-diagonal LSS
+per target, generation shares, and the attribution neurons' overlap (Jaccard) and effects.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from neuronlab.analyze.alignment import jaccard
+from neuronlab.config import Config, option
+from neuronlab.data.corpora import read_text_dir
+from neuronlab.data.tasks import lss_items_from_texts, prompts_from_texts
+from neuronlab.errors import NeuronlabError
+from neuronlab.evaluate.steering import generation_shift, lss_matrix, perplexity_matrix
+from neuronlab.intervene.steer import VARIANTS, steering_plan
+from neuronlab.io import write_json
+from neuronlab.models.load import model_info
+from neuronlab.record.recorder import record
+from neuronlab.report.language import write_report
+from neuronlab.report.study import bars, by_depth
+from neuronlab.select.attribution import attribute, attribution_neurons
+from neuronlab.select.lape import lape
+from neuronlab.study.base import FAILS, HOLDS, UNSURE, Claim, Phases, Study, register_study
+
+
+@dataclass(frozen=True)
+class LanguageStudyConfig(Config):
+    data: str = option("../shared/data/flores200_devtest", "folder of one text file a language (FLORES-200 format)")
+    pattern: str = option("*.devtest", "files of the folder to read; the language is the name before the first dot")
+    languages: tuple[str, ...] = option((), "languages to keep (default: every file)")
+    skip_lines: int = option(0, "lines skipped at the top of every file (those a model was trained on)")
+    record_lines: int = option(100, "lines a language for the statistics")
+    eval_lines: int = option(10, "held-out lines a language for perplexity, LSS items and prompts")
+    top_rate: float = option(0.01, "LAPE: share of all neurons kept")
+    filter_rate: float = option(0.95, "LAPE: activation-probability filter quantile")
+    activation_bar_ratio: float = option(0.95, "LAPE: quantile to assign a language")
+    pooled_texts: int = option(100, "texts a language for p_max (the value amplification sets)")
+    amplify: str = option("p_max", "steering variant for LSS and generation")
+    lss_items: int = option(8, "LSS items a language")
+    prompts: int = option(3, "generation prompts a language")
+    max_new_tokens: int = option(16, "tokens generated a prompt")
+    attribution: Literal["gxa", "ig", "none"] = option("gxa", "neurons found by attribution to compare (none: skip)")
+    attribution_lines: int = option(20, "attribution: lines a language it is computed on")
+    batch_size: int = option(16, "rows a forward pass")
+    max_length: int = option(256, "tokens a window")
+
+    def check(self) -> None:
+        if self.record_lines < 1 or self.eval_lines < 1 or self.lss_items < 1 or self.prompts < 1:
+            raise NeuronlabError("record_lines, eval_lines, lss_items and prompts must be at least 1")
+        if not 0 < self.top_rate <= 1 or self.skip_lines < 0:
+            raise NeuronlabError("top_rate must be in (0, 1] and skip_lines at least 0")
+        VARIANTS[self.amplify]  # an unknown steering variant: one error listing them
+
+
+def read_languages(cfg: LanguageStudyConfig) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """({language: the record lines}, {language: the held-out lines}) of the config's folder."""
+    if not Path(cfg.data).is_dir():
+        raise NeuronlabError(
+            f"no folder {cfg.data}: give FLORES-200 devtest files (--set data=FOLDER), or any folder of LANG.txt files "
+            "(--set data=FOLDER --set pattern='*.txt'), such as the embedded demo data, src/neuronlab/demo/data"
+        )
+    texts = read_text_dir(cfg.data, cfg.pattern, start=cfg.skip_lines)
+    missing = [lang for lang in cfg.languages if lang not in texts]
+    if missing:
+        raise NeuronlabError(f"no files for {missing} in {cfg.data}: it has {', '.join(texts)}")
+    texts = {lang: texts[lang] for lang in cfg.languages} if cfg.languages else texts
+    short = [lang for lang, lines in texts.items() if len(lines) < cfg.record_lines + cfg.eval_lines]
+    if len(texts) < 2 or short:
+        raise NeuronlabError(f"need 2 languages or more, each with record_lines + eval_lines lines (short: {short})")
+    rec = {lang: lines[: cfg.record_lines] for lang, lines in texts.items()}
+    return rec, {lang: lines[cfg.record_lines : cfg.record_lines + cfg.eval_lines] for lang, lines in texts.items()}
+
+
+def own_language_hits(change: dict[str, dict[str, float]]) -> float:
+    """Share of targets whose zeroed neurons raise the target's own perplexity more than any other language's."""
+    return sum(all(ch[t] > v for lang, v in ch.items() if lang != t) for t, ch in change.items()) / len(change)
+
+
+def _effects(model, tok, ns, stats, texts: tuple[dict, list], targets, cfg, cache, phases, who="", baseline=None):
+    """(the perplexity matrix with each target's neurons of `ns` zeroed, LSS with them amplified, the amplifying
+    plan of a target)."""
+    held, items = texts
+    with phases(f"{who}perplexity, deactivated"):
+        zero = lambda t: steering_plan(ns, t, "zero")  # noqa: E731
+        ppl = perplexity_matrix(model, tok, held, targets, zero, cfg.batch_size, cfg.max_length, baseline)
+    with phases(f"{who}LSS"):
+        amplify = lambda t: steering_plan(ns, t, cfg.amplify, stats=stats, n_texts=cfg.pooled_texts)  # noqa: E731
+        lss = lss_matrix(model, tok, items, [t for t in targets if ns.total(t)], amplify, cache=cache)
+    return ppl, lss, amplify
+
+
+def pipeline(model, tok, cfg: LanguageStudyConfig, out: Path, phases: Phases) -> dict[str, Any]:
+    """The pipeline's run (module doc) into `out`; returns what its results.json holds (the demo's format)."""
+    rec, held = read_languages(cfg)
+    batching: dict[str, Any] = dict(batch_size=cfg.batch_size, max_length=cfg.max_length)
+    langs = list(rec)
+    out.mkdir(parents=True, exist_ok=True)
+    with phases("record"):
+        stats = record(model, tok, rec, site="act", pooled_texts=cfg.pooled_texts, **batching)
+        stats.save(out / "stats.safetensors")
+    with phases("select"):
+        ns = lape(
+            stats, top_rate=cfg.top_rate, filter_rate=cfg.filter_rate, activation_bar_ratio=cfg.activation_bar_ratio
+        )
+        ns.save(out / "neurons.json")
+    targets = [lang for lang in langs if ns.total(lang)]
+    if not targets:
+        raise NeuronlabError("LAPE found no language-specific neurons: raise top_rate or give more text")
+    texts = (held, lss_items_from_texts(held, cfg.lss_items))
+    cache: dict[Any, Any] = {}  # the plain model's LSS rows, scored once for both neuron sets
+    ppl, lss, amplify = _effects(model, tok, ns, stats, texts, targets, cfg, cache, phases)
+    with phases("generation"):
+        gen = generation_shift(model, tok, prompts_from_texts(held, cfg.prompts), targets, amplify, cfg.max_new_tokens)
+    compared = None
+    if cfg.attribution != "none":  # as many neurons a language as LAPE found, evaluated as LAPE's are
+        with phases("attribution"):
+            lines = {lang: lines[: cfg.attribution_lines] for lang, lines in rec.items()}
+            found = attribution_neurons(attribute(model, tok, lines, method=cfg.attribution, **batching), counts=ns)
+            found.save(out / "attribution_neurons.json")
+        z, a, _ = _effects(
+            model, tok, found, stats, texts, targets, cfg, cache, phases, "attribution: ", ppl["baseline"]
+        )
+        overlap = {t: jaccard(ns.pairs(t), found.pairs(t)) for t in targets}
+        compared = dict(method=cfg.attribution, neurons=found.counts(), jaccard=overlap, perplexity_deactivate=z, lss=a)
+    checks = {
+        "deactivation_hits_own_language": own_language_hits(ppl["change"]),
+        "lss_above_half": sum(v > 0.5 for v in lss["off_diagonal"].values()) / len(targets),
+        "generation_share_up": sum(gen["steered"][t] > gen["baseline"][t] for t in targets) / len(targets),
+    }
+    results = {
+        "config": {**cfg.to_dict(), "contexts": 0},  # no top contexts: no neuron browser
+        "model": model_info(model),
+        "languages": langs,
+        "targets": targets,
+        "no_neurons": [lang for lang in langs if lang not in targets],
+        "neurons": ns.counts(),
+        "perplexity_deactivate": ppl,
+        "perplexity_amplify": None,
+        "lss": lss,
+        "generation": gen,
+        "sweep": None,
+        "checks": checks,
+        "attribution": compared,
+        "phases": dict(phases.seconds),
+        "seconds": round(sum(phases.seconds.values()), 1),
+    }
+    write_json(out / "results.json", results)
+    write_report(results, out / "report.html")
+    return results
+
+
+def outer_enrichment(per_layer: list[int]) -> float | None:
+    """How much more of the neurons sit in the outer layers (the first and the last sixth of the depth, one layer
+    each at least) than the outer layers' share of all layers: 1 is an even spread; None for under 3 layers."""
+    n, total = len(per_layer), sum(per_layer)
+    k = max(1, round(n / 6))
+    if total == 0 or 2 * k >= n:
+        return None
+    return (sum(per_layer[:k]) + sum(per_layer[n - k :])) / total / (2 * k / n)
+
+
+def figures_of(res: dict[str, Any]) -> dict[str, Any]:
+    """The figures of a pipeline run (its results.json) that the claims need, per-layer counts as lists."""
+    n, a = res["model"]["n_layers"], res["attribution"]
+    neurons = {lang: [per.get(i, per.get(str(i), 0)) for i in range(n)] for lang, per in res["neurons"].items()}
+    return {
+        "layers": n,
+        "languages": res["languages"],
+        "targets": res["targets"],
+        "neurons": neurons,
+        "neurons_per_layer": [sum(c[i] for c in neurons.values()) for i in range(n)],
+        "perplexity": {k: res["perplexity_deactivate"][k] for k in ("baseline", "change")},
+        "lss_off_diagonal": res["lss"]["off_diagonal"],
+        "lss_items": res["lss"]["n_items"],
+        "generation": {k: res["generation"][k] for k in ("baseline", "steered")},
+        "attribution": a
+        and {
+            "method": a["method"],
+            "jaccard": a["jaccard"],
+            "perplexity_change": a["perplexity_deactivate"]["change"],
+            "lss_off_diagonal": a["lss"]["off_diagonal"],
+        },
+    }
+
+
+def _mean(values) -> float | None:
+    known = [float(v) for v in values if v is not None and not math.isnan(v)]
+    return sum(known) / len(known) if known else None
+
+
+def numbers(f: dict[str, Any]) -> dict[str, float | None]:
+    """One model's value for each claim, from its figures alone (NaN entries left out of the shares)."""
+    lss, gen, theirs = f["lss_off_diagonal"], f["generation"], (f["attribution"] or {}).get("lss_off_diagonal", {})
+    return {
+        "depth": outer_enrichment(f["neurons_per_layer"]),
+        "own": own_language_hits(f["perplexity"]["change"]),
+        "lss": _mean([None if math.isnan(v) else v > 0.5 for v in lss.values()]),
+        "generation": _mean([None if math.isnan(b) else gen["steered"][t] > b for t, b in gen["baseline"].items()]),
+        "attribution": _mean([lss[t] - v for t, v in theirs.items()]),
+    }
+
+
+def band(value: float | None, holds_at: float, fails_at: float) -> str:
+    """Holds at `holds_at` or more, does not hold at `fails_at` or less, inconclusive between (and without a value)."""
+    if value is None or math.isnan(value):
+        return UNSURE
+    return HOLDS if value >= holds_at else FAILS if value <= fails_at else UNSURE
+
+
+def _compared(figures: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    mean = lambda values: _mean(values) or 0.0  # noqa: E731
+    rows: dict[str, dict[str, float]] = {}
+    for m, f in figures.items():
+        if a := f["attribution"]:
+            rows.setdefault("Jaccard", {})[m] = mean(a["jaccard"].values())
+            rows.setdefault("LSS\nLAPE", {})[m] = mean(f["lss_off_diagonal"].values())
+            rows.setdefault("LSS\nattribution", {})[m] = mean(a["lss_off_diagonal"].values())
+            rows.setdefault("own hit\nLAPE", {})[m] = own_language_hits(f["perplexity"]["change"])
+            rows.setdefault("own hit\nattribution", {})[m] = own_language_hits(a["perplexity_change"])
+    return rows
+
+
+def _rise(change: dict[str, dict[str, float]], t: str) -> float:
+    """(1 + own-language change) / (1 + the largest change on another language) when t's neurons are zeroed."""
+    return (1 + change[t][t]) / (1 + max(v for lang, v in change[t].items() if lang != t))
+
+
+SHARE_RULE = "holds for a share of 0.7 or more, does not hold at 0.5 or less, inconclusive between"
+
+
+@register_study
+class Language(Study):
+    name = "language"
+    paper = "Tang et al. 2024, arXiv 2402.16438; Rahmanisa et al. 2025, arXiv 2507.22581"
+    title = "Language-specific neurons (LAPE), deactivated and amplified"
+    config = LanguageStudyConfig
+    sizes: ClassVar[dict[str, dict[str, Any]]] = {
+        "smoke": dict(languages=("arb_Arab", "eng_Latn", "fra_Latn", "zho_Hans"), record_lines=12, eval_lines=3,
+                      lss_items=3, prompts=2, max_new_tokens=8, attribution_lines=4, max_length=128),
+        "docs": {},  # the docs' Gemma run: 14 languages, lines 0-99 recorded, 100-109 held out
+        "paper": dict(record_lines=800, eval_lines=200, lss_items=50, prompts=10, max_new_tokens=32,
+                      attribution_lines=100),
+    }  # fmt: skip
+
+    def measure(self, model, tokenizer, cfg: LanguageStudyConfig, out: Path, phases: Phases) -> dict[str, Any]:
+        return figures_of(pipeline(model, tokenizer, cfg, out, phases))
+
+    def claims(self, figures: dict[str, dict[str, Any]], cfg: LanguageStudyConfig) -> list[Claim]:
+        got = {m: numbers(f) for m, f in figures.items()}
+        value = lambda key: {m: g[key] for m, g in got.items()}  # noqa: E731
+        verdicts = lambda key, holds, fails: {m: band(g[key], holds, fails) for m, g in got.items()}  # noqa: E731
+        targets = list(dict.fromkeys(t for f in figures.values() for t in f["targets"]))
+        by_target = lambda get: {  # noqa: E731
+            t: {m: get(f, t) for m, f in figures.items() if t in f["targets"]} for t in targets
+        }
+        return [
+            Claim(
+                "Language-specific neurons sit mostly in the bottom and the top layers",
+                "the outer layers' share of the LAPE neurons (each language's counted; the outer layers are the "
+                "first and the last sixth of the depth) over their share of all layers (1: spread evenly)",
+                "holds at 1.5 or more, does not hold at 1 or less, inconclusive between",
+                value("depth"),
+                verdicts("depth", 1.5, 1),
+                figure=by_depth(
+                    {
+                        m: [c / max(sum(f["neurons_per_layer"]), 1) for c in f["neurons_per_layer"]]
+                        for m, f in figures.items()
+                    },
+                    "share of the LAPE neurons",
+                    "LAPE neurons by depth (all languages)",
+                ),
+            ),
+            Claim(
+                "Deactivating a language's neurons raises its own perplexity most",
+                "share of languages whose zeroed neurons raise their own perplexity more than any other language's",
+                SHARE_RULE,
+                value("own"),
+                verdicts("own", 0.7, 0.5),
+                figure=bars(
+                    by_target(lambda f, t: _rise(f["perplexity"]["change"], t)),
+                    "own perplexity rise / largest elsewhere",
+                    "neurons zeroed: above 1, the own language is hit hardest",
+                    log_y=True,
+                ),
+            ),
+            Claim(
+                "Amplifying a language's neurons steers toward it: the object in that language becomes likelier",
+                f"share of target languages whose mean off-diagonal LSS (items in the other languages; neurons set to "
+                f"{cfg.amplify}) is above 0.5",
+                SHARE_RULE,
+                value("lss"),
+                verdicts("lss", 0.7, 0.5),
+                figure=bars(
+                    by_target(lambda f, t: f["lss_off_diagonal"][t]), "off-diagonal LSS", "LSS (0.5: no shift)"
+                ),
+            ),
+            Claim(
+                "Amplifying a language's neurons makes generations from other languages' prompts switch to it",
+                "share of target languages for which more greedy generations are identified as the target with the "
+                "neurons amplified than without",
+                SHARE_RULE,
+                value("generation"),
+                verdicts("generation", 0.7, 0.5),
+                figure=bars(
+                    {
+                        t: {
+                            f"{m} {k}": f["generation"][k][t]
+                            for m, f in figures.items()
+                            if t in f["targets"]
+                            for k in ("baseline", "steered")
+                        }
+                        for t in targets
+                    },
+                    "share of generations in the target",
+                    "generations identified as the target (baseline: plain model)",
+                ),
+            ),
+            Claim(
+                "LAPE's neurons steer toward their language better than as many neurons found by attribution "
+                "(neuronlab's comparison, not a paper's claim)",
+                f"mean over targets of LAPE's off-diagonal LSS minus that of the attribution ({cfg.attribution}) "
+                "neurons; the figure adds the two sets' overlap (Jaccard) and deactivation hits",
+                "holds at 0.05 or more, does not hold at 0 or less, inconclusive between (and without attribution)",
+                value("attribution"),
+                verdicts("attribution", 0.05, 0),
+                figure=bars(_compared(figures), "mean over targets", "LAPE against attribution neurons"),
+            ),
+        ]

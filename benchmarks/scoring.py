@@ -54,9 +54,7 @@ def main() -> None:
     args, _ = parser.parse_known_args()
     device = bench_device()
     if args.real:
-        from neuronlab.models.gguf import packaged_path
-
-        model, _ = nl.load_model(packaged_path("gemma-3-270m"), dtype="float32")
+        model, _ = nl.load_model("gemma-3-270m", dtype="float32")
     else:
         model = gemma_model(args.layers)
     model = model.to(device)

@@ -42,8 +42,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="timed rounds of each path, after one warm-up")
     args, _ = parser.parse_known_args()
     device = bench_device()
-    path = nl.models.gguf.packaged_path(args.model) if args.model in nl.models.gguf.PACKAGED else args.model
-    model, tok = nl.load_model(path, dtype=args.dtype, device=None if device == "cpu" else device)
+    model, tok = nl.load_model(args.model, dtype=args.dtype, device=None if device == "cpu" else device)
     text = tok.apply_chat_template(
         [{"role": "user", "content": CHAT_PROMPT.format(word="river")}], add_generation_prompt=True, tokenize=False
     )

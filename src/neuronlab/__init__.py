@@ -67,7 +67,7 @@ from neuronlab.models.resolve import describe_arch
 from neuronlab.record.recorder import check_checkpoint, record_to_file
 from neuronlab.report.language import report_from_results, view_from_files
 from neuronlab.select.runs import run_activated, run_attribution, run_lape
-from neuronlab.study import STUDIES, study, study_all
+from neuronlab.study import STUDIES, study, study_all, study_page
 
 __all__ = [
     "ARCH_SPECS",
@@ -176,6 +176,7 @@ __all__ = [
     "steering_plan",
     "study",
     "study_all",
+    "study_page",
     "target_plans",
     "trace",
     "train_scaling",

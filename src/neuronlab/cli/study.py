@@ -3,6 +3,7 @@
 neuronlab study arithmetic --model gemma-3-270m --model smollm2-135m-instruct --out runs/arith --size docs
 neuronlab study scaling --model my-org/my-model --out runs/scaling --size smoke --set epochs=5
 neuronlab study all --model gemma-3-270m --out runs/all --size smoke     # runs/all/index.html
+neuronlab study page docs/real-models.md --results docs/results [--check]  # sections generated from results
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Annotated
 import typer
 
 from neuronlab.cli.common import friendly, group
-from neuronlab.study import STUDIES, study, study_all
+from neuronlab.study import STUDIES, study, study_all, study_page
 
 app = group("The five papers' studies, one command each: measured figures, each paper's claims and a verdict.")
 
@@ -34,6 +35,7 @@ def register(root: typer.Typer) -> None:
     for name, kind in STUDIES.items():
         app.command(name, help=f"{kind.title} ({kind.paper}).")(_command(name))
     app.command("all")(run_all)
+    app.command("page")(page)
 
 
 def _command(name: str):
@@ -66,3 +68,18 @@ def run_all(
         total = sum(len(c["verdicts"]) for c in results["claims"])
         typer.echo(f"{name}: {held} of {total} claim verdicts hold")
     typer.echo(f"wrote {out / 'index.html'}")
+
+
+@friendly
+def page(
+    page: Annotated[
+        Path, typer.Argument(help="Markdown page with <!-- study: NAME --> ... <!-- end study --> sections.")
+    ],
+    results: Annotated[Path, typer.Option(help="Folder of NAME.json: each study's stored results.json.")],
+    check: Annotated[bool, typer.Option(help="Change nothing; fail if a section differs from its results.")] = False,
+) -> None:
+    """Rewrite a page's study sections from stored results (the command, minutes, figures and verdicts)."""
+    if study_page(page, results, check=check):
+        typer.echo(f"{page}: sections rewritten from {results}")
+    else:
+        typer.echo(f"{page}: every section equals its results")

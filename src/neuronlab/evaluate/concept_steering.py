@@ -35,14 +35,15 @@ MODES: Registry[tuple] = Registry(  # mode -> (how the experts are set, the posi
 
 def word_probability(model, tokenizer, prompts: Sequence[str], word: str) -> float:
     """Mean over `prompts` of the probability that the next token is the first token of " word"."""
-    from neuronlab.data.batching import left_padded
+    from neuronlab.data.batching import forward_takes, left_padded
     from neuronlab.data.scoring import continuation_ids
 
     first = [continuation_ids(tokenizer, p, " " + word)[1][0] for p in prompts]
+    keep = {"logits_to_keep": 1} if forward_takes(model, "logits_to_keep") else {}  # the last position only
     probs = []
     with torch.no_grad():
         for start, enc in left_padded(model, tokenizer, list(prompts), len(prompts), positions=True):
-            logits = model(**enc, use_cache=False).logits[:, -1].float()
+            logits = model(**enc, use_cache=False, **keep).logits[:, -1].float()
             rows = torch.arange(logits.shape[0])
             probs += logits.softmax(-1)[rows, torch.tensor(first[start : start + len(rows)])].tolist()
     return sum(probs) / len(probs)

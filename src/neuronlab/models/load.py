@@ -15,7 +15,7 @@ from torch import nn
 
 from neuronlab.errors import NeuronlabError
 from neuronlab.models.arch import ArchSpec
-from neuronlab.models.gguf import checkpoint_for, is_gguf
+from neuronlab.models.gguf import PACKAGED, checkpoint_for, is_gguf, packaged_path
 from neuronlab.models.resolve import arch_spec, set_arch
 from neuronlab.models.sites import decoder_layers, get_module, site_width
 from neuronlab.registry import Registry
@@ -48,7 +48,8 @@ def load_model(
 ) -> tuple[PreTrainedModel, Any]:
     """A causal LM in eval mode and its tokenizer (given a pad token if it has none).
 
-    `name_or_path` is a hub id, a local folder or a .gguf file (dequantized to float; `models/gguf.py`);
+    `name_or_path` is a hub id, a local folder, a .gguf file (dequantized to float; `models/gguf.py`) or a packaged
+    name (`neuronlab models list`; a folder of that name wins);
     `revision` a branch, tag or commit (Pythia's
     `step1000`); `dtype` float32/float16/bfloat16 (default: the checkpoint's own); `device` one device
     ("cuda:0") or `device_map` ("auto") to spread a large model over several (and over CPU and disk:
@@ -63,6 +64,8 @@ def load_model(
         raise NeuronlabError("pass either device or device_map, not both")
     kwargs = dict(revision=revision, trust_remote_code=trust_remote_code)
     source = name_or_path
+    if str(name_or_path) in PACKAGED and not Path(name_or_path).exists():
+        name_or_path = packaged_path(str(name_or_path))
     if is_gguf(name_or_path):  # dequantized once into a plain checkpoint in the cache (see models/gguf.py)
         name_or_path = checkpoint_for(name_or_path)
     try:

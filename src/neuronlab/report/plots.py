@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Mapping
 
 
 def _figure(width: float, height: float, ncols: int = 1):
@@ -255,4 +256,61 @@ def intervals(results: dict[str, dict[str, tuple[float, list[float]]]], ylabel: 
     ax.set_xticks(range(len(groups)), groups)
     ax.set(ylabel=ylabel, title=title)
     ax.legend(fontsize=7)
+    return _png(plt, fig)
+
+
+def by_depth(series: dict[str, list[float]], ylabel: str, title: str) -> bytes:
+    """One line per series over relative depth (layer / (layers - 1)), so models of different depths share an axis:
+    {"gemma-3-270m capital": [value per layer], ...}."""
+    plt, (fig, ax) = _figure(6.5, 3.4)
+    for label, ys in series.items():
+        xs = [i / max(len(ys) - 1, 1) for i in range(len(ys))]
+        ax.plot(xs, ys, marker="o", markersize=3, label=label)
+    ax.set(xlabel="relative depth (layer / last layer)", ylabel=ylabel, title=title)
+    ax.legend(fontsize=7)
+    return _png(plt, fig)
+
+
+def _grouped(ax, values: Mapping[str, Mapping[str, float | None]], ylabel: str, title: str, log_y: bool) -> None:
+    groups = list(values)
+    series = list(dict.fromkeys(s for g in values.values() for s in g))
+    width = 0.8 / max(len(series), 1)
+    for i, name in enumerate(series):
+        xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
+        ys = [values[g].get(name) for g in groups]
+        ax.bar(xs, [math.nan if y is None else y for y in ys], width, label=name)
+    ax.set_xticks(range(len(groups)), groups)
+    ax.set(ylabel=ylabel, title=title)
+    if log_y:
+        ax.set_yscale("log")
+
+
+def bars(values: Mapping[str, Mapping[str, float | None]], ylabel: str, title: str, log_y: bool = False) -> bytes:
+    """Grouped bars: {group (a task or a claim): {series (model, method): value}} (None: no bar)."""
+    plt, (fig, ax) = _figure(6.5, 3.2)
+    _grouped(ax, values, ylabel, title, log_y)
+    if len({s for g in values.values() for s in g}) > 1:
+        ax.legend(fontsize=7)
+    return _png(plt, fig)
+
+
+def bar_panels(panels: Mapping[str, Mapping[str, Mapping[str, float | None]]], log_y: tuple[str, ...] = ()) -> bytes:
+    """Grouped bars side by side, one panel per measure: {measure: {group: {series: value}}}; panels named in
+    `log_y` on a log axis."""
+    plt, (fig, axes) = _figure(4.0 * len(panels), 3.4, ncols=len(panels))
+    axes = axes if len(panels) > 1 else [axes]
+    for ax, (name, values) in zip(axes, panels.items(), strict=True):
+        _grouped(ax, values, name, name, name in log_y)
+    axes[0].legend(fontsize=6)
+    return _png(plt, fig)
+
+
+def scatter_panels(points: dict[str, tuple[list[float], list[float]]], xlabel: str, ylabel: str) -> bytes:
+    """One scatter per panel, side by side: {panel title: (xs, ys)} (human ratings against a model's similarity)."""
+    plt, (fig, axes) = _figure(max(3.6 * len(points), 4.0), 3.4, ncols=max(len(points), 1))
+    axes = axes if len(points) > 1 else [axes]
+    for ax, (title, (xs, ys)) in zip(axes, points.items(), strict=True):
+        ax.scatter(xs, ys, s=9, alpha=0.6)
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+        ax.title.set_fontsize(8)
     return _png(plt, fig)

@@ -95,37 +95,3 @@ def write_index(path: str | Path, studies: dict[str, tuple[str, dict]]) -> None:
     rep = Report("neuronlab studies")
     rep.text(None, "".join(parts))
     write_text(path, rep.render())
-
-
-def by_depth(series: dict[str, list[float]], ylabel: str, title: str) -> bytes:
-    """One line per series over relative depth (layer / (layers - 1)), so models of different depths share an axis:
-    {"gemma-3-270m capital": [value per layer], ...}."""
-    from neuronlab.report.plots import _figure, _png
-
-    plt, (fig, ax) = _figure(6.5, 3.4)
-    for label, ys in series.items():
-        xs = [i / max(len(ys) - 1, 1) for i in range(len(ys))]
-        ax.plot(xs, ys, marker="o", markersize=3, label=label)
-    ax.set(xlabel="relative depth (layer / last layer)", ylabel=ylabel, title=title)
-    ax.legend(fontsize=7)
-    return _png(plt, fig)
-
-
-def bars(values: dict[str, dict[str, float]], ylabel: str, title: str, log_y: bool = False) -> bytes:
-    """Grouped bars: {group (a task or a claim): {series (model, method): value}}."""
-    from neuronlab.report.plots import _figure, _png
-
-    plt, (fig, ax) = _figure(6.5, 3.2)
-    groups = list(values)
-    series = list(dict.fromkeys(s for g in values.values() for s in g))
-    width = 0.8 / max(len(series), 1)
-    for i, name in enumerate(series):
-        xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
-        ax.bar(xs, [values[g].get(name, float("nan")) for g in groups], width, label=name)
-    ax.set_xticks(range(len(groups)), groups)
-    ax.set(ylabel=ylabel, title=title)
-    if log_y:
-        ax.set_yscale("log")
-    if len(series) > 1:
-        ax.legend(fontsize=7)
-    return _png(plt, fig)

@@ -6,6 +6,7 @@ model, measures, tests the paper's claims on all of them and writes results.json
 
 from neuronlab.study import arithmetic, experts, language, scaling, slam
 from neuronlab.study.base import STUDIES, Claim, Study, register_study
+from neuronlab.study.markdown import markdown, study_page
 from neuronlab.study.runner import render, study, study_all
 
 __all__ = [
@@ -15,10 +16,12 @@ __all__ = [
     "arithmetic",
     "experts",
     "language",
+    "markdown",
     "register_study",
     "render",
     "scaling",
     "slam",
     "study",
     "study_all",
+    "study_page",
 ]

@@ -33,7 +33,7 @@ from neuronlab.analyze.lens import logit_lens
 from neuronlab.config import Config, option
 from neuronlab.errors import NeuronlabError
 from neuronlab.models.sites import decoder_layers
-from neuronlab.report.study import bars, by_depth
+from neuronlab.report.plots import bars, by_depth
 from neuronlab.study.base import FAILS, HOLDS, UNSURE, Claim, Phases, Study, above, register_study
 
 RELATIONS = {  # name -> (file under the data folder, template)
@@ -122,6 +122,23 @@ class Arithmetic(Study):
             file, template = RELATIONS[name]
             relations[name] = _relation(model, tokenizer, read_pairs(data / file), template, cfg, phases)
         return {"relations": relations, "nonsense": NONSENSE}
+
+    def summary(self, figures: dict[str, dict[str, Any]], cfg: ArithmeticConfig) -> dict[str, dict[str, str]]:
+        rows: dict[str, dict[str, str]] = {}
+        for m, f in figures.items():
+            for k, r in f["relations"].items():
+                lens, patch, n = r["lens"], r["patching"], r["lens"]["layers"]
+                hand = "never" if lens["handoff_layer"] is None else f"layer {lens['handoff_layer']}"
+                rows.setdefault(f"{k}: held-out accuracy", {})[m] = f"{r['accuracy']:.2f}"
+                rows.setdefault(f"{k}: logit lens, the answer overtakes the argument", {})[m] = f"{hand} of {n}"
+                rows.setdefault(f"{k}: o-vector at the best layer (unpatched; random vector)", {})[m] = (
+                    f"{max(patch['by_layer']):.2f} at layer {patch['best_layer']} ({patch['unpatched']:.2f}; "
+                    f"{patch['random_same_norm']:.2f})"
+                )
+                rows.setdefault(f"{k}: FFN outputs zeroed from layer 0 / the middle / the last", {})[m] = " / ".join(
+                    f"{r['ablation'][i]:.2f}" for i in (0, len(r["ablation"]) // 2, -1)
+                )
+        return rows
 
     def claims(self, figures: dict[str, dict[str, Any]], cfg: ArithmeticConfig) -> list[Claim]:
         rel = {m: f["relations"] for m, f in figures.items()}

@@ -94,6 +94,10 @@ class Study(ABC):
     def measure(self, model, tokenizer, cfg: Any, out: Path, phases: Phases) -> dict[str, Any]:
         """The study's figures on one model (JSON-ready); files it writes go under `out`."""
 
+    def summary(self, figures: dict[str, dict[str, Any]], cfg: Any) -> dict[str, dict[str, str]]:
+        """The study's key figures for a page's table, {what: {model: text}}, from the stored figures alone."""
+        return {}
+
     @abstractmethod
     def claims(self, figures: dict[str, dict[str, Any]], cfg: Any) -> list[Claim]:
         """The paper's claims tested on every model's figures ({model name: figures})."""

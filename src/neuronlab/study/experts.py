@@ -38,8 +38,7 @@ from neuronlab.data.concepts import generate_concepts
 from neuronlab.errors import NeuronlabError
 from neuronlab.evaluate.concept_steering import MODES, concept_steering
 from neuronlab.io import write_json
-from neuronlab.report.plots import intervals
-from neuronlab.report.study import bars
+from neuronlab.report.plots import bars, intervals, scatter_panels
 from neuronlab.study.base import Claim, Phases, Study, above, register_study
 
 SETS = {"SimLex-999": "EN-SIMLEX-999.txt", "WordSim-353": "EN-WS-353-ALL.txt", "RG-65": "EN-RG-65.txt"}
@@ -163,6 +162,11 @@ def raised(steering: dict, mode: str = "force_all") -> tuple[float, int]:
     return sum(r[mode] > r["plain"] for r in rows) / len(rows), len(rows)
 
 
+def _number(value) -> str:
+    """0.46 or [0.34, 0.57] for a figure's title."""
+    return f"[{value[0]:.2f}, {value[1]:.2f}]" if isinstance(value, list) else f"{value:.2f}"
+
+
 INTERVAL_RULE = (
     "holds when the 95% interval lies above {bar}, does not hold when it lies at or below, else inconclusive"
 )
@@ -214,6 +218,25 @@ class Experts(Study):
             "steering": {k: steering[k] for k in ("k", "prompts", "modes", "concepts")},
         }
 
+    def summary(self, figures: dict[str, dict[str, Any]], cfg: ExpertsStudyConfig) -> dict[str, dict[str, str]]:
+        rows: dict[str, dict[str, str]] = {"concepts (words with sentences written)": {}}
+        for m, f in figures.items():
+            rows["concepts (words with sentences written)"][m] = f"{f['concepts']} of {f['words_asked']}"
+            for s, a in f["alignment"].items():
+                for k, name in MEASURES.items():
+                    if k in a:
+                        cell = f"{a[k]['rho']:.2f} {_number(a[k]['interval'])}"
+                        rows.setdefault(f"{s}: {name} ({a['pairs']} pairs)", {})[m] = cell
+            things = f["odd_one_out"]
+            if things.get("triplets"):
+                rows.setdefault("THINGS odd one out (chance 0.33)", {})[m] = (
+                    f"{things['agreement']:.2f} of {things['triplets']}"
+                )
+            for mode in MODES:
+                share, n = raised(f["steering"], mode)
+                rows.setdefault(f"steering {mode}: words made likelier", {})[m] = f"{share:.2f} of {n}"
+        return rows
+
     def claims(self, figures: dict[str, dict[str, Any]], cfg: ExpertsStudyConfig) -> list[Claim]:
         head = {m: f["alignment"].get(HEADLINE) for m, f in figures.items()}
         rho = {m: a and a["spearman"]["rho"] for m, a in head.items()}
@@ -222,28 +245,26 @@ class Experts(Study):
         over_interval = {m: a and a["gap_interval"] for m, a in head.items()}
         force = {m: raised(f["steering"]) for m, f in figures.items()}
         force_interval: dict[str, list[float] | None] = {m: wilson(*v) for m, v in force.items()}
-        sets = {s: s for f in figures.values() for s in f["alignment"]}
         return [
             Claim(
                 "The more two concepts share expert neurons, the more similar people rate them",
                 f"Spearman's rho of the Jaccard similarity of two concepts' experts (tau {cfg.tau}) with the "
-                f"{HEADLINE} ratings, 95% bootstrap interval over the rated pairs (the figure: every rating set)",
+                f"{HEADLINE} ratings, 95% bootstrap interval over the rated pairs (the figure: each rated pair)",
                 INTERVAL_RULE.format(bar=0),
                 rho,
                 {m: above(rho[m], 0, rho_interval[m]) for m in figures},
                 rho_interval,
-                figure=intervals(
+                figure=scatter_panels(
                     {
-                        s: {
-                            m: (a["spearman"]["rho"], a["spearman"]["interval"])
-                            for m, f in figures.items()
-                            for a in [f["alignment"].get(s)]
-                            if a
-                        }
-                        for s in sets
+                        f"{m}: rho {_number(rho[m])} {_number(rho_interval[m])}": (
+                            a["table"]["human"],
+                            a["table"]["jaccard"],
+                        )
+                        for m, a in head.items()
+                        if a
                     },
-                    "Spearman with people",
-                    "expert Jaccard similarity against human ratings",
+                    f"{HEADLINE} rating (people)",
+                    f"expert Jaccard (tau {cfg.tau})",
                 ),
             ),
             Claim(

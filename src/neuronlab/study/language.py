@@ -32,7 +32,7 @@ from neuronlab.io import write_json
 from neuronlab.models.load import model_info
 from neuronlab.record.recorder import record
 from neuronlab.report.language import write_report
-from neuronlab.report.study import bars, by_depth
+from neuronlab.report.plots import bars, by_depth
 from neuronlab.select.attribution import attribute, attribution_neurons
 from neuronlab.select.lape import lape
 from neuronlab.study.base import FAILS, HOLDS, UNSURE, Claim, Phases, Study, register_study
@@ -86,9 +86,14 @@ def read_languages(cfg: LanguageStudyConfig) -> tuple[dict[str, list[str]], dict
     return rec, {lang: lines[cfg.record_lines : cfg.record_lines + cfg.eval_lines] for lang, lines in texts.items()}
 
 
+def own_language_hit(change: dict[str, dict[str, float]]) -> list[str]:
+    """The targets whose zeroed neurons raise the target's own perplexity more than any other language's."""
+    return [t for t, ch in change.items() if all(ch[t] > v for lang, v in ch.items() if lang != t)]
+
+
 def own_language_hits(change: dict[str, dict[str, float]]) -> float:
     """Share of targets whose zeroed neurons raise the target's own perplexity more than any other language's."""
-    return sum(all(ch[t] > v for lang, v in ch.items() if lang != t) for t, ch in change.items()) / len(change)
+    return len(own_language_hit(change)) / len(change)
 
 
 def _effects(model, tok, ns, stats, texts: tuple[dict, list], targets, cfg, cache, phases, who="", baseline=None):
@@ -252,10 +257,41 @@ class Language(Study):
     sizes: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": dict(languages=("arb_Arab", "eng_Latn", "fra_Latn", "zho_Hans"), record_lines=12, eval_lines=3,
                       lss_items=3, prompts=2, max_new_tokens=8, attribution_lines=4, max_length=128),
-        "docs": {},  # the docs' Gemma run: 14 languages, lines 0-99 recorded, 100-109 held out
+        "docs": dict(record_lines=60, eval_lines=6, lss_items=6, prompts=2, attribution_lines=10),  # 14 languages
         "paper": dict(record_lines=800, eval_lines=200, lss_items=50, prompts=10, max_new_tokens=32,
                       attribution_lines=100),
     }  # fmt: skip
+
+    def summary(self, figures: dict[str, dict[str, Any]], cfg: LanguageStudyConfig) -> dict[str, dict[str, str]]:
+        rows: dict[str, dict[str, str]] = {}
+        for m, f in figures.items():
+            counts = sorted((sum(c), lang.split("_")[0]) for lang, c in f["neurons"].items())
+            per = f["neurons_per_layer"]
+            rows.setdefault("neurons per language (fewest first)", {})[m] = ", ".join(f"{x} {n}" for n, x in counts)
+            rows.setdefault("neuron-language pairs by layer", {})[m] = ", ".join(map(str, per))
+            hit = own_language_hit(f["perplexity"]["change"])
+            rows.setdefault("zeroed: the own language is hurt most", {})[m] = (
+                f"{len(hit)} of {len(f['targets'])}: {', '.join(t.split('_')[0] for t in hit)}"
+            )
+            lss = [v for v in f["lss_off_diagonal"].values() if not math.isnan(v)]
+            rows.setdefault("at p_max: LSS off the diagonal, lowest / mean", {})[m] = (
+                f"{min(lss):.2f} / {sum(lss) / len(lss):.2f}" if lss else "n/a"
+            )
+            gen = f["generation"]
+            rows.setdefault("generations in the target language: plain -> at p_max (mean)", {})[m] = (
+                f"{_mean(gen['baseline'].values()) or 0:.2f} -> {_mean(gen['steered'].values()) or 0:.2f}"
+            )
+            if a := f["attribution"]:
+                rows.setdefault(f"{a['method']} neurons: Jaccard with LAPE's, mean", {})[m] = (
+                    f"{_mean(a['jaccard'].values()) or 0:.2f}"
+                )
+                rows.setdefault(f"{a['method']} neurons zeroed: own language hurt most", {})[m] = (
+                    f"{len(own_language_hit(a['perplexity_change']))} of {len(a['perplexity_change'])}"
+                )
+                rows.setdefault(f"{a['method']} neurons at p_max: LSS off the diagonal, mean", {})[m] = (
+                    f"{_mean(a['lss_off_diagonal'].values()) or 0:.2f}"
+                )
+        return rows
 
     def measure(self, model, tokenizer, cfg: LanguageStudyConfig, out: Path, phases: Phases) -> dict[str, Any]:
         return figures_of(pipeline(model, tokenizer, cfg, out, phases))

@@ -21,7 +21,6 @@ from typing import Any
 
 from neuronlab.config import Config, configured, package_version, parse_settings
 from neuronlab.io import check_writable, read_json, write_json
-from neuronlab.models.gguf import PACKAGED, packaged_path
 from neuronlab.models.load import load_model, model_info
 from neuronlab.models.naming import model_name
 from neuronlab.report.study import write_index, write_study_report
@@ -96,8 +95,7 @@ def study(
             continue
         phases = Phases()
         with phases("load"):
-            path = packaged_path(str(ref)) if str(ref) in PACKAGED else ref
-            model, tok = load_model(path, dtype=dtype, device=device)
+            model, tok = load_model(ref, dtype=dtype, device=device)
         figures = kind.measure(model, tok, cfg, out / _folder(label), phases)
         results["models"][label] = {
             "model": model_info(model),

@@ -25,7 +25,7 @@ from neuronlab.data.contrast import CAPITAL_TEMPLATE, capital_task, distinguisha
 from neuronlab.errors import NeuronlabError
 from neuronlab.learn.runs import fit_task
 from neuronlab.learn.scalars import ScalingConfig, evaluate_scaling, init_scaling
-from neuronlab.report.study import bars
+from neuronlab.report.plots import bar_panels, bars
 from neuronlab.study.base import FAILS, HOLDS, UNSURE, Claim, Phases, Study, register_study
 
 Task = Literal["pronoun", "ioi", "capital"]
@@ -153,30 +153,22 @@ def carry_gap(tasks: dict[str, dict]) -> float | None:
     return sum(x - y for x, y, _ in both) / len(both) if both else None
 
 
-def _nan(value: float | None) -> float:
-    return float("nan") if value is None else float(value)
-
-
 def _panels(tasks: dict[str, dict[str, dict]], methods: tuple[str, ...]) -> bytes:
     """Held-out flip rate, KL and parameters (log) per task, one bar per model and method."""
-    from neuronlab.report.plots import _figure, _png
-
-    panels = (("flip_rate", "held-out flip rate"), ("kl", "KL on other tokens"), ("parameters", "parameters"))
-    plt, (fig, axes) = _figure(12.0, 3.4, ncols=3)
-    series = [(m, method) for m in tasks for method in methods]
     names = list(dict.fromkeys(t for ts in tasks.values() for t in ts))
-    width = 0.8 / max(len(series), 1)
-    for ax, (key, label) in zip(axes, panels, strict=True):
-        for i, (m, method) in enumerate(series):
-            xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(names))]
-            ys = [_nan(tasks[m].get(t, {}).get("runs", {}).get(method, {}).get("held_out", {}).get(key)) for t in names]
-            ax.bar(xs, ys, width, label=f"{m} {method}")
-        ax.set_xticks(range(len(names)), names)
-        ax.set(ylabel=label, title=label)
-        if key == "parameters":
-            ax.set_yscale("log")
-    axes[0].legend(fontsize=6)
-    return _png(plt, fig)
+
+    def held_out(key: str) -> dict[str, dict[str, float | None]]:
+        return {
+            t: {
+                f"{m} {method}": tasks[m].get(t, {}).get("runs", {}).get(method, {}).get("held_out", {}).get(key)
+                for m in tasks
+                for method in methods
+            }
+            for t in names
+        }
+
+    keys = {"held-out flip rate": "flip_rate", "KL on other tokens": "kl", "parameters": "parameters"}
+    return bar_panels({label: held_out(key) for label, key in keys.items()}, log_y=("parameters",))
 
 
 @register_study
@@ -193,6 +185,25 @@ class Scaling(Study):
 
     def measure(self, model, tokenizer, cfg: ScalingStudyConfig, out: Path, phases: Phases) -> dict[str, Any]:
         return {"tasks": {task: _task(model, tokenizer, task, cfg, out, phases) for task in cfg.tasks}}
+
+    def summary(self, figures: dict[str, dict[str, Any]], cfg: ScalingStudyConfig) -> dict[str, dict[str, str]]:
+        rows: dict[str, dict[str, str]] = {}
+        for m, f in figures.items():
+            for t, r in f["tasks"].items():
+                own = r["model_accuracy"]
+                rows.setdefault(f"{t}: the model's own accuracy", {})[m] = (
+                    "no items" if own is None else f"{own:.2f} ({r['items']} items)"
+                )
+                for method, run in r["runs"].items():
+                    held = run["held_out"]
+                    rows.setdefault(f"{t}: {method} held-out flip / KL / parameters", {})[m] = (
+                        f"{held['flip_rate']:.2f} / {held['kl']:.2f} / {held['parameters']:,}"
+                    )
+                    if "other_lengths" in run:
+                        rows.setdefault(f"{t}: {method} flip on other prompt lengths", {})[m] = (
+                            f"{run['other_lengths']['flip_rate']:.2f}"
+                        )
+        return rows
 
     def claims(self, figures: dict[str, dict[str, Any]], cfg: ScalingStudyConfig) -> list[Claim]:
         tasks = {m: f["tasks"] for m, f in figures.items()}
@@ -237,7 +248,7 @@ class Scaling(Study):
                 figure=bars(
                     {
                         t: {
-                            f"{m} {method}": _nan(_flip(ts[t], method, "other_lengths"))
+                            f"{m} {method}": _flip(ts[t], method, "other_lengths")
                             for m, ts in tasks.items()
                             if t in ts
                             for method in ("activscalar", "dynscalar")
@@ -258,7 +269,7 @@ class Scaling(Study):
                 dict(done),
                 {m: UNSURE if d is None else HOLDS if d == 1 else FAILS if d == 0 else UNSURE for m, d in done.items()},
                 figure=bars(
-                    {t: {m: _nan(ts[t]["model_accuracy"]) for m, ts in tasks.items() if t in ts} for t in cfg.tasks},
+                    {t: {m: ts[t]["model_accuracy"] for m, ts in tasks.items() if t in ts} for t in cfg.tasks},
                     "target above foil (own accuracy)",
                     f"the model's own accuracy (chance {CHANCE})",
                 ),

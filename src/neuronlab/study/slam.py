@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ from neuronlab.learn.finetune import FinetuneConfig, finetune, freeze_except_ffn
 from neuronlab.models.resolve import arch_spec
 from neuronlab.models.sites import decoder_layers
 from neuronlab.record.recorder import record
-from neuronlab.report.study import bars, by_depth
+from neuronlab.report.plots import bars, by_depth
 from neuronlab.select.layers import select_layers
 from neuronlab.study.base import FAILS, HOLDS, UNSURE, Claim, Phases, Study, register_study
 
@@ -176,6 +177,7 @@ class Slam(Study):
                 model, tokenizer, items, msd.layers, tune, out=out / "finetune", resume=False, progress=False
             )
             after = {x: perplexity(model, tokenizer, lines, max_length=window) for x, lines in held.items()}
+            shutil.rmtree(out / "finetune" / "trainer", ignore_errors=True)  # the Trainer's copy of the whole model
         return {
             "languages": list(texts),
             "layers": n,
@@ -203,6 +205,23 @@ class Slam(Study):
                 "perplexity_after": after,
             },
         }
+
+    def summary(self, figures: dict[str, dict[str, Any]], cfg: SlamConfig) -> dict[str, dict[str, str]]:
+        rows: dict[str, dict[str, str]] = {}
+        for m, f in figures.items():
+            sel, cost, tuned = f["selection"], f["cost"], f["finetune"]
+            rows.setdefault("layers by MSD", {})[m] = f"{sel['msd']} of {f['layers']}"
+            rows.setdefault("layers by overlap", {})[m] = "n/a" if sel["overlap"] is None else f"{sel['overlap']}"
+            rows.setdefault("seconds a step: FFN-only / full", {})[m] = (
+                f"{cost['ffn_only']['step_seconds']:.2f} / {cost['full']['step_seconds']:.2f}"
+            )
+            rows.setdefault("memory training adds: FFN-only / full (MiB)", {})[m] = (
+                f"{cost['ffn_only']['memory_bytes'] / 2**20:,.0f} / {cost['full']['memory_bytes'] / 2**20:,.0f}"
+            )
+            for x in (cfg.target, cfg.english):
+                before, after = tuned["perplexity_before"][x], tuned["perplexity_after"][x]
+                rows.setdefault(f"{x} held-out perplexity before -> after", {})[m] = f"{before:.2f} -> {after:.2f}"
+        return rows
 
     def claims(self, figures: dict[str, dict[str, Any]], cfg: SlamConfig) -> list[Claim]:
         chosen = {m: f["selection"]["msd"] for m, f in figures.items()}

@@ -36,14 +36,17 @@ from neuronlab.learn.runs import fit_task
 from neuronlab.learn.scalars import ScalingConfig, evaluate_scaling, train_scaling
 from neuronlab.models.arch import ARCH_SPECS, ArchSpec, register_arch
 from neuronlab.models.load import load_model, model_info
+from neuronlab.models.moe import check_experts, expert_neurons, experts_by_layer
 from neuronlab.models.resolve import arch_spec, set_arch
 from neuronlab.models.sites import Site, hooked, trace
+from neuronlab.record.moe import ExpertRecordConfig, ExpertStats, record_experts, record_experts_to_file
 from neuronlab.record.recorder import RecordConfig, record
 from neuronlab.record.stats import Stats
 from neuronlab.select.attribution import Attribution, AttributionConfig, attribute, attribution_neurons
 from neuronlab.select.experts import Expertise, expertise, responses
 from neuronlab.select.lape import LapeConfig, activated, activation_values, lape
 from neuronlab.select.layers import LayerConfig, LayerSelection, select_layers
+from neuronlab.select.moe import moe_lape, moe_lape_to_file
 from neuronlab.select.neuron_set import NeuronSet
 from neuronlab.select.ranking import auroc, average_precision
 
@@ -81,6 +84,8 @@ __all__ = [
     "AttributionConfig",
     "Delta",
     "DynScale",
+    "ExpertRecordConfig",
+    "ExpertStats",
     "Expertise",
     "FindExpertsConfig",
     "FinetuneConfig",
@@ -114,6 +119,7 @@ __all__ = [
     "average_precision",
     "bake",
     "check_checkpoint",
+    "check_experts",
     "check_writable",
     "continuation_logprob",
     "convert_gguf",
@@ -122,9 +128,11 @@ __all__ = [
     "evaluate_math",
     "evaluate_math_dir",
     "evaluate_scaling",
+    "expert_neurons",
     "expert_plan",
     "expert_tree",
     "expertise",
+    "experts_by_layer",
     "extract_answer",
     "extract_o_vector",
     "find_experts",
@@ -139,12 +147,16 @@ __all__ = [
     "load_model",
     "logit_lens",
     "model_info",
+    "moe_lape",
+    "moe_lape_to_file",
     "packaged_models",
     "packaged_path",
     "patch_o_vector",
     "perplexity",
     "read_groups",
     "record",
+    "record_experts",
+    "record_experts_to_file",
     "record_to_file",
     "register_arch",
     "register_intervention",

@@ -8,11 +8,11 @@ subcommand has --help, and bad input prints one `error:` line (exit 2).
 
 from __future__ import annotations
 
-from neuronlab.cli import analyze, demo, evaluate, experts, find, models, record, scale, study, tune
+from neuronlab.cli import analyze, demo, evaluate, experts, find, models, moe, record, scale, study, tune
 from neuronlab.cli.common import group
 
 app = group("Find, steer and tune the neurons of transformer language models.")
-for _module in (record, find, evaluate, demo, analyze, scale, tune, experts, models, study):
+for _module in (record, find, evaluate, demo, analyze, scale, tune, experts, moe, models, study):
     _module.register(app)
 
 

@@ -57,12 +57,25 @@ def _lowest(values: Tensor, k: int) -> Tensor:
     return torch.cat([below, at])
 
 
-def lape_entropy(stats: Stats) -> Tensor:
+def lape_entropy(stats: Stats | Tensor) -> Tensor:
     """LAPE's entropy of each neuron's activation probability over the groups, float64 [layers, neurons] (0 log 0 =
-    0; a neuron that never fires gets 0 too, and `lape` filters it out)."""
-    p = stats.probability
+    0; a neuron that never fires gets 0 too, and `lape` filters it out). Takes Stats or the probabilities
+    [groups, ...] themselves."""
+    p = stats.probability if isinstance(stats, Stats) else stats
     normed = torch.nan_to_num(p / p.sum(0), nan=0.0)  # 0 / 0 where a neuron never fires
     return -torch.xlogy(normed, normed).sum(0)
+
+
+def lape_select(p: Tensor, cfg: LapeConfig) -> tuple[list[Tensor], dict[str, float | int]]:
+    """LAPE's steps 1-4 (see `lape`) on activation probabilities p [groups, units]: per group the flat indices of
+    the kept units assigned to it, and the thresholds ({filter_value, activation_bar, selected})."""
+    entropy = lape_entropy(p).flatten()
+    q_filter, q_bar = _kth_smallest(p, (cfg.filter_rate, cfg.activation_bar_ratio))
+    entropy[~(p > q_filter).any(0)] = float("inf")
+    kept = _lowest(entropy, round(entropy.numel() * cfg.top_rate))
+    kept = kept[torch.isfinite(entropy[kept])]
+    chosen = [kept[p[g, kept] > q_bar] for g in range(p.shape[0])]
+    return chosen, {"filter_value": q_filter, "activation_bar": q_bar, "selected": len(kept)}
 
 
 def lape(stats: Stats, config: LapeConfig | None = None, **settings: float) -> NeuronSet:
@@ -88,21 +101,13 @@ def lape(stats: Stats, config: LapeConfig | None = None, **settings: float) -> N
     top_rate, filter_rate, activation_bar_ratio = cfg.top_rate, cfg.filter_rate, cfg.activation_bar_ratio
     if len(stats.groups) < 2:
         raise NeuronlabError("LAPE compares languages: record at least two groups")
-    p = stats.probability.flatten(1)  # [languages, layers * neurons]
-    entropy = lape_entropy(stats).flatten()
-    q_filter, q_bar = _kth_smallest(p, (filter_rate, activation_bar_ratio))
-    entropy[~(p > q_filter).any(0)] = float("inf")
-    kept = _lowest(entropy, round(entropy.numel() * top_rate))
-    kept = kept[torch.isfinite(entropy[kept])]
-    kept_p = p[:, kept]  # [languages, kept]
+    chosen, found = lape_select(stats.probability.flatten(1), cfg)  # [languages, layers * neurons]
     width = stats.width
     neurons: dict[str, dict[int, list[int]]] = {}
-    for g, lang in enumerate(stats.groups):
-        flat = kept[kept_p[g] > q_bar]
-        layers = {}
-        for layer in (flat // width).unique().tolist():
-            layers[layer] = (flat[flat // width == layer] % width).tolist()
-        neurons[lang] = layers
+    for lang, flat in zip(stats.groups, chosen, strict=True):
+        neurons[lang] = {
+            layer: (flat[flat // width == layer] % width).tolist() for layer in (flat // width).unique().tolist()
+        }
     meta = {
         "method": "lape",
         "site": stats.site,
@@ -110,9 +115,7 @@ def lape(stats: Stats, config: LapeConfig | None = None, **settings: float) -> N
         "top_rate": top_rate,
         "filter_rate": filter_rate,
         "activation_bar_ratio": activation_bar_ratio,
-        "filter_value": q_filter,
-        "activation_bar": q_bar,
-        "selected": len(kept),
+        **found,
         "tokens": dict(zip(stats.groups, stats.tokens.tolist(), strict=True)),
     }
     return NeuronSet(neurons, meta)

@@ -33,6 +33,7 @@ from neuronlab.analyze.lens import logit_lens
 from neuronlab.config import Config, option
 from neuronlab.errors import NeuronlabError
 from neuronlab.models.sites import decoder_layers
+from neuronlab.progress import progress_bar
 from neuronlab.report.plots import bars, by_depth
 from neuronlab.study.base import FAILS, HOLDS, UNSURE, Claim, Phases, Study, above, register_study
 
@@ -84,8 +85,12 @@ def _relation(model, tok, pairs: list[tuple[str, str]], template: str, cfg: Arit
     with phases("o-vector patching"):
         plain = score_relation(model, tok, nonsense, exact=False)["accuracy"]
         extract = [i["prompt"] for i in train_items]
-        vectors = {layer: extract_o_vector(model, tok, extract, layer) for layer in range(n)}
-        patched = [patch_o_vector(model, tok, vectors[i], [i], nonsense, exact=False)["accuracy"] for i in range(n)]
+        vectors, patched = {}, []
+        with progress_bar(n, desc="o-vector at each layer", unit="layer") as bar:
+            for layer in range(n):
+                vectors[layer] = extract_o_vector(model, tok, extract, layer)
+                patched.append(patch_o_vector(model, tok, vectors[layer], [layer], nonsense, exact=False)["accuracy"])
+                bar.update()
         best = max(range(n), key=lambda i: patched[i])
         rand = torch.randn(vectors[best].shape, generator=torch.Generator().manual_seed(cfg.seed))
         control = rand / rand.norm() * vectors[best].norm()
@@ -131,8 +136,9 @@ class Arithmetic(Study):
                 hand = "never" if lens["handoff_layer"] is None else f"layer {lens['handoff_layer']}"
                 rows.setdefault(f"{k}: held-out accuracy", {})[m] = f"{r['accuracy']:.2f}"
                 rows.setdefault(f"{k}: logit lens, the answer overtakes the argument", {})[m] = f"{hand} of {n}"
+                where = f"layer {patch['best_layer']}" if max(patch["by_layer"]) > 0 else "every layer"
                 rows.setdefault(f"{k}: o-vector at the best layer (unpatched; random vector)", {})[m] = (
-                    f"{max(patch['by_layer']):.2f} at layer {patch['best_layer']} ({patch['unpatched']:.2f}; "
+                    f"{max(patch['by_layer']):.2f} at {where} ({patch['unpatched']:.2f}; "
                     f"{patch['random_same_norm']:.2f})"
                 )
                 rows.setdefault(f"{k}: FFN outputs zeroed from layer 0 / the middle / the last", {})[m] = " / ".join(

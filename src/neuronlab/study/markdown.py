@@ -4,7 +4,8 @@
     study_page("docs/real-models.md", "docs/results")         # rewrite every generated section of the page
 
 A page marks a generated section with two comments; everything between them is rewritten from
-`<results dir>/<study>.json` (a study's results.json), so every number in it is the stored one:
+`<results dir>/<study>.json` (a study's results.json), so every number in it is the stored one; the section named
+`verdicts` gets one table of every stored study's verdicts (paper, claim, each model):
 
     <!-- study: arithmetic -->
     ...
@@ -83,6 +84,21 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def verdicts(studies: dict[str, dict[str, Any]]) -> str:
+    """One table of several studies' verdicts ({study: results}): paper and claim down, models across."""
+    models = list(dict.fromkeys(m for r in studies.values() for m in r["models"]))
+    rows = [
+        [r["paper"].split(",")[0] if i == 0 else "", c["claim"]]
+        + [
+            f"{c['verdicts'][m]} ({number(c['values'].get(m), c['intervals'].get(m))})" if m in c["verdicts"] else ""
+            for m in models
+        ]
+        for r in studies.values()
+        for i, c in enumerate(r["claims"])
+    ]
+    return table(["paper", "claim", *models], rows)
+
+
 def page_text(page: str | Path, results_dir: str | Path) -> tuple[str, str]:
     """(the page as it is, the page with each generated section rewritten from `results_dir/<study>.json`)."""
     page, results_dir = Path(page), Path(results_dir)
@@ -90,8 +106,12 @@ def page_text(page: str | Path, results_dir: str | Path) -> tuple[str, str]:
         raise NeuronlabError(f"no page at {page}")
 
     def section(match: re.Match) -> str:
-        path = results_dir / f"{match['name']}.json"
-        return match[1] + "\n" + markdown(read_json(path, "study results")) + "\n" + match[4]
+        if match["name"] == "verdicts":
+            stored = {p.stem: read_json(p, "study results") for p in sorted(results_dir.glob("*.json"))}
+            body = verdicts({name: stored[name] for name in STUDIES if name in stored}) + "\n"
+        else:
+            body = markdown(read_json(results_dir / f"{match['name']}.json", "study results"))
+        return match[1] + "\n" + body + "\n" + match[4]
 
     text = page.read_text(encoding="utf-8")
     if not SECTION.search(text):

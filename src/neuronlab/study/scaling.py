@@ -100,7 +100,7 @@ def _task(model, tok, task: str, cfg: ScalingStudyConfig, out: Path, phases: Pha
         )
         with phases(f"fit {method}"):
             run_out = out / f"{task}-{method}"
-            learned, metrics = fit_task(model, tok, items, settings, cfg.holdout, progress=False, out=run_out)
+            learned, metrics = fit_task(model, tok, items, settings, cfg.holdout, out=run_out)
         run = {part: {k: metrics[part][k] for k in KEYS} for part in ("held_out", "train")}
         run["epochs"] = metrics["epochs"]
         if method != "steervec" and other:

@@ -145,7 +145,7 @@ class Slam(Study):
         k, window = min(cfg.k, n), _limit(model, 512)
         with phases("record and select layers"):
             texts = {x: [t for t in lines[: cfg.lines] if t.strip()] for x, lines in flores.items()}
-            stats = record(model, tokenizer, texts, site="act", max_length=window, progress=False)
+            stats = record(model, tokenizer, texts, site="act", max_length=window)
             stats.save(out / "stats.safetensors")
             msd = select_layers(stats, k=k, method="msd", threshold=cfg.threshold)
             overlap = (  # the overlap with English compares two other languages at least
@@ -173,9 +173,7 @@ class Slam(Study):
                 save_steps=10**9,
                 seed=cfg.seed,
             )
-            delta = finetune(
-                model, tokenizer, items, msd.layers, tune, out=out / "finetune", resume=False, progress=False
-            )
+            delta = finetune(model, tokenizer, items, msd.layers, tune, out=out / "finetune", resume=False)
             after = {x: perplexity(model, tokenizer, lines, max_length=window) for x, lines in held.items()}
             shutil.rmtree(out / "finetune" / "trainer", ignore_errors=True)  # the Trainer's copy of the whole model
         return {

@@ -1,0 +1,76 @@
+"""neuronlab moe record | lape: the experts and expert neurons of a mixture of experts, per language.
+
+neuronlab moe record --model allenai/OLMoE-1B-7B-0924 --text-dir flores/ --pattern '*.devtest' --out experts.safetensors
+neuronlab moe lape experts.safetensors --over experts --out experts.json          # language-specific experts
+neuronlab moe lape experts.safetensors --over neurons --top-rate 0.01 --out neurons.json
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from neuronlab.cli.common import (
+    ModelRef,
+    PatternOpt,
+    TextDirOpt,
+    TextOpt,
+    config_options,
+    friendly,
+    group,
+    model_options,
+    texts,
+    writable,
+)
+from neuronlab.record.moe import ExpertRecordConfig, record_experts_to_file
+from neuronlab.select.lape import LapeConfig
+from neuronlab.select.moe import moe_lape_to_file
+
+app = group("Mixtures of experts: routing per language and the neurons inside each expert.")
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="moe")
+
+
+@app.command("record")
+@friendly
+@model_options()
+@config_options(ExpertRecordConfig)
+def record(
+    model: ModelRef,
+    out: Annotated[Path, typer.Option(help="Expert stats file to write (safetensors).")],
+    cfg: ExpertRecordConfig,
+    text: TextOpt = None,
+    text_dir: TextDirOpt = None,
+    pattern: PatternOpt = "*.txt",
+    limit: Annotated[int | None, typer.Option(help="Use only the first N lines of each file.")] = None,
+) -> None:
+    """Per language: how often each expert is chosen, and each expert neuron's firing count and sum."""
+    writable(out)
+    found = texts(text, text_dir, pattern, limit)
+    loaded, tokenizer = model.load()
+    stats = record_experts_to_file(loaded, tokenizer, found, out, cfg)
+    typer.echo(stats.summary())
+    typer.echo(f"wrote {out}")
+
+
+@app.command("lape")
+@friendly
+@config_options(LapeConfig)
+def lape(
+    stats: Annotated[Path, typer.Argument(help="Expert stats from `neuronlab moe record`.")],
+    out: Annotated[Path, typer.Option(help="JSON file of the experts or neurons found per language.")],
+    cfg: LapeConfig,
+    over: Annotated[str, typer.Option(help="experts (routing frequency) or neurons (firing rate).")] = "neurons",
+    routed: Annotated[
+        bool, typer.Option(help="Neurons: rate over the tokens routed to the expert (else over all tokens).")
+    ] = True,
+) -> None:
+    """LAPE over experts or expert neurons: those specific to one language or a few."""
+    found = moe_lape_to_file(stats, out, over, routed, cfg)  # type: ignore[arg-type]
+    for lang, layers in found["languages"].items():
+        typer.echo(f"{lang}: {sum(len(v) for v in layers.values())} {over} in layers {sorted(layers)}")
+    typer.echo(f"wrote {out} (rate: {found['rate']})")

@@ -1,0 +1,178 @@
+"""The neurons of a mixture of experts: a neuron is (layer, expert, index), and its value exists only for the tokens
+the router sends to that expert.
+
+    with expert_neurons(model, lambda layer, expert, tokens, weights, h: h * keep):  # h: [routed tokens, d_ff]
+        model(**batch)
+    layers = experts_by_layer(model)        # {layer: ExpertsLayout}: the fused experts module of each MoE layer
+
+In transformers 5 the experts of most families are one module with 3-D weights (`gate_up_proj` [E, 2 d_ff, d] and
+`down_proj` [E, d, d_ff], or transposed as in gpt-oss, with biases there) whose class is wrapped by transformers'
+`use_experts_implementation`; the whole computation runs inside its forward (eager, grouped or batched matmuls),
+so no module hook sees an expert's neurons. Inside `expert_neurons` each such module computes with this file's
+loop instead: for each expert the router chose, the tokens routed to it, their neurons h = the expert's own gate
+(`_apply_gate`: act(gate) * up, or gpt-oss's clamped GLU) or act(up) where there is no gate, then the down
+projection and the router's weight, exactly as transformers' eager loop does. `fn(layer, expert, tokens, weights,
+h)` sees h (tokens: indices into the block's flattened [batch * pos] tokens; weights: the router's weight of this
+expert for each) and returns a replacement or None. Outside the block the module is the model's own again.
+
+`check_experts` proves it on a probe forward: the logits through this loop equal the model's own (whatever experts
+implementation it selected), and a neuron zeroed here equals its column of the down projection removed. Families
+whose experts compute otherwise (a norm after each expert, the routing weight applied to the input as in Llama 4,
+per-expert modules as in transformers 4) are refused by name.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from neuronlab.errors import NeuronlabError
+from neuronlab.models.resolve import arch_spec
+from neuronlab.models.sites import decoder_layers
+
+NeuronFn = Callable[[int, int, Tensor, Tensor, Tensor], Tensor | None]  # (layer, expert, tokens, weights, h) -> h
+FLAGS = ("has_gate", "has_bias", "is_transposed")  # what transformers' experts decorator sets on the module
+
+
+@dataclass(frozen=True)
+class ExpertsLayout:
+    """One MoE layer's fused experts module: its path in the layer, the number of experts and each one's d_ff."""
+
+    path: str
+    experts: int
+    d_ff: int
+
+
+def _is_fused(module: nn.Module) -> bool:
+    down = getattr(module, "down_proj", None)
+    return all(hasattr(module, f) for f in FLAGS) and isinstance(down, torch.Tensor) and down.dim() == 3
+
+
+def _layout(name: str, module: Any) -> ExpertsLayout:
+    if getattr(module, "has_post_expert_norm", False):
+        raise NeuronlabError(
+            f"{type(module).__name__} normalizes each expert's output: its expert neurons are not served yet"
+        )
+    down = module.down_proj
+    return ExpertsLayout(name, int(down.shape[0]), int(down.shape[1] if module.is_transposed else down.shape[2]))
+
+
+def experts_by_layer(model: nn.Module) -> dict[int, ExpertsLayout]:
+    """{layer: its fused experts module's layout} for every layer that has one (module doc); one clear error for a
+    model with no mixture of experts, or whose experts are per-expert modules (transformers 4)."""
+    found = {}
+    for i, layer in enumerate(decoder_layers(model)):
+        fused = [(n, m) for n, m in layer.named_modules() if _is_fused(m)]
+        if len(fused) > 1:
+            raise NeuronlabError(f"layer {i} holds {len(fused)} experts modules; expert neurons need one a layer")
+        if fused:
+            found[i] = _layout(*fused[0])
+    if not found:
+        why = (
+            "its experts are not one fused module under transformers' experts implementation (Llama 4's and "
+            "JetMoE's experts, and transformers 4's per-expert modules, are not served yet)"
+            if arch_spec(model).router
+            else "it is not a mixture of experts (dense FFN neurons are the `act` and `neuron` sites)"
+        )
+        raise NeuronlabError(f"{type(model).__name__} has no expert neurons to serve: {why}")
+    return found
+
+
+def _neurons(self: Any, x: Tensor, e: int) -> Tensor:
+    """The neurons [tokens, d_ff] of expert e for its routed tokens' inputs x (transformers' eager arithmetic)."""
+    weight = self.gate_up_proj[e] if self.has_gate else self.up_proj[e]
+    proj = x @ weight if self.is_transposed else F.linear(x, weight)
+    if self.has_bias:
+        proj = proj + (self.gate_up_proj_bias[e] if self.has_gate else self.up_proj_bias[e])
+    return self._apply_gate(proj) if self.has_gate else self.act_fn(proj)
+
+
+def _down(self: Any, h: Tensor, e: int) -> Tensor:
+    y = h @ self.down_proj[e] if self.is_transposed else F.linear(h, self.down_proj[e])
+    return y + self.down_proj_bias[e] if self.has_bias else y
+
+
+def _forward(self: Any, hidden_states: Tensor, top_k_index: Tensor, top_k_weights: Tensor) -> Tensor:
+    """The experts' forward as transformers' eager loop computes it, with `self._neuronlab_fn` seeing each
+    expert's neurons."""
+    out = torch.zeros_like(hidden_states)
+    experts = self.down_proj.shape[0]
+    for e in torch.unique(top_k_index).tolist():
+        if not 0 <= e < experts:  # an index some routers use for "no expert"
+            continue
+        tokens, slot = torch.where(top_k_index == e)
+        weights = top_k_weights[tokens, slot]
+        h = _neurons(self, hidden_states[tokens], e)
+        changed = self._neuronlab_fn(e, tokens, weights, h)
+        y = _down(self, h if changed is None else changed, e)
+        out.index_add_(0, tokens, (y * weights[:, None]).to(out.dtype))
+    return out
+
+
+@contextmanager
+def expert_neurons(model: nn.Module, fn: NeuronFn | None = None) -> Iterator[dict[int, ExpertsLayout]]:
+    """Inside the block every fused experts module computes through this file's loop (module doc), calling
+    `fn(layer, expert, tokens, weights, h)` for each expert the router chose; yields {layer: layout}. The modules'
+    own forwards come back in `finally`."""
+    layouts = experts_by_layer(model)
+    layers = decoder_layers(model)
+    modules: dict[int, Any] = {i: layers[i].get_submodule(lay.path) for i, lay in layouts.items()}
+    try:
+        for i, module in modules.items():
+            module._neuronlab_fn = (lambda e, t, w, h, i=i: fn(i, e, t, w, h)) if fn else (lambda e, t, w, h: None)
+            module.forward = types.MethodType(_forward, module)  # the instance's own, over the class's
+        yield layouts
+    finally:
+        for module in modules.values():
+            module.__dict__.pop("forward", None)
+            module.__dict__.pop("_neuronlab_fn", None)
+
+
+def check_experts(model: Any, input_ids: Tensor | None = None, atol: float = 1e-5) -> dict[int, ExpertsLayout]:
+    """Prove the loop on a probe forward (module doc): logits through it equal the model's own, and zeroing
+    neuron 0 of the first expert used in the first MoE layer equals removing its column of the down projection.
+    Returns the layouts; raises, naming the model type, where either fails."""
+    layouts = experts_by_layer(model)
+    if input_ids is None:
+        input_ids = torch.arange(1, 13, device=next(model.parameters()).device).remainder(model.config.vocab_size)[None]
+    name = getattr(model.config, "model_type", type(model).__name__)
+    with torch.no_grad():
+        own = model(input_ids=input_ids).logits
+        with expert_neurons(model):
+            ours = model(input_ids=input_ids).logits
+        if not torch.allclose(own, ours, atol=atol, rtol=1e-4):
+            raise NeuronlabError(
+                f"{name}: its experts do not compute as transformers' eager loop does (logits differ by "
+                f"{(own - ours).abs().max():.3g}); its expert neurons are not served"
+            )
+        layer = min(layouts)
+        seen: list[int] = []
+
+        def zero(i: int, e: int, tokens: Tensor, weights: Tensor, h: Tensor) -> Tensor | None:
+            if i != layer or (seen and seen[0] != e):
+                return None
+            seen.append(e)
+            h = h.clone()
+            h[:, 0] = 0
+            return h
+
+        with expert_neurons(model, zero):
+            zeroed = model(input_ids=input_ids).logits
+        module: Any = decoder_layers(model)[layer].get_submodule(layouts[layer].path)
+        down = module.down_proj
+        saved = down[seen[0]].clone()
+        try:
+            (down[seen[0]][0] if module.is_transposed else down[seen[0]][:, 0]).zero_()
+            removed = model(input_ids=input_ids).logits
+        finally:
+            down[seen[0]].copy_(saved)
+    if not torch.allclose(zeroed, removed, atol=atol, rtol=1e-4):
+        raise NeuronlabError(f"{name}: a zeroed expert neuron is not its down-projection column removed")
+    return layouts

@@ -1,0 +1,198 @@
+"""Statistics of a mixture of experts' neurons and routing, per group (language): what LAPE over experts and over
+expert neurons reads.
+
+    stats = record_experts(model, tok, {"en": en_texts, "fr": fr_texts}, batch_size=8, max_length=512)
+    stats.usage()                    # routed / tokens: how often each expert is chosen, [groups, layers, experts]
+    stats.probability()              # active / routed: a neuron's firing rate given its expert, [g, l, e, d_ff]
+    stats.probability(routed=False)  # active / tokens: its rate over all tokens
+    stats.save("experts.safetensors"); ExpertStats.load(...); stats.merge(other)
+
+Tokens are counted as `record` counts them (the same windows and batches; padding never, special tokens unless
+`count_special`). For each counted token the router's choice is read where the experts run (`models/moe.py`), so
+only the chosen experts compute, as in the model's own forward: per (layer, expert) the tokens routed and the sum of
+their router weights, per (layer, expert, neuron) how many of those tokens it fired on (value > 0) and the sum of
+its values. Counts are int64 and sums float64; stats of two runs on the same model add up (`merge`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from neuronlab.artifacts import register_artifact
+from neuronlab.config import Config, configured, option
+from neuronlab.data.batching import batches, forward_takes, model_inputs, pad_id, windows
+from neuronlab.errors import NeuronlabError
+from neuronlab.io import check_writable, read_safetensors, write_safetensors
+from neuronlab.models.load import model_info, require_same_model
+from neuronlab.models.moe import expert_neurons, experts_by_layer
+from neuronlab.progress import progress_bar
+
+FORMAT = "neuronlab.expert-stats/1"
+TENSORS = ("tokens", "routed", "weight", "active", "sum")
+
+
+@dataclass
+class ExpertStats:
+    """Counts and sums per group over the MoE layers `layers` (module doc)."""
+
+    groups: list[str]
+    layers: list[int]  # the model's MoE layers, in order: row i of each tensor is layer layers[i]
+    tokens: Tensor  # int64 [groups]
+    routed: Tensor  # int64 [groups, layers, experts]: counted tokens routed to the expert
+    weight: Tensor  # float64 [groups, layers, experts]: the sum of their router weights
+    active: Tensor  # int64 [groups, layers, experts, d_ff]: routed tokens where the neuron's value > 0
+    sum: Tensor  # float64 [groups, layers, experts, d_ff]: the sum of its values over the routed tokens
+    meta: dict = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls, groups: Sequence[str], layers: Sequence[int], experts: int, d_ff: int, meta: dict) -> ExpertStats:
+        g, n = len(groups), len(layers)
+        return cls(
+            list(groups),
+            list(layers),
+            torch.zeros(g, dtype=torch.long),
+            torch.zeros(g, n, experts, dtype=torch.long),
+            torch.zeros(g, n, experts, dtype=torch.float64),
+            torch.zeros(g, n, experts, d_ff, dtype=torch.long),
+            torch.zeros(g, n, experts, d_ff, dtype=torch.float64),
+            meta,
+        )
+
+    def usage(self) -> Tensor:
+        """routed / tokens: the share of a group's tokens that each expert gets, float64 [groups, layers, experts]."""
+        return self.routed.double() / self.tokens.clamp(min=1).double()[:, None, None]
+
+    def probability(self, routed: bool = True) -> Tensor:
+        """A neuron's firing rate, float64 [groups, layers, experts, d_ff]: over the tokens routed to its expert
+        (`routed`; 0 where a group sent its expert none), else over all of the group's tokens."""
+        base = self.routed.double()[..., None] if routed else self.tokens.double()[:, None, None, None]
+        return torch.nan_to_num(self.active.double() / base, nan=0.0)
+
+    def mean(self) -> Tensor:
+        """A neuron's mean value over the tokens routed to its expert, float64 [groups, layers, experts, d_ff]."""
+        return torch.nan_to_num(self.sum / self.routed.double()[..., None], nan=0.0)
+
+    def merge(self, other: ExpertStats) -> ExpertStats:
+        """The stats of both runs (same model, MoE layers and widths), groups in order of first appearance."""
+        require_same_model(self.meta.get("model"), other.meta.get("model") or {}, "these expert stats")
+        if self.layers != other.layers or self.active.shape[2:] != other.active.shape[2:]:
+            raise NeuronlabError("expert stats of different MoE layers or widths cannot be merged")
+        groups = list(dict.fromkeys(self.groups + other.groups))
+        experts, d_ff = self.active.shape[2:]
+        out = ExpertStats.empty(groups, self.layers, experts, d_ff, dict(self.meta))
+        for part in (self, other):
+            rows = torch.tensor([groups.index(g) for g in part.groups])
+            for k in TENSORS:
+                getattr(out, k).index_add_(0, rows, getattr(part, k))
+        return out
+
+    def save(self, path: str | Path) -> None:
+        """safetensors with the groups, layers and meta as JSON, written atomically."""
+        write_safetensors(
+            path,
+            {k: getattr(self, k) for k in TENSORS},
+            FORMAT,
+            groups=json.dumps(self.groups),
+            layers=json.dumps(self.layers),
+            meta=json.dumps(self.meta),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> ExpertStats:
+        tensors, header = read_safetensors(path, FORMAT, "expert stats")
+        try:
+            groups, layers, meta = (json.loads(header[k]) for k in ("groups", "layers", "meta"))
+        except (KeyError, json.JSONDecodeError) as err:
+            raise NeuronlabError(f"{path}: the expert stats metadata is damaged ({err}); record them again") from None
+        routed, weight, active, sums = (tensors[k] for k in TENSORS[1:])
+        return cls(groups, layers, tensors["tokens"], routed, weight, active, sums, meta)
+
+    def summary(self) -> str:
+        g, n, e, d = self.active.shape
+        model = self.meta.get("model", {}).get("name_or_path") or "(unnamed model)"
+        lines = [f"expert stats of {model}: {n} MoE layers x {e} experts x {d} neurons, {g} groups"]
+        lines += [f"  {grp}: {int(t)} tokens" for grp, t in zip(self.groups, self.tokens.tolist(), strict=True)]
+        return "\n".join(lines)
+
+
+register_artifact("expert stats", [FORMAT], ExpertStats.load)
+
+
+@dataclass(frozen=True)
+class ExpertRecordConfig(Config):
+    """The settings of `record_experts` (the CLI mirrors them)."""
+
+    batch_size: int = option(8, "windows a forward pass")
+    max_length: int = option(512, "tokens a window (longer texts are split into windows)")
+    count_special: bool = option(False, "count special tokens (BOS, EOS) too")
+
+    def check(self) -> None:
+        if self.batch_size < 1 or self.max_length < 2:
+            raise NeuronlabError("batch_size must be at least 1 and max_length at least 2")
+
+
+def record_experts(
+    model,
+    tokenizer,
+    texts: Mapping[str, Sequence[str]],
+    config: ExpertRecordConfig | None = None,
+    progress: bool = True,
+    **settings: Any,
+) -> ExpertStats:
+    """Expert and expert-neuron statistics of `texts` ({group: texts}) through `model` (module doc), with the
+    settings of `config` or its fields as keywords (`batch_size=4`)."""
+    cfg = configured(ExpertRecordConfig, config, settings, "record_experts")
+    batch_size, max_length, count_special = cfg.batch_size, cfg.max_length, cfg.count_special
+    layouts = experts_by_layer(model)
+    widths = {(lay.experts, lay.d_ff) for lay in layouts.values()}
+    if len(widths) > 1:
+        raise NeuronlabError(f"the MoE layers differ in experts or d_ff ({sorted(widths)}): not served yet")
+    (experts, d_ff), layers = widths.pop(), sorted(layouts)
+    meta = {"model": model_info(model), "settings": cfg.to_dict()}
+    stats = ExpertStats.empty(list(texts), layers, experts, d_ff, meta)
+    row = {layer: i for i, layer in enumerate(layers)}
+    special = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
+    keep = {"logits_to_keep": 1} if forward_takes(model, "logits_to_keep") else {}
+    g, counted = 0, torch.zeros(0, dtype=torch.bool)
+
+    def add(layer: int, e: int, tokens: Tensor, weights: Tensor, h: Tensor) -> None:
+        on = counted.to(tokens.device)[tokens]
+        if not on.any():
+            return
+        values, i = h[on].double(), row[layer]
+        stats.routed[g, i, e] += int(on.sum())
+        stats.weight[g, i, e] += float(weights[on].double().sum())
+        stats.active[g, i, e] += (values > 0).sum(0).cpu()
+        stats.sum[g, i, e] += values.sum(0).cpu()
+
+    bar = progress_bar(unit="tok", enabled=progress, unit_scale=True)
+    with torch.no_grad(), expert_neurons(model, add):
+        for g, group in enumerate(stats.groups):
+            bar.set_description(group)
+            spans = windows(tokenizer, texts[group], 0, max_length, truncate=False)
+            for batch in batches(spans, batch_size, pad_id(tokenizer, model), special, count_special):
+                counted = batch.count.flatten()  # the experts see the block's tokens flattened [batch * pos]
+                model(**model_inputs(model, batch.input_ids, batch.attention_mask), use_cache=False, **keep)
+                stats.tokens[g] += int(counted.sum())
+                bar.update(int(counted.sum()))
+            if int(stats.tokens[g]) == 0:
+                raise NeuronlabError(f"group {group!r} has no text that yields countable tokens: give it real text")
+    bar.close()
+    return stats
+
+
+def record_experts_to_file(
+    model, tokenizer, texts: Mapping[str, Sequence[str]], out: str | Path, config: ExpertRecordConfig | None = None
+) -> ExpertStats:
+    """`record_experts`, then save to `out` (what `neuronlab moe record` runs)."""
+    check_writable(out)
+    stats = record_experts(model, tokenizer, texts, config)
+    stats.save(out)
+    return stats

@@ -1,0 +1,77 @@
+"""Language-specific experts and expert neurons of a mixture of experts: LAPE (Tang et al. 2024) over the
+routing frequency of each expert, or over the firing rate of each expert's neurons.
+
+    stats = record_experts(model, tok, {"en": en, "fr": fr})
+    found = moe_lape(stats, over="experts")                  # {"languages": {"fr": {layer: [expert, ...]}}, ...}
+    found = moe_lape(stats, over="neurons", top_rate=0.01)   # {"languages": {"fr": {layer: [[expert, neuron], ...]}}}
+
+Over experts, p[language, layer, expert] = routed / tokens: how often the router picks the expert for the
+language's tokens. Over neurons, p = active / routed by default (`routed=True`: the rate given that the token reached
+the neuron's expert, so a neuron is judged on the tokens it sees) or active / tokens (`routed=False`: the rate over
+all tokens, which mixes in how often the expert is chosen). Either way LAPE's entropy, filter, top rate and bar
+apply unchanged (`select/lape.py`); the result states which rate it used.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from neuronlab.config import configured
+from neuronlab.errors import NeuronlabError
+from neuronlab.io import check_writable, write_json
+from neuronlab.record.moe import ExpertStats
+from neuronlab.select.lape import LapeConfig, lape_select
+
+
+def moe_lape(
+    stats: ExpertStats,
+    over: Literal["experts", "neurons"] = "neurons",
+    routed: bool = True,
+    config: LapeConfig | None = None,
+    **settings: float,
+) -> dict[str, Any]:
+    """Language-specific experts or expert neurons (module doc): {"languages": {group: {layer: [...]}}, "over",
+    "rate", the LAPE settings and thresholds}."""
+    cfg = configured(LapeConfig, config, settings, "moe_lape")
+    if over not in ("experts", "neurons"):
+        raise NeuronlabError(f"over must be 'experts' or 'neurons', not {over!r}")
+    if len(stats.groups) < 2:
+        raise NeuronlabError("LAPE compares languages: record at least two groups")
+    p = stats.usage() if over == "experts" else stats.probability(routed)
+    shape = p.shape[1:]  # [layers, experts] or [layers, experts, d_ff]
+    per_layer = shape[1:].numel()
+    chosen, found = lape_select(p.flatten(1), cfg)
+    languages: dict[str, dict[int, list]] = {}
+    for group, flat in zip(stats.groups, chosen, strict=True):
+        layers: dict[int, list] = {}
+        for i in sorted(flat.tolist()):
+            unit = i % per_layer
+            layers.setdefault(stats.layers[i // per_layer], []).append(
+                unit if over == "experts" else [unit // shape[2], unit % shape[2]]
+            )
+        languages[group] = layers
+    rate = "routed / tokens" if over == "experts" else "active / routed" if routed else "active / tokens"
+    return {
+        "method": "lape",
+        "over": over,
+        "rate": rate,
+        "languages": languages,
+        **{k: getattr(cfg, k) for k in ("top_rate", "filter_rate", "activation_bar_ratio")},
+        **found,
+        "model": stats.meta.get("model", {}),
+    }
+
+
+def moe_lape_to_file(
+    stats: str | Path,
+    out: str | Path,
+    over: Literal["experts", "neurons"] = "neurons",
+    routed: bool = True,
+    config: LapeConfig | None = None,
+) -> dict[str, Any]:
+    """`moe_lape` on a stored ExpertStats file, written to `out` as JSON (what `neuronlab moe lape` runs)."""
+    check_writable(out)
+    found = moe_lape(ExpertStats.load(stats), over, routed, config)
+    write_json(out, found)
+    return found

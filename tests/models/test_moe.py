@@ -1,0 +1,223 @@
+"""The neurons of a mixture of experts (issue 31, first part): on every family with fused experts, the experts
+computed through neuronlab's loop give the model's own logits and a zeroed neuron equals its column of the down
+projection removed; recorded statistics equal neurons computed by hand (numpy) from the experts' own inputs and
+weights; a planted language expert and a planted language neuron inside an expert are what LAPE finds."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from neuronlab.errors import NeuronlabError
+from neuronlab.models.moe import check_experts, expert_neurons, experts_by_layer
+from neuronlab.models.sites import decoder_layers
+from neuronlab.record.moe import ExpertStats, record_experts
+from neuronlab.select.moe import moe_lape
+from neuronlab.testing import char_tokenizer, tiny_causal_lm
+
+pytestmark = pytest.mark.skipif(
+    int(transformers.__version__.split(".")[0]) < 5,
+    reason="expert neurons are served on fused experts (transformers >= 5), not yet on transformers 4's modules",
+)
+FUSED = [
+    "mixtral",
+    "qwen2_moe",
+    "qwen3_moe",
+    "olmoe",
+    "gpt_oss",
+    "deepseek_v2",
+    "deepseek_v3",
+    "granitemoe",
+    "granitemoeshared",
+    "ernie4_5_moe",
+    "glm4_moe",
+    "dots1",
+    "hunyuan_v1_moe",
+    "phimoe",
+    "flex_olmo",
+]
+TEXTS = {"en": ["the cat sat on the mat", "a dog ran"], "fr": ["le chat est sur le tapis", "un chien"]}
+
+
+@pytest.mark.parametrize("model_type", FUSED)
+def test_the_loop_gives_the_models_own_logits_and_a_zeroed_neuron_is_its_column_removed(model_type):
+    model = tiny_causal_lm(model_type, spread=0.3)
+    layouts = check_experts(model)
+    assert layouts and all(lay.experts >= 2 and lay.d_ff >= 1 for lay in layouts.values())
+
+
+def test_models_without_fused_experts_are_refused_by_name():
+    with pytest.raises(NeuronlabError, match="not a mixture of experts"):
+        experts_by_layer(tiny_causal_lm("llama"))
+    with pytest.raises(NeuronlabError, match="Llama 4's and JetMoE's experts"):
+        experts_by_layer(tiny_causal_lm("jetmoe"))
+
+
+def _silu(x):
+    return x / (1 + np.exp(-x))
+
+
+def _by_hand(module, x: np.ndarray, e: int, model_type: str) -> np.ndarray:
+    """Expert e's neurons for inputs x [tokens, d], from its weights (numpy)."""
+    w = module.gate_up_proj[e].detach().double().numpy()
+    if model_type == "gpt_oss":  # [d, 2 d_ff], gate and up interleaved, biased, clamped GLU (alpha 1.702, limit 7)
+        both = x @ w + module.gate_up_proj_bias[e].detach().double().numpy()
+        gate, up = np.minimum(both[:, ::2], 7.0), np.clip(both[:, 1::2], -7.0, 7.0)
+        return (up + 1) * gate / (1 + np.exp(-1.702 * gate))
+    d_ff = w.shape[0] // 2
+    return _silu(x @ w[:d_ff].T) * (x @ w[d_ff:].T)
+
+
+@pytest.mark.parametrize("model_type", ["mixtral", "gpt_oss", "deepseek_v3", "qwen2_moe"])
+def test_recorded_expert_statistics_equal_neurons_computed_by_hand(model_type):
+    model, tok = tiny_causal_lm(model_type, spread=0.3), char_tokenizer()
+    stats = record_experts(model, tok, TEXTS, batch_size=2, progress=False)
+    layouts = experts_by_layer(model)
+    assert stats.layers == sorted(layouts)
+    inputs: dict[int, list] = {}
+    handles = [
+        decoder_layers(model)[i]
+        .get_submodule(lay.path)
+        .register_forward_pre_hook(lambda m, args, i=i: inputs.setdefault(i, []).append(args))
+        for i, lay in layouts.items()
+    ]
+    try:
+        for g, texts in enumerate(TEXTS.values()):  # one text at a time: no padding; BOS is not counted
+            inputs.clear()
+            for text in texts:
+                with torch.no_grad():
+                    model(input_ids=torch.tensor([tok(text)["input_ids"]]))
+            assert int(stats.tokens[g]) == sum(len(t) for t in texts)
+            for row, layer in enumerate(stats.layers):
+                module = decoder_layers(model)[layer].get_submodule(layouts[layer].path)
+                routed = np.zeros(stats.routed.shape[2])
+                sums, active = np.zeros(stats.sum.shape[2:]), np.zeros(stats.sum.shape[2:])
+                for hidden, index, _ in inputs[layer]:
+                    x, index = hidden.double().numpy()[1:], index.numpy()[1:]
+                    for e in range(routed.shape[0]):
+                        on = (index == e).any(-1)
+                        h = _by_hand(module, x[on], e, model_type)
+                        routed[e] += on.sum()
+                        sums[e] += h.sum(0)
+                        active[e] += (h > 0).sum(0)
+                np.testing.assert_array_equal(stats.routed[g, row].numpy(), routed)
+                np.testing.assert_allclose(stats.sum[g, row].numpy(), sums, rtol=1e-4, atol=1e-4)
+                close = np.abs(sums) > 0  # sign ties at exactly 0 aside, the firing counts are the same
+                assert np.abs(stats.active[g, row].numpy() - active)[close].max() <= 1
+    finally:
+        for h in handles:
+            h.remove()
+    k = model.config.num_experts_per_tok
+    assert (stats.routed.sum(-1) == k * stats.tokens[:, None]).all()  # every counted token reaches k experts
+
+
+def _planted(router_rows: dict[int, torch.Tensor]):
+    """A 2-layer tiny Mixtral whose layer 0 sees only the token embedding (attention output zeroed): "a"/"b" are
+    embedded as +e0 + e1, "x"/"y" as -e0 + e1; `router_rows` sets rows of layer 0's router."""
+    model, tok = tiny_causal_lm("mixtral", spread=0.3), char_tokenizer()
+    d = model.config.hidden_size
+    with torch.no_grad():
+        emb = model.get_input_embeddings().weight
+        for ch, sign in (("a", 1), ("b", 1), ("x", -1), ("y", -1)):
+            emb[tok.convert_tokens_to_ids(ch)] = torch.zeros(d)
+            emb[tok.convert_tokens_to_ids(ch), 0] = sign
+            emb[tok.convert_tokens_to_ids(ch), 1] = 1
+        layer = decoder_layers(model)[0]
+        layer.self_attn.o_proj.weight.zero_()
+        layer.mlp.gate.weight.zero_()
+        for e, row in router_rows.items():
+            layer.mlp.gate.weight[e] = row
+    return model, tok
+
+
+PLANTED = {"A": ["abba", "baabab", "aab"], "B": ["xyyx", "yxxy", "xxy"]}
+
+
+def test_a_planted_language_expert_is_found_by_routing_frequency():
+    e0, e1 = torch.eye(32)[0], torch.eye(32)[1]
+    model, tok = _planted({0: 20 * e0, 1: -20 * e0, 2: 5 * e1})  # A -> {0, 2}, B -> {1, 2}, 3: never
+    stats = record_experts(model, tok, PLANTED, progress=False)
+    usage = stats.usage()[:, 0]
+    assert usage[0].tolist()[:3] == [1.0, 0.0, 1.0] and usage[1].tolist()[:3] == [0.0, 1.0, 1.0]
+    found = moe_lape(stats, over="experts", top_rate=2 / 8, filter_rate=0.5, activation_bar_ratio=0.5)
+    assert found["languages"] == {"A": {0: [0]}, "B": {0: [1]}} and found["rate"] == "routed / tokens"
+
+
+def test_a_planted_language_neuron_inside_an_expert_is_found_given_routing():
+    e0, e1 = torch.eye(32)[0], torch.eye(32)[1]
+    model, tok = _planted({2: 10 * e1, 3: 5 * e1})  # every token -> experts 2 and 3
+    experts = decoder_layers(model)[0].mlp.experts
+    d_ff = experts.down_proj.shape[2]
+    with torch.no_grad():  # no neuron of experts 2, 3 reads e0 (the language) but neuron 5 of expert 2
+        experts.gate_up_proj[2:, :, 0] = 0
+        experts.gate_up_proj[2, 5] = 10 * e0  # gate: fires for A only
+        experts.gate_up_proj[2, d_ff + 5] = e1  # up: positive for both
+    stats = record_experts(model, tok, PLANTED, progress=False)
+    assert stats.probability()[:, 0, 2, 5].tolist() == [1.0, 0.0]
+    n = stats.active[0].numel()
+    found = moe_lape(stats, over="neurons", top_rate=1 / n, filter_rate=0.5, activation_bar_ratio=0.5)
+    assert found["languages"] == {"A": {0: [[2, 5]]}, "B": {}} and found["rate"] == "active / routed"
+
+
+def test_zeroing_one_expert_neuron_changes_only_through_its_down_column():
+    model, tok = tiny_causal_lm("qwen3_moe", spread=0.3), char_tokenizer()
+    ids = torch.tensor([tok("the cat sat")["input_ids"]])
+    experts = decoder_layers(model)[1].mlp.experts
+
+    def zero(layer, expert, tokens, weights, h):
+        if (layer, expert) == (1, 3):
+            h = h.clone()
+            h[:, 7] = 0
+            return h
+        return None
+
+    with torch.no_grad(), expert_neurons(model, zero):
+        hooked = model(input_ids=ids).logits
+    with torch.no_grad():
+        plain = model(input_ids=ids).logits
+        experts.down_proj[3, :, 7] = 0
+        removed = model(input_ids=ids).logits
+    assert torch.allclose(hooked, removed, atol=1e-6) and not torch.allclose(hooked, plain, atol=1e-6)
+
+
+def test_expert_stats_save_load_and_merge(tmp_path):
+    model, tok = tiny_causal_lm("olmoe", spread=0.3), char_tokenizer()
+    en = record_experts(model, tok, {"en": TEXTS["en"]}, progress=False)
+    fr = record_experts(model, tok, {"fr": TEXTS["fr"]}, progress=False)
+    both = record_experts(model, tok, TEXTS, progress=False)
+    en.save(tmp_path / "en.safetensors")
+    merged = ExpertStats.load(tmp_path / "en.safetensors").merge(fr)
+    assert merged.groups == ["en", "fr"] and torch.equal(merged.active, both.active)
+    assert torch.equal(merged.routed, both.routed) and torch.allclose(merged.sum, both.sum)
+
+
+def test_the_command_line_records_and_finds_language_experts(tmp_path):
+    from typer.testing import CliRunner
+
+    from neuronlab.cli import app
+
+    from ..conftest import save_tiny
+
+    folder = save_tiny(tmp_path / "moe", "qwen3_moe")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for group, lines in TEXTS.items():
+        (corpus / f"{group}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "experts.safetensors"
+    run = CliRunner().invoke(
+        app, ["moe", "record", "--model", str(folder), "--text-dir", str(corpus), "--out", str(out)]
+    )
+    assert run.exit_code == 0, run.output
+    model, tok = tiny_causal_lm("qwen3_moe", layers=3, spread=0.3), char_tokenizer()
+    want = record_experts(model, tok, TEXTS, progress=False)
+    got = ExpertStats.load(out)
+    assert got.groups == ["en", "fr"] and torch.equal(got.routed, want.routed) and torch.equal(got.active, want.active)
+    found = tmp_path / "found.json"
+    args = ["moe", "lape", str(out), "--over", "experts", "--top-rate", "0.25", "--out", str(found)]
+    run = CliRunner().invoke(app, args)
+    assert run.exit_code == 0, run.output
+    assert json.loads(found.read_text())["languages"] == json.loads(
+        json.dumps(moe_lape(want, "experts", top_rate=0.25)["languages"])
+    )

@@ -72,6 +72,7 @@ def test_the_study_measures_what_its_files_and_the_model_say_and_its_claims_are_
     f, folder = run["figures"], out / "flores7"
     for name in ("stats.safetensors", "neurons.json", "attribution_neurons.json", "results.json", "report.html"):
         assert (folder / name).is_file(), name
+    assert "neuron browser" in run["seconds"] and (folder / "view" / "index.html").is_file()  # top contexts kept
     assert f["targets"] == list(LANGS) and f["layers"] == run["model"]["n_layers"] == 4
 
     # neurons per layer, recounted from the saved neuron set

@@ -21,12 +21,12 @@ from neuronlab.analyze.alignment import jaccard
 from neuronlab.config import Config, configured, option
 from neuronlab.data.corpora import read_text_dir
 from neuronlab.data.tasks import lss_items_from_texts, prompts_from_texts
-from neuronlab.demo.browser import top_neurons, write_browser
 from neuronlab.errors import NeuronlabError
 from neuronlab.evaluate.steering import factor_sweep, generation_shift, lss_matrix, perplexity_matrix
 from neuronlab.intervene.steer import steering_plan
 from neuronlab.io import check_writable, write_json
 from neuronlab.record.recorder import record
+from neuronlab.report.browser import top_neurons, write_browser
 from neuronlab.report.language import write_report
 from neuronlab.select.attribution import attribute, attribution_neurons
 from neuronlab.select.lape import activated, lape

@@ -31,6 +31,7 @@ from neuronlab.intervene.steer import VARIANTS, steering_plan
 from neuronlab.io import write_json
 from neuronlab.models.load import model_info
 from neuronlab.record.recorder import record
+from neuronlab.report.browser import top_neurons, write_browser
 from neuronlab.report.language import write_report
 from neuronlab.report.plots import bars, by_depth
 from neuronlab.select.attribution import attribute, attribution_neurons
@@ -56,6 +57,7 @@ class LanguageStudyConfig(Config):
     max_new_tokens: int = option(16, "tokens generated a prompt")
     attribution: Literal["gxa", "ig", "none"] = option("gxa", "neurons found by attribution to compare (none: skip)")
     attribution_lines: int = option(20, "attribution: lines a language it is computed on")
+    contexts: int = option(20, "top contexts kept a neuron for the neuron browser (0: no browser)")
     batch_size: int = option(16, "rows a forward pass")
     max_length: int = option(256, "tokens a window")
 
@@ -116,7 +118,16 @@ def pipeline(model, tok, cfg: LanguageStudyConfig, out: Path, phases: Phases) ->
     langs = list(rec)
     out.mkdir(parents=True, exist_ok=True)
     with phases("record"):
-        stats = record(model, tok, rec, site="act", pooled_texts=cfg.pooled_texts, **batching)
+        stats = record(
+            model,
+            tok,
+            rec,
+            site="act",
+            pooled_texts=cfg.pooled_texts,
+            contexts=cfg.contexts > 0,
+            top_k=cfg.contexts,
+            **batching,
+        )
         stats.save(out / "stats.safetensors")
     with phases("select"):
         ns = lape(
@@ -148,7 +159,7 @@ def pipeline(model, tok, cfg: LanguageStudyConfig, out: Path, phases: Phases) ->
         "generation_share_up": sum(gen["steered"][t] > gen["baseline"][t] for t in targets) / len(targets),
     }
     results = {
-        "config": {**cfg.to_dict(), "contexts": 0},  # no top contexts: no neuron browser
+        "config": cfg.to_dict(),
         "model": model_info(model),
         "languages": langs,
         "targets": targets,
@@ -161,9 +172,13 @@ def pipeline(model, tok, cfg: LanguageStudyConfig, out: Path, phases: Phases) ->
         "sweep": None,
         "checks": checks,
         "attribution": compared,
-        "phases": dict(phases.seconds),
-        "seconds": round(sum(phases.seconds.values()), 1),
+        "top_neurons": top_neurons(stats, ns),
     }
+    if cfg.contexts:
+        with phases("neuron browser"):
+            write_browser(stats, ns, results, out / "view")
+    results["phases"] = dict(phases.seconds)
+    results["seconds"] = round(sum(phases.seconds.values()), 1)
     write_json(out / "results.json", results)
     write_report(results, out / "report.html")
     return results

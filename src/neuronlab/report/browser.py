@@ -1,5 +1,6 @@
-"""What the demo shows of single neurons: each language's most specific LAPE neurons (for the report) and the
-neuron browser over LAPE's and attribution's neurons with the effect of deactivating each set."""
+"""What the language pipeline (the demo and the language study) shows of single neurons: each language's most
+specific LAPE neurons (for the report) and the neuron browser over LAPE's and attribution's neurons with the effect
+of deactivating each set."""
 
 from __future__ import annotations
 

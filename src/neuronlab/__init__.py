@@ -18,6 +18,7 @@ from neuronlab.evaluate.math import evaluate_math, extract_answer
 from neuronlab.evaluate.perplexity import continuation_logprob, perplexity
 from neuronlab.intervene.apply import apply
 from neuronlab.intervene.bake import bake
+from neuronlab.intervene.moe import bake_expert_neurons, bake_experts_to_folder, expert_edit
 from neuronlab.intervene.plan import (
     Add,
     DynScale,
@@ -118,6 +119,8 @@ __all__ = [
     "auroc",
     "average_precision",
     "bake",
+    "bake_expert_neurons",
+    "bake_experts_to_folder",
     "check_checkpoint",
     "check_experts",
     "check_writable",
@@ -128,6 +131,7 @@ __all__ = [
     "evaluate_math",
     "evaluate_math_dir",
     "evaluate_scaling",
+    "expert_edit",
     "expert_neurons",
     "expert_plan",
     "expert_tree",

@@ -221,3 +221,50 @@ def test_the_command_line_records_and_finds_language_experts(tmp_path):
     assert json.loads(found.read_text())["languages"] == json.loads(
         json.dumps(moe_lape(want, "experts", top_rate=0.25)["languages"])
     )
+
+
+@pytest.mark.parametrize("model_type", ["mixtral", "gpt_oss"])
+def test_edits_on_the_fly_and_baked_into_the_down_projection_agree(model_type):
+    from neuronlab.intervene.moe import bake_expert_neurons, expert_edit
+
+    model, tok = tiny_causal_lm(model_type, spread=0.3), char_tokenizer()
+    ids = torch.tensor([tok("the cat sat on the mat")["input_ids"]])
+    neurons = {"0": [[0, 1], [2, 5], [2, 6]], "1": [[3, 0]]}  # as JSON gives them
+    with torch.no_grad():
+        plain = model(input_ids=ids).logits
+        for mode, value in (("zero", 0.0), ("scale", 0.5)):
+            with expert_neurons(model, expert_edit(neurons, mode, value)):
+                hooked = model(input_ids=ids).logits
+            baked = bake_expert_neurons(tiny_causal_lm(model_type, spread=0.3), neurons, value)(input_ids=ids).logits
+            assert torch.allclose(hooked, baked, atol=1e-5) and not torch.allclose(hooked, plain, atol=1e-5)
+        with expert_neurons(model, expert_edit(neurons, "add", 0.0)):  # adding 0 changes nothing
+            assert torch.allclose(model(input_ids=ids).logits, plain, atol=1e-6)
+    with pytest.raises(NeuronlabError, match="unknown mode"):
+        expert_edit(neurons, "double")
+    with pytest.raises(NeuronlabError, match="has 4 experts"):
+        bake_expert_neurons(model, {0: [[9, 0]]})
+
+
+def test_the_command_line_bakes_a_languages_expert_neurons(tmp_path):
+    from typer.testing import CliRunner
+
+    from neuronlab.cli import app
+    from neuronlab.intervene.moe import bake_expert_neurons
+    from neuronlab.models.load import load_model
+
+    from ..conftest import save_tiny
+
+    folder = save_tiny(tmp_path / "moe", "mixtral")
+    found = tmp_path / "neurons.json"
+    found.write_text(json.dumps({"over": "neurons", "languages": {"fr": {"1": [[2, 3], [0, 7]]}, "en": {}}}))
+    out = tmp_path / "no-fr"
+    args = ["moe", "bake", "--model", str(folder), "--neurons", str(found), "--language", "fr", "--out", str(out)]
+    run = CliRunner().invoke(app, args)
+    assert run.exit_code == 0 and "2 expert neurons of fr" in run.output, run.output
+    baked, tok = load_model(out)
+    want = bake_expert_neurons(load_model(folder)[0], {1: [[2, 3], [0, 7]]})
+    ids = torch.tensor([tok("le chat")["input_ids"]])
+    with torch.no_grad():
+        assert torch.equal(baked(input_ids=ids).logits, want(input_ids=ids).logits)
+    run = CliRunner().invoke(app, [*args[:7], "de", "--out", str(tmp_path / "x")])
+    assert run.exit_code != 0 and "no language 'de'" in run.output

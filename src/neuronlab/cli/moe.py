@@ -3,6 +3,7 @@
 neuronlab moe record --model allenai/OLMoE-1B-7B-0924 --text-dir flores/ --pattern '*.devtest' --out experts.safetensors
 neuronlab moe lape experts.safetensors --over experts --out experts.json          # language-specific experts
 neuronlab moe lape experts.safetensors --over neurons --top-rate 0.01 --out neurons.json
+neuronlab moe bake --model M --neurons neurons.json --language fr --out no-fr/    # French's expert neurons zeroed
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from neuronlab.cli.common import (
     texts,
     writable,
 )
+from neuronlab.intervene.moe import bake_experts_to_folder
 from neuronlab.record.moe import ExpertRecordConfig, record_experts_to_file
 from neuronlab.select.lape import LapeConfig
 from neuronlab.select.moe import moe_lape_to_file
@@ -74,3 +76,20 @@ def lape(
     for lang, layers in found["languages"].items():
         typer.echo(f"{lang}: {sum(len(v) for v in layers.values())} {over} in layers {sorted(layers)}")
     typer.echo(f"wrote {out} (rate: {found['rate']})")
+
+
+@app.command("bake")
+@friendly
+@model_options()
+def bake(
+    model: ModelRef,
+    neurons: Annotated[Path, typer.Option(help="JSON from `neuronlab moe lape --over neurons`.")],
+    language: Annotated[str, typer.Option(help="Whose expert neurons to change.")],
+    out: Annotated[Path, typer.Option(help="Folder for the changed checkpoint (model and tokenizer).")],
+    scale: Annotated[float, typer.Option(help="Multiply the neurons by this (0: silence them).")] = 0.0,
+) -> None:
+    """Write a language's expert neurons, scaled, into the experts' down projections: a plain checkpoint."""
+    writable(out, folder=True)
+    loaded, tokenizer = model.load()
+    baked = bake_experts_to_folder(loaded, tokenizer, neurons, language, out, scale)
+    typer.echo(f"{sum(len(v) for v in baked.values())} expert neurons of {language} scaled by {scale}; wrote {out}")

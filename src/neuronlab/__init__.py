@@ -15,6 +15,7 @@ from neuronlab.analyze.lens import logit_lens
 from neuronlab.artifacts import describe, load_artifact
 from neuronlab.errors import NeuronlabError
 from neuronlab.evaluate.math import evaluate_math, extract_answer
+from neuronlab.evaluate.moe import expert_deactivation_to_file, expert_perplexity_matrix
 from neuronlab.evaluate.perplexity import continuation_logprob, perplexity
 from neuronlab.intervene.apply import apply
 from neuronlab.intervene.bake import bake
@@ -131,8 +132,10 @@ __all__ = [
     "evaluate_math",
     "evaluate_math_dir",
     "evaluate_scaling",
+    "expert_deactivation_to_file",
     "expert_edit",
     "expert_neurons",
+    "expert_perplexity_matrix",
     "expert_plan",
     "expert_tree",
     "expertise",

@@ -115,7 +115,8 @@ def test_recorded_expert_statistics_equal_neurons_computed_by_hand(model_type):
 
 def _planted(router_rows: dict[int, torch.Tensor]):
     """A 2-layer tiny Mixtral whose layer 0 sees only the token embedding (attention output zeroed): "a"/"b" are
-    embedded as +e0 + e1, "x"/"y" as -e0 + e1; `router_rows` sets rows of layer 0's router."""
+    embedded as +e0 + e1, "x"/"y" as -e0 + e1, BOS as e1 + e2; `router_rows` sets rows of layer 0's router (row 3
+    is 2 e2 unless given: BOS goes to experts 2 and 3 where row 2 reads e1)."""
     model, tok = tiny_causal_lm("mixtral", spread=0.3), char_tokenizer()
     d = model.config.hidden_size
     with torch.no_grad():
@@ -124,10 +125,11 @@ def _planted(router_rows: dict[int, torch.Tensor]):
             emb[tok.convert_tokens_to_ids(ch)] = torch.zeros(d)
             emb[tok.convert_tokens_to_ids(ch), 0] = sign
             emb[tok.convert_tokens_to_ids(ch), 1] = 1
+        emb[tok.bos_token_id] = torch.eye(d)[1] + torch.eye(d)[2]
         layer = decoder_layers(model)[0]
         layer.self_attn.o_proj.weight.zero_()
         layer.mlp.gate.weight.zero_()
-        for e, row in router_rows.items():
+        for e, row in {3: 2 * torch.eye(d)[2], **router_rows}.items():
             layer.mlp.gate.weight[e] = row
     return model, tok
 
@@ -268,3 +270,50 @@ def test_the_command_line_bakes_a_languages_expert_neurons(tmp_path):
         assert torch.equal(baked(input_ids=ids).logits, want(input_ids=ids).logits)
     run = CliRunner().invoke(app, [*args[:7], "de", "--out", str(tmp_path / "x")])
     assert run.exit_code != 0 and "no language 'de'" in run.output
+
+
+@pytest.mark.parametrize("model_type", ["qwen3_moe", "gpt_oss"])
+def test_a_silenced_expert_is_its_down_projection_zeroed(model_type):
+    model, tok = tiny_causal_lm(model_type, spread=0.3), char_tokenizer()
+    ids = torch.tensor([tok("the cat sat on the mat")["input_ids"]])
+    with torch.no_grad():
+        with expert_neurons(model, skip={"1": [0, 2]}):
+            silenced = model(input_ids=ids).logits
+        experts = decoder_layers(model)[1].mlp.experts
+        for e in (0, 2):
+            experts.down_proj[e] = 0
+            if model_type == "gpt_oss":
+                experts.down_proj_bias[e] = 0
+        assert torch.allclose(silenced, model(input_ids=ids).logits, atol=1e-6)
+    with pytest.raises(NeuronlabError, match="no experts in layers"):
+        with expert_neurons(model, skip={7: [0]}):
+            pass
+
+
+def test_silencing_a_planted_language_expert_changes_that_language_only(tmp_path):
+    from typer.testing import CliRunner
+
+    from neuronlab.cli import app
+    from neuronlab.evaluate.moe import expert_perplexity_matrix
+
+    e0, e1 = torch.eye(32)[0], torch.eye(32)[1]
+    model, tok = _planted({0: 20 * e0, 1: -20 * e0, 2: 5 * e1})  # A -> {0, 2}, B -> {1, 2}
+    matrix = expert_perplexity_matrix(model, tok, PLANTED, {"A": {0: [0]}, "B": {"0": [1]}}, progress=False)
+    change = matrix["change"]
+    assert change["A"]["B"] == 0 and change["B"]["A"] == 0  # B's tokens never reach expert 0, nor A's expert 1
+    assert change["A"]["A"] != 0 and change["B"]["B"] != 0
+    folder = tmp_path / "planted"
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    corpus = tmp_path / "held"
+    corpus.mkdir()
+    for group, lines in PLANTED.items():
+        (corpus / f"{group}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    found = tmp_path / "experts.json"
+    found.write_text(json.dumps({"over": "experts", "languages": {"A": {"0": [0]}, "B": {"0": [1]}}}))
+    out = tmp_path / "matrix.json"
+    args = ["moe", "deactivate", "--model", str(folder), "--experts", str(found), "--text-dir", str(corpus)]
+    run = CliRunner().invoke(app, [*args, "--out", str(out)])
+    assert run.exit_code == 0, run.output
+    saved = json.loads(out.read_text())
+    assert saved["change"]["A"]["B"] == 0 and saved["change"]["A"]["A"] == pytest.approx(change["A"]["A"], rel=1e-5)

@@ -3,6 +3,7 @@
 neuronlab moe record --model allenai/OLMoE-1B-7B-0924 --text-dir flores/ --pattern '*.devtest' --out experts.safetensors
 neuronlab moe lape experts.safetensors --over experts --out experts.json          # language-specific experts
 neuronlab moe lape experts.safetensors --over neurons --top-rate 0.01 --out neurons.json
+neuronlab moe deactivate --model M --experts experts.json --text-dir held-out/ --out matrix.json   # each language's
 neuronlab moe bake --model M --neurons neurons.json --language fr --out no-fr/    # French's expert neurons zeroed
 """
 
@@ -25,6 +26,7 @@ from neuronlab.cli.common import (
     texts,
     writable,
 )
+from neuronlab.evaluate.moe import expert_deactivation_to_file
 from neuronlab.intervene.moe import bake_experts_to_folder
 from neuronlab.record.moe import ExpertRecordConfig, record_experts_to_file
 from neuronlab.select.lape import LapeConfig
@@ -93,3 +95,31 @@ def bake(
     loaded, tokenizer = model.load()
     baked = bake_experts_to_folder(loaded, tokenizer, neurons, language, out, scale)
     typer.echo(f"{sum(len(v) for v in baked.values())} expert neurons of {language} scaled by {scale}; wrote {out}")
+
+
+@app.command("deactivate")
+@friendly
+@model_options()
+def deactivate(
+    model: ModelRef,
+    experts: Annotated[Path, typer.Option(help="JSON from `neuronlab moe lape --over experts`.")],
+    out: Annotated[Path, typer.Option(help="JSON file of the perplexity matrix.")],
+    text: TextOpt = None,
+    text_dir: TextDirOpt = None,
+    pattern: PatternOpt = "*.txt",
+    limit: Annotated[int | None, typer.Option(help="Use only the first N lines of each file.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Rows a forward pass.")] = 8,
+    max_length: Annotated[int, typer.Option(help="Tokens a row.")] = 512,
+) -> None:
+    """Silence each language's experts in turn and measure every language's perplexity."""
+    writable(out)
+    found = texts(text, text_dir, pattern, limit)
+    loaded, tokenizer = model.load()
+    matrix = expert_deactivation_to_file(
+        loaded, tokenizer, experts, found, out, batch_size=batch_size, max_length=max_length
+    )
+    for target, change in matrix["change"].items():
+        worst = max(change, key=lambda lang: change[lang])
+        own = f"own {change[target]:+.1%}, " if target in change else ""
+        typer.echo(f"{target}'s experts silenced: {own}most hurt {worst} {change[worst]:+.1%}")
+    typer.echo(f"wrote {out}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,23 @@ def perplexity_matrix(
 ) -> dict:
     """{"baseline": {L: ppl}, "steered": {T: {L: ppl}}, "change": {T: {L: steered / baseline - 1}}}. `baseline`:
     the plain perplexities of these texts with these settings, when another matrix already measured them."""
+    within = lambda t: apply(model, plan_for(t))  # noqa: E731
+    return changed_perplexity(model, tokenizer, texts, targets, within, batch_size, max_length, baseline, progress)
+
+
+def changed_perplexity(
+    model,
+    tokenizer,
+    texts: Mapping[str, Sequence[str]],
+    targets: Sequence[str],
+    within: Callable[[str], AbstractContextManager],
+    batch_size: int = 16,
+    max_length: int = 512,
+    baseline: dict[str, float] | None = None,
+    progress: bool = True,
+) -> dict:
+    """`perplexity_matrix` with each target's change made by the context manager `within(target)` (any change:
+    a plan's hooks, silenced experts)."""
     runs = len(targets) + (not baseline)
     bar = progress_bar(sum(map(len, texts.values())) * runs, "perplexity", "line", progress)
 
@@ -61,8 +79,8 @@ def perplexity_matrix(
     baseline = baseline or {lang: ppl(lines) for lang, lines in texts.items()}
     steered = {}
     for t in targets:
-        bar.set_postfix_str(f"{t}'s neurons")
-        with apply(model, plan_for(t)):
+        bar.set_postfix_str(f"{t}'s change")
+        with within(t):
             steered[t] = {lang: ppl(lines) for lang, lines in texts.items()}
     bar.close()
     change = {t: {lang: steered[t][lang] / baseline[lang] - 1 for lang in texts} for t in targets}

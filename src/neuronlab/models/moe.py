@@ -24,7 +24,7 @@ per-expert modules as in transformers 4) are refused by name.
 from __future__ import annotations
 
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -105,7 +105,7 @@ def _forward(self: Any, hidden_states: Tensor, top_k_index: Tensor, top_k_weight
     out = torch.zeros_like(hidden_states)
     experts = self.down_proj.shape[0]
     for e in torch.unique(top_k_index).tolist():
-        if not 0 <= e < experts:  # an index some routers use for "no expert"
+        if not 0 <= e < experts or e in self._neuronlab_skip:  # "no expert" in some routers; or silenced
             continue
         tokens, slot = torch.where(top_k_index == e)
         weights = top_k_weights[tokens, slot]
@@ -117,22 +117,32 @@ def _forward(self: Any, hidden_states: Tensor, top_k_index: Tensor, top_k_weight
 
 
 @contextmanager
-def expert_neurons(model: nn.Module, fn: NeuronFn | None = None) -> Iterator[dict[int, ExpertsLayout]]:
+def expert_neurons(
+    model: nn.Module, fn: NeuronFn | None = None, skip: Mapping[int, Iterable[int]] | None = None
+) -> Iterator[dict[int, ExpertsLayout]]:
     """Inside the block every fused experts module computes through this file's loop (module doc), calling
-    `fn(layer, expert, tokens, weights, h)` for each expert the router chose; yields {layer: layout}. The modules'
-    own forwards come back in `finally`."""
+    `fn(layer, expert, tokens, weights, h)` for each expert the router chose; the experts in `skip` ({layer:
+    [expert, ...]}) add nothing, as if the router gave them weight 0 (the other chosen experts keep their weights).
+    Yields {layer: layout}. The modules' own forwards come back in `finally`."""
     layouts = experts_by_layer(model)
+    silenced = {int(layer): {int(e) for e in es} for layer, es in (skip or {}).items()}
+    if set(silenced) - set(layouts):
+        raise NeuronlabError(
+            f"no experts in layers {sorted(set(silenced) - set(layouts))}: MoE layers {sorted(layouts)}"
+        )
     layers = decoder_layers(model)
     modules: dict[int, Any] = {i: layers[i].get_submodule(lay.path) for i, lay in layouts.items()}
     try:
         for i, module in modules.items():
             module._neuronlab_fn = (lambda e, t, w, h, i=i: fn(i, e, t, w, h)) if fn else (lambda e, t, w, h: None)
+            module._neuronlab_skip = silenced.get(i, set())
             module.forward = types.MethodType(_forward, module)  # the instance's own, over the class's
         yield layouts
     finally:
         for module in modules.values():
             module.__dict__.pop("forward", None)
             module.__dict__.pop("_neuronlab_fn", None)
+            module.__dict__.pop("_neuronlab_skip", None)
 
 
 def check_experts(model: Any, input_ids: Tensor | None = None, atol: float = 1e-5) -> dict[int, ExpertsLayout]:

@@ -1,0 +1,55 @@
+"""Silencing a language's experts and measuring every language's perplexity: the deactivation matrix of a mixture
+of experts (Tang et al. 2024's experiment, with experts in place of neurons).
+
+    found = nl.moe_lape(stats, over="experts")["languages"]                # {language: {layer: [expert, ...]}}
+    matrix = expert_perplexity_matrix(model, tok, held_out, found)        # {"baseline", "steered", "change"}
+
+A silenced expert adds nothing where the router chose it; the token's other chosen experts keep their weights
+(`models/moe.py`, `skip`), so the change is exactly that expert's contribution taken away (tested against the
+model with the expert's down projection zeroed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from neuronlab.errors import NeuronlabError
+from neuronlab.evaluate.steering import changed_perplexity
+from neuronlab.io import check_writable, read_json, write_json
+from neuronlab.models.moe import expert_neurons
+
+Experts = Mapping[str, Mapping[Any, Sequence[int]]]  # {language: {layer: [expert, ...]}}
+
+
+def expert_perplexity_matrix(
+    model,
+    tokenizer,
+    texts: Mapping[str, Sequence[str]],
+    experts: Experts,
+    batch_size: int = 8,
+    max_length: int = 512,
+    progress: bool = True,
+) -> dict:
+    """Perplexity of every language's `texts` with each language's `experts` silenced, as `perplexity_matrix`
+    gives it (targets: the languages with at least one expert)."""
+    targets = [t for t, layers in experts.items() if any(layers.values())]
+    if not targets:
+        raise NeuronlabError("no language has an expert to silence: find them with moe_lape(stats, over='experts')")
+    within = lambda t: expert_neurons(model, skip=experts[t])  # noqa: E731
+    return changed_perplexity(model, tokenizer, texts, targets, within, batch_size, max_length, progress=progress)
+
+
+def expert_deactivation_to_file(
+    model, tokenizer, found: str | Path, texts: Mapping[str, Sequence[str]], out: str | Path, **settings: Any
+) -> dict:
+    """The matrix for the experts in `found` (a `moe_lape --over experts` JSON file), written to `out` (what
+    `neuronlab moe deactivate` runs)."""
+    check_writable(out)
+    data = read_json(found, "moe_lape result")
+    if data.get("over") != "experts":
+        raise NeuronlabError(f"{found} lists expert neurons, not experts: run `neuronlab moe lape --over experts`")
+    matrix = expert_perplexity_matrix(model, tokenizer, texts, data["languages"], **settings)
+    write_json(out, {"experts": data["languages"], **matrix})
+    return matrix

@@ -33,6 +33,9 @@ def olmoe_shaped(layers: int, d_model: int):
         num_key_value_heads=8,
         num_experts=64,
         num_experts_per_tok=8,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
     )
     torch.manual_seed(0)
     return AutoModelForCausalLM.from_config(config).eval()

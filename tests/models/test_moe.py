@@ -317,3 +317,33 @@ def test_silencing_a_planted_language_expert_changes_that_language_only(tmp_path
     assert run.exit_code == 0, run.output
     saved = json.loads(out.read_text())
     assert saved["change"]["A"]["B"] == 0 and saved["change"]["A"]["A"] == pytest.approx(change["A"]["A"], rel=1e-5)
+
+
+def test_a_run_stopped_half_way_resumes_without_counting_a_text_twice(tmp_path, monkeypatch):
+    from neuronlab.record import moe as moe_record
+
+    model, tok = tiny_causal_lm("mixtral", spread=0.3), char_tokenizer()
+    texts = {"en": [f"the cat {i} sat" for i in range(9)], "fr": [f"le chat {i}" for i in range(7)]}
+    whole = record_experts(model, tok, texts, batch_size=2, progress=False)
+    checkpoint = tmp_path / "experts.safetensors"
+    real_model_inputs, calls = moe_record.model_inputs, []
+
+    def stop_in_french(*args, **kwargs):  # the 8th batch: the 5th en batch is done, then 3 of fr
+        calls.append(1)
+        if len(calls) == 8:
+            raise KeyboardInterrupt
+        return real_model_inputs(*args, **kwargs)
+
+    monkeypatch.setattr(moe_record, "model_inputs", stop_in_french)
+    with pytest.raises(KeyboardInterrupt):
+        record_experts(model, tok, texts, batch_size=2, progress=False, checkpoint=checkpoint, checkpoint_every=0)
+    saved = ExpertStats.load(checkpoint)
+    assert saved.meta["complete"] == ["en"] and int(saved.texts[1]) == 4  # 2 fr batches of 2 texts were saved
+    monkeypatch.setattr(moe_record, "model_inputs", real_model_inputs)
+    resumed = record_experts(model, tok, texts, batch_size=2, progress=False, checkpoint=checkpoint)
+    assert torch.equal(resumed.tokens, whole.tokens) and torch.equal(resumed.routed, whole.routed)
+    assert torch.equal(resumed.active, whole.active) and torch.allclose(resumed.sum, whole.sum)
+    with pytest.raises(NeuronlabError, match="other groups or settings"):
+        record_experts(model, tok, {"de": ["x"]}, progress=False, checkpoint=checkpoint)
+    with pytest.raises(NeuronlabError, match="exists: pass --resume"):
+        moe_record.record_experts_to_file(model, tok, texts, checkpoint)

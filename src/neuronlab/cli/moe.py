@@ -29,6 +29,7 @@ from neuronlab.cli.common import (
 from neuronlab.evaluate.moe import expert_deactivation_to_file
 from neuronlab.intervene.moe import bake_experts_to_folder
 from neuronlab.record.moe import ExpertRecordConfig, record_experts_to_file
+from neuronlab.record.recorder import check_checkpoint
 from neuronlab.select.lape import LapeConfig
 from neuronlab.select.moe import moe_lape_to_file
 
@@ -51,12 +52,14 @@ def record(
     text_dir: TextDirOpt = None,
     pattern: PatternOpt = "*.txt",
     limit: Annotated[int | None, typer.Option(help="Use only the first N lines of each file.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue --out if it exists, never counting a text twice.")] = False,
 ) -> None:
     """Per language: how often each expert is chosen, and each expert neuron's firing count and sum."""
     writable(out)
+    check_checkpoint(out, resume)  # before the model loads
     found = texts(text, text_dir, pattern, limit)
     loaded, tokenizer = model.load()
-    stats = record_experts_to_file(loaded, tokenizer, found, out, cfg)
+    stats = record_experts_to_file(loaded, tokenizer, found, out, cfg, resume=resume)
     typer.echo(stats.summary())
     typer.echo(f"wrote {out}")
 

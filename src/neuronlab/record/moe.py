@@ -17,6 +17,7 @@ its values. Counts are int64 and sums float64; stats of two runs on the same mod
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,9 +34,10 @@ from neuronlab.io import check_writable, read_safetensors, write_safetensors
 from neuronlab.models.load import model_info, require_same_model
 from neuronlab.models.moe import expert_neurons, experts_by_layer
 from neuronlab.progress import progress_bar
+from neuronlab.record.recorder import check_checkpoint
 
 FORMAT = "neuronlab.expert-stats/1"
-TENSORS = ("tokens", "routed", "weight", "active", "sum")
+TENSORS = ("tokens", "texts", "routed", "weight", "active", "sum")
 
 
 @dataclass
@@ -45,6 +47,7 @@ class ExpertStats:
     groups: list[str]
     layers: list[int]  # the model's MoE layers, in order: row i of each tensor is layer layers[i]
     tokens: Tensor  # int64 [groups]
+    texts: Tensor  # int64 [groups]: texts complete (a resumed run starts after them)
     routed: Tensor  # int64 [groups, layers, experts]: counted tokens routed to the expert
     weight: Tensor  # float64 [groups, layers, experts]: the sum of their router weights
     active: Tensor  # int64 [groups, layers, experts, d_ff]: routed tokens where the neuron's value > 0
@@ -57,6 +60,7 @@ class ExpertStats:
         return cls(
             list(groups),
             list(layers),
+            torch.zeros(g, dtype=torch.long),
             torch.zeros(g, dtype=torch.long),
             torch.zeros(g, n, experts, dtype=torch.long),
             torch.zeros(g, n, experts, dtype=torch.float64),
@@ -111,8 +115,11 @@ class ExpertStats:
             groups, layers, meta = (json.loads(header[k]) for k in ("groups", "layers", "meta"))
         except (KeyError, json.JSONDecodeError) as err:
             raise NeuronlabError(f"{path}: the expert stats metadata is damaged ({err}); record them again") from None
-        routed, weight, active, sums = (tensors[k] for k in TENSORS[1:])
-        return cls(groups, layers, tensors["tokens"], routed, weight, active, sums, meta)
+        missing = [k for k in TENSORS if k not in tensors]
+        if missing:
+            raise NeuronlabError(f"{path}: the expert stats lack {', '.join(missing)}; record them again")
+        t = tensors
+        return cls(groups, layers, t["tokens"], t["texts"], t["routed"], t["weight"], t["active"], t["sum"], meta)
 
     def summary(self) -> str:
         g, n, e, d = self.active.shape
@@ -144,10 +151,14 @@ def record_experts(
     texts: Mapping[str, Sequence[str]],
     config: ExpertRecordConfig | None = None,
     progress: bool = True,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: float = 300.0,
     **settings: Any,
 ) -> ExpertStats:
     """Expert and expert-neuron statistics of `texts` ({group: texts}) through `model` (module doc), with the
-    settings of `config` or its fields as keywords (`batch_size=4`)."""
+    settings of `config` or its fields as keywords (`batch_size=4`). With `checkpoint`, the stats are saved there
+    (atomically, between texts) every `checkpoint_every` seconds and after each group, and a run whose checkpoint
+    exists continues after the texts it holds: no text is counted twice."""
     cfg = configured(ExpertRecordConfig, config, settings, "record_experts")
     batch_size, max_length, count_special = cfg.batch_size, cfg.max_length, cfg.count_special
     layouts = experts_by_layer(model)
@@ -155,8 +166,10 @@ def record_experts(
     if len(widths) > 1:
         raise NeuronlabError(f"the MoE layers differ in experts or d_ff ({sorted(widths)}): not served yet")
     (experts, d_ff), layers = widths.pop(), sorted(layouts)
-    meta = {"model": model_info(model), "settings": cfg.to_dict()}
+    meta = {"model": model_info(model), "settings": cfg.to_dict(), "complete": []}
     stats = ExpertStats.empty(list(texts), layers, experts, d_ff, meta)
+    if checkpoint is not None and Path(checkpoint).is_file():
+        stats = _resumed(ExpertStats.load(checkpoint), stats, checkpoint)
     row = {layer: i for i, layer in enumerate(layers)}
     special = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
     keep = {"logits_to_keep": 1} if forward_takes(model, "logits_to_keep") else {}
@@ -173,26 +186,55 @@ def record_experts(
         stats.sum[g, i, e] += values.sum(0).cpu()
 
     bar = progress_bar(unit="tok", enabled=progress, unit_scale=True)
+    last_save = time.monotonic()
     with torch.no_grad(), expert_neurons(model, add):
         for g, group in enumerate(stats.groups):
+            if group in stats.meta["complete"]:
+                continue
             bar.set_description(group)
-            spans = windows(tokenizer, texts[group], 0, max_length, truncate=False)
+            spans = windows(tokenizer, texts[group], int(stats.texts[g]), max_length, truncate=False)
             for batch in batches(spans, batch_size, pad_id(tokenizer, model), special, count_special):
                 counted = batch.count.flatten()  # the experts see the block's tokens flattened [batch * pos]
                 model(**model_inputs(model, batch.input_ids, batch.attention_mask), use_cache=False, **keep)
                 stats.tokens[g] += int(counted.sum())
+                stats.texts[g] = batch.done
                 bar.update(int(counted.sum()))
+                if checkpoint is not None and batch.boundary and time.monotonic() - last_save > checkpoint_every:
+                    stats.save(checkpoint)
+                    last_save = time.monotonic()
             if int(stats.tokens[g]) == 0:
                 raise NeuronlabError(f"group {group!r} has no text that yields countable tokens: give it real text")
+            stats.texts[g] = len(texts[group])
+            stats.meta["complete"].append(group)
+            if checkpoint is not None:
+                stats.save(checkpoint)
+                last_save = time.monotonic()
     bar.close()
     return stats
 
 
+def _resumed(old: ExpertStats, new: ExpertStats, path: str | Path) -> ExpertStats:
+    """The checkpoint's stats to continue, refused (with the way out) where they belong to another run."""
+    require_same_model(old.meta.get("model"), new.meta["model"], f"the expert stats in {path}")
+    settings = {k: v for k, v in old.meta.get("settings", {}).items() if k != "neuronlab"}
+    if old.groups != new.groups or settings != {k: v for k, v in new.meta["settings"].items() if k != "neuronlab"}:
+        raise NeuronlabError(
+            f"{path} holds expert stats of other groups or settings ({old.groups}, {settings}): give another "
+            "path, or remove it to start again"
+        )
+    return old
+
+
 def record_experts_to_file(
-    model, tokenizer, texts: Mapping[str, Sequence[str]], out: str | Path, config: ExpertRecordConfig | None = None
+    model,
+    tokenizer,
+    texts: Mapping[str, Sequence[str]],
+    out: str | Path,
+    config: ExpertRecordConfig | None = None,
+    resume: bool = False,
 ) -> ExpertStats:
-    """`record_experts`, then save to `out` (what `neuronlab moe record` runs)."""
+    """`record_experts` with `out` as its checkpoint (what `neuronlab moe record` runs): an existing `out` is
+    continued with `resume`, refused without it."""
     check_writable(out)
-    stats = record_experts(model, tokenizer, texts, config)
-    stats.save(out)
-    return stats
+    check_checkpoint(out, resume)
+    return record_experts(model, tokenizer, texts, config, checkpoint=out)

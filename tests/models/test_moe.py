@@ -1,7 +1,8 @@
-"""The neurons of a mixture of experts (issue 31, first part): on every family with fused experts, the experts
-computed through neuronlab's loop give the model's own logits and a zeroed neuron equals its column of the down
-projection removed; recorded statistics equal neurons computed by hand (numpy) from the experts' own inputs and
-weights; a planted language expert and a planted language neuron inside an expert are what LAPE finds."""
+"""The neurons of a mixture of experts (issue 31, first part): on every family whose experts are served (fused
+under transformers 5, lists of expert MLPs under transformers 4), the experts computed through neuronlab's loop give
+the model's own logits and a zeroed neuron equals its column of the down projection removed; recorded statistics
+equal neurons computed by hand (numpy) from the experts' own inputs and weights; a planted language expert and a
+planted language neuron inside an expert are what LAPE finds, on both transformers legs."""
 
 import json
 
@@ -10,18 +11,16 @@ import pytest
 import torch
 import transformers
 
+import neuronlab as nl
 from neuronlab.errors import NeuronlabError
-from neuronlab.models.moe import check_experts, expert_neurons, experts_by_layer
+from neuronlab.models.moe import check_experts, down_weight, expert_neurons, experts_by_layer
 from neuronlab.models.sites import decoder_layers
 from neuronlab.record.moe import ExpertStats, record_experts
 from neuronlab.select.moe import moe_lape
 from neuronlab.testing import char_tokenizer, tiny_causal_lm
 
-pytestmark = pytest.mark.skipif(
-    int(transformers.__version__.split(".")[0]) < 5,
-    reason="expert neurons are served on fused experts (transformers >= 5), not yet on transformers 4's modules",
-)
-FUSED = [
+FUSED = int(transformers.__version__.split(".")[0]) >= 5  # transformers 5: fused experts; 4: lists of MLPs
+SERVED = [
     "mixtral",
     "qwen2_moe",
     "qwen3_moe",
@@ -38,10 +37,13 @@ FUSED = [
     "phimoe",
     "flex_olmo",
 ]
+if not FUSED:  # transformers 4: gpt_oss's and granitemoe's experts are fused without the experts implementation
+    SERVED = [m for m in SERVED if m not in ("gpt_oss", "granitemoe", "granitemoeshared", "flex_olmo")]
+only_fused = pytest.mark.skipif(not FUSED, reason="gpt-oss's experts are served from transformers 5")
 TEXTS = {"en": ["the cat sat on the mat", "a dog ran"], "fr": ["le chat est sur le tapis", "un chien"]}
 
 
-@pytest.mark.parametrize("model_type", FUSED)
+@pytest.mark.parametrize("model_type", SERVED)
 def test_the_loop_gives_the_models_own_logits_and_a_zeroed_neuron_is_its_column_removed(model_type):
     model = tiny_causal_lm(model_type, spread=0.3)
     layouts = check_experts(model)
@@ -53,64 +55,104 @@ def test_models_without_fused_experts_are_refused_by_name():
         experts_by_layer(tiny_causal_lm("llama"))
     with pytest.raises(NeuronlabError, match="Llama 4's and JetMoE's experts"):
         experts_by_layer(tiny_causal_lm("jetmoe"))
+    if not FUSED:
+        with pytest.raises(NeuronlabError, match="neither one fused module"):
+            experts_by_layer(tiny_causal_lm("gpt_oss"))
 
 
 def _silu(x):
     return x / (1 + np.exp(-x))
 
 
-def _by_hand(module, x: np.ndarray, e: int, model_type: str) -> np.ndarray:
+def _gate_up(model, layer: int, e: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Expert e's gate and up weights [d_ff, d] (views: writing into them changes the model)."""
+    lay = experts_by_layer(model)[layer]
+    module = decoder_layers(model)[layer].get_submodule(lay.path)
+    if lay.names is not None:
+        return getattr(module[e], lay.names[0]).weight, getattr(module[e], lay.names[1]).weight
+    return module.gate_up_proj[e][: lay.d_ff], module.gate_up_proj[e][lay.d_ff :]
+
+
+def _by_hand(model, layer: int, x: np.ndarray, e: int, model_type: str) -> np.ndarray:
     """Expert e's neurons for inputs x [tokens, d], from its weights (numpy)."""
-    w = module.gate_up_proj[e].detach().double().numpy()
     if model_type == "gpt_oss":  # [d, 2 d_ff], gate and up interleaved, biased, clamped GLU (alpha 1.702, limit 7)
+        module = decoder_layers(model)[layer].mlp.experts
+        w = module.gate_up_proj[e].detach().double().numpy()
         both = x @ w + module.gate_up_proj_bias[e].detach().double().numpy()
         gate, up = np.minimum(both[:, ::2], 7.0), np.clip(both[:, 1::2], -7.0, 7.0)
         return (up + 1) * gate / (1 + np.exp(-1.702 * gate))
-    d_ff = w.shape[0] // 2
-    return _silu(x @ w[:d_ff].T) * (x @ w[d_ff:].T)
+    gate, up = (w.detach().double().numpy() for w in _gate_up(model, layer, e))
+    return _silu(x @ gate.T) * (x @ up.T)
 
 
-@pytest.mark.parametrize("model_type", ["mixtral", "gpt_oss", "deepseek_v3", "qwen2_moe"])
-def test_recorded_expert_statistics_equal_neurons_computed_by_hand(model_type):
-    model, tok = tiny_causal_lm(model_type, spread=0.3), char_tokenizer()
-    stats = record_experts(model, tok, TEXTS, batch_size=2, progress=False)
-    layouts = experts_by_layer(model)
-    assert stats.layers == sorted(layouts)
-    inputs: dict[int, list] = {}
-    handles = [
-        decoder_layers(model)[i]
-        .get_submodule(lay.path)
-        .register_forward_pre_hook(lambda m, args, i=i: inputs.setdefault(i, []).append(args))
-        for i, lay in layouts.items()
-    ]
+def _routed_inputs(model, ids: torch.Tensor) -> dict[int, tuple[np.ndarray, list[np.ndarray]]]:
+    """Per MoE layer: the block's input rows [tokens, d] and, per expert, the token positions routed to it, read
+    from plain hooks (the experts module's arguments; under transformers 4, each expert's input rows, matched to
+    the block's rows by equality)."""
+    layouts, layers, seen = experts_by_layer(model), decoder_layers(model), {}
+    handles = []
+
+    def keep(i, key, value):
+        seen.setdefault(i, {})[key] = value
+
+    for i, lay in layouts.items():
+        module = layers[i].get_submodule(lay.path)
+        block = layers[i].get_submodule(lay.path.rpartition(".")[0])
+        hook = lambda m, a, k, i=i: keep(i, "rows", a[0] if a else k["hidden_states"])  # noqa: E731
+        handles.append(block.register_forward_pre_hook(hook, with_kwargs=True))
+        if lay.names is None:
+            handles.append(module.register_forward_pre_hook(lambda m, a, i=i: keep(i, "index", a[1])))
+        else:
+            for e, expert in enumerate(module):
+                handles.append(expert.register_forward_pre_hook(lambda m, a, i=i, e=e: keep(i, e, a[0])))
     try:
-        for g, texts in enumerate(TEXTS.values()):  # one text at a time: no padding; BOS is not counted
-            inputs.clear()
-            for text in texts:
-                with torch.no_grad():
-                    model(input_ids=torch.tensor([tok(text)["input_ids"]]))
-            assert int(stats.tokens[g]) == sum(len(t) for t in texts)
-            for row, layer in enumerate(stats.layers):
-                module = decoder_layers(model)[layer].get_submodule(layouts[layer].path)
-                routed = np.zeros(stats.routed.shape[2])
-                sums, active = np.zeros(stats.sum.shape[2:]), np.zeros(stats.sum.shape[2:])
-                for hidden, index, _ in inputs[layer]:
-                    x, index = hidden.double().numpy()[1:], index.numpy()[1:]
-                    for e in range(routed.shape[0]):
-                        on = (index == e).any(-1)
-                        h = _by_hand(module, x[on], e, model_type)
-                        routed[e] += on.sum()
-                        sums[e] += h.sum(0)
-                        active[e] += (h > 0).sum(0)
-                np.testing.assert_array_equal(stats.routed[g, row].numpy(), routed)
-                np.testing.assert_allclose(stats.sum[g, row].numpy(), sums, rtol=1e-4, atol=1e-4)
-                close = np.abs(sums) > 0  # sign ties at exactly 0 aside, the firing counts are the same
-                assert np.abs(stats.active[g, row].numpy() - active)[close].max() <= 1
+        with torch.no_grad():
+            model(input_ids=ids)
     finally:
         for h in handles:
             h.remove()
+    out = {}
+    for i, got in seen.items():
+        rows = got["rows"].reshape(-1, got["rows"].shape[-1]).double().numpy()
+        if "index" in got:
+            index = got["index"].numpy()
+            positions = [np.nonzero((index == e).any(-1))[0] for e in range(layouts[i].experts)]
+        else:
+            positions = []
+            for e in range(layouts[i].experts):
+                xs = got[e].reshape(-1, rows.shape[1]).double().numpy() if e in got else np.zeros((0, rows.shape[1]))
+                positions.append(np.array([np.nonzero((rows == x).all(-1))[0][0] for x in xs], dtype=int))
+        out[i] = (rows, positions)
+    return out
+
+
+@pytest.mark.parametrize(
+    "model_type", ["mixtral", "deepseek_v3", "qwen2_moe", pytest.param("gpt_oss", marks=only_fused)]
+)
+def test_recorded_expert_statistics_equal_neurons_computed_by_hand(model_type):
+    model, tok = tiny_causal_lm(model_type, spread=0.3), char_tokenizer()
+    stats = record_experts(model, tok, TEXTS, batch_size=2, progress=False)
+    assert stats.layers == sorted(experts_by_layer(model))
+    for g, texts in enumerate(TEXTS.values()):  # one text at a time: no padding; BOS (position 0) is not counted
+        assert int(stats.tokens[g]) == sum(len(t) for t in texts)
+        routed, sums = np.zeros(stats.routed.shape[1:]), np.zeros(stats.sum.shape[1:])
+        active = np.zeros(stats.sum.shape[1:])
+        for text in texts:
+            for layer, (rows, positions) in _routed_inputs(model, torch.tensor([tok(text)["input_ids"]])).items():
+                row = stats.layers.index(layer)
+                for e, at in enumerate(positions):
+                    at = at[at > 0]
+                    h = _by_hand(model, layer, rows[at], e, model_type)
+                    routed[row, e] += len(at)
+                    sums[row, e] += h.sum(0)
+                    active[row, e] += (h > 0).sum(0)
+        np.testing.assert_array_equal(stats.routed[g].numpy(), routed)
+        np.testing.assert_allclose(stats.sum[g].numpy(), sums, rtol=1e-4, atol=1e-4)
+        close = np.abs(sums) > 0  # sign ties at exactly 0 aside, the firing counts are the same
+        assert np.abs(stats.active[g].numpy() - active)[close].max() <= 1
     k = model.config.num_experts_per_tok
     assert (stats.routed.sum(-1) == k * stats.tokens[:, None]).all()  # every counted token reaches k experts
+    assert bool(stats.weight.isnan().all()) != FUSED  # router weights: seen by fused experts only
 
 
 def _planted(router_rows: dict[int, torch.Tensor]):
@@ -128,9 +170,10 @@ def _planted(router_rows: dict[int, torch.Tensor]):
         emb[tok.bos_token_id] = torch.eye(d)[1] + torch.eye(d)[2]
         layer = decoder_layers(model)[0]
         layer.self_attn.o_proj.weight.zero_()
-        layer.mlp.gate.weight.zero_()
+        router = layer.get_submodule(nl.arch_spec(model).router).weight  # [experts, d]
+        router.zero_()
         for e, row in {3: 2 * torch.eye(d)[2], **router_rows}.items():
-            layer.mlp.gate.weight[e] = row
+            router[e] = row
     return model, tok
 
 
@@ -150,12 +193,12 @@ def test_a_planted_language_expert_is_found_by_routing_frequency():
 def test_a_planted_language_neuron_inside_an_expert_is_found_given_routing():
     e0, e1 = torch.eye(32)[0], torch.eye(32)[1]
     model, tok = _planted({2: 10 * e1, 3: 5 * e1})  # every token -> experts 2 and 3
-    experts = decoder_layers(model)[0].mlp.experts
-    d_ff = experts.down_proj.shape[2]
     with torch.no_grad():  # no neuron of experts 2, 3 reads e0 (the language) but neuron 5 of expert 2
-        experts.gate_up_proj[2:, :, 0] = 0
-        experts.gate_up_proj[2, 5] = 10 * e0  # gate: fires for A only
-        experts.gate_up_proj[2, d_ff + 5] = e1  # up: positive for both
+        for e in (2, 3):
+            for w in _gate_up(model, 0, e):
+                w[:, 0] = 0
+        gate, up = _gate_up(model, 0, 2)
+        gate[5], up[5] = 10 * e0, e1  # gate: fires for A only; up: positive for both
     stats = record_experts(model, tok, PLANTED, progress=False)
     assert stats.probability()[:, 0, 2, 5].tolist() == [1.0, 0.0]
     n = stats.active[0].numel()
@@ -166,7 +209,6 @@ def test_a_planted_language_neuron_inside_an_expert_is_found_given_routing():
 def test_zeroing_one_expert_neuron_changes_only_through_its_down_column():
     model, tok = tiny_causal_lm("qwen3_moe", spread=0.3), char_tokenizer()
     ids = torch.tensor([tok("the cat sat")["input_ids"]])
-    experts = decoder_layers(model)[1].mlp.experts
 
     def zero(layer, expert, tokens, weights, h):
         if (layer, expert) == (1, 3):
@@ -179,7 +221,7 @@ def test_zeroing_one_expert_neuron_changes_only_through_its_down_column():
         hooked = model(input_ids=ids).logits
     with torch.no_grad():
         plain = model(input_ids=ids).logits
-        experts.down_proj[3, :, 7] = 0
+        down_weight(model, 1, 3)[0][:, 7] = 0
         removed = model(input_ids=ids).logits
     assert torch.allclose(hooked, removed, atol=1e-6) and not torch.allclose(hooked, plain, atol=1e-6)
 
@@ -225,7 +267,7 @@ def test_the_command_line_records_and_finds_language_experts(tmp_path):
     )
 
 
-@pytest.mark.parametrize("model_type", ["mixtral", "gpt_oss"])
+@pytest.mark.parametrize("model_type", ["mixtral", pytest.param("gpt_oss", marks=only_fused)])
 def test_edits_on_the_fly_and_baked_into_the_down_projection_agree(model_type):
     from neuronlab.intervene.moe import bake_expert_neurons, expert_edit
 
@@ -272,18 +314,17 @@ def test_the_command_line_bakes_a_languages_expert_neurons(tmp_path):
     assert run.exit_code != 0 and "no language 'de'" in run.output
 
 
-@pytest.mark.parametrize("model_type", ["qwen3_moe", "gpt_oss"])
+@pytest.mark.parametrize("model_type", ["qwen3_moe", pytest.param("gpt_oss", marks=only_fused)])
 def test_a_silenced_expert_is_its_down_projection_zeroed(model_type):
     model, tok = tiny_causal_lm(model_type, spread=0.3), char_tokenizer()
     ids = torch.tensor([tok("the cat sat on the mat")["input_ids"]])
     with torch.no_grad():
         with expert_neurons(model, skip={"1": [0, 2]}):
             silenced = model(input_ids=ids).logits
-        experts = decoder_layers(model)[1].mlp.experts
         for e in (0, 2):
-            experts.down_proj[e] = 0
+            down_weight(model, 1, e)[0].zero_()
             if model_type == "gpt_oss":
-                experts.down_proj_bias[e] = 0
+                decoder_layers(model)[1].mlp.experts.down_proj_bias[e] = 0
         assert torch.allclose(silenced, model(input_ids=ids).logits, atol=1e-6)
     with pytest.raises(NeuronlabError, match="no experts in layers"):
         with expert_neurons(model, skip={7: [0]}):
@@ -347,3 +388,13 @@ def test_a_run_stopped_half_way_resumes_without_counting_a_text_twice(tmp_path, 
         record_experts(model, tok, {"de": ["x"]}, progress=False, checkpoint=checkpoint)
     with pytest.raises(NeuronlabError, match="exists: pass --resume"):
         moe_record.record_experts_to_file(model, tok, texts, checkpoint)
+
+
+def test_the_block_leaves_the_model_as_it_was():
+    model = tiny_causal_lm(SERVED[0], spread=0.3)
+    nl.arch_spec(model)  # the model carries its resolved spec from the first use on
+    before = ({n: type(m) for n, m in model.named_modules()}, {k: set(m.__dict__) for k, m in model.named_modules()})
+    with expert_neurons(model, lambda *a: None, skip={min(experts_by_layer(model)): [0]}):
+        model(input_ids=torch.tensor([[1, 5, 9]]))
+    after = ({n: type(m) for n, m in model.named_modules()}, {k: set(m.__dict__) for k, m in model.named_modules()})
+    assert after == before

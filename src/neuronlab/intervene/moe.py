@@ -23,8 +23,7 @@ from torch import Tensor, nn
 
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import atomic_folder, check_writable, read_json
-from neuronlab.models.moe import NeuronFn, experts_by_layer
-from neuronlab.models.sites import decoder_layers
+from neuronlab.models.moe import NeuronFn, down_weight, experts_by_layer
 
 MODES = ("zero", "scale", "set", "add")
 ExpertNeurons = Mapping[int, Sequence[Sequence[int]]]  # {layer: [[expert, neuron], ...]}
@@ -67,7 +66,6 @@ def expert_edit(neurons: ExpertNeurons, mode: str = "zero", value: float = 0.0) 
 def bake_expert_neurons(model: nn.Module, neurons: ExpertNeurons, scale: float = 0.0) -> nn.Module:
     """Scale (0: zero) each of `neurons` in its expert's down projection, in place; returns the model."""
     layouts = experts_by_layer(model)
-    layers = decoder_layers(model)
     with torch.no_grad():
         for (layer, expert), idx in _by_expert(neurons).items():
             if layer not in layouts:
@@ -75,9 +73,8 @@ def bake_expert_neurons(model: nn.Module, neurons: ExpertNeurons, scale: float =
             lay = layouts[layer]
             if not 0 <= expert < lay.experts or not all(0 <= i < lay.d_ff for i in idx):
                 raise NeuronlabError(f"layer {layer} has {lay.experts} experts of {lay.d_ff} neurons: {expert}, {idx}")
-            module: Any = layers[layer].get_submodule(lay.path)
-            down = module.down_proj[expert]  # [d, d_ff], or [d_ff, d] transposed
-            if module.is_transposed:
+            down, transposed = down_weight(model, layer, expert)
+            if transposed:
                 down[idx] *= scale
             else:
                 down[:, idx] *= scale

@@ -43,11 +43,16 @@ FLAGS = ("has_gate", "has_bias", "is_transposed")  # what transformers' experts 
 
 @dataclass(frozen=True)
 class ExpertsLayout:
-    """One MoE layer's fused experts module: its path in the layer, the number of experts and each one's d_ff."""
+    """One MoE layer's experts: their module's path in the layer, the number of experts and each one's d_ff;
+    `names` (gate, up, down) where they are a list of expert modules (transformers 4), None where fused."""
 
     path: str
     experts: int
     d_ff: int
+    names: tuple[str, str, str] | None = None
+
+
+LISTED_NAMES = (("gate_proj", "up_proj", "down_proj"), ("w1", "w3", "w2"))  # transformers 4's expert MLPs
 
 
 def _is_fused(module: nn.Module) -> bool:
@@ -55,7 +60,19 @@ def _is_fused(module: nn.Module) -> bool:
     return all(hasattr(module, f) for f in FLAGS) and isinstance(down, torch.Tensor) and down.dim() == 3
 
 
+def _listed(module: nn.Module) -> tuple[str, str, str] | None:
+    """The (gate, up, down) names where `module` is a list of gated expert MLPs (transformers 4), else None."""
+    if not isinstance(module, nn.ModuleList) or len(module) < 2:
+        return None
+    for names in LISTED_NAMES:
+        if all(hasattr(m, "act_fn") and all(isinstance(getattr(m, n, None), nn.Linear) for n in names) for m in module):
+            return names
+    return None
+
+
 def _layout(name: str, module: Any) -> ExpertsLayout:
+    if names := _listed(module):
+        return ExpertsLayout(name, len(module), getattr(module[0], names[2]).in_features, names)
     if getattr(module, "has_post_expert_norm", False):
         raise NeuronlabError(
             f"{type(module).__name__} normalizes each expert's output: its expert neurons are not served yet"
@@ -69,15 +86,15 @@ def experts_by_layer(model: nn.Module) -> dict[int, ExpertsLayout]:
     model with no mixture of experts, or whose experts are per-expert modules (transformers 4)."""
     found = {}
     for i, layer in enumerate(decoder_layers(model)):
-        fused = [(n, m) for n, m in layer.named_modules() if _is_fused(m)]
+        fused = [(n, m) for n, m in layer.named_modules() if _is_fused(m) or _listed(m)]
         if len(fused) > 1:
             raise NeuronlabError(f"layer {i} holds {len(fused)} experts modules; expert neurons need one a layer")
         if fused:
             found[i] = _layout(*fused[0])
     if not found:
         why = (
-            "its experts are not one fused module under transformers' experts implementation (Llama 4's and "
-            "JetMoE's experts, and transformers 4's per-expert modules, are not served yet)"
+            "its experts are neither one fused module under transformers' experts implementation nor a list of "
+            "gated expert MLPs (Llama 4's and JetMoE's experts are not served yet)"
             if arch_spec(model).router
             else "it is not a mixture of experts (dense FFN neurons are the `act` and `neuron` sites)"
         )
@@ -116,6 +133,43 @@ def _forward(self: Any, hidden_states: Tensor, top_k_index: Tensor, top_k_weight
     return out
 
 
+def _fingerprint(rows: Tensor, salt: Tensor) -> Tensor:
+    """An int64 fingerprint of each row's bits [n, d] -> [n]: equal rows, equal fingerprints, on any device."""
+    bits = rows.contiguous().view({2: torch.int16, 4: torch.int32, 8: torch.int64}[rows.element_size()])
+    return (bits.long() * salt.to(rows.device)).sum(-1)
+
+
+def _listed_forward(self: Any, x: Tensor) -> Tensor:
+    """One expert MLP of a list (transformers 4) as it computes itself, with its owner's function seeing its
+    neurons; the tokens are the rows of the block's input that the block gathered for it (matched by fingerprint;
+    their router weights are not visible here: NaN)."""
+    owner, e = self._neuronlab_owner, self._neuronlab_expert
+    gate, up, down = (getattr(self, n) for n in owner._neuronlab_names)
+    if e in owner._neuronlab_skip:
+        return x.new_zeros(*x.shape[:-1], down.out_features)
+    h = self.act_fn(gate(x)) * up(x)
+    keys, order = owner._neuronlab_rows
+    found = _fingerprint(x.reshape(-1, x.shape[-1]), owner._neuronlab_salt)
+    at = torch.searchsorted(keys, found).clamp(max=len(keys) - 1)
+    if not torch.equal(keys[at], found):
+        raise NeuronlabError("an expert's input rows are not rows of its block's input: expert neurons not served")
+    weights = torch.full((len(found),), float("nan"), device=x.device)
+    changed = owner._neuronlab_fn(e, order[at], weights, h)
+    return down(h if changed is None else changed)
+
+
+def _block_rows(owner: Any) -> Callable:
+    """A forward pre-hook for the MoE block that owns a list of experts: the sorted fingerprints of its input's
+    rows (flattened [batch * pos]) and their order, for `_listed_forward` to find each expert's tokens."""
+
+    def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        hidden = args[0] if args else kwargs["hidden_states"]
+        keys, order = torch.sort(_fingerprint(hidden.reshape(-1, hidden.shape[-1]), owner._neuronlab_salt))
+        owner._neuronlab_rows = (keys, order)
+
+    return hook
+
+
 @contextmanager
 def expert_neurons(
     model: nn.Module, fn: NeuronFn | None = None, skip: Mapping[int, Iterable[int]] | None = None
@@ -132,17 +186,43 @@ def expert_neurons(
         )
     layers = decoder_layers(model)
     modules: dict[int, Any] = {i: layers[i].get_submodule(lay.path) for i, lay in layouts.items()}
+    handles, patched = [], []
     try:
         for i, module in modules.items():
             module._neuronlab_fn = (lambda e, t, w, h, i=i: fn(i, e, t, w, h)) if fn else (lambda e, t, w, h: None)
             module._neuronlab_skip = silenced.get(i, set())
-            module.forward = types.MethodType(_forward, module)  # the instance's own, over the class's
+            names = layouts[i].names
+            if names is None:  # fused: the module's forward, replaced on the instance (over the class's)
+                module.forward = types.MethodType(_forward, module)
+                patched.append(module)
+                continue
+            module._neuronlab_names = names
+            width = getattr(module[0], names[0]).in_features
+            module._neuronlab_salt = torch.randint(1, 2**31, (width,), generator=torch.Generator().manual_seed(i))
+            block = layers[i].get_submodule(layouts[i].path.rpartition(".")[0])
+            handles.append(block.register_forward_pre_hook(_block_rows(module), with_kwargs=True))
+            for e, expert in enumerate(module):
+                object.__setattr__(expert, "_neuronlab_owner", module)  # a plain attribute, not a submodule
+                expert._neuronlab_expert = e
+                expert.forward = types.MethodType(_listed_forward, expert)
+                patched.append(expert)
         yield layouts
     finally:
-        for module in modules.values():
-            module.__dict__.pop("forward", None)
-            module.__dict__.pop("_neuronlab_fn", None)
-            module.__dict__.pop("_neuronlab_skip", None)
+        for h in handles:
+            h.remove()
+        for module in [*modules.values(), *patched]:
+            for key in [k for k in module.__dict__ if k == "forward" or k.startswith("_neuronlab_")]:
+                del module.__dict__[key]
+
+
+def down_weight(model: nn.Module, layer: int, expert: int) -> tuple[Tensor, bool]:
+    """(expert's down-projection weight, transposed): [d, d_ff] with neuron i in column i, or [d_ff, d] with it in
+    row i (gpt-oss). Writing into it changes the model."""
+    lay = experts_by_layer(model)[layer]
+    module: Any = decoder_layers(model)[layer].get_submodule(lay.path)
+    if lay.names is not None:
+        return getattr(module[expert], lay.names[2]).weight, False
+    return module.down_proj[expert], bool(module.is_transposed)
 
 
 def check_experts(model: Any, input_ids: Tensor | None = None, atol: float = 1e-5) -> dict[int, ExpertsLayout]:
@@ -175,14 +255,13 @@ def check_experts(model: Any, input_ids: Tensor | None = None, atol: float = 1e-
 
         with expert_neurons(model, zero):
             zeroed = model(input_ids=input_ids).logits
-        module: Any = decoder_layers(model)[layer].get_submodule(layouts[layer].path)
-        down = module.down_proj
-        saved = down[seen[0]].clone()
+        down, transposed = down_weight(model, layer, seen[0])
+        saved = down.clone()
         try:
-            (down[seen[0]][0] if module.is_transposed else down[seen[0]][:, 0]).zero_()
+            (down[0] if transposed else down[:, 0]).zero_()
             removed = model(input_ids=input_ids).logits
         finally:
-            down[seen[0]].copy_(saved)
+            down.copy_(saved)
     if not torch.allclose(zeroed, removed, atol=atol, rtol=1e-4):
         raise NeuronlabError(f"{name}: a zeroed expert neuron is not its down-projection column removed")
     return layouts

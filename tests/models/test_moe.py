@@ -43,7 +43,9 @@ only_fused = pytest.mark.skipif(not FUSED, reason="gpt-oss's experts are served 
 TEXTS = {"en": ["the cat sat on the mat", "a dog ran"], "fr": ["le chat est sur le tapis", "un chien"]}
 
 
-@pytest.mark.parametrize("model_type", SERVED)
+@pytest.mark.parametrize(
+    "model_type", [m if m in ("mixtral", "qwen3_moe") else pytest.param(m, marks=pytest.mark.slow) for m in SERVED]
+)
 def test_the_loop_gives_the_models_own_logits_and_a_zeroed_neuron_is_its_column_removed(model_type):
     model = tiny_causal_lm(model_type, spread=0.3)
     layouts = check_experts(model)
@@ -360,6 +362,7 @@ def test_silencing_a_planted_language_expert_changes_that_language_only(tmp_path
     assert saved["change"]["A"]["B"] == 0 and saved["change"]["A"]["A"] == pytest.approx(change["A"]["A"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_a_run_stopped_half_way_resumes_without_counting_a_text_twice(tmp_path, monkeypatch):
     from neuronlab.record import moe as moe_record
 

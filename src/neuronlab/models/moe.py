@@ -3,7 +3,9 @@ the router sends to that expert.
 
     with expert_neurons(model, lambda layer, expert, tokens, weights, h: h * keep):  # h: [routed tokens, d_ff]
         model(**batch)
-    layers = experts_by_layer(model)        # {layer: ExpertsLayout}: the fused experts module of each MoE layer
+    with expert_neurons(model, skip={3: [17]}):   # expert 17 of layer 3 silenced where the router chose it
+        model(**batch)
+    layers = experts_by_layer(model)        # {layer: ExpertsLayout}: the experts of each MoE layer
 
 In transformers 5 the experts of most families are one module with 3-D weights (`gate_up_proj` [E, 2 d_ff, d] and
 `down_proj` [E, d, d_ff], or transposed as in gpt-oss, with biases there) whose class is wrapped by transformers'
@@ -15,10 +17,15 @@ projection and the router's weight, exactly as transformers' eager loop does. `f
 h)` sees h (tokens: indices into the block's flattened [batch * pos] tokens; weights: the router's weight of this
 expert for each) and returns a replacement or None. Outside the block the module is the model's own again.
 
+In transformers 4 the experts are a list of MLP modules that the block calls with the rows of the tokens routed to
+each; inside the block each computes itself (act(gate) * up, then down) with `fn` seeing h, the tokens found by an
+exact fingerprint of their rows among the block's input rows. The block applies the router's weights after the
+expert returns, so there `weights` are NaN.
+
 `check_experts` proves it on a probe forward: the logits through this loop equal the model's own (whatever experts
 implementation it selected), and a neuron zeroed here equals its column of the down projection removed. Families
 whose experts compute otherwise (a norm after each expert, the routing weight applied to the input as in Llama 4,
-per-expert modules as in transformers 4) are refused by name.
+JetMoE's parallel experts, gpt-oss under transformers 4) are refused by name.
 """
 
 from __future__ import annotations

@@ -89,8 +89,8 @@ def _layout(name: str, module: Any) -> ExpertsLayout:
 
 
 def experts_by_layer(model: nn.Module) -> dict[int, ExpertsLayout]:
-    """{layer: its fused experts module's layout} for every layer that has one (module doc); one clear error for a
-    model with no mixture of experts, or whose experts are per-expert modules (transformers 4)."""
+    """{layer: the layout of its experts} for every layer that has them (module doc); one clear error for a model
+    with no mixture of experts, or whose experts are neither fused nor a list of gated MLPs."""
     found = {}
     for i, layer in enumerate(decoder_layers(model)):
         fused = [(n, m) for n, m in layer.named_modules() if _is_fused(m) or _listed(m)]

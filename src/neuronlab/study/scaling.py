@@ -153,6 +153,11 @@ def carry_gap(tasks: dict[str, dict]) -> float | None:
     return sum(x - y for x, y, _ in both) / len(both) if both else None
 
 
+def _cell(value: float | None) -> str:
+    """0.93, or n/a where nothing was there to flip (the model never put the target first)."""
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def _panels(tasks: dict[str, dict[str, dict]], methods: tuple[str, ...]) -> bytes:
     """Held-out flip rate, KL and parameters (log) per task, one bar per model and method."""
     names = list(dict.fromkeys(t for ts in tasks.values() for t in ts))
@@ -197,11 +202,11 @@ class Scaling(Study):
                 for method, run in r["runs"].items():
                     held = run["held_out"]
                     rows.setdefault(f"{t}: {method} held-out flip / KL / parameters", {})[m] = (
-                        f"{held['flip_rate']:.2f} / {held['kl']:.2f} / {held['parameters']:,}"
+                        f"{_cell(held['flip_rate'])} / {_cell(held['kl'])} / {held['parameters']:,}"
                     )
                     if "other_lengths" in run:
-                        rows.setdefault(f"{t}: {method} flip on other prompt lengths", {})[m] = (
-                            f"{run['other_lengths']['flip_rate']:.2f}"
+                        rows.setdefault(f"{t}: {method} flip on other prompt lengths", {})[m] = _cell(
+                            run["other_lengths"]["flip_rate"]
                         )
         return rows
 

@@ -223,10 +223,10 @@ class Experts(Study):
         for m, f in figures.items():
             rows["concepts (words with sentences written)"][m] = f"{f['concepts']} of {f['words_asked']}"
             for s, a in f["alignment"].items():
+                rows.setdefault(f"{s}: rated pairs covered", {})[m] = str(a["pairs"])
                 for k, name in MEASURES.items():
                     if k in a:
-                        cell = f"{a[k]['rho']:.2f} {_number(a[k]['interval'])}"
-                        rows.setdefault(f"{s}: {name} ({a['pairs']} pairs)", {})[m] = cell
+                        rows.setdefault(f"{s}: {name}", {})[m] = f"{a[k]['rho']:.2f} {_number(a[k]['interval'])}"
             things = f["odd_one_out"]
             if things.get("triplets"):
                 rows.setdefault("THINGS odd one out (chance 0.33)", {})[m] = (

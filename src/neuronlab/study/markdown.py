@@ -88,7 +88,7 @@ def verdicts(studies: dict[str, dict[str, Any]]) -> str:
     """One table of several studies' verdicts ({study: results}): paper and claim down, models across."""
     models = list(dict.fromkeys(m for r in studies.values() for m in r["models"]))
     rows = [
-        [r["paper"].split(",")[0] if i == 0 else "", c["claim"]]
+        [re.sub(r",? arXiv [\d.]+", "", r["paper"]) if i == 0 else "", c["claim"]]
         + [
             f"{c['verdicts'][m]} ({number(c['values'].get(m), c['intervals'].get(m))})" if m in c["verdicts"] else ""
             for m in models

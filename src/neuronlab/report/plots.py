@@ -242,8 +242,8 @@ def dendrogram(tree: dict, labels: list[str], title: str) -> bytes:
 def intervals(results: dict[str, dict[str, tuple[float, list[float]]]], ylabel: str, title: str) -> bytes:
     """Estimates with their intervals, grouped: {group: {series: (value, [low, high])}} (Spearman of several
     similarities against several rating sets)."""
-    plt, (fig, ax) = _figure(6.5, 3.2)
     groups = list(results)
+    plt, (fig, ax) = _figure(6.5, 3.8)
     series = list(dict.fromkeys(s for g in results.values() for s in g))
     step = 0.8 / max(len(series), 1)
     for i, name in enumerate(series):
@@ -253,7 +253,7 @@ def intervals(results: dict[str, dict[str, tuple[float, list[float]]]], ylabel: 
         high = [hi - v for v, (_, hi) in got]
         ax.errorbar(xs, [v for v, _ in got], yerr=[low, high], fmt="o", capsize=3, label=name)
     ax.axhline(0, color="grey", linewidth=0.5)
-    ax.set_xticks(range(len(groups)), groups)
+    ax.set_xticks(range(len(groups)), groups, fontsize=7, rotation=25, ha="right")
     ax.set(ylabel=ylabel, title=title)
     ax.legend(fontsize=7)
     return _png(plt, fig)

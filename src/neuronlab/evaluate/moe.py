@@ -17,8 +17,9 @@ from typing import Any
 
 from neuronlab.errors import NeuronlabError
 from neuronlab.evaluate.steering import changed_perplexity
-from neuronlab.io import check_writable, read_json, write_json
+from neuronlab.io import check_writable, write_json
 from neuronlab.models.moe import expert_neurons
+from neuronlab.select.moe import read_moe_lape
 
 Experts = Mapping[str, Mapping[Any, Sequence[int]]]  # {language: {layer: [expert, ...]}}
 
@@ -47,9 +48,7 @@ def expert_deactivation_to_file(
     """The matrix for the experts in `found` (a `moe_lape --over experts` JSON file), written to `out` (what
     `neuronlab moe deactivate` runs)."""
     check_writable(out)
-    data = read_json(found, "moe_lape result")
-    if data.get("over") != "experts":
-        raise NeuronlabError(f"{found} lists expert neurons, not experts: run `neuronlab moe lape --over experts`")
-    matrix = expert_perplexity_matrix(model, tokenizer, texts, data["languages"], **settings)
-    write_json(out, {"experts": data["languages"], **matrix})
+    experts = read_moe_lape(found, "experts")
+    matrix = expert_perplexity_matrix(model, tokenizer, texts, experts, **settings)
+    write_json(out, {"experts": experts, **matrix})
     return matrix

@@ -22,8 +22,9 @@ import torch
 from torch import Tensor, nn
 
 from neuronlab.errors import NeuronlabError
-from neuronlab.io import atomic_folder, check_writable, read_json
+from neuronlab.io import atomic_folder, check_writable
 from neuronlab.models.moe import NeuronFn, down_weight, experts_by_layer
+from neuronlab.select.moe import read_moe_lape
 
 MODES = ("zero", "scale", "set", "add")
 ExpertNeurons = Mapping[int, Sequence[Sequence[int]]]  # {layer: [[expert, neuron], ...]}
@@ -73,7 +74,7 @@ def bake_expert_neurons(model: nn.Module, neurons: ExpertNeurons, scale: float =
             lay = layouts[layer]
             if not 0 <= expert < lay.experts or not all(0 <= i < lay.d_ff for i in idx):
                 raise NeuronlabError(f"layer {layer} has {lay.experts} experts of {lay.d_ff} neurons: {expert}, {idx}")
-            down, transposed = down_weight(model, layer, expert)
+            down, transposed = down_weight(model, layer, expert, layouts)
             if transposed:
                 down[idx] *= scale
             else:
@@ -88,12 +89,10 @@ def bake_experts_to_folder(
     `scale`, and save model and tokenizer as a plain checkpoint folder `out` (written whole, or not at all); what
     `neuronlab moe bake` runs. Returns {layer: [[expert, neuron], ...]} that were baked."""
     check_writable(out, folder=True)
-    data = read_json(found, "moe_lape result")
-    if data.get("over") != "neurons":
-        raise NeuronlabError(f"{found} lists experts, not expert neurons: run `neuronlab moe lape --over neurons`")
-    if language not in data.get("languages", {}):
-        raise NeuronlabError(f"{found} has no language {language!r}: it has {', '.join(data.get('languages', {}))}")
-    neurons = data["languages"][language]
+    languages = read_moe_lape(found, "neurons")
+    if language not in languages:
+        raise NeuronlabError(f"{found} has no language {language!r}: it has {', '.join(languages)}")
+    neurons = languages[language]
     bake_expert_neurons(model, neurons, scale)
     atomic_folder(out, lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
     return neurons

@@ -222,10 +222,13 @@ def expert_neurons(
                 del module.__dict__[key]
 
 
-def down_weight(model: nn.Module, layer: int, expert: int) -> tuple[Tensor, bool]:
+def down_weight(
+    model: nn.Module, layer: int, expert: int, layouts: Mapping[int, ExpertsLayout] | None = None
+) -> tuple[Tensor, bool]:
     """(expert's down-projection weight, transposed): [d, d_ff] with neuron i in column i, or [d_ff, d] with it in
-    row i (gpt-oss). Writing into it changes the model."""
-    lay = experts_by_layer(model)[layer]
+    row i (gpt-oss). Writing into it changes the model. `layouts`: `experts_by_layer(model)`, where the caller has
+    it."""
+    lay = (layouts or experts_by_layer(model))[layer]
     module: Any = decoder_layers(model)[layer].get_submodule(lay.path)
     if lay.names is not None:
         return getattr(module[expert], lay.names[2]).weight, False
@@ -262,7 +265,7 @@ def check_experts(model: Any, input_ids: Tensor | None = None, atol: float = 1e-
 
         with expert_neurons(model, zero):
             zeroed = model(input_ids=input_ids).logits
-        down, transposed = down_weight(model, layer, seen[0])
+        down, transposed = down_weight(model, layer, seen[0], layouts)
         saved = down.clone()
         try:
             (down[0] if transposed else down[:, 0]).zero_()

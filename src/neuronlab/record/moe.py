@@ -38,6 +38,7 @@ from neuronlab.record.recorder import check_checkpoint
 
 FORMAT = "neuronlab.expert-stats/1"
 TENSORS = ("tokens", "texts", "routed", "weight", "active", "sum")
+SUMS = ("routed", "weight", "active", "sum")  # per layer and expert (and neuron): what `record_experts` adds up
 
 
 @dataclass
@@ -174,16 +175,25 @@ def record_experts(
     special = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
     keep = {"logits_to_keep": 1} if forward_takes(model, "logits_to_keep") else {}
     g, counted = 0, torch.zeros(0, dtype=torch.bool)
+    running: dict[int, dict[str, Tensor]] = {}  # per layer, on the experts' device: the sums since the last flush
 
     def add(layer: int, e: int, tokens: Tensor, weights: Tensor, h: Tensor) -> None:
-        on = counted.to(tokens.device)[tokens]
-        if not on.any():
-            return
-        values, i = h[on].double(), row[layer]
-        stats.routed[g, i, e] += int(on.sum())
-        stats.weight[g, i, e] += float(weights[on].double().sum())
-        stats.active[g, i, e] += (values > 0).sum(0).cpu()
-        stats.sum[g, i, e] += values.sum(0).cpu()
+        acc = running.get(layer)
+        if acc is None:  # the stats' row shapes, where this layer's experts compute: no copy or sync per expert
+            acc = running[layer] = {k: torch.zeros_like(getattr(stats, k)[0, 0], device=h.device) for k in SUMS}
+        on = counted.to(h.device, non_blocking=True)[tokens]
+        values = h[on].double()
+        acc["routed"][e] += on.sum()
+        acc["weight"][e] += weights[on].double().sum()
+        acc["active"][e] += (values > 0).sum(0)
+        acc["sum"][e] += values.sum(0)
+
+    def flush() -> None:
+        """Move the running sums into the stats of group `g` (before a save, and at the end of a group)."""
+        for layer, acc in running.items():
+            for k, value in acc.items():
+                getattr(stats, k)[g, row[layer]] += value.cpu()
+                value.zero_()
 
     bar = progress_bar(unit="tok", enabled=progress, unit_scale=True)
     last_save = time.monotonic()
@@ -200,8 +210,10 @@ def record_experts(
                 stats.texts[g] = batch.done
                 bar.update(int(counted.sum()))
                 if checkpoint is not None and batch.boundary and time.monotonic() - last_save > checkpoint_every:
+                    flush()
                     stats.save(checkpoint)
                     last_save = time.monotonic()
+            flush()
             if int(stats.tokens[g]) == 0:
                 raise NeuronlabError(f"group {group!r} has no text that yields countable tokens: give it real text")
             stats.texts[g] = len(texts[group])

@@ -19,11 +19,16 @@ from neuronlab.report.html import Report
 VERDICT_CLASS = {"holds": "ok", "does not hold": "bad"}
 
 
-def _number(value: Any, interval: list[float] | None) -> str:
+def number(value: Any, interval: list[float] | None = None) -> str:
+    """0.463 [0.341, 0.57]: three significant digits (plain text; the pages and the Markdown use it)."""
     if value is None:
         return "n/a"
-    text = f"{value:.3g}" if isinstance(value, float) else escape(str(value))
+    text = f"{value:.3g}" if isinstance(value, float) else str(value)
     return text + (f" [{interval[0]:.3g}, {interval[1]:.3g}]" if interval else "")
+
+
+def _number(value: Any, interval: list[float] | None) -> str:
+    return escape(number(value, interval))
 
 
 def _verdict(verdict: str) -> str:

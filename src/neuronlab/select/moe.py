@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from neuronlab.config import configured
 from neuronlab.errors import NeuronlabError
-from neuronlab.io import check_writable, write_json
+from neuronlab.io import check_writable, read_json, write_json
 from neuronlab.record.moe import ExpertStats
 from neuronlab.select.lape import LapeConfig, lape_select
 
@@ -75,3 +75,15 @@ def moe_lape_to_file(
     found = moe_lape(ExpertStats.load(stats), over, routed, config)
     write_json(out, found)
     return found
+
+
+def read_moe_lape(path: str | Path, over: Literal["experts", "neurons"]) -> dict[str, dict]:
+    """{language: {layer: [...]}} of a `moe_lape_to_file` result, refused unless it lists `over`."""
+    data = read_json(path, "moe_lape result")
+    if data.get("over") != over:
+        kind = {"experts": "experts", "neurons": "expert neurons"}
+        raise NeuronlabError(
+            f"{path} lists {kind.get(str(data.get('over')), 'something else')}, not {kind[over]}: run `neuronlab moe "
+            f"lape --over {over}`"
+        )
+    return data["languages"]

@@ -21,17 +21,10 @@ from typing import Any
 
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import read_json, write_text
+from neuronlab.report.study import number
 from neuronlab.study.base import STUDIES
 
 SECTION = re.compile(r"(<!-- study: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end study -->)", re.S)
-
-
-def number(value: Any, interval: list[float] | None = None) -> str:
-    """0.463 [0.341, 0.57]: three significant digits, like the report."""
-    if value is None:
-        return "n/a"
-    text = f"{value:.3g}" if isinstance(value, float) else str(value)
-    return text + (f" [{interval[0]:.3g}, {interval[1]:.3g}]" if interval else "")
 
 
 def command(results: dict[str, Any]) -> str:

@@ -71,10 +71,36 @@ TINY: dict[str, Any] = dict(
 )
 MAX_TINY_PARAMETERS = 3_000_000
 _MLA = dict(num_key_value_heads=4, n_group=1, topk_group=1, first_k_dense_replace=1)  # DeepSeek's latent attention
+_HYBRID = dict(layer_types=["linear_attention", "full_attention"])  # one layer of each kind, so a cache has attention
+_MAMBA = dict(mamba_n_heads=4, mamba_d_head=16)
 EXTRA: dict[str, dict[str, Any]] = {
     "gpt_neo": dict(attention_types=[[["global", "local"], 1]]),
-    "deepseek_v2": _MLA,
-    "deepseek_v3": _MLA,
+    **dict.fromkeys(
+        (
+            "axk1",
+            "axk2",
+            "deepseek_v2",
+            "deepseek_v3",
+            "deepseek_v32",
+            "glm4_moe_lite",
+            "glm_moe_dsa",
+            "longcat_flash",
+            "minicpm3",
+            "sarvam_mla",
+            "youtu",
+        ),
+        _MLA,
+    ),
+    **dict.fromkeys(("qwen3_next", "qwen3_5_text", "qwen3_5_moe_text"), _HYBRID),
+    "jamba": dict(attn_layer_period=2, attn_layer_offset=1, expert_layer_period=2, expert_layer_offset=1),
+    "recurrent_gemma": dict(block_types=["recurrent", "attention"], intermediate_size=128),  # d_ff is half of it
+    "lfm3": dict(layer_types=["conv", "full_attention"]),
+    "bamba": _MAMBA | dict(attn_layer_indices=[1]),
+    "granitemoehybrid": _MAMBA | dict(layer_types=["mamba", "attention"]),
+    "zamba2": dict(layers_block_type=["mamba", "hybrid"]),
+    "lfm2_moe": dict(layer_types=["conv", "full_attention"], num_dense_layers=1),
+    "zaya": dict(num_experts_per_tok=1),
+    "plbart": dict(encoder_attention_heads=4, decoder_attention_heads=4),
 }
 
 

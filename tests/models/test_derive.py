@@ -9,8 +9,9 @@ import torch
 import transformers
 
 import neuronlab as nl
+from neuronlab.analyze.lens import decode
 from neuronlab.models.derive import derive_spec
-from neuronlab.models.sites import Site
+from neuronlab.models.sites import Site, decoder_layers, get_module, site_module
 from neuronlab.models.verify import spec_code, verify_spec
 from neuronlab.testing import tiny_causal_lm
 
@@ -39,6 +40,9 @@ MUST_SERVE = [
     "phi3",
 ]
 MUST_SERVE_BLOCKS = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v3", "gpt_oss")
+# Layers that are not h + attn + ffn (post-norm, scaled, parallel mixers) and hybrids, served at the neuron level.
+MUST_SERVE_NEURONS = ("openai-gpt", "bert", "roberta", "falcon_h1", "bamba", "lfm2", "recurrent_gemma", "minicpm3")
+MUST_SERVE_EXPERTS = ("jamba", "qwen3_next", "granitemoehybrid", "lfm2_moe", "minimax")  # hybrid mixtures of experts
 
 
 def _same(table: nl.ArchSpec, derived: nl.ArchSpec) -> list[str]:
@@ -96,22 +100,85 @@ def test_wrong_sites_are_named_by_the_identity_they_break():
     assert any("is not resid" in b for b in bad)
 
 
-def test_a_scaled_residual_or_post_norm_is_refused_with_the_way_out():
-    import transformers
-
+def _granite(multiplier: float):
     config = transformers.GraniteConfig(
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=2,
         num_attention_heads=4,
         vocab_size=128,
-        residual_multiplier=0.5,
+        residual_multiplier=multiplier,
     )
-    model = transformers.AutoModelForCausalLM.from_config(config).eval()
-    with pytest.raises(nl.NeuronlabError, match=r"(?s)'granite' is not in the table.*not h \+ attn \+ ffn.*ArchSpec"):
-        nl.arch_spec(model)
-    with pytest.raises(nl.NeuronlabError, match="not h \\+ attn \\+ ffn"):
-        nl.arch_spec(tiny_causal_lm("openai-gpt"))  # post-norm: LayerNorm(h + attn)
+    torch.manual_seed(0)
+    return transformers.AutoModelForCausalLM.from_config(config).eval()
+
+
+def _column_zeroed(model, layer: int, j: int):
+    """A copy of `model` whose layer's down projection has neuron j's column (GPT-1's Conv1D: row) at zero."""
+    import copy
+
+    spec = nl.arch_spec(model)
+    other = copy.deepcopy(model)
+    w = get_module(decoder_layers(other)[layer], spec.down).weight
+    with torch.no_grad():
+        (w[j] if spec.conv1d else w[:, j]).zero_()
+    return other
+
+
+@pytest.mark.parametrize("name", ["granite x0.5", "openai-gpt", "bert", "falcon_h1", "olmo_hybrid"])
+def test_layers_that_are_not_h_attn_ffn_serve_their_ffn_neurons(name):
+    """A scaled residual (Granite), post-norm layers (GPT-1, BERT), parallel attention and mamba (Falcon-H1),
+    Olmo-hybrid: no attention output adds up to the next state, but the FFN's neurons and down projection are served,
+    proven against the model's own forward with a down column removed."""
+    model = _granite(0.5) if name == "granite x0.5" else tiny_causal_lm(name, spread=0.3)
+    spec = nl.arch_spec(model)
+    assert spec.attn_out is None and spec.ffn_out == spec.down and verify_spec(model, spec) == []
+    with pytest.raises(nl.NeuronlabError, match=r"not served on this model: its layers are not h \+ attn \+ ffn"):
+        with nl.trace(model, ["layers.0.attn_out"]):
+            pass
+    ids = torch.tensor([[3, 9, 4, 17, 5, 8]])
+    with torch.no_grad():
+        with nl.hooked(model, {Site(1, "neuron"): lambda h: h.index_fill(-1, torch.tensor([5]), 0.0)}):
+            hooked = model(ids).logits
+        edited = _column_zeroed(model, 1, 5)(ids).logits
+        assert not torch.allclose(hooked, model(ids).logits, atol=1e-4)
+    torch.testing.assert_close(hooked, edited, atol=1e-5, rtol=1e-4)
+    stats = nl.record(model, nl.testing.char_tokenizer(), {"x": ["abc de"]}, site="neuron", progress=False)
+    assert stats.tokens.tolist() == [6]
+
+
+@pytest.mark.parametrize("model_type", ["bamba", "qwen3_5_text", "recurrent_gemma", "lfm2_moe", "jamba"])
+def test_hybrid_layers_serve_each_token_mixer_as_attn_out(model_type):
+    """Hybrids whose layers mix tokens by attention in some layers and by mamba, linear attention, a recurrence or a
+    convolution in others: attn_out is each layer's mixer, and h + mixer + ffn is Hugging Face's next hidden state."""
+    model = tiny_causal_lm(model_type, spread=0.3)
+    spec = nl.arch_spec(model)
+    assert spec.attn_out is not None and verify_spec(model, spec) == []
+    n = len(decoder_layers(model))
+    ids = torch.tensor([[3, 9, 4, 17, 5, 8]])
+    sites = [Site(i, k) for i in range(n) for k in ("attn_out", "ffn_out")]
+    with nl.trace(model, sites) as tr, torch.no_grad():
+        hs = model(ids, output_hidden_states=True).hidden_states
+    mixers = {type(site_module(model, Site(i, "attn_out"))[0]).__name__ for i in range(n)}
+    assert len(mixers) == 2 or "|" not in spec.attn_out  # recurrent_gemma: one `temporal_block`, two classes
+    for i in range(n - 1):  # the last hidden state is after the final norm
+        torch.testing.assert_close(hs[i] + tr[Site(i, "attn_out")] + tr[Site(i, "ffn_out")], hs[i + 1])
+
+
+def test_a_head_that_is_not_a_lens_serves_the_sites_and_refuses_the_lens():
+    """MiniCPM3 scales the last hidden state before its head: decoding a layer's output through the final norm and
+    unembedding alone would not be the model's reading."""
+    model = tiny_causal_lm("minicpm3")
+    spec = nl.arch_spec(model)
+    assert not spec.lens and spec.down == "mlp.down_proj" and verify_spec(model, spec) == []
+    with pytest.raises(nl.NeuronlabError, match="logit lens is not served"):
+        nl.logit_lens(model, nl.testing.char_tokenizer(), ["abc"])
+    bert = tiny_causal_lm("bert", spread=0.3)  # BERT's head transform (dense, gelu, norm) is the lens's final norm
+    assert nl.arch_spec(bert).final_norm == "cls.predictions.transform"
+    ids = torch.tensor([[3, 9, 4, 17]])
+    with nl.trace(bert, ["layers.1.resid"]) as tr, torch.no_grad():
+        logits = bert(ids).logits
+    torch.testing.assert_close(decode(bert, tr[Site(1, "resid")]), logits)
 
 
 def test_mixture_of_experts_serves_blocks_and_refuses_neurons():
@@ -182,12 +249,14 @@ def test_walk_every_causal_lm_type_in_transformers():
                 result["failed"].append(f"{model_type} (expert neurons): {type(err).__name__}: {err}")
     print({k: len(v) for k, v in result.items()})
     print("expert neurons:", ", ".join(result["expert neurons"]))
+    print("refused:", ", ".join(result["refused"]))
     assert result["failed"] == []
     built = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES) - set(result["not built"])
-    assert {m for m in MUST_SERVE if m in built} <= set(result["served"])
+    assert {m for m in MUST_SERVE + list(MUST_SERVE_NEURONS) if m in built} <= set(result["served"])
     assert {m for m in MUST_SERVE_BLOCKS if m in built} <= set(result["served (block level)"])
     if int(transformers.__version__.split(".")[0]) >= 5:  # fused experts
-        assert {m for m in MUST_SERVE_BLOCKS if m in built} <= set(result["expert neurons"])
+        assert {m for m in MUST_SERVE_BLOCKS + MUST_SERVE_EXPERTS if m in built} <= set(result["expert neurons"])
+        assert len(result["served"]) + len(result["expert neurons"]) >= 120
 
 
 def test_inspect_model_prints_the_spec_and_its_proof(tmp_path):
@@ -215,7 +284,7 @@ def test_inspect_model_prints_the_spec_and_its_proof(tmp_path):
     transformers.AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "granite")
     tok.save_pretrained(tmp_path / "granite")
     result = CliRunner().invoke(app, ["inspect-model", "-m", str(tmp_path / "granite")])
-    assert result.exit_code != 0 and "not h + attn + ffn" in result.output
+    assert result.exit_code == 0 and "not served: attn_out: the layer is not h + attn + ffn" in result.output
 
 
 def test_gemma3_multimodal_checkpoints_serve_their_language_model():

@@ -27,7 +27,14 @@ from neuronlab.models.sites import Site, decoder_layers, get_module, trace
 def decode(model, h: Tensor) -> Tensor:
     """Logits of residual-stream vectors h [..., d_model] through the final norm and the unembedding."""
     spec = arch_spec(model)
-    return spec.logits(model.config, get_module(model, spec.unembed)(get_module(model, spec.final_norm)(h)))
+    if not spec.lens:
+        raise NeuronlabError(
+            f"the logit lens is not served on this {model.config.model_type} model: its head does more than a final "
+            "norm and the unembedding (a scale, or residual streams merged), so decoding a layer's output would not "
+            "be the model's own reading. The other sites are served"
+        )
+    h = get_module(model, spec.final_norm)(h) if spec.final_norm else h
+    return spec.logits(model.config, get_module(model, spec.unembed)(h))
 
 
 def logit_lens(

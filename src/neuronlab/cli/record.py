@@ -115,8 +115,8 @@ def inspect_model(model: ModelRef) -> None:
     failed = about["failed"]
     typer.echo(f"{about['model_type']}: {about['source']}")
     typer.echo(f"spec = {about['code']}")
-    if about["moe"]:
-        typer.echo("a mixture of experts: ffn_out, attn_out and resid are served; act and neuron are not")
+    for what, why in about["not_served"].items():
+        typer.echo(f"not served: {what}: {why}")
     typer.echo("proven on a probe forward" if not failed else "FAILS on a probe forward:\n  " + "\n  ".join(failed))
     if failed:
         raise typer.Exit(1)

@@ -30,9 +30,13 @@ class ArchSpec:
     act:        the FFN activation function module, from a layer (its output is the `act` site); None: no module
     down:       the FFN down projection, from a layer (its input is the `neuron` site); None: a mixture of experts,
                 whose neurons are not served (a neuron of expert e sees only the tokens routed to e)
-    ffn_out:    the module whose output is the FFN block's contribution to the residual stream
-    attn_out:   the module whose output is the attention block's contribution to the residual stream
-    final_norm: the norm applied before the unembedding, from the root
+    ffn_out:    the module whose output is the FFN block's contribution to the residual stream (where the layer is
+                not h + attn + ffn: the down projection, proven to be the neurons' only way out of the FFN)
+    attn_out:   the module whose output is the attention block's contribution to the residual stream (a hybrid's
+                token mixer, `self_attn|mamba`, where layers differ); None: the layer is not h + attn + ffn
+                (post-norm, scaled or several residual streams), so no attention output adds up to the next state
+    final_norm: the norm (or head transform, as BERT's) between the last layer's output and the unembedding, from
+                the root; None: the last layer's output goes straight into the unembedding (GPT-1, XLNet)
     unembed:    the unembedding (LM head), from the root
     up:         the FFN's input projection (a gated FFN's up projection; Phi-3's fused gate_up), from a layer
     gate:       a gated FFN's gate projection, from a layer (None: no separate gate module)
@@ -43,14 +47,16 @@ class ArchSpec:
     max_positions: config attribute of the longest sequence the model takes (None: no limit, e.g. ALiBi)
     router:     a mixture of experts' router module, from a layer (None: a dense FFN)
     logit_scale: config attribute of a factor the logits are multiplied by (Cohere), None if the family has none
+    lens:       the unembedding of final_norm(last layer's output) is the model's logits; False where the head does
+                more (a scale, several residual streams merged): the logit lens is refused, the other sites served
     """
 
     layers: str
     act: str | None
     down: str | None
     ffn_out: str
-    attn_out: str
-    final_norm: str
+    attn_out: str | None
+    final_norm: str | None
     unembed: str
     up: str | None = None
     gate: str | None = None
@@ -61,6 +67,7 @@ class ArchSpec:
     max_positions: str | None = "max_position_embeddings"
     router: str | None = None
     logit_scale: str | None = None
+    lens: bool = True
 
     def position_limit(self, config) -> int | None:
         """The longest sequence a model of this family takes (None: no limit)."""

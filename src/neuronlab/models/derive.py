@@ -70,15 +70,34 @@ def _path(root: nn.Module, target: nn.Module) -> str:
     raise NeuronlabError(f"{type(target).__name__} is not a submodule of {type(root).__name__}")
 
 
+def _kind(text: str) -> str | None:
+    """ "ffn", "attn" or None for the name of a decoder layer's child (or its class name)."""
+    return "ffn" if FFN.search(text) else "attn" if ATTN.search(text) else None
+
+
+def _blocks(layer: nn.Module) -> dict[str, nn.Module]:
+    """A layer's children that hold parameters and are not norms: its token mixer(s) and FFN block(s)."""
+    return {n: m for n, m in layer.named_children() if any(True for _ in m.parameters()) and not _is_norm(n, m)}
+
+
+def _kinds(layer: nn.Module) -> dict[str, str | None]:
+    """{child: "ffn" | "attn" | None} for a layer's blocks, by their names; by their class names where the name tells
+    nothing (NemotronH's `mixer`s), though never a second FFN (LFM2-MoE's conv block is an `Lfm2MoeShortConv`)."""
+    blocks = _blocks(layer)
+    kinds = {n: _kind(n) for n in blocks}
+    named_ffn = "ffn" in kinds.values()
+    for n, m in blocks.items():
+        kind = _kind(type(m).__name__)
+        kinds[n] = kinds[n] or (None if kind == "ffn" and named_ffn else kind)
+    return kinds
+
+
 def _find_layers(model: nn.Module, n_layers: int | None) -> str:
     lists = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
-    fitting = [n for n, m in lists if n_layers is None or len(m) == n_layers]
     fitting = [
         n
-        for n in fitting
-        if any(
-            FFN.search(c) or ATTN.search(c) for c, _ in cast(nn.ModuleList, model.get_submodule(n))[0].named_children()
-        )
+        for n, m in lists
+        if (n_layers is None or len(m) == n_layers) and any(any(_kinds(layer).values()) for layer in m)
     ]
     if not fitting:
         raise NeuronlabError(f"no list of {n_layers} decoder layers with attention or FFN blocks found")
@@ -115,6 +134,22 @@ class Candidates:
     final_norm: list[str] = field(default_factory=list)
 
 
+def _mixers(layers: nn.ModuleList, ffn: str | None, d_model: int) -> list[str]:
+    """attn_out candidates by name: the attention child every layer has and its last projection to d_model; the one
+    token mixer each layer holds, attention or not (a hybrid's differing names as `self_attn|mamba`)."""
+    kids = [_kinds(lay) for lay in layers]
+    attn = [[n for n, k in kind.items() if k == "attn"] for kind in kids]
+    out = []
+    if all(a and a[0] == attn[0][0] for a in attn):
+        name = attn[0][0]
+        proj = [n for n, m in layers[0].get_submodule(name).named_modules() if (_linear_io(m) or (0, 0))[1] == d_model]
+        out += [name] + [f"{name}.{p}" for p in proj[-1:] if all(_has(lay, f"{name}.{p}") for lay in layers)]
+    others = [[n for n, k in kind.items() if k != "ffn" and n != ffn] for kind in kids]
+    if all(len(o) == 1 for o in others):  # one token mixer per layer, attention or not
+        out.append("|".join(sorted({o[0] for o in others}, key=lambda n: (not ATTN.search(n), n))))
+    return list(dict.fromkeys(out))
+
+
 def _candidates(model: Any) -> Candidates:
     """Module paths for every role, several where the numbers must decide (first = preferred)."""
     config = text_config(model)
@@ -123,14 +158,20 @@ def _candidates(model: Any) -> Candidates:
     layers = cast(nn.ModuleList, model.get_submodule(layers_path))
     layer = layers[0]
     children = dict(layer.named_children())
-    blocks = {n: m for n, m in children.items() if any(True for _ in m.parameters()) and not _is_norm(n, m)}
-    attn = next((n for n in blocks if ATTN.search(n)), None)
-    ffn = next((n for n in blocks if FFN.search(n)), None)
-    if attn is None:
+    if not any("attn" in _kinds(lay).values() for lay in layers):
         raise NeuronlabError(
-            f"layer {type(layer).__name__} has no attention block (a child named like attn or "
-            f"attention among {', '.join(children)}): not a transformer decoder layer"
+            f"no layer of {type(layer).__name__} has an attention block (a child named like attn or attention among "
+            f"{', '.join(children)}): not a transformer decoder"
         )
+    ffns = [next((n for n, k in _kinds(lay).items() if k == "ffn"), None) for lay in layers]
+    if len(set(ffns)) > 1:
+        missing = [str(i) for i, f in enumerate(ffns) if f != ffns[0]]
+        raise NeuronlabError(
+            f"the layers do not all hold the same FFN block ({ffns[0]!r} in layer 0, not in layers "
+            f"{', '.join(missing)}: mamba or attention-only layers); FFN sites per kind of layer are not served yet"
+        )
+    ffn = ffns[0]
+    attn = next((n for n, k in _kinds(layer).items() if k == "attn"), "")
     box = layer.get_submodule(ffn) if ffn else layer
     prefix = f"{ffn}." if ffn else ""
     inside = {n: m for n, m in box.named_modules() if n and not (not ffn and (n == attn or n.startswith(attn + ".")))}
@@ -177,32 +218,44 @@ def _candidates(model: Any) -> Candidates:
             and "dropout" not in n.lower()
         ]
         out.act = prefix + min(acts, key=lambda n: n.count(".")) if acts else None
+        if out.act and len({id(lay.get_submodule(out.act)) for lay in layers if _has(lay, out.act)}) < len(layers):
+            out.act = None  # one activation module shared by every layer (GPT-1): its hook could not tell them
         out.down = prefix + down
         out.conv1d = type(inside[down]).__name__ == "Conv1D"
-    att_mod = layer.get_submodule(attn)
-    att_proj = [n for n, m in att_mod.named_modules() if n and (_linear_io(m) or (0, 0))[1] == d_model]
+    lost = [p for p in (out.down, out.up, out.gate, out.act) if p and not all(_has(lay, p) for lay in layers)]
+    if lost:
+        raise NeuronlabError(f"{lost[0]!r} is not in every layer: FFN sites per kind of layer are not served yet")
     norms = [n for n, m in children.items() if _is_norm(n, m)]
-    out.attn_out = [
-        p
-        for p in [attn] + ([f"{attn}.{att_proj[-1]}"] if att_proj else []) + norms
-        if all(_has(lay, p) for lay in layers)
-    ]
+    out.attn_out = _mixers(layers, ffn, d_model) + [p for p in norms if all(_has(lay, p) for lay in layers)]
     out.ffn_out = [
         p
         for p in ([ffn] if ffn else []) + ([out.down] if out.down else []) + norms
         if all(_has(lay, p) for lay in layers)
     ]
-    inside_layers = {id(m) for m in layers.modules()}
-    out.final_norm = [
-        n
-        for n, m in model.named_modules()
-        if n and id(m) not in inside_layers and _is_norm(n, m) and not list(m.children())
-    ][::-1]
     unembed = model.get_output_embeddings()
     if unembed is None:
         raise NeuronlabError(f"{type(model).__name__} has no output embeddings (get_output_embeddings() is None)")
     out.unembed = _path(model, unembed)
+    out.final_norm = _heads(model, layers, unembed)
     return out
+
+
+def _heads(model: nn.Module, layers: nn.ModuleList, unembed: nn.Module) -> list[str]:
+    """final_norm candidates, last first: each norm outside the layers, then the modules holding it (BERT's head
+    transform: dense, activation, norm) that hold neither the layers nor the unembedding."""
+    inside, embed = {id(m) for m in layers.modules()}, model.get_input_embeddings()
+    norms = [
+        n for n, m in model.named_modules() if n and id(m) not in inside and _is_norm(n, m) and not list(m.children())
+    ]
+    out: list[str] = []
+    for name in norms[::-1]:
+        parts = name.split(".")
+        for k in range(len(parts), 0, -1):
+            module = model.get_submodule(".".join(parts[:k]))
+            if any(m is layers or m is unembed or m is embed for m in module.modules()):
+                break
+            out.append(".".join(parts[:k]))
+    return list(dict.fromkeys(out))
 
 
 def derive_spec(model: nn.Module) -> ArchSpec:
@@ -211,47 +264,55 @@ def derive_spec(model: nn.Module) -> ArchSpec:
     c = _candidates(model)
     n = len(cast(nn.ModuleList, model.get_submodule(c.layers)))
     paths = {
-        f"{role}:{layer}:{p}": f"{c.layers}.{layer}.{p}"
+        f"{role}:{layer}:{p}": "|".join(f"{c.layers}.{layer}.{q}" for q in p.split("|"))
         for role in ("attn_out", "ffn_out")
         for p in getattr(c, role)
         for layer in range(n)
     }
-    paths |= {f"norm:{p}": p for p in c.final_norm} | {"unembed": c.unembed}
+    paths |= {f"{k}:{p}": p for p in c.final_norm for k in ("norm", "norm_in")}
+    paths |= {"unembed": c.unembed} | {f"resid:{i}": f"{c.layers}.{i}" for i in range(n)}
     if c.down:  # its input tells a flat FFN ([batch * pos, d_ff], OPT) in the same forward
         paths["down_in"] = f"{c.layers}.0.{c.down}"
-    with capture(model, paths, inputs=("unembed", "down_in")) as seen, torch.no_grad():
+    inputs = ("unembed", "down_in", *(f"norm_in:{p}" for p in c.final_norm))
+    with capture(model, paths, inputs=inputs) as seen, torch.no_grad():
         hs = model(**probe_inputs(model), output_hidden_states=True, use_cache=False).hidden_states
-    tol, chosen = tolerance(model), None
-    for a in c.attn_out:
-        for f in c.ffn_out:
-            if a == f or any(f"attn_out:{i}:{a}" not in seen or f"ffn_out:{i}:{f}" not in seen for i in range(n)):
-                continue
-            if all(
-                adds_up(hs[i], seen[f"attn_out:{i}:{a}"], seen[f"ffn_out:{i}:{f}"], hs[i + 1], tol)
-                for i in range(n - 1)
-            ):
-                chosen = (a, f)
-                break
-        if chosen:
-            break
-    if chosen is None:
-        raise NeuronlabError(
-            f"no pair of attention ({', '.join(c.attn_out)}) and FFN ({', '.join(c.ffn_out)}) "
-            "outputs adds up to the next hidden state: the layer is not h + attn + ffn (a "
-            "post-norm or scaled residual)"
-        )
-    norm = next(
+    tol = tolerance(model)
+    pairs = [
+        (a, f)
+        for a in c.attn_out
+        for f in c.ffn_out
+        if a != f and all(f"attn_out:{i}:{a}" in seen and f"ffn_out:{i}:{f}" in seen for i in range(n))
+    ]
+    chosen = next(
         (
-            p
-            for p in c.final_norm
-            if f"norm:{p}" in seen and "unembed" in seen and close(seen[f"norm:{p}"], seen["unembed"], tol)
+            (a, f)
+            for a, f in pairs
+            if all(
+                adds_up(hs[i], seen[f"attn_out:{i}:{a}"], seen[f"ffn_out:{i}:{f}"], seen[f"resid:{i}"], tol)
+                for i in range(n)
+            )
         ),
         None,
     )
-    if norm is None:
-        raise NeuronlabError(
-            f"none of the norms outside the layers ({', '.join(c.final_norm) or 'none'}) feeds the unembedding"
-        )
+    if chosen is None:  # not h + attn + ffn: the FFN's own output is still served, where verify proves it
+        ffn_out = c.down or next((f for f in c.ffn_out if "." not in f and f not in c.attn_out), None)
+        if ffn_out is None:
+            raise NeuronlabError(
+                f"no pair of attention ({', '.join(c.attn_out)}) and FFN ({', '.join(c.ffn_out)}) outputs adds up to "
+                "the next hidden state, and there is no FFN block or down projection to serve on its own"
+            )
+        chosen = (None, ffn_out)
+    heads = [p for p in c.final_norm if {f"norm:{p}", f"norm_in:{p}"} <= set(seen)]
+    norm = next(
+        (
+            p
+            for p in heads
+            if close(seen[f"norm:{p}"], seen["unembed"], tol)
+            and close(seen[f"norm_in:{p}"], seen[f"resid:{n - 1}"], tol)
+        ),
+        None,
+    )
+    lens = norm is not None or close(seen["unembed"], seen[f"resid:{n - 1}"], tol)  # else: the head does more (no lens)
     config = text_config(model)
     return ArchSpec(
         layers=c.layers,
@@ -260,12 +321,13 @@ def derive_spec(model: nn.Module) -> ArchSpec:
         ffn_out=chosen[1],
         attn_out=chosen[0],
         final_norm=norm,
+        lens=lens,
         unembed=c.unembed,
         up=c.up,
         gate=c.gate,
         fused_gate_up=c.fused,
         conv1d=c.conv1d,
-        softcap="final_logit_softcapping" if hasattr(config, "final_logit_softcapping") else None,
+        softcap=next((k for k in ("final_logit_softcapping", "logits_soft_cap") if hasattr(config, k)), None),
         max_positions=next((k for k in POSITIONS if isinstance(getattr(config, k, None), int)), None),
         router=c.router,
         flat_ffn="down_in" in seen and seen["down_in"].dim() == 2,

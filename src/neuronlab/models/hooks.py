@@ -122,6 +122,12 @@ def site_module_by(model: nn.Module, spec: ArchSpec, site: Site) -> tuple[nn.Mod
                 "layers?): record the router of the expert layers only"
             ) from None
     path = spec.down if site.kind == "neuron" else getattr(spec, site.kind)
+    if path is None and site.kind == "attn_out":
+        raise NeuronlabError(
+            f"site {site} is not served on this model: its layers are not h + attn + ffn (a post-norm, scaled or "
+            "several residual streams), so no attention output adds up to the next hidden state. resid and ffn_out"
+            + (" (the FFN's down projection) and the neuron sites are served" if spec.down else " are served")
+        )
     if path is None:
         why = (
             "its FFN is a mixture of experts: a neuron of expert e sees only the tokens routed to e, so there is "
@@ -220,10 +226,11 @@ def _install(
             if call(routing(output)) is not None:
                 raise NeuronlabError("the router site is read-only: intervene on ffn_out, attn_out or resid")
             return None
-        new = call(output[0] if isinstance(output, tuple) else output)
+        seq = isinstance(output, (tuple, list))  # GPT-1's blocks return a list
+        new = call(output[0] if seq else output)
         if new is None:
             return None
-        return (new, *output[1:]) if isinstance(output, tuple) else new
+        return type(output)((new, *output[1:])) if seq else new
 
     return module.register_forward_hook(hook)
 

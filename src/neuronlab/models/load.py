@@ -155,7 +155,8 @@ def fingerprint(model: nn.Module) -> dict:
         params = list(layer.parameters())
         ffn.append(_summary([p for p in params if id(p) in mine]))
         other.append(_summary([p for p in params if id(p) not in mine]))
-    head = [*get_module(model, spec.final_norm).parameters(), *get_module(model, spec.unembed).parameters()]
+    norm = [*get_module(model, spec.final_norm).parameters()] if spec.final_norm else []
+    head = [*norm, *get_module(model, spec.unembed).parameters()]
     return {"ffn": ffn, "attention and norms": other, "final norm and unembedding": _summary(head)}
 
 

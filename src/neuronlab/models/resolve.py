@@ -71,7 +71,8 @@ def describe_arch(model: Any) -> dict:
 
     Which ArchSpec `model` has by its `model_type` and how it was found: {"model_type", "spec", "source" ("table
     row" or "derived from the module tree"), "code" (the spec as code to paste), "moe" (a mixture of experts: no
-    act and neuron sites), "failed" (the identities that fail on a probe forward)}. Unlike `arch_spec` it reports a
+    act and neuron sites), "not_served" ({what: why} for the sites and the lens this spec refuses), "failed" (the
+    identities that fail on a probe forward)}. Unlike `arch_spec` it reports a
     derived spec that fails instead of refusing it, and neither reads nor sets a spec the model carries.
     `neuronlab inspect-model` prints it."""
     model_type = model.config.model_type
@@ -82,5 +83,20 @@ def describe_arch(model: Any) -> dict:
         "source": "table row" if model_type in ARCH_SPECS else "derived from the module tree",
         "code": spec_code(spec),
         "moe": spec.down is None,
+        "not_served": not_served(spec),
         "failed": verify_spec(model, spec),
     }
+
+
+def not_served(spec: ArchSpec) -> dict[str, str]:
+    """{site kind or "logit lens": why} for what `spec` refuses to serve (empty: every site and the lens)."""
+    out = {}
+    if spec.down is None:
+        out["act, neuron"] = "a mixture of experts: expert neurons are served by nl.expert_neurons (docs/moe.md)"
+    elif spec.act is None:
+        out["act"] = "no activation module of its own in each layer (use neuron)"
+    if spec.attn_out is None:
+        out["attn_out"] = "the layer is not h + attn + ffn (post-norm, scaled or several residual streams)"
+    if not spec.lens:
+        out["logit lens"] = "the head does more than a final norm and the unembedding"
+    return out

@@ -2,11 +2,15 @@
 same hooks every method uses.
 
 Proving (`verify_spec`, through the same hooks every method uses), on 2 x 7 seeded token ids:
-  1. resid(l) equals Hugging Face's `hidden_states[l + 1]` (the last layer: before or after the final norm);
-  2. hidden_states[l] + attn_out(l) + ffn_out(l) equals resid(l);
-  3. with every `neuron` of every layer set to zero, each layer's ffn_out is the same for every token (the down
-     projection is the only way from the neurons to the residual stream), and act and neuron have d_ff values;
-  4. the unembedding of the final norm's output, soft-capped where the family caps, equals the model's logits.
+  1. resid(l) equals Hugging Face's `hidden_states[l + 1]` (the last layer: before or after the final norm, and not
+     compared where the spec serves no lens: the head's own transformation comes between);
+  2. hidden_states[l] + attn_out(l) + ffn_out(l) equals resid(l) (where the spec names attn_out: a layer that is not
+     h + attn + ffn has none);
+  3. with every `neuron` of every layer set to zero, each layer's ffn_out is the same for every token, and the
+     logits equal those of a forward whose ffn_out is set to that constant and whose neurons are left alone: ffn_out
+     is the neurons' only way to the rest of the model. act and neuron have d_ff values;
+  4. the unembedding's output, soft-capped where the family caps, equals the model's logits; where the spec serves
+     the lens, the final norm (if any) takes the last layer's output and feeds the unembedding.
 Tolerance: 1e-4 of the largest value compared (float32), 3e-2 in 16-bit dtypes.
 """
 
@@ -39,9 +43,9 @@ def capture(model: nn.Module, paths: dict[str, str], inputs: tuple[str, ...] = (
     handles = []
 
     def keep(key):
-        def hook(_m, args, output):
-            value = args[0] if key in inputs else output
-            value = value[0] if isinstance(value, tuple) else value
+        def hook(_m, args, kwargs, output):
+            value = (args[0] if args else kwargs.get("hidden_states")) if key in inputs else output
+            value = value[0] if isinstance(value, (tuple, list)) else value
             if isinstance(value, Tensor):
                 seen[key] = value.detach().clone()  # a copy: some layers add to a block's output in place (Falcon)
 
@@ -49,7 +53,7 @@ def capture(model: nn.Module, paths: dict[str, str], inputs: tuple[str, ...] = (
 
     try:
         for key, path in paths.items():
-            handles.append(get_module(model, path).register_forward_hook(keep(key)))
+            handles.append(get_module(model, path).register_forward_hook(keep(key), with_kwargs=True))
         yield seen
     finally:
         for h in handles:
@@ -80,23 +84,32 @@ def adds_up(h: Tensor, attn: Tensor, ffn: Tensor, resid: Tensor, tol: float) -> 
     return attn.shape == ffn.shape == h.shape == resid.shape and close(h + attn + ffn, resid, tol)
 
 
+def _constant(row: Tensor):
+    """A hook that sets every token's value to `row`."""
+    return lambda h: row.expand_as(h).clone()
+
+
 def verify_spec(model: nn.Module, spec: ArchSpec) -> list[str]:
     """The identities of the module docstring that fail for `spec` on `model` (empty: every site is proven)."""
     n = len(layers_by(model, spec))
     tol, failed, probe = tolerance(model), [], probe_inputs(model)
-    kinds = ["resid", "attn_out", "ffn_out"] + (["neuron"] if spec.down else []) + (["act"] if spec.act else [])
+    kinds = ["resid", "ffn_out"] + (["attn_out"] if spec.attn_out else [])
+    kinds += (["neuron"] if spec.down else []) + (["act"] if spec.act else [])
     sites = [Site(i, k) for i in range(n) for k in kinds]
-    head = {"norm": spec.final_norm, "unembed": spec.unembed, "unembed_in": spec.unembed}
-    with trace_by(model, spec, sites) as tr, capture(model, head, inputs=("unembed_in",)) as out, torch.no_grad():
+    head = {"unembed": spec.unembed, "unembed_in": spec.unembed}
+    head |= {"norm": spec.final_norm, "norm_in": spec.final_norm} if spec.final_norm else {}
+    inputs = ("unembed_in", "norm_in")
+    with trace_by(model, spec, sites) as tr, capture(model, head, inputs=inputs) as out, torch.no_grad():
         res = model(**probe, output_hidden_states=True, use_cache=False)
     hs = res.hidden_states
     if tr.missing():
         return [f"sites never ran: {', '.join(map(str, tr.missing()[:4]))}"]
     for i in range(n):
         resid = tr[Site(i, "resid")]
-        if not (close(resid, hs[i + 1], tol) or (i == n - 1 and close(out.get("norm", resid), hs[i + 1], tol))):
+        final = i == n - 1 and (close(out.get("norm", resid), hs[i + 1], tol) or not spec.lens)  # HF: after a norm
+        if not (close(resid, hs[i + 1], tol) or final):
             failed.append(f"resid({i}) is not hidden_states[{i + 1}]")
-        if not adds_up(hs[i], tr[Site(i, "attn_out")], tr[Site(i, "ffn_out")], resid, tol):
+        if spec.attn_out and not adds_up(hs[i], tr[Site(i, "attn_out")], tr[Site(i, "ffn_out")], resid, tol):
             failed.append(f"hidden_states[{i}] + attn_out({i}) + ffn_out({i}) is not resid({i})")
     if spec.down:
         d_ff = down_io_by(model, spec)[0]
@@ -107,7 +120,7 @@ def verify_spec(model: nn.Module, spec: ArchSpec) -> list[str]:
         zero = {Site(i, "neuron"): (lambda h: torch.zeros_like(h)) for i in range(n)}
         outs = [Site(i, "ffn_out") for i in range(n)]
         with hooked_by(model, spec, zero), trace_by(model, spec, outs) as z, torch.no_grad():
-            model(**probe, use_cache=False)
+            zeroed = model(**probe, use_cache=False).logits
         for i in range(n):
             v = z[Site(i, "ffn_out")].flatten(0, -2)
             if not close(v, v[:1].expand_as(v), tol):
@@ -115,12 +128,28 @@ def verify_spec(model: nn.Module, spec: ArchSpec) -> list[str]:
                     f"with every neuron of layer {i} at zero, ffn_out({i}) still depends on the token: "
                     f"{spec.down!r} is not the only path from the neurons"
                 )
+        if not failed:
+            const = {s: _constant(z[s].flatten(0, -2)[0]) for s in outs}
+            with hooked_by(model, spec, const), torch.no_grad():
+                if not close(model(**probe, use_cache=False).logits, zeroed, tol):
+                    failed.append(
+                        f"the neurons reach the logits other than through ffn_out ({spec.ffn_out!r}): setting it to "
+                        "its value at zero neurons is not the same as zeroing them"
+                    )
     logits = out.get("unembed")
-    if logits is not None:
-        logits = spec.logits(text_config(model), logits)
-    fed = "norm" in out and "unembed_in" in out and close(out["norm"], out["unembed_in"], tol)
-    if logits is None or not fed or not close(logits, res.logits, tol):
-        failed.append(f"{spec.unembed}({spec.final_norm}(...)) is not the model's logits (the logit lens would be off)")
+    if logits is None or not close(spec.logits(text_config(model), logits), res.logits, tol):
+        failed.append(f"{spec.unembed} does not give the model's logits")
+    last = tr[Site(n - 1, "resid")]
+    if spec.final_norm:
+        fed = {"norm", "norm_in", "unembed_in"} <= set(out) and close(out["norm"], out["unembed_in"], tol)
+        fed = fed and close(out["norm_in"], last, tol)
+    else:
+        fed = "unembed_in" in out and close(out["unembed_in"], last, tol)
+    if spec.lens and not fed:
+        failed.append(
+            f"{spec.unembed}({spec.final_norm or ''}(last layer's output)) is not the model's logits (the logit lens "
+            "would be off)"
+        )
     return failed
 
 

@@ -92,11 +92,14 @@ EXTRA: dict[str, dict[str, Any]] = {
         _MLA,
     ),
     **dict.fromkeys(("qwen3_next", "qwen3_5_text", "qwen3_5_moe_text"), _HYBRID),
-    "jamba": dict(attn_layer_period=2, attn_layer_offset=1, expert_layer_period=2, expert_layer_offset=1),
+    "jamba": dict(
+        attn_layer_period=2, attn_layer_offset=1, expert_layer_period=2, expert_layer_offset=1, use_mamba_kernels=False
+    ),
     "recurrent_gemma": dict(block_types=["recurrent", "attention"], intermediate_size=128),  # d_ff is half of it
     "lfm3": dict(layer_types=["conv", "full_attention"]),
     "bamba": _MAMBA | dict(attn_layer_indices=[1]),
     "granitemoehybrid": _MAMBA | dict(layer_types=["mamba", "attention"]),
+    "falcon_h1": dict(mamba_d_ssm=64, mamba_n_heads=8, mamba_d_head=8, mamba_d_state=16, mamba_chunk_size=16),
     "zamba2": dict(layers_block_type=["mamba", "hybrid"]),
     "lfm2_moe": dict(layer_types=["conv", "full_attention"], num_dense_layers=1),
     "zaya": dict(num_experts_per_tok=1),

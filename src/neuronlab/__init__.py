@@ -31,6 +31,7 @@ from neuronlab.intervene.plan import (
     Zero,
     register_intervention,
 )
+from neuronlab.intervene.routing import route
 from neuronlab.intervene.steer import VARIANTS, expert_plan, steering_plan
 from neuronlab.learn.finetune import Delta, FinetuneConfig, finetune, freeze_except_ffn
 from neuronlab.learn.methods import LearnedIntervention, register_method
@@ -170,6 +171,7 @@ __all__ = [
     "register_method",
     "report_from_results",
     "responses",
+    "route",
     "run_activated",
     "run_arith_ablate",
     "run_arith_extract",

@@ -360,6 +360,9 @@ def test_silencing_a_planted_language_expert_changes_that_language_only(tmp_path
     assert run.exit_code == 0, run.output
     saved = json.loads(out.read_text())
     assert saved["change"]["A"]["B"] == 0 and saved["change"]["A"]["A"] == pytest.approx(change["A"]["A"], rel=1e-5)
+    run = CliRunner().invoke(app, [*args, "--out", str(out), "--how", "forbid"])
+    assert run.exit_code == 0 and "A's experts forbidden" in run.output, run.output
+    assert json.loads(out.read_text())["how"] == "forbid"
 
 
 @pytest.mark.slow
@@ -401,3 +404,80 @@ def test_the_block_leaves_the_model_as_it_was():
         model(input_ids=torch.tensor([[1, 5, 9]]))
     after = ({n: type(m) for n, m in model.named_modules()}, {k: set(m.__dict__) for k, m in model.named_modules()})
     assert after == before
+
+
+def _chosen(model, ids: torch.Tensor, layer: int, **route_args) -> list[set[int]]:
+    """The experts each token of `ids` is routed to in `layer`, read through the loop (under `nl.route` if given)."""
+    from contextlib import nullcontext
+
+    tokens: list[set[int]] = [set() for _ in range(ids.numel())]
+
+    def see(i, e, toks, w, h):
+        if i == layer:
+            for t in toks.tolist():
+                tokens[t].add(e)
+
+    with torch.no_grad(), nl.route(model, **route_args) if route_args else nullcontext(), expert_neurons(model, see):
+        model(input_ids=ids)
+    return tokens
+
+
+@pytest.mark.parametrize(
+    "model_type", ["mixtral", "qwen3_moe", "deepseek_v3", pytest.param("gpt_oss", marks=only_fused)]
+)
+def test_forcing_and_forbidding_an_expert_changes_the_routers_choice(model_type):
+    model = tiny_causal_lm(model_type, spread=0.3)
+    ids = torch.tensor([[3, 9, 4, 17, 5, 8, 11, 12]])
+    layer, k = max(experts_by_layer(model)), model.config.num_experts_per_tok
+    plain = _chosen(model, ids, layer)
+    e = max(range(4), key=lambda x: sum(x in c for c in plain))  # the expert most tokens use
+    forbidden = _chosen(model, ids, layer, routes={layer: {e: "forbid"}})
+    assert all(e not in c and len(c) == k for c in forbidden)
+    assert all(e in c and len(c) == k for c in _chosen(model, ids, layer, routes={layer: {e: "force"}}))
+    where = torch.zeros_like(ids, dtype=torch.bool)
+    where[0, :3] = True
+    some = _chosen(model, ids, layer, routes={layer: {e: "forbid"}}, where=where)
+    assert some[:3] == forbidden[:3] and some[3:] == plain[3:]
+    with torch.no_grad():
+        own = model(input_ids=ids).logits
+        with nl.route(model, {layer: {e: 0.0}}):
+            assert torch.equal(model(input_ids=ids).logits, own)  # the machinery alone changes nothing
+
+
+def test_forbidding_follows_the_routers_own_softmax_and_top_k():
+    """Mixtral by hand (numpy): the router's logits from its own input with the forbidden column at -inf, softmax,
+    top-k: the experts the loop then sees."""
+    model = tiny_causal_lm("mixtral", spread=0.3)
+    ids = torch.tensor([[3, 9, 4, 17, 5, 8, 11, 12]])
+    router = decoder_layers(model)[1].get_submodule(nl.arch_spec(model).router)
+    seen = {}
+    handle = router.register_forward_pre_hook(lambda m, a: seen.setdefault("x", a[0].reshape(-1, a[0].shape[-1])))
+    try:
+        forbidden = _chosen(model, ids, 1, routes={1: {2: "forbid", 0: "forbid"}})
+    finally:
+        handle.remove()
+    logits = seen["x"].double().numpy() @ router.weight.detach().double().numpy().T
+    logits[:, [0, 2]] = -np.inf
+    expected = [set(np.argsort(-row)[: model.config.num_experts_per_tok].tolist()) for row in logits]
+    assert forbidden == expected == [{1, 3}] * ids.numel()
+
+
+def test_forbidden_experts_in_the_deactivation_matrix_and_bad_routes(tmp_path):
+    from neuronlab.evaluate.moe import expert_perplexity_matrix
+
+    e0, e1 = torch.eye(32)[0], torch.eye(32)[1]
+    model, tok = _planted({0: 20 * e0, 1: -20 * e0, 2: 5 * e1})  # A -> {0, 2}, B -> {1, 2}
+    found = {"A": {0: [0]}, "B": {0: [1]}}
+    matrix = expert_perplexity_matrix(model, tok, PLANTED, found, progress=False, how="forbid")
+    silenced = expert_perplexity_matrix(model, tok, PLANTED, found, progress=False)
+    assert matrix["change"]["A"]["B"] == pytest.approx(0, abs=1e-6) and matrix["change"]["A"]["A"] != 0
+    assert matrix["change"]["A"]["A"] != silenced["change"]["A"]["A"]  # another expert takes expert 0's place
+    with pytest.raises(NeuronlabError, match=r"experts 0\.\.3, not 7"):
+        with nl.route(model, {0: {7: "forbid"}}):
+            pass
+    with pytest.raises(NeuronlabError, match="unknown routing edit"):
+        with nl.route(model, {0: {1: "ban"}}):
+            pass
+    with pytest.raises(NeuronlabError, match="needs a mixture of experts"):
+        with nl.route(tiny_causal_lm("llama"), {0: {1: "forbid"}}):
+            pass

@@ -113,16 +113,20 @@ def deactivate(
     limit: Annotated[int | None, typer.Option(help="Use only the first N lines of each file.")] = None,
     batch_size: Annotated[int, typer.Option(help="Rows a forward pass.")] = 8,
     max_length: Annotated[int, typer.Option(help="Tokens a row.")] = 512,
+    how: Annotated[
+        str, typer.Option(help="silence: the experts add nothing where chosen; forbid: the router picks others.")
+    ] = "silence",
 ) -> None:
-    """Silence each language's experts in turn and measure every language's perplexity."""
+    """Silence (or forbid) each language's experts in turn and measure every language's perplexity."""
     writable(out)
     found = texts(text, text_dir, pattern, limit)
     loaded, tokenizer = model.load()
     matrix = expert_deactivation_to_file(
-        loaded, tokenizer, experts, found, out, batch_size=batch_size, max_length=max_length
+        loaded, tokenizer, experts, found, out, batch_size=batch_size, max_length=max_length, how=how
     )
+    done = "forbidden" if how == "forbid" else "silenced"
     for target, change in matrix["change"].items():
         worst = max(change, key=lambda lang: change[lang])
         own = f"own {change[target]:+.1%}, " if target in change else ""
-        typer.echo(f"{target}'s experts silenced: {own}most hurt {worst} {change[worst]:+.1%}")
+        typer.echo(f"{target}'s experts {done}: {own}most hurt {worst} {change[worst]:+.1%}")
     typer.echo(f"wrote {out}")

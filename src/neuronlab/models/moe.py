@@ -23,9 +23,11 @@ exact fingerprint of their rows among the block's input rows. The block applies 
 expert returns, so there `weights` are NaN.
 
 `check_experts` proves it on a probe forward: the logits through this loop equal the model's own (whatever experts
-implementation it selected), and a neuron zeroed here equals its column of the down projection removed. Families
-whose experts compute otherwise (a norm after each expert, the routing weight applied to the input as in Llama 4,
-JetMoE's parallel experts, gpt-oss under transformers 4) are refused by name.
+implementation it selected), and a neuron zeroed here equals its column of the down projection removed. Llama 4's
+experts take every token, scaled by the router's weight (0 where not chosen): inside the block each expert computes
+the rows the block scaled by a non-zero weight, and its neurons are those of the scaled rows, as Llama 4 has them.
+Families whose experts compute otherwise (a norm after each expert, JetMoE's parallel experts, gpt-oss under
+transformers 4) are refused by name.
 """
 
 from __future__ import annotations
@@ -51,12 +53,14 @@ FLAGS = ("has_gate", "has_bias", "is_transposed")  # what transformers' experts 
 @dataclass(frozen=True)
 class ExpertsLayout:
     """One MoE layer's experts: their module's path in the layer, the number of experts and each one's d_ff;
-    `names` (gate, up, down) where they are a list of expert modules (transformers 4), None where fused."""
+    `names` (gate, up, down) where they are a list of expert modules (transformers 4), None where fused; `scaled`:
+    Llama 4's experts, which take every token scaled by its router weight (0 where not chosen)."""
 
     path: str
     experts: int
     d_ff: int
     names: tuple[str, str, str] | None = None
+    scaled: bool = False
 
 
 LISTED_NAMES = (("gate_proj", "up_proj", "down_proj"), ("w1", "w3", "w2"))  # transformers 4's expert MLPs
@@ -65,6 +69,19 @@ LISTED_NAMES = (("gate_proj", "up_proj", "down_proj"), ("w1", "w3", "w2"))  # tr
 def _is_fused(module: nn.Module) -> bool:
     down = getattr(module, "down_proj", None)
     return all(hasattr(module, f) for f in FLAGS) and isinstance(down, torch.Tensor) and down.dim() == 3
+
+
+def _is_scaled(module: nn.Module) -> bool:
+    """Llama 4's experts: `gate_up_proj` [E, d, 2 d_ff] and `down_proj` [E, d_ff, d] applied with bmm to every
+    token, whose input the block has scaled by the router's weight (0 for experts not chosen)."""
+    gate_up, down = getattr(module, "gate_up_proj", None), getattr(module, "down_proj", None)
+    return (
+        type(module).__name__ == "Llama4TextExperts"
+        and isinstance(gate_up, torch.Tensor)
+        and isinstance(down, torch.Tensor)
+        and gate_up.dim() == down.dim() == 3
+        and gate_up.shape[2] == 2 * down.shape[1]
+    )
 
 
 def _listed(module: nn.Module) -> tuple[str, str, str] | None:
@@ -80,6 +97,8 @@ def _listed(module: nn.Module) -> tuple[str, str, str] | None:
 def _layout(name: str, module: Any) -> ExpertsLayout:
     if names := _listed(module):
         return ExpertsLayout(name, len(module), getattr(module[0], names[2]).in_features, names)
+    if _is_scaled(module):
+        return ExpertsLayout(name, int(module.down_proj.shape[0]), int(module.down_proj.shape[1]), scaled=True)
     if getattr(module, "has_post_expert_norm", False):
         raise NeuronlabError(
             f"{type(module).__name__} normalizes each expert's output: its expert neurons are not served yet"
@@ -93,7 +112,7 @@ def experts_by_layer(model: nn.Module) -> dict[int, ExpertsLayout]:
     with no mixture of experts, or whose experts are neither fused nor a list of gated MLPs."""
     found = {}
     for i, layer in enumerate(decoder_layers(model)):
-        fused = [(n, m) for n, m in layer.named_modules() if _is_fused(m) or _listed(m)]
+        fused = [(n, m) for n, m in layer.named_modules() if _is_fused(m) or _listed(m) or _is_scaled(m)]
         if len(fused) > 1:
             raise NeuronlabError(f"layer {i} holds {len(fused)} experts modules; expert neurons need one a layer")
         if fused:
@@ -101,7 +120,7 @@ def experts_by_layer(model: nn.Module) -> dict[int, ExpertsLayout]:
     if not found:
         why = (
             "its experts are neither one fused module under transformers' experts implementation nor a list of "
-            "gated expert MLPs (Llama 4's and JetMoE's experts are not served yet)"
+            "gated expert MLPs (JetMoE's experts are not served yet)"
             if arch_spec(model).router
             else "it is not a mixture of experts (dense FFN neurons are the `act` and `neuron` sites)"
         )
@@ -138,6 +157,25 @@ def _forward(self: Any, hidden_states: Tensor, top_k_index: Tensor, top_k_weight
         y = _down(self, h if changed is None else changed, e)
         out.index_add_(0, tokens, (y * weights[:, None]).to(out.dtype))
     return out
+
+
+def _scaled_forward(self: Any, hidden_states: Tensor) -> Tensor:
+    """Llama 4's experts as their bmm computes them, expert by expert: expert e's tokens are the rows the block
+    scaled by a non-zero router weight (the others are 0 and give 0); their neurons are up * act(gate) of the scaled
+    row, as Llama 4 computes them. The weights are inside the rows: NaN here."""
+    experts, width = self.gate_up_proj.shape[0], self.gate_up_proj.shape[1]
+    x = hidden_states.view(experts, -1, width)
+    out = torch.zeros(experts, x.shape[1], self.down_proj.shape[2], dtype=hidden_states.dtype, device=x.device)
+    for e in range(experts):
+        tokens = torch.nonzero(x[e].ne(0).any(-1)).flatten()
+        if e in self._neuronlab_skip or len(tokens) == 0:
+            continue
+        gate, up = (x[e, tokens] @ self.gate_up_proj[e]).chunk(2, dim=-1)
+        h = up * self.act_fn(gate)
+        weights = torch.full((len(tokens),), float("nan"), device=x.device)
+        changed = self._neuronlab_fn(e, tokens, weights, h)
+        out[e, tokens] = (h if changed is None else changed) @ self.down_proj[e]
+    return out.view(-1, out.shape[-1])
 
 
 def _fingerprint(rows: Tensor, salt: Tensor) -> Tensor:
@@ -200,7 +238,7 @@ def expert_neurons(
             module._neuronlab_skip = silenced.get(i, set())
             names = layouts[i].names
             if names is None:  # fused: the module's forward, replaced on the instance (over the class's)
-                module.forward = types.MethodType(_forward, module)
+                module.forward = types.MethodType(_scaled_forward if layouts[i].scaled else _forward, module)
                 patched.append(module)
                 continue
             module._neuronlab_names = names
@@ -232,7 +270,7 @@ def down_weight(
     module: Any = decoder_layers(model)[layer].get_submodule(lay.path)
     if lay.names is not None:
         return getattr(module[expert], lay.names[2]).weight, False
-    return module.down_proj[expert], bool(module.is_transposed)
+    return module.down_proj[expert], bool(lay.scaled or module.is_transposed)
 
 
 def check_experts(model: Any, input_ids: Tensor | None = None, atol: float = 1e-5) -> dict[int, ExpertsLayout]:

@@ -29,6 +29,7 @@ from torch import Tensor
 from neuronlab.artifacts import register_artifact
 from neuronlab.config import Config, configured, option
 from neuronlab.data.batching import batches, forward_takes, model_inputs, pad_id, windows
+from neuronlab.dist import Shard, all_reduce, hand_over, own_files, rank_path, world
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import check_writable, read_safetensors, write_safetensors
 from neuronlab.models.load import model_info, require_same_model
@@ -159,19 +160,67 @@ def record_experts(
     """Expert and expert-neuron statistics of `texts` ({group: texts}) through `model` (module doc), with the
     settings of `config` or its fields as keywords (`batch_size=4`). With `checkpoint`, the stats are saved there
     (atomically, between texts) every `checkpoint_every` seconds and after each group, and a run whose checkpoint
-    exists continues after the texts it holds: no text is counted twice."""
+    exists continues after the texts it holds: no text is counted twice. Under several processes (torchrun) each
+    rank records its share of every group and the ranks add their counts and sums (`_ranks`)."""
     cfg = configured(ExpertRecordConfig, config, settings, "record_experts")
-    batch_size, max_length, count_special = cfg.batch_size, cfg.max_length, cfg.count_special
     layouts = experts_by_layer(model)
     widths = {(lay.experts, lay.d_ff) for lay in layouts.values()}
     if len(widths) > 1:
         raise NeuronlabError(f"the MoE layers differ in experts or d_ff ({sorted(widths)}): not served yet")
     (experts, d_ff), layers = widths.pop(), sorted(layouts)
-    meta = {"model": model_info(model), "settings": cfg.to_dict(), "complete": []}
+    rank, size = world()
+    meta = {"model": model_info(model), "settings": cfg.to_dict(), "complete": [], "world_size": size}
     stats = ExpertStats.empty(list(texts), layers, experts, d_ff, meta)
+    if size > 1:
+        return _ranks(model, tokenizer, texts, stats, checkpoint, checkpoint_every, progress, rank, size)
     if checkpoint is not None and Path(checkpoint).is_file():
         stats = _resumed(ExpertStats.load(checkpoint), stats, checkpoint)
-    row = {layer: i for i, layer in enumerate(layers)}
+    return _record(model, tokenizer, texts, stats, checkpoint, checkpoint_every, progress)
+
+
+def _ranks(model, tokenizer, texts, stats: ExpertStats, checkpoint, checkpoint_every, progress, rank, size):
+    """Each rank records its `Shard` of every group into its own checkpoint (NAME.rankRofN), the ranks add their
+    counts and sums, and rank 0 writes the one file; a killed run resumes rank by rank with as many ranks."""
+    mine = None
+    if checkpoint is not None:
+        if Path(checkpoint).is_file():
+            done = _resumed(ExpertStats.load(checkpoint), stats, checkpoint)
+            if set(done.meta["complete"]) == set(stats.groups):
+                return done
+            raise NeuronlabError(
+                f"{checkpoint} holds an unfinished run of one process: resume it with one process, or write to "
+                "another path"
+            )
+        mine = rank_path(checkpoint, rank, size)
+    local = _resumed(ExpertStats.load(mine), stats, mine) if mine is not None and mine.is_file() else stats
+    shards = {g: Shard(texts[g], rank, size) for g in stats.groups}
+    with own_files():
+        local = _record(model, tokenizer, shards, local, mine, checkpoint_every, progress and rank == 0, True)
+    out = ExpertStats.empty(stats.groups, stats.layers, *stats.active.shape[2:], dict(local.meta))
+    for key in TENSORS:
+        setattr(out, key, all_reduce(getattr(local, key)))
+    empty = [g for g, n in zip(out.groups, out.tokens.tolist(), strict=True) if n == 0]
+    if empty:
+        raise NeuronlabError(f"group {empty[0]!r} has no text that yields countable tokens: give it real text")
+    if checkpoint is not None and mine is not None:
+        hand_over(mine, lambda: out.save(checkpoint))
+    return out
+
+
+def _record(
+    model,
+    tokenizer,
+    texts,
+    stats: ExpertStats,
+    checkpoint,
+    checkpoint_every: float,
+    progress: bool,
+    allow_empty: bool = False,
+) -> ExpertStats:
+    """Record the groups `stats` does not mark complete, adding to it (one process, or one rank's share)."""
+    settings = stats.meta["settings"]
+    batch_size, max_length, count_special = settings["batch_size"], settings["max_length"], settings["count_special"]
+    row = {layer: i for i, layer in enumerate(stats.layers)}
     special = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
     keep = {"logits_to_keep": 1} if forward_takes(model, "logits_to_keep") else {}
     g, counted = 0, torch.zeros(0, dtype=torch.bool)
@@ -214,9 +263,10 @@ def record_experts(
                     stats.save(checkpoint)
                     last_save = time.monotonic()
             flush()
-            if int(stats.tokens[g]) == 0:
+            if int(stats.tokens[g]) == 0 and not allow_empty:
                 raise NeuronlabError(f"group {group!r} has no text that yields countable tokens: give it real text")
-            stats.texts[g] = len(texts[group])
+            if hasattr(texts[group], "__len__"):  # a rank's Shard is read lazily: it keeps the count it reached
+                stats.texts[g] = len(texts[group])
             stats.meta["complete"].append(group)
             if checkpoint is not None:
                 stats.save(checkpoint)

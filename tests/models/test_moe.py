@@ -482,3 +482,33 @@ def test_forbidden_experts_in_the_deactivation_matrix_and_bad_routes(tmp_path):
     with pytest.raises(NeuronlabError, match="needs a mixture of experts"):
         with nl.route(tiny_causal_lm("llama"), {0: {1: "forbid"}}):
             pass
+
+
+def _greedy_without_cache(model, ids: torch.Tensor, steps: int) -> torch.Tensor:
+    """Greedy decoding by hand: the whole sequence again at each step, no cache."""
+    with torch.no_grad():
+        for _ in range(steps):
+            ids = torch.cat([ids, model(input_ids=ids, use_cache=False).logits[:, -1:].argmax(-1)], dim=1)
+    return ids
+
+
+def test_expert_edits_and_routes_hold_at_every_step_of_generation_with_the_cache():
+    """An expert-neuron edit and a forbidden expert act on every cached step as on the whole sequence recomputed."""
+    model = tiny_causal_lm("mixtral", spread=0.3)
+    ids = torch.tensor([[3, 9, 4, 17, 5]])
+    layer = max(experts_by_layer(model))
+    contexts = {
+        "edit": lambda: expert_neurons(
+            model, nl.expert_edit({layer: [[e, j] for e in range(4) for j in range(8)]}, "add", 3.0)
+        ),
+        "forbid": lambda: nl.route(model, {layer: {0: "forbid", 1: "forbid"}}),
+    }
+    with torch.no_grad():
+        plain = model.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=0)
+    for name, within in contexts.items():
+        with within(), torch.no_grad():
+            cached = model.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=0)
+        with within():
+            by_hand = _greedy_without_cache(model, ids, 6)
+        assert torch.equal(cached, by_hand), name
+        assert not torch.equal(cached, plain), name  # the edit changed what the model writes

@@ -512,3 +512,49 @@ def test_expert_edits_and_routes_hold_at_every_step_of_generation_with_the_cache
             by_hand = _greedy_without_cache(model, ids, 6)
         assert torch.equal(cached, by_hand), name
         assert not torch.equal(cached, plain), name  # the edit changed what the model writes
+
+
+@pytest.mark.parametrize("model_type", ["deepseek_v3", "qwen2_moe", "llama4_text"])
+def test_shared_experts_are_neurons_of_their_own(model_type):
+    """The shared expert (DeepSeek's shared_experts, Qwen-MoE's sigmoid-gated shared_expert, Llama 4's
+    shared_expert) is expert SHARED (-1): its neurons equal act(gate x) * up x by hand (numpy) for every token, the
+    block's output is the experts' plus the shared expert's, and zeroing a shared neuron, silencing the shared expert
+    and baking agree with the model's own weights edited."""
+    from neuronlab.models.moe import SHARED
+
+    model = tiny_causal_lm(model_type, spread=0.3)
+    layouts = check_experts(model)
+    layer = min(layouts)
+    lay = layouts[layer]
+    assert lay.shared is not None and lay.adds_up in (True, None)  # None: transformers 4's lists of experts
+    mlp = decoder_layers(model)[layer].get_submodule(lay.shared)
+    block_in, seen = {}, {}
+    hook = mlp.register_forward_pre_hook(lambda m, a: block_in.setdefault("x", a[0].reshape(-1, a[0].shape[-1])))
+    ids = torch.tensor([[3, 9, 4, 17, 5, 8]])
+
+    def keep(i, e, tokens, weights, h):
+        if (i, e) == (layer, SHARED):
+            seen["h"], seen["tokens"] = h.detach().clone(), tokens
+
+    try:
+        with torch.no_grad(), expert_neurons(model, keep, shared=True):
+            model(input_ids=ids)
+    finally:
+        hook.remove()
+    x = block_in["x"].double().numpy()
+    gate, up = (mlp.get_submodule(n).weight.detach().double().numpy() for n in ("gate_proj", "up_proj"))
+    np.testing.assert_allclose(seen["h"].double().numpy(), _silu(x @ gate.T) * (x @ up.T), rtol=1e-5, atol=1e-6)
+    assert seen["tokens"].tolist() == list(range(ids.numel()))
+    with torch.no_grad():
+        with expert_neurons(model, skip={layer: [SHARED]}):
+            silenced = model(input_ids=ids).logits
+        with expert_neurons(model, nl.expert_edit({layer: [[SHARED, 1], [SHARED, 4]]}, "zero")):
+            hooked = model(input_ids=ids).logits
+        down = mlp.down_proj.weight
+        saved = down.clone()
+        down.zero_()
+        torch.testing.assert_close(model(input_ids=ids).logits, silenced)
+        down.copy_(saved)
+        nl.bake_expert_neurons(model, {layer: [[SHARED, 1], [SHARED, 4]]})
+        torch.testing.assert_close(model(input_ids=ids).logits, hooked)
+        assert down[:, [1, 4]].abs().sum() == 0

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import atomic_folder, check_writable
-from neuronlab.models.moe import NeuronFn, down_weight, experts_by_layer
+from neuronlab.models.moe import SHARED, NeuronFn, down_weight, experts_by_layer
 from neuronlab.select.moe import read_moe_lape
 
 MODES = ("zero", "scale", "set", "add")
@@ -40,7 +40,8 @@ def _by_expert(neurons: ExpertNeurons) -> dict[tuple[int, int], list[int]]:
 
 def expert_edit(neurons: ExpertNeurons, mode: str = "zero", value: float = 0.0) -> NeuronFn:
     """The function for `expert_neurons` that changes `neurons` ({layer: [[expert, neuron], ...]}, as `moe_lape`
-    finds them; layer keys may be strings, as JSON has them): zero, scale by `value`, set to `value` or add it."""
+    finds them; layer keys may be strings, as JSON has them): zero, scale by `value`, set to `value` or add it.
+    Expert `SHARED` (-1) is the layer's shared expert: `expert_neurons` then shows it the shared neurons too."""
     if mode not in MODES:
         raise NeuronlabError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
     chosen = {k: torch.tensor(v) for k, v in _by_expert(neurons).items()}
@@ -61,6 +62,7 @@ def expert_edit(neurons: ExpertNeurons, mode: str = "zero", value: float = 0.0) 
             h[:, idx] += value
         return h
 
+    edit.shared = any(expert == SHARED for _, expert in chosen)  # type: ignore[attr-defined]  # expert_neurons reads it
     return edit
 
 
@@ -72,7 +74,10 @@ def bake_expert_neurons(model: nn.Module, neurons: ExpertNeurons, scale: float =
             if layer not in layouts:
                 raise NeuronlabError(f"layer {layer} has no experts (MoE layers: {sorted(layouts)})")
             lay = layouts[layer]
-            if not 0 <= expert < lay.experts or not all(0 <= i < lay.d_ff for i in idx):
+            if expert == SHARED and lay.shared is not None:
+                if not all(0 <= i < lay.shared_d_ff for i in idx):
+                    raise NeuronlabError(f"layer {layer}'s shared expert has {lay.shared_d_ff} neurons: {idx}")
+            elif not 0 <= expert < lay.experts or not all(0 <= i < lay.d_ff for i in idx):
                 raise NeuronlabError(f"layer {layer} has {lay.experts} experts of {lay.d_ff} neurons: {expert}, {idx}")
             down, transposed = down_weight(model, layer, expert, layouts)
             if transposed:

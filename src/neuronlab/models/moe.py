@@ -32,10 +32,11 @@ transformers 4) are refused by name.
 
 from __future__ import annotations
 
+import re
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -61,9 +62,15 @@ class ExpertsLayout:
     d_ff: int
     names: tuple[str, str, str] | None = None
     scaled: bool = False
+    shared: str | None = None  # the shared expert(s): one MLP every token goes through, expert index SHARED
+    shared_gate: str | None = None  # a sigmoid gate on the shared expert's output (Qwen-MoE), from the layer
+    shared_d_ff: int = 0
+    adds_up: bool | None = None  # check_experts: the block's output is its experts' plus its shared expert's
 
 
 LISTED_NAMES = (("gate_proj", "up_proj", "down_proj"), ("w1", "w3", "w2"))  # transformers 4's expert MLPs
+SHARED = -1  # the expert index of a layer's shared expert(s), which families hold as one MLP beside the experts
+SHARED_NAME = re.compile(r"^shared_(experts?|mlp)$")
 
 
 def _is_fused(module: nn.Module) -> bool:
@@ -107,6 +114,25 @@ def _layout(name: str, module: Any) -> ExpertsLayout:
     return ExpertsLayout(name, int(down.shape[0]), int(down.shape[1] if module.is_transposed else down.shape[2]))
 
 
+def _with_shared(layer: nn.Module, lay: ExpertsLayout) -> ExpertsLayout:
+    """`lay` with the shared expert of its block, where the block holds one (an MLP named like shared_experts with
+    a `down_proj`), and the sigmoid gate on its output (`shared_expert_gate`) where there is one."""
+    block_path = lay.path.rpartition(".")[0]
+    block = layer.get_submodule(block_path) if block_path else layer
+    prefix = f"{block_path}." if block_path else ""
+    for name, module in block.named_children():
+        down = getattr(module, "down_proj", None)
+        if SHARED_NAME.match(name) and isinstance(down, nn.Linear):
+            gate = isinstance(getattr(block, "shared_expert_gate", None), nn.Linear)
+            return replace(
+                lay,
+                shared=prefix + name,
+                shared_gate=prefix + "shared_expert_gate" if gate else None,
+                shared_d_ff=down.in_features,
+            )
+    return lay
+
+
 def experts_by_layer(model: nn.Module) -> dict[int, ExpertsLayout]:
     """{layer: the layout of its experts} for every layer that has them (module doc); one clear error for a model
     with no mixture of experts, or whose experts are neither fused nor a list of gated MLPs."""
@@ -116,7 +142,7 @@ def experts_by_layer(model: nn.Module) -> dict[int, ExpertsLayout]:
         if len(fused) > 1:
             raise NeuronlabError(f"layer {i} holds {len(fused)} experts modules; expert neurons need one a layer")
         if fused:
-            found[i] = _layout(*fused[0])
+            found[i] = _with_shared(layer, _layout(*fused[0]))
     if not found:
         why = (
             "its experts are neither one fused module under transformers' experts implementation nor a list of "
@@ -215,15 +241,40 @@ def _block_rows(owner: Any) -> Callable:
     return hook
 
 
+def _shared_hooks(module: nn.Module, fn: NeuronFn | None, layer: int, silenced: bool, gated: bool) -> list:
+    """Hooks on a shared expert: `fn(layer, SHARED, tokens, weights, h)` sees its neurons (the input of its down
+    projection) for every token, weights 1 (NaN where a gate scales its output after); silenced, it adds nothing."""
+    handles = []
+    if fn is not None:
+
+        def pre(_m, args):
+            h = args[0]
+            flat = h.reshape(-1, h.shape[-1])
+            tokens = torch.arange(len(flat), device=h.device)
+            weights = torch.full((len(flat),), float("nan") if gated else 1.0, device=h.device)
+            new = fn(layer, SHARED, tokens, weights, flat)
+            return None if new is None else (new.reshape(h.shape), *args[1:])
+
+        handles.append(module.get_submodule("down_proj").register_forward_pre_hook(pre))
+    if silenced:
+        handles.append(module.register_forward_hook(lambda _m, _a, out: torch.zeros_like(out)))
+    return handles
+
+
 @contextmanager
 def expert_neurons(
-    model: nn.Module, fn: NeuronFn | None = None, skip: Mapping[int, Iterable[int]] | None = None
+    model: nn.Module,
+    fn: NeuronFn | None = None,
+    skip: Mapping[int, Iterable[int]] | None = None,
+    shared: bool = False,
 ) -> Iterator[dict[int, ExpertsLayout]]:
     """Inside the block every fused experts module computes through this file's loop (module doc), calling
     `fn(layer, expert, tokens, weights, h)` for each expert the router chose; the experts in `skip` ({layer:
     [expert, ...]}) add nothing, as if the router gave them weight 0 (the other chosen experts keep their weights).
-    Yields {layer: layout}. The modules' own forwards come back in `finally`."""
+    With `shared`, `fn` also sees each layer's shared expert as expert `SHARED` (-1), on every token; `skip` may
+    name it too. Yields {layer: layout}. The modules' own forwards come back in `finally`."""
     layouts = experts_by_layer(model)
+    shared = shared or bool(getattr(fn, "shared", False))  # an expert_edit that names a shared expert
     silenced = {int(layer): {int(e) for e in es} for layer, es in (skip or {}).items()}
     if set(silenced) - set(layouts):
         raise NeuronlabError(
@@ -233,6 +284,13 @@ def expert_neurons(
     modules: dict[int, Any] = {i: layers[i].get_submodule(lay.path) for i, lay in layouts.items()}
     handles, patched = [], []
     try:
+        for i, lay in layouts.items():
+            quiet = SHARED in silenced.get(i, ())
+            if lay.shared and (shared or quiet):
+                owner = layers[i].get_submodule(lay.shared)
+                handles += _shared_hooks(owner, fn if shared else None, i, quiet, lay.shared_gate is not None)
+            elif quiet:
+                raise NeuronlabError(f"layer {i} has no shared expert to silence")
         for i, module in modules.items():
             module._neuronlab_fn = (lambda e, t, w, h, i=i: fn(i, e, t, w, h)) if fn else (lambda e, t, w, h: None)
             module._neuronlab_skip = silenced.get(i, set())
@@ -267,6 +325,10 @@ def down_weight(
     row i (gpt-oss). Writing into it changes the model. `layouts`: `experts_by_layer(model)`, where the caller has
     it."""
     lay = (layouts or experts_by_layer(model))[layer]
+    if expert == SHARED:
+        if lay.shared is None:
+            raise NeuronlabError(f"layer {layer} has no shared expert")
+        return decoder_layers(model)[layer].get_submodule(f"{lay.shared}.down_proj").weight, False
     module: Any = decoder_layers(model)[layer].get_submodule(lay.path)
     if lay.names is not None:
         return getattr(module[expert], lay.names[2]).weight, False
@@ -312,4 +374,59 @@ def check_experts(model: Any, input_ids: Tensor | None = None, atol: float = 1e-
             down.copy_(saved)
     if not torch.allclose(zeroed, removed, atol=atol, rtol=1e-4):
         raise NeuronlabError(f"{name}: a zeroed expert neuron is not its down-projection column removed")
-    return layouts
+    adds_up = _check_block(model, layouts, input_ids, name, atol)
+    return {i: replace(lay, adds_up=adds_up) for i, lay in layouts.items()}
+
+
+def _check_block(model: Any, layouts: Mapping[int, ExpertsLayout], input_ids: Tensor, name: str, atol: float):
+    """Whether the first MoE layer's block output equals its experts' output (the routed experts' down projections,
+    weighted by the router) plus its shared expert's (sigmoid-gated where the block gates it); None for lists of
+    expert MLPs (transformers 4), which weight their outputs inside the block where no hook sees them. Raises where
+    a zeroed shared neuron is not its down column removed."""
+    layer = min(layouts)
+    lay, owner = layouts[layer], decoder_layers(model)[layer]
+    block_path = lay.path.rpartition(".")[0]
+    seen: dict[str, Tensor] = {}
+
+    def keep(key: str):
+        def hook(_m, _a, out):
+            seen[key] = (out[0] if isinstance(out, tuple) else out).detach().clone()  # Llama 4 adds in place
+
+        return hook
+
+    paths = {"block": block_path, "experts": lay.path, "shared": lay.shared, "gate": lay.shared_gate}
+    handles = [owner.get_submodule(p).register_forward_hook(keep(k)) for k, p in paths.items() if p is not None]
+    try:
+        with torch.no_grad(), expert_neurons(model):
+            model(input_ids=input_ids)
+    finally:
+        for h in handles:
+            h.remove()
+    block = seen["block"].reshape(-1, seen["block"].shape[-1])
+    shared = seen.get("shared", torch.zeros_like(block)).reshape(block.shape)
+    if "gate" in seen:
+        shared = torch.sigmoid(seen["gate"].reshape(-1, 1)) * shared
+    adds_up = None
+    if lay.names is None:
+        routed = seen["experts"]
+        routed = routed.view(lay.experts, -1, routed.shape[-1]).sum(0) if lay.scaled else routed
+        adds_up = torch.allclose(block, routed.reshape(block.shape) + shared, atol=atol, rtol=1e-4)
+    if lay.shared is None:
+        return adds_up
+
+    def zero(i: int, e: int, tokens: Tensor, weights: Tensor, h: Tensor) -> Tensor | None:
+        return h.index_fill(-1, torch.tensor([0], device=h.device), 0.0) if (i, e) == (layer, SHARED) else None
+
+    with torch.no_grad():
+        with expert_neurons(model, zero, shared=True):
+            zeroed = model(input_ids=input_ids).logits
+        down, _ = down_weight(model, layer, SHARED, layouts)
+        saved = down.clone()
+        try:
+            down[:, 0] = 0
+            removed = model(input_ids=input_ids).logits
+        finally:
+            down.copy_(saved)
+    if not torch.allclose(zeroed, removed, atol=atol, rtol=1e-4):
+        raise NeuronlabError(f"{name}: a zeroed shared-expert neuron is not its down-projection column removed")
+    return adds_up

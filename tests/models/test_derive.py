@@ -213,10 +213,10 @@ def test_walk_every_causal_lm_type_in_transformers():
     by their expert neurons (`check_experts`: the model's own logits through neuronlab's loop, a zeroed neuron equal
     to its down column removed). Measured on transformers 5.25: of 200 types, 151 build tiny; 89 served with dense
     neuron sites, 51 served at the block level (mixtures of experts), 49 of those with expert neurons (jetmoe and
-    ergo refused by name): 138 at the neuron level; in 46 of the 49 the block's output is its experts' plus its shared
-    expert's (axk1, inkling_text and minimax_m3_vl_text do more). 11 refused (no FFN, FFN blocks in some layers only, layers whose
-    output is not the hidden state), 0 failed. The other 49 have sub-configs of their own (vision, audio,
-    encoder-decoder) or need settings the generic tiny config lacks."""
+    ergo refused by name): 138 at the neuron level. In 46 of the 49 the block's output is its experts' plus its
+    shared expert's (axk1, inkling_text and minimax_m3_vl_text do more). 11 refused (no FFN, FFN blocks in some
+    layers only, layers whose output is not the hidden state), 0 failed. The other 49 have sub-configs of their own
+    (vision, audio, encoder-decoder) or need settings the generic tiny config lacks."""
     import warnings
 
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES

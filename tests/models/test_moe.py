@@ -140,21 +140,29 @@ def test_recorded_expert_statistics_equal_neurons_computed_by_hand(model_type):
         assert int(stats.tokens[g]) == sum(len(t) for t in texts)
         routed, sums = np.zeros(stats.routed.shape[1:]), np.zeros(stats.sum.shape[1:])
         active = np.zeros(stats.sum.shape[1:])
+        shared = None if stats.shared_sum is None else np.zeros(stats.shared_sum.shape[1:])
         for text in texts:
             for layer, (rows, positions) in _routed_inputs(model, torch.tensor([tok(text)["input_ids"]])).items():
                 row = stats.layers.index(layer)
+                if shared is not None:  # every counted token reaches the shared expert
+                    mlp = decoder_layers(model)[layer].get_submodule(experts_by_layer(model)[layer].shared)
+                    gate, up = (mlp.get_submodule(n).weight.detach().double().numpy() for n in ("gate_proj", "up_proj"))
+                    shared[row] += (_silu(rows[1:] @ gate.T) * (rows[1:] @ up.T)).sum(0)
                 for e, at in enumerate(positions):
                     at = at[at > 0]
                     h = _by_hand(model, layer, rows[at], e, model_type)
                     routed[row, e] += len(at)
                     sums[row, e] += h.sum(0)
                     active[row, e] += (h > 0).sum(0)
+        if shared is not None:
+            np.testing.assert_allclose(stats.shared_sum[g].numpy(), shared, rtol=1e-4, atol=1e-4)
         np.testing.assert_array_equal(stats.routed[g].numpy(), routed)
         np.testing.assert_allclose(stats.sum[g].numpy(), sums, rtol=1e-4, atol=1e-4)
         close = np.abs(sums) > 0  # sign ties at exactly 0 aside, the firing counts are the same
         assert np.abs(stats.active[g].numpy() - active)[close].max() <= 1
     k = model.config.num_experts_per_tok
     assert (stats.routed.sum(-1) == k * stats.tokens[:, None]).all()  # every counted token reaches k experts
+    assert (stats.shared_sum is not None) == (model_type in ("deepseek_v3", "qwen2_moe"))  # their shared experts
     assert bool(stats.weight.isnan().all()) != FUSED  # router weights: seen by fused experts only
 
 
@@ -558,3 +566,23 @@ def test_shared_experts_are_neurons_of_their_own(model_type):
         nl.bake_expert_neurons(model, {layer: [[SHARED, 1], [SHARED, 4]]})
         torch.testing.assert_close(model(input_ids=ids).logits, hooked)
         assert down[:, [1, 4]].abs().sum() == 0
+
+
+def test_lape_finds_a_planted_shared_neuron_beside_the_routed_ones(tmp_path):
+    """Stats made by hand: shared neuron 3 of layer 1 fires on 90% of A's tokens and never on B's; every routed
+    neuron fires as often in both. LAPE over neurons finds exactly [SHARED, 3] for A; the stats save, load and merge
+    with their shared tensors."""
+    from neuronlab.models.moe import SHARED
+
+    stats = ExpertStats.empty(["A", "B"], [1], 4, 8, {"model": {}}, shared_d_ff=6)
+    stats.tokens[:] = 100
+    stats.routed[:] = 50
+    stats.active[:] = 20
+    stats.shared_active[:] = 30
+    stats.shared_active[0, 0, 3], stats.shared_active[1, 0, 3] = 90, 0
+    found = moe_lape(stats, over="neurons", top_rate=0.03)["languages"]  # round(0.03 x 38 neurons) = 1
+    assert found == {"A": {1: [[SHARED, 3]]}, "B": {}}
+    stats.save(tmp_path / "s.safetensors")
+    back = ExpertStats.load(tmp_path / "s.safetensors")
+    assert torch.equal(back.shared_active, stats.shared_active) and "a shared expert of 6 neurons" in back.summary()
+    assert torch.equal(back.merge(back).shared_active, 2 * stats.shared_active)

@@ -11,7 +11,9 @@ Tokens are counted as `record` counts them (the same windows and batches; paddin
 `count_special`). For each counted token the router's choice is read where the experts run (`models/moe.py`), so
 only the chosen experts compute, as in the model's own forward: per (layer, expert) the tokens routed and the sum of
 their router weights, per (layer, expert, neuron) how many of those tokens it fired on (value > 0) and the sum of
-its values. Counts are int64 and sums float64; stats of two runs on the same model add up (`merge`).
+its values. Counts are int64 and sums float64; stats of two runs on the same model add up (`merge`). Where the
+MoE layers hold a shared expert (`models/moe.py`, SHARED), its neurons, which every token reaches, are counted in
+`shared_active` and `shared_sum` [groups, layers, shared d_ff].
 """
 
 from __future__ import annotations
@@ -33,12 +35,13 @@ from neuronlab.dist import Shard, all_reduce, hand_over, own_files, rank_path, w
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import check_writable, read_safetensors, write_safetensors
 from neuronlab.models.load import model_info, require_same_model
-from neuronlab.models.moe import expert_neurons, experts_by_layer
+from neuronlab.models.moe import SHARED, expert_neurons, experts_by_layer
 from neuronlab.progress import progress_bar
 from neuronlab.record.recorder import check_checkpoint
 
 FORMAT = "neuronlab.expert-stats/1"
 TENSORS = ("tokens", "texts", "routed", "weight", "active", "sum")
+SHARED_TENSORS = ("shared_active", "shared_sum")  # where the layers hold a shared expert
 SUMS = ("routed", "weight", "active", "sum")  # per layer and expert (and neuron): what `record_experts` adds up
 
 
@@ -55,11 +58,15 @@ class ExpertStats:
     active: Tensor  # int64 [groups, layers, experts, d_ff]: routed tokens where the neuron's value > 0
     sum: Tensor  # float64 [groups, layers, experts, d_ff]: the sum of its values over the routed tokens
     meta: dict = field(default_factory=dict)
+    shared_active: Tensor | None = None  # int64 [groups, layers, shared d_ff]: tokens where a shared neuron > 0
+    shared_sum: Tensor | None = None  # float64 [groups, layers, shared d_ff]: the sum of its values
 
     @classmethod
-    def empty(cls, groups: Sequence[str], layers: Sequence[int], experts: int, d_ff: int, meta: dict) -> ExpertStats:
+    def empty(
+        cls, groups: Sequence[str], layers: Sequence[int], experts: int, d_ff: int, meta: dict, shared_d_ff: int = 0
+    ) -> ExpertStats:
         g, n = len(groups), len(layers)
-        return cls(
+        out = cls(
             list(groups),
             list(layers),
             torch.zeros(g, dtype=torch.long),
@@ -70,6 +77,20 @@ class ExpertStats:
             torch.zeros(g, n, experts, d_ff, dtype=torch.float64),
             meta,
         )
+        if shared_d_ff:
+            out.shared_active = torch.zeros(g, n, shared_d_ff, dtype=torch.long)
+            out.shared_sum = torch.zeros(g, n, shared_d_ff, dtype=torch.float64)
+        return out
+
+    def tensor_names(self) -> tuple[str, ...]:
+        """The tensors these stats hold: TENSORS, and SHARED_TENSORS where the layers hold a shared expert."""
+        return TENSORS + (SHARED_TENSORS if self.shared_active is not None else ())
+
+    def shared_probability(self) -> Tensor:
+        """A shared neuron's firing rate over all of a group's tokens, float64 [groups, layers, shared d_ff]."""
+        if self.shared_active is None:
+            raise NeuronlabError("these expert stats hold no shared expert")
+        return self.shared_active.double() / self.tokens.clamp(min=1).double()[:, None, None]
 
     def usage(self) -> Tensor:
         """routed / tokens: the share of a group's tokens that each expert gets, float64 [groups, layers, experts]."""
@@ -88,14 +109,19 @@ class ExpertStats:
     def merge(self, other: ExpertStats) -> ExpertStats:
         """The stats of both runs (same model, MoE layers and widths), groups in order of first appearance."""
         require_same_model(self.meta.get("model"), other.meta.get("model") or {}, "these expert stats")
-        if self.layers != other.layers or self.active.shape[2:] != other.active.shape[2:]:
+        if (
+            self.layers != other.layers
+            or self.active.shape[2:] != other.active.shape[2:]
+            or self.tensor_names() != other.tensor_names()
+        ):
             raise NeuronlabError("expert stats of different MoE layers or widths cannot be merged")
         groups = list(dict.fromkeys(self.groups + other.groups))
         experts, d_ff = self.active.shape[2:]
-        out = ExpertStats.empty(groups, self.layers, experts, d_ff, dict(self.meta))
+        shared = 0 if self.shared_active is None else self.shared_active.shape[2]
+        out = ExpertStats.empty(groups, self.layers, experts, d_ff, dict(self.meta), shared)
         for part in (self, other):
             rows = torch.tensor([groups.index(g) for g in part.groups])
-            for k in TENSORS:
+            for k in self.tensor_names():
                 getattr(out, k).index_add_(0, rows, getattr(part, k))
         return out
 
@@ -103,7 +129,7 @@ class ExpertStats:
         """safetensors with the groups, layers and meta as JSON, written atomically."""
         write_safetensors(
             path,
-            {k: getattr(self, k) for k in TENSORS},
+            {k: getattr(self, k) for k in self.tensor_names()},
             FORMAT,
             groups=json.dumps(self.groups),
             layers=json.dumps(self.layers),
@@ -121,12 +147,16 @@ class ExpertStats:
         if missing:
             raise NeuronlabError(f"{path}: the expert stats lack {', '.join(missing)}; record them again")
         t = tensors
-        return cls(groups, layers, t["tokens"], t["texts"], t["routed"], t["weight"], t["active"], t["sum"], meta)
+        out = cls(groups, layers, t["tokens"], t["texts"], t["routed"], t["weight"], t["active"], t["sum"], meta)
+        out.shared_active, out.shared_sum = t.get("shared_active"), t.get("shared_sum")
+        return out
 
     def summary(self) -> str:
         g, n, e, d = self.active.shape
         model = self.meta.get("model", {}).get("name_or_path") or "(unnamed model)"
         lines = [f"expert stats of {model}: {n} MoE layers x {e} experts x {d} neurons, {g} groups"]
+        if self.shared_active is not None:
+            lines[0] += f"; a shared expert of {self.shared_active.shape[2]} neurons a layer"
         lines += [f"  {grp}: {int(t)} tokens" for grp, t in zip(self.groups, self.tokens.tolist(), strict=True)]
         return "\n".join(lines)
 
@@ -168,9 +198,12 @@ def record_experts(
     if len(widths) > 1:
         raise NeuronlabError(f"the MoE layers differ in experts or d_ff ({sorted(widths)}): not served yet")
     (experts, d_ff), layers = widths.pop(), sorted(layouts)
+    shared = {lay.shared_d_ff for lay in layouts.values() if lay.shared}
+    if len(shared) > 1 or (shared and any(lay.shared is None for lay in layouts.values())):
+        raise NeuronlabError("the MoE layers differ in their shared experts: not served yet")
     rank, size = world()
     meta = {"model": model_info(model), "settings": cfg.to_dict(), "complete": [], "world_size": size}
-    stats = ExpertStats.empty(list(texts), layers, experts, d_ff, meta)
+    stats = ExpertStats.empty(list(texts), layers, experts, d_ff, meta, shared.pop() if shared else 0)
     if size > 1:
         return _ranks(model, tokenizer, texts, stats, checkpoint, checkpoint_every, progress, rank, size)
     if checkpoint is not None and Path(checkpoint).is_file():
@@ -196,8 +229,9 @@ def _ranks(model, tokenizer, texts, stats: ExpertStats, checkpoint, checkpoint_e
     shards = {g: Shard(texts[g], rank, size) for g in stats.groups}
     with own_files():
         local = _record(model, tokenizer, shards, local, mine, checkpoint_every, progress and rank == 0, True)
-    out = ExpertStats.empty(stats.groups, stats.layers, *stats.active.shape[2:], dict(local.meta))
-    for key in TENSORS:
+    shared = 0 if stats.shared_active is None else stats.shared_active.shape[2]
+    out = ExpertStats.empty(stats.groups, stats.layers, *stats.active.shape[2:], dict(local.meta), shared)
+    for key in out.tensor_names():
         setattr(out, key, all_reduce(getattr(local, key)))
     empty = [g for g, n in zip(out.groups, out.tokens.tolist(), strict=True) if n == 0]
     if empty:
@@ -226,12 +260,18 @@ def _record(
     g, counted = 0, torch.zeros(0, dtype=torch.bool)
     running: dict[int, dict[str, Tensor]] = {}  # per layer, on the experts' device: the sums since the last flush
 
+    sums = SUMS + (SHARED_TENSORS if stats.shared_active is not None else ())
+
     def add(layer: int, e: int, tokens: Tensor, weights: Tensor, h: Tensor) -> None:
         acc = running.get(layer)
         if acc is None:  # the stats' row shapes, where this layer's experts compute: no copy or sync per expert
-            acc = running[layer] = {k: torch.zeros_like(getattr(stats, k)[0, 0], device=h.device) for k in SUMS}
+            acc = running[layer] = {k: torch.zeros_like(getattr(stats, k)[0, 0], device=h.device) for k in sums}
         on = counted.to(h.device, non_blocking=True)[tokens]
         values = h[on].double()
+        if e == SHARED:  # every token reaches it: its rate is over the group's tokens
+            acc["shared_active"] += (values > 0).sum(0)
+            acc["shared_sum"] += values.sum(0)
+            return
         acc["routed"][e] += on.sum()
         acc["weight"][e] += weights[on].double().sum()
         acc["active"][e] += (values > 0).sum(0)
@@ -246,7 +286,7 @@ def _record(
 
     bar = progress_bar(unit="tok", enabled=progress, unit_scale=True)
     last_save = time.monotonic()
-    with torch.no_grad(), expert_neurons(model, add):
+    with torch.no_grad(), expert_neurons(model, add, shared=stats.shared_active is not None):
         for g, group in enumerate(stats.groups):
             if group in stats.meta["complete"]:
                 continue

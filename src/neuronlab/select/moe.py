@@ -8,8 +8,9 @@ routing frequency of each expert, or over the firing rate of each expert's neuro
 Over experts, p[language, layer, expert] = routed / tokens: how often the router picks the expert for the
 language's tokens. Over neurons, p = active / routed by default (`routed=True`: the rate given that the token reached
 the neuron's expert, so a neuron is judged on the tokens it sees) or active / tokens (`routed=False`: the rate over
-all tokens, which mixes in how often the expert is chosen). Either way LAPE's entropy, filter, top rate and bar
-apply unchanged (`select/lape.py`); the result states which rate it used.
+all tokens, which mixes in how often the expert is chosen). A shared expert's neurons (expert SHARED, -1), which
+every token reaches, are candidates beside them with their rate over all tokens. Either way LAPE's entropy, filter,
+top rate and bar apply unchanged (`select/lape.py`); the result states which rate it used.
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
+
 from neuronlab.config import configured
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import check_writable, read_json, write_json
+from neuronlab.models.moe import SHARED
 from neuronlab.record.moe import ExpertStats
 from neuronlab.select.lape import LapeConfig, lape_select
 
@@ -40,12 +44,20 @@ def moe_lape(
         raise NeuronlabError("LAPE compares languages: record at least two groups")
     p = stats.usage() if over == "experts" else stats.probability(routed)
     shape = p.shape[1:]  # [layers, experts] or [layers, experts, d_ff]
-    per_layer = shape[1:].numel()
-    chosen, found = lape_select(p.flatten(1), cfg)
+    per_layer, routed_units = shape[1:].numel(), p[0].numel()
+    units = p.flatten(1)
+    if over == "neurons" and stats.shared_active is not None:  # the shared neurons after the routed ones
+        units = torch.cat([units, stats.shared_probability().flatten(1)], dim=1)
+    chosen, found = lape_select(units, cfg)
     languages: dict[str, dict[int, list]] = {}
     for group, flat in zip(stats.groups, chosen, strict=True):
         layers: dict[int, list] = {}
         for i in sorted(flat.tolist()):
+            if i >= routed_units:
+                width = stats.shared_active.shape[2]  # type: ignore[union-attr]
+                layer, unit = divmod(i - routed_units, width)
+                layers.setdefault(stats.layers[layer], []).append([SHARED, unit])
+                continue
             unit = i % per_layer
             layers.setdefault(stats.layers[i // per_layer], []).append(
                 unit if over == "experts" else [unit // shape[2], unit % shape[2]]

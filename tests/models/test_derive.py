@@ -95,6 +95,12 @@ def test_wrong_sites_are_named_by_the_identity_they_break():
     assert "hidden_states[0] + attn_out(0) + ffn_out(0) is not resid(0)" in bad
     bad = verify_spec(model, dataclasses.replace(row, final_norm="model.layers.0.input_layernorm"))
     assert any("logit lens" in b for b in bad)
+    gpt2 = tiny_causal_lm("gpt2", spread=0.3)  # the attention's projection named as an FFN's down projection
+    bad = verify_spec(
+        gpt2,
+        dataclasses.replace(nl.ARCH_SPECS["gpt2"], down="attn.c_proj", ffn_out="attn.c_proj", attn_out=None, act=None),
+    )
+    assert "with the output of 'mlp.c_fc' at zero, neuron(0) still depends on the token" in bad[0]
     bloom = tiny_model("bloom")  # BloomMLP adds the residual itself: its output is not the FFN's contribution
     bad = verify_spec(bloom, dataclasses.replace(nl.ARCH_SPECS["bloom"], ffn_out="mlp"))
     assert any("is not resid" in b for b in bad)
@@ -117,6 +123,7 @@ def _granite(multiplier: float):
         num_attention_heads=4,
         vocab_size=128,
         residual_multiplier=multiplier,
+        logits_scaling=8.0,  # real Granite checkpoints divide their logits (8 to 16)
     )
     torch.manual_seed(0)
     return transformers.AutoModelForCausalLM.from_config(config).eval()
@@ -142,15 +149,18 @@ def test_layers_that_are_not_h_attn_ffn_serve_their_ffn_neurons(name):
     model = _granite(0.5) if name == "granite x0.5" else _tiny(name, spread=0.3)
     spec = nl.arch_spec(model)
     assert spec.attn_out is None and spec.ffn_out == spec.down and verify_spec(model, spec) == []
+    assert spec.lens and spec.logit_divisor == ("logits_scaling" if name == "granite x0.5" else None)
     with pytest.raises(nl.NeuronlabError, match=r"not served on this model: its layers are not h \+ attn \+ ffn"):
         with nl.trace(model, ["layers.0.attn_out"]):
             pass
+    with pytest.raises(nl.NeuronlabError, match="decode resid"):
+        nl.logit_lens(model, nl.testing.char_tokenizer(), ["abc"], site="ffn_out")
     ids = torch.tensor([[3, 9, 4, 17, 5, 8]])
     with torch.no_grad():
         with nl.hooked(model, {Site(1, "neuron"): lambda h: h.index_fill(-1, torch.tensor([5]), 0.0)}):
             hooked = model(ids).logits
         edited = _column_zeroed(model, 1, 5)(ids).logits
-        assert not torch.allclose(hooked, model(ids).logits, atol=1e-4)
+        assert (hooked - model(ids).logits).abs().max() > 1e-6  # the neuron matters
     torch.testing.assert_close(hooked, edited, atol=1e-5, rtol=1e-4)
     stats = nl.record(model, nl.testing.char_tokenizer(), {"x": ["abc de"]}, site="neuron", progress=False)
     assert stats.tokens.tolist() == [6]

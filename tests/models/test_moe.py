@@ -435,22 +435,31 @@ def _chosen(model, ids: torch.Tensor, layer: int, **route_args) -> list[set[int]
     "model_type", ["mixtral", "qwen3_moe", "deepseek_v3", pytest.param("gpt_oss", marks=only_fused)]
 )
 def test_forcing_and_forbidding_an_expert_changes_the_routers_choice(model_type):
+    from neuronlab.intervene.routing import _bias
+
     model = tiny_causal_lm(model_type, spread=0.3)
     ids = torch.tensor([[3, 9, 4, 17, 5, 8, 11, 12]])
     layer, k = max(experts_by_layer(model)), model.config.num_experts_per_tok
     plain = _chosen(model, ids, layer)
-    e = max(range(4), key=lambda x: sum(x in c for c in plain))  # the expert most tokens use
+    experts = experts_by_layer(model)[layer].experts
+    e = max(range(experts), key=lambda x: sum(x in c for c in plain))  # the expert most tokens use
     forbidden = _chosen(model, ids, layer, routes={layer: {e: "forbid"}})
     assert all(e not in c and len(c) == k for c in forbidden)
     assert all(e in c and len(c) == k for c in _chosen(model, ids, layer, routes={layer: {e: "force"}}))
     where = torch.zeros_like(ids, dtype=torch.bool)
     where[0, :3] = True
-    some = _chosen(model, ids, layer, routes={layer: {e: "forbid"}}, where=where)
-    assert some[:3] == forbidden[:3] and some[3:] == plain[3:]
+    router = decoder_layers(model)[layer].get_submodule(nl.arch_spec(model).router)
+    if _bias(router) is not None:  # the choice is made on scores plus a bias shared by every token
+        with pytest.raises(NeuronlabError, match="correction bias"):
+            _chosen(model, ids, layer, routes={layer: {e: "forbid"}}, where=where)
+    else:
+        some = _chosen(model, ids, layer, routes={layer: {e: "forbid"}}, where=where)
+        assert some[:3] == forbidden[:3] and some[3:] == plain[3:]
     with torch.no_grad():
         own = model(input_ids=ids).logits
         with nl.route(model, {layer: {e: 0.0}}):
             assert torch.equal(model(input_ids=ids).logits, own)  # the machinery alone changes nothing
+        assert torch.equal(model(input_ids=ids).logits, own)  # and the bias is restored after
 
 
 def test_forbidding_follows_the_routers_own_softmax_and_top_k():
@@ -490,6 +499,26 @@ def test_forbidden_experts_in_the_deactivation_matrix_and_bad_routes(tmp_path):
     with pytest.raises(NeuronlabError, match="needs a mixture of experts"):
         with nl.route(tiny_causal_lm("llama"), {0: {1: "forbid"}}):
             pass
+    router = decoder_layers(model)[0].get_submodule(nl.arch_spec(model).router)
+    hooks = (len(router._forward_pre_hooks), len(router._forward_hooks))
+    with pytest.raises(NeuronlabError, match=r"experts 0\.\.3, not 9"):  # a bad route after a good one: nothing left
+        with nl.route(model, {0: {1: "forbid"}, 1: {9: "forbid"}}):
+            pass
+    assert (len(router._forward_pre_hooks), len(router._forward_hooks)) == hooks
+
+    def matmul_router(self, x):  # a router that computes its logits without F.linear: refused in its first forward
+        logits = x.reshape(-1, x.shape[-1]) @ self.weight.T
+        return logits, *torch.topk(logits.softmax(-1), 2, dim=-1)[::-1]
+
+    import types
+
+    router.forward = types.MethodType(matmul_router, router)
+    try:
+        with pytest.raises(NeuronlabError, match=r"does not compute its logits with F\.linear"):
+            with nl.route(model, {0: {1: "forbid"}}), torch.no_grad():
+                model(input_ids=torch.tensor([[3, 4, 5]]))
+    finally:
+        del router.forward
 
 
 def _greedy_without_cache(model, ids: torch.Tensor, steps: int) -> torch.Tensor:

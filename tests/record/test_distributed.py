@@ -31,7 +31,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rank(rank, size, port, model_dir, out, crash_after):
+def _rank(rank, size, port, model_dir, out, crash_after, experts=False):
     import torch.distributed as dist
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -48,6 +48,9 @@ def _rank(rank, size, port, model_dir, out, crash_after):
     if crash_after and rank == 1:
         model.register_forward_pre_hook(crash)
     try:
+        if experts:  # a mixture of experts' statistics, alone
+            nl.record_experts(model, tok, TEXTS, batch_size=1, progress=False, checkpoint=out, checkpoint_every=0)
+            return
         nl.record(model, tok, TEXTS, checkpoint=out, checkpoint_every=0, **SETTINGS)
         ppl = nl.perplexity(model, tok, TEXTS["en"], batch_size=1)  # each rank scores its share; sums are added
         got = nl.responses(model, tok, TEXTS["fr"], batch_size=1, checkpoint=f"{out}.responses", progress=False)
@@ -205,28 +208,6 @@ def test_torchrun_finetune_trains_data_parallel(llama_dir, tmp_path):
     assert nl.Delta.load(tmp_path / "run").meta["steps"] == 3
 
 
-def _expert_rank(rank, size, port, model_dir, out, crash_after):
-    import torch.distributed as dist
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=size, timeout=timedelta(seconds=60))
-    model, tok = nl.load_model(model_dir)
-    calls = []
-
-    def crash(_module, _args):
-        calls.append(1)
-        if len(calls) == crash_after:
-            raise KeyboardInterrupt  # a rank killed mid-run
-
-    if crash_after and rank == 1:
-        model.register_forward_pre_hook(crash)
-    try:
-        nl.record_experts(model, tok, TEXTS, batch_size=1, progress=False, checkpoint=out, checkpoint_every=0)
-    finally:
-        dist.destroy_process_group()
-
-
 def test_expert_stats_of_two_ranks_equal_one_process_also_after_a_rank_is_killed(tiny_dir, tmp_path):
     import torch.multiprocessing as mp
 
@@ -240,9 +221,9 @@ def test_expert_stats_of_two_ranks_equal_one_process_also_after_a_rank_is_killed
         torch.set_num_threads(threads)
     out = tmp_path / "e.safetensors"
     with pytest.raises((mp.ProcessRaisedException, mp.ProcessExitedException)):
-        mp.spawn(_expert_rank, args=(2, _free_port(), str(folder), str(out), 4), nprocs=2)
+        mp.spawn(_rank, args=(2, _free_port(), str(folder), str(out), 4, True), nprocs=2)
     assert not out.exists() and (tmp_path / "e.rank1of2.safetensors").is_file()
-    mp.spawn(_expert_rank, args=(2, _free_port(), str(folder), str(out), 0), nprocs=2)
+    mp.spawn(_rank, args=(2, _free_port(), str(folder), str(out), 0, True), nprocs=2)
     got = nl.ExpertStats.load(out)
     assert got.meta["world_size"] == 2 and got.meta["complete"] == ["en", "fr"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e.safetensors"]

@@ -49,6 +49,11 @@ def logit_lens(
     """{"layers": {layer: {"top": [[(token, prob)] per prompt], "target_prob": [...], "target_rank": [...]}}}."""
     if site not in ("resid", "ffn_out", "attn_out"):
         raise NeuronlabError(f"the lens decodes resid, ffn_out or attn_out, not {site!r}")
+    if site != "resid" and arch_spec(model).attn_out is None:
+        raise NeuronlabError(
+            f"the lens decodes {site} as a vector added to the residual stream, and this model's layers are not "
+            "h + attn + ffn: decode resid"
+        )
     if targets is not None and len(targets) != len(prompts):
         raise NeuronlabError("give one target per prompt")
     n_layers = len(decoder_layers(model))

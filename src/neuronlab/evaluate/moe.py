@@ -26,6 +26,12 @@ Experts = Mapping[str, Mapping[Any, Sequence[int]]]  # {language: {layer: [exper
 HOW = ("silence", "forbid")
 
 
+def check_how(how: str) -> None:
+    """One error for a way of taking experts away that is not silence or forbid."""
+    if how not in HOW:
+        raise NeuronlabError(f"unknown how {how!r}: use silence (weight 0) or forbid (the router picks others)")
+
+
 def expert_perplexity_matrix(
     model,
     tokenizer,
@@ -43,8 +49,7 @@ def expert_perplexity_matrix(
     targets = [t for t, layers in experts.items() if any(layers.values())]
     if not targets:
         raise NeuronlabError("no language has an expert to silence: find them with moe_lape(stats, over='experts')")
-    if how not in HOW:
-        raise NeuronlabError(f"unknown how={how!r}: use silence (weight 0) or forbid (the router picks others)")
+    check_how(how)
 
     def within(t: str):
         if how == "forbid":

@@ -7,16 +7,18 @@
 
 An edit is an offset on the expert's router logit, added where the router computes its logits, before the family's
 own softmax or sigmoid, top-k, group limits and weight normalisation, which then run as they always do: `forbid`
-is -inf (the expert's score is 0, so it is never chosen where a score decides, and adds nothing where a bias-corrected
-choice still lands on it, as DeepSeek's may), `force` is +1e4 (the expert is the first choice; with a softmax router
-it takes the token's whole weight), a number is added as it is. Compare `expert_neurons(model, skip=...)`, which
-keeps the router's choice and silences the expert's output: here the token's other experts change too.
+is -inf (the expert's score is 0: the router chooses among the others), `force` is +1e4 (the expert is the first
+choice; with a softmax router it takes the token's whole weight), a number is added as it is. Routers that choose on
+scores plus a correction bias (DeepSeek-V3, GLM-4-MoE, dots1, ERNIE: `e_score_correction_bias`) get the same offset
+on that bias while the block runs (so for every token: `where` is refused there), since it is the biased score that
+chooses. Compare `expert_neurons(model, skip=...)`, which keeps the router's choice and silences the expert's
+output: here the token's other experts change too.
 
 The logits are found as the output of the one `F.linear` with one column per expert that runs inside the router
-module (an `nn.Linear` gate, or a router that calls `F.linear` on its weight, as transformers' routers do); a
-router that computes them otherwise is refused by name after the first forward. `where`: a [batch, pos] mask of the
-tokens to edit (None: every token); the cache of generation is fine, since the mask is read per forward, but then
-`where` must fit the shape of each forward's tokens, so leave it None when generating.
+module (an `nn.Linear` gate, or a router that calls `F.linear` on its weight, as transformers' routers do); only
+the router's own ops pass through that check, and a router that computes its logits otherwise is refused by name in
+its first forward. `where`: a [batch, pos] mask of the tokens to edit (None: every token); leave it None when
+generating, since each forward of a generation has tokens of its own.
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from neuronlab.errors import NeuronlabError
-from neuronlab.models.hooks import get_module
+from neuronlab.models.hooks import check_layers, get_module
 from neuronlab.models.resolve import arch_spec
 from neuronlab.models.sites import decoder_layers
 
@@ -40,32 +42,30 @@ Routes = Mapping[int, Mapping[int, str | float]]  # {layer: {expert: "force" | "
 
 
 class _Logits(TorchFunctionMode):
-    """Adds the active router's offsets to the first F.linear with one column per expert inside it."""
+    """While a router computes (pushed by its pre-hook, popped by its forward hook): adds its offsets to the first
+    F.linear with one column per expert."""
 
-    def __init__(self) -> None:
+    def __init__(self, where: Tensor | None) -> None:
         super().__init__()
-        self.active: tuple[int, Tensor] | None = None  # (layer, offsets [experts]) while a router computes
-        self.where: Tensor | None = None  # [tokens] bool
-        self.missed: set[int] = set()
+        self.layer, self.offsets, self.hit = -1, torch.zeros(0), False
+        self.where = where  # [tokens] bool, or None: every token
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        if self.active is not None and func is F.linear and isinstance(out, Tensor):
-            layer, offsets = self.active
-            if out.shape[-1] == len(offsets):
-                self.active = None
-                add = offsets.to(out.device, out.dtype)
-                if self.where is None:
-                    return out + add
-                flat = out.reshape(-1, out.shape[-1])
-                mask = self.where.to(out.device).reshape(-1)
-                if len(mask) != len(flat):
-                    raise NeuronlabError(
-                        f"route(where=...) marks {len(mask)} tokens, the router of layer {layer} sees {len(flat)}: "
-                        "give a [batch, pos] mask of this forward's tokens (None when generating)"
-                    )
-                return torch.where(mask[:, None], flat + add, flat).reshape(out.shape)
-        return out
+        if self.hit or func is not F.linear or not isinstance(out, Tensor) or out.shape[-1] != len(self.offsets):
+            return out
+        self.hit = True
+        add = self.offsets.to(out.device, out.dtype)
+        if self.where is None:
+            return out + add
+        flat = out.reshape(-1, out.shape[-1])
+        mask = self.where.to(out.device).reshape(-1)
+        if len(mask) != len(flat):
+            raise NeuronlabError(
+                f"route(where=...) marks {len(mask)} tokens, the router of layer {self.layer} sees {len(flat)}: give a "
+                "[batch, pos] mask of this forward's tokens (None when generating)"
+            )
+        return torch.where(mask[:, None], flat + add, flat).reshape(out.shape)
 
 
 def _offsets(layer: int, edits: Mapping[int, str | float], experts: int) -> Tensor:
@@ -79,6 +79,21 @@ def _offsets(layer: int, edits: Mapping[int, str | float], experts: int) -> Tens
     return out
 
 
+def _experts(router: nn.Module, layer: int) -> int:
+    """The number of experts: the rows of the router's first 2-D weight (its own, or its gate's: HunYuan's gate.wg)."""
+    weight = next((w for w in router.parameters() if w.dim() == 2), None)
+    if weight is None:
+        raise NeuronlabError(f"the router of layer {layer} has no 2-D weight [experts, d_model]")
+    return int(weight.shape[0])
+
+
+def _bias(router: nn.Module) -> Tensor | None:
+    """A router's correction bias (DeepSeek-V3's e_score_correction_bias, ERNIE's moe_statics): added to the scores
+    that choose the experts but not to their weights, so an edit of the logits alone would not decide the choice."""
+    named = [*router.named_buffers(), *router.named_parameters()]
+    return next((t for n, t in named if n.endswith("correction_bias")), None)
+
+
 @contextmanager
 def route(model: Any, routes: Routes, where: Tensor | None = None) -> Iterator[None]:
     """Inside the block the routers of `routes` ({layer: {expert: "force" | "forbid" | offset}}) choose with those
@@ -87,38 +102,55 @@ def route(model: Any, routes: Routes, where: Tensor | None = None) -> Iterator[N
     if spec.router is None:
         raise NeuronlabError("route needs a mixture of experts: this model's ArchSpec names no router")
     layers = decoder_layers(model)
-    mode, handles = _Logits(), []
-    mode.where = None if where is None else where.bool()
+    check_layers([int(layer) for layer in routes], len(layers))
+    planned = []
     for layer, edits in routes.items():
-        layer = int(layer)
-        if not 0 <= layer < len(layers):
-            raise NeuronlabError(f"layer {layer} is out of range: this model has layers 0..{len(layers) - 1}")
         try:
-            router = get_module(layers[layer], spec.router)
+            router = get_module(layers[int(layer)], spec.router)
         except NeuronlabError:
             raise NeuronlabError(f"layer {layer} has no router at {spec.router!r} (a dense layer?)") from None
-        weight = getattr(router, "weight", None)
-        if not isinstance(weight, Tensor) or weight.dim() != 2:
-            raise NeuronlabError(f"the router of layer {layer} has no 2-D weight [experts, d_model]")
-        offsets = _offsets(layer, edits, weight.shape[0])
-
-        def start(_m, _args, layer=layer, offsets=offsets):
-            mode.active = (layer, offsets)
-
-        def end(_m, _args, _out, layer=layer):
-            if mode.active is not None:  # no F.linear with one column per expert ran inside the router
-                mode.active = None
-                mode.missed.add(layer)
-
-        handles += [router.register_forward_pre_hook(start), router.register_forward_hook(end)]
+        offsets = _offsets(int(layer), edits, _experts(router, int(layer)))
+        bias = _bias(router)
+        if bias is not None and where is not None:
+            raise NeuronlabError(
+                f"the router of layer {layer} chooses with a correction bias that is the same for every token: "
+                "route it for all tokens (where=None)"
+            )
+        planned.append((int(layer), router, offsets, bias))
+    mode = _Logits(None if where is None else where.bool())
+    handles, saved = [], []
     try:
-        with mode:
-            yield
+        for layer, router, offsets, bias in planned:
+            if bias is not None:  # the choice is made on the biased scores: the same offsets there, for the block
+                saved.append((bias, bias.detach().clone()))
+                with torch.no_grad():
+                    bias += offsets.to(bias.device, bias.dtype)
+            handles.append(router.register_forward_pre_hook(_start(mode, layer, offsets)))
+            handles.append(router.register_forward_hook(_end(mode, model)))
+        yield
     finally:
         for h in handles:
             h.remove()
-    if mode.missed:
-        raise NeuronlabError(
-            f"the router of layer {min(mode.missed)} does not compute its logits with F.linear: routing edits are "
-            f"not served for {type(model).__name__}"
-        )
+        with torch.no_grad():
+            for bias, value in saved:
+                bias.copy_(value)
+
+
+def _start(mode: _Logits, layer: int, offsets: Tensor):
+    def hook(_m, _args):
+        mode.layer, mode.offsets, mode.hit = layer, offsets, False
+        mode.__enter__()  # only the router's own ops pass through the mode
+
+    return hook
+
+
+def _end(mode: _Logits, model: Any):
+    def hook(_m, _args, _out):
+        mode.__exit__(None, None, None)
+        if not mode.hit:
+            raise NeuronlabError(
+                f"the router of layer {mode.layer} does not compute its logits with F.linear: routing edits are not "
+                f"served for {type(model).__name__}"
+            )
+
+    return hook

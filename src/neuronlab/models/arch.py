@@ -46,7 +46,8 @@ class ArchSpec:
     softcap:    config attribute of the final-logit soft-cap (Gemma 2), None if the family has none
     max_positions: config attribute of the longest sequence the model takes (None: no limit, e.g. ALiBi)
     router:     a mixture of experts' router module, from a layer (None: a dense FFN)
-    logit_scale: config attribute of a factor the logits are multiplied by (Cohere), None if the family has none
+    logit_scale: config attribute of a factor the logits are multiplied by (Cohere, Falcon-H1), None if none
+    logit_divisor: config attribute the logits are divided by (Granite's logits_scaling), None if none
     lens:       the unembedding of final_norm(last layer's output) is the model's logits; False where the head does
                 more (a scale, several residual streams merged): the logit lens is refused, the other sites served
     """
@@ -68,6 +69,7 @@ class ArchSpec:
     router: str | None = None
     logit_scale: str | None = None
     lens: bool = True
+    logit_divisor: str | None = None
 
     def position_limit(self, config) -> int | None:
         """The longest sequence a model of this family takes (None: no limit)."""
@@ -78,9 +80,12 @@ class ArchSpec:
         return getattr(config, self.softcap, None) if self.softcap else None
 
     def logits(self, config, unembedded: Tensor) -> Tensor:
-        """The model's logits from the unembedding's output: scaled (Cohere), then soft-capped (Gemma 2)."""
+        """The model's logits from the unembedding's output: scaled (Cohere) or divided (Granite), then soft-capped
+        (Gemma 2)."""
         scale = getattr(config, self.logit_scale, None) if self.logit_scale else None
         out = unembedded * scale if scale is not None else unembedded
+        divisor = getattr(config, self.logit_divisor, None) if self.logit_divisor else None
+        out = out / divisor if divisor is not None else out
         cap = self.logit_cap(config)
         return torch.tanh(out / cap) * cap if cap else out
 

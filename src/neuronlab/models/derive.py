@@ -19,7 +19,7 @@ Proving: `neuronlab.models.verify`.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import torch
@@ -165,10 +165,13 @@ def _candidates(model: Any) -> Candidates:
         )
     ffns = [next((n for n, k in _kinds(lay).items() if k == "ffn"), None) for lay in layers]
     if len(set(ffns)) > 1:
-        missing = [str(i) for i, f in enumerate(ffns) if f != ffns[0]]
+        have = [str(i) for i, f in enumerate(ffns) if f]
+        names = ", ".join(sorted({f for f in ffns if f}))
         raise NeuronlabError(
-            f"the layers do not all hold the same FFN block ({ffns[0]!r} in layer 0, not in layers "
-            f"{', '.join(missing)}: mamba or attention-only layers); FFN sites per kind of layer are not served yet"
+            f"only layers {', '.join(have)} of {len(ffns)} hold an FFN block ({names}); the others are token mixers "
+            "alone (mamba, attention): FFN sites on some layers only are not served yet"
+            if None in ffns
+            else f"the layers name their FFN blocks differently ({names}): give the model an ArchSpec of its own"
         )
     ffn = ffns[0]
     attn = next((n for n, k in _kinds(layer).items() if k == "attn"), "")
@@ -224,7 +227,10 @@ def _candidates(model: Any) -> Candidates:
         out.conv1d = type(inside[down]).__name__ == "Conv1D"
     lost = [p for p in (out.down, out.up, out.gate, out.act) if p and not all(_has(lay, p) for lay in layers)]
     if lost:
-        raise NeuronlabError(f"{lost[0]!r} is not in every layer: FFN sites per kind of layer are not served yet")
+        raise NeuronlabError(
+            f"the FFN projection {lost[0]!r} found in layer 0 is not in every layer (no block named like mlp, ffn or "
+            "feed_forward in each): FFN sites on some layers only are not served yet"
+        )
     norms = [n for n, m in children.items() if _is_norm(n, m)]
     out.attn_out = _mixers(layers, ffn, d_model) + [p for p in norms if all(_has(lay, p) for lay in layers)]
     out.ffn_out = [
@@ -270,13 +276,19 @@ def derive_spec(model: nn.Module) -> ArchSpec:
         for layer in range(n)
     }
     paths |= {f"{k}:{p}": p for p in c.final_norm for k in ("norm", "norm_in")}
-    paths |= {"unembed": c.unembed} | {f"resid:{i}": f"{c.layers}.{i}" for i in range(n)}
+    paths |= {"unembed": c.unembed, "head": c.unembed} | {f"resid:{i}": f"{c.layers}.{i}" for i in range(n)}
     if c.down:  # its input tells a flat FFN ([batch * pos, d_ff], OPT) in the same forward
         paths["down_in"] = f"{c.layers}.0.{c.down}"
     inputs = ("unembed", "down_in", *(f"norm_in:{p}" for p in c.final_norm))
     with capture(model, paths, inputs=inputs) as seen, torch.no_grad():
-        hs = model(**probe_inputs(model), output_hidden_states=True, use_cache=False).hidden_states
-    tol = tolerance(model)
+        res = model(**probe_inputs(model), output_hidden_states=True, use_cache=False)
+    hs, tol = res.hidden_states, tolerance(model)
+    missing = [k for k in ("unembed", "head", *(f"resid:{i}" for i in range(n))) if k not in seen]
+    if missing:
+        raise NeuronlabError(
+            f"the probe forward did not show {missing[0]} as a tensor (a head applied without its module, or a "
+            "layer whose output is not the hidden state)"
+        )
     pairs = [
         (a, f)
         for a in c.attn_out
@@ -314,7 +326,7 @@ def derive_spec(model: nn.Module) -> ArchSpec:
     )
     lens = norm is not None or close(seen["unembed"], seen[f"resid:{n - 1}"], tol)  # else: the head does more (no lens)
     config = text_config(model)
-    return ArchSpec(
+    spec = ArchSpec(
         layers=c.layers,
         act=c.act,
         down=c.down,
@@ -331,5 +343,17 @@ def derive_spec(model: nn.Module) -> ArchSpec:
         max_positions=next((k for k in POSITIONS if isinstance(getattr(config, k, None), int)), None),
         router=c.router,
         flat_ffn="down_in" in seen and seen["down_in"].dim() == 2,
-        logit_scale="logit_scale" if isinstance(getattr(config, "logit_scale", None), (int, float)) else None,
     )
+    scales = [None] + [k for k in ("logit_scale", "lm_head_multiplier") if _number(config, k)]
+    divisors = [None] + [k for k in ("logits_scaling",) if _number(config, k)]
+    fits = [  # the head's factors (Cohere and Falcon-H1 multiply the logits, Granite divides them)
+        replace(spec, logit_scale=s, logit_divisor=d)
+        for s in scales
+        for d in divisors
+        if close(replace(spec, logit_scale=s, logit_divisor=d).logits(config, seen["head"]), res.logits, tol)
+    ]
+    return fits[0] if fits else replace(spec, lens=False)  # no factor known here: the lens is refused
+
+
+def _number(config: Any, key: str) -> bool:
+    return isinstance(getattr(config, key, None), (int, float)) and not isinstance(getattr(config, key), bool)

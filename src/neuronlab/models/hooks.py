@@ -135,7 +135,9 @@ def site_module_by(model: nn.Module, spec: ArchSpec, site: Site) -> tuple[nn.Mod
             if spec.down is None
             else "it has no activation module (use `neuron`)"
         )
-        raise NeuronlabError(f"site {site} is not served on this model: {why}. ffn_out, attn_out and resid are served")
+        kinds = (("neuron", spec.down), ("ffn_out", spec.ffn_out), ("attn_out", spec.attn_out), ("resid", "layer"))
+        served = ", ".join(k for k, path in kinds if path)
+        raise NeuronlabError(f"site {site} is not served on this model: {why}. Served: {served}")
     return get_module(layer, path), "input" if site.kind == "neuron" else "output"
 
 

@@ -46,6 +46,7 @@ from torch import Tensor, nn
 from neuronlab.errors import NeuronlabError
 from neuronlab.models.resolve import arch_spec
 from neuronlab.models.sites import decoder_layers
+from neuronlab.models.verify import capture
 
 NeuronFn = Callable[[int, int, Tensor, Tensor, Tensor], Tensor | None]  # (layer, expert, tokens, weights, h) -> h
 FLAGS = ("has_gate", "has_bias", "is_transposed")  # what transformers' experts decorator sets on the module
@@ -384,24 +385,11 @@ def _check_block(model: Any, layouts: Mapping[int, ExpertsLayout], input_ids: Te
     expert MLPs (transformers 4), which weight their outputs inside the block where no hook sees them. Raises where
     a zeroed shared neuron is not its down column removed."""
     layer = min(layouts)
-    lay, owner = layouts[layer], decoder_layers(model)[layer]
-    block_path = lay.path.rpartition(".")[0]
-    seen: dict[str, Tensor] = {}
-
-    def keep(key: str):
-        def hook(_m, _a, out):
-            seen[key] = (out[0] if isinstance(out, tuple) else out).detach().clone()  # Llama 4 adds in place
-
-        return hook
-
-    paths = {"block": block_path, "experts": lay.path, "shared": lay.shared, "gate": lay.shared_gate}
-    handles = [owner.get_submodule(p).register_forward_hook(keep(k)) for k, p in paths.items() if p is not None]
-    try:
-        with torch.no_grad(), expert_neurons(model):
-            model(input_ids=input_ids)
-    finally:
-        for h in handles:
-            h.remove()
+    lay, root = layouts[layer], f"{arch_spec(model).layers}.{min(layouts)}"
+    paths = {"block": lay.path.rpartition(".")[0], "experts": lay.path, "shared": lay.shared, "gate": lay.shared_gate}
+    full = {k: f"{root}.{p}" if p else root for k, p in paths.items() if p is not None}
+    with torch.no_grad(), expert_neurons(model), capture(model, full) as seen:  # copies: Llama 4 adds in place
+        model(input_ids=input_ids)
     block = seen["block"].reshape(-1, seen["block"].shape[-1])
     shared = seen.get("shared", torch.zeros_like(block)).reshape(block.shape)
     if "gate" in seen:

@@ -8,9 +8,10 @@ Proving (`verify_spec`, through the same hooks every method uses), on 2 x 7 seed
      h + attn + ffn has none);
   3. with every `neuron` of every layer set to zero, each layer's ffn_out is the same for every token, and the
      logits equal those of a forward whose ffn_out is set to that constant and whose neurons are left alone: ffn_out
-     is the neurons' only way to the rest of the model. act and neuron have d_ff values;
-  4. the unembedding's output, soft-capped where the family caps, equals the model's logits; where the spec serves
-     the lens, the final norm (if any) takes the last layer's output and feeds the unembedding.
+     is the neurons' only way to the rest of the model. With the FFN's input projection (`up`) at zero, the neurons
+     are the same for every token: they are the FFN's. act and neuron have d_ff values;
+  4. where the spec serves the lens: the unembedding's output, scaled and soft-capped where the family does, equals
+     the model's logits, and the final norm (if any) takes the last layer's output and feeds the unembedding.
 Tolerance: 1e-4 of the largest value compared (float32), 3e-2 in 16-bit dtypes.
 """
 
@@ -128,6 +129,28 @@ def verify_spec(model: nn.Module, spec: ArchSpec) -> list[str]:
                     f"with every neuron of layer {i} at zero, ffn_out({i}) still depends on the token: "
                     f"{spec.down!r} is not the only path from the neurons"
                 )
+        if spec.attn_out is None and not spec.up:
+            failed.append(
+                "a layer that is not h + attn + ffn needs the FFN's input projection (up) to prove its neurons"
+            )
+        if spec.up and not failed:  # the neurons are the FFN's: they come from its input projection
+            layers, handles = layers_by(model, spec), []
+            zero_up = lambda _m, _a, out: torch.zeros_like(out)  # noqa: E731
+            try:
+                for i in range(n):
+                    handles.append(get_module(layers[i], spec.up).register_forward_hook(zero_up))
+                with trace_by(model, spec, [Site(i, "neuron") for i in range(n)]) as u, torch.no_grad():
+                    model(**probe, use_cache=False)
+            finally:
+                for h in handles:
+                    h.remove()
+            for i in range(n):
+                v = u[Site(i, "neuron")].flatten(0, -2)
+                if not close(v, v[:1].expand_as(v), tol):
+                    failed.append(
+                        f"with the output of {spec.up!r} at zero, neuron({i}) still depends on the token: the neurons "
+                        "are not the FFN's"
+                    )
         if not failed:
             const = {s: _constant(z[s].flatten(0, -2)[0]) for s in outs}
             with hooked_by(model, spec, const), torch.no_grad():
@@ -137,8 +160,11 @@ def verify_spec(model: nn.Module, spec: ArchSpec) -> list[str]:
                         "its value at zero neurons is not the same as zeroing them"
                     )
     logits = out.get("unembed")
-    if logits is None or not close(spec.logits(text_config(model), logits), res.logits, tol):
-        failed.append(f"{spec.unembed} does not give the model's logits")
+    if spec.lens and (logits is None or not close(spec.logits(text_config(model), logits), res.logits, tol)):
+        failed.append(
+            f"{spec.unembed}, scaled and capped as the spec says, does not give the model's logits (a head that "
+            "does more: lens=False)"
+        )
     last = tr[Site(n - 1, "resid")]
     if spec.final_norm:
         fed = {"norm", "norm_in", "unembed_in"} <= set(out) and close(out["norm"], out["unembed_in"], tol)

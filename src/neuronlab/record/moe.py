@@ -33,11 +33,11 @@ from neuronlab.config import Config, configured, option
 from neuronlab.data.batching import batches, forward_takes, model_inputs, pad_id, windows
 from neuronlab.dist import Shard, all_reduce, hand_over, own_files, rank_path, world
 from neuronlab.errors import NeuronlabError
-from neuronlab.io import check_writable, read_safetensors, write_safetensors
+from neuronlab.io import read_safetensors, write_safetensors
 from neuronlab.models.load import model_info, require_same_model
 from neuronlab.models.moe import SHARED, expert_neurons, experts_by_layer
 from neuronlab.progress import progress_bar
-from neuronlab.record.recorder import check_checkpoint
+from neuronlab.record.recorder import prepare_checkpoint
 
 FORMAT = "neuronlab.expert-stats/1"
 TENSORS = ("tokens", "texts", "routed", "weight", "active", "sum")
@@ -109,12 +109,15 @@ class ExpertStats:
     def merge(self, other: ExpertStats) -> ExpertStats:
         """The stats of both runs (same model, MoE layers and widths), groups in order of first appearance."""
         require_same_model(self.meta.get("model"), other.meta.get("model") or {}, "these expert stats")
-        if (
-            self.layers != other.layers
-            or self.active.shape[2:] != other.active.shape[2:]
-            or self.tensor_names() != other.tensor_names()
-        ):
-            raise NeuronlabError("expert stats of different MoE layers or widths cannot be merged")
+        widths = [
+            (s.layers, s.active.shape[2:], None if s.shared_active is None else s.shared_active.shape[2])
+            for s in (self, other)
+        ]
+        if widths[0] != widths[1]:
+            raise NeuronlabError(
+                f"expert stats of different MoE layers or widths (layers, (experts, d_ff), shared d_ff: {widths[0]} "
+                f"and {widths[1]}) cannot be merged: a shared width of None is a file without the shared expert"
+            )
         groups = list(dict.fromkeys(self.groups + other.groups))
         experts, d_ff = self.active.shape[2:]
         shared = 0 if self.shared_active is None else self.shared_active.shape[2]
@@ -185,14 +188,18 @@ def record_experts(
     progress: bool = True,
     checkpoint: str | Path | None = None,
     checkpoint_every: float = 300.0,
+    resume: bool | None = None,
     **settings: Any,
 ) -> ExpertStats:
     """Expert and expert-neuron statistics of `texts` ({group: texts}) through `model` (module doc), with the
     settings of `config` or its fields as keywords (`batch_size=4`). With `checkpoint`, the stats are saved there
     (atomically, between texts) every `checkpoint_every` seconds and after each group, and a run whose checkpoint
-    exists continues after the texts it holds: no text is counted twice. Under several processes (torchrun) each
-    rank records its share of every group and the ranks add their counts and sums (`_ranks`)."""
+    exists continues after the texts it holds (`resume=False` refuses it instead): no text is counted twice. Under
+    several processes (torchrun) each rank records its share of every group and the ranks add their counts and sums
+    (`_ranks`)."""
     cfg = configured(ExpertRecordConfig, config, settings, "record_experts")
+    if checkpoint is not None:
+        prepare_checkpoint(checkpoint, resume)
     layouts = experts_by_layer(model)
     widths = {(lay.experts, lay.d_ff) for lay in layouts.values()}
     if len(widths) > 1:
@@ -318,6 +325,11 @@ def _record(
 def _resumed(old: ExpertStats, new: ExpertStats, path: str | Path) -> ExpertStats:
     """The checkpoint's stats to continue, refused (with the way out) where they belong to another run."""
     require_same_model(old.meta.get("model"), new.meta["model"], f"the expert stats in {path}")
+    if old.tensor_names() != new.tensor_names():
+        raise NeuronlabError(
+            f"{path} holds expert stats recorded {'without' if old.shared_active is None else 'with'} a shared "
+            "expert's neurons, unlike this model's: record again to another path"
+        )
     settings = {k: v for k, v in old.meta.get("settings", {}).items() if k != "neuronlab"}
     if old.groups != new.groups or settings != {k: v for k, v in new.meta["settings"].items() if k != "neuronlab"}:
         raise NeuronlabError(
@@ -337,6 +349,4 @@ def record_experts_to_file(
 ) -> ExpertStats:
     """`record_experts` with `out` as its checkpoint (what `neuronlab moe record` runs): an existing `out` is
     continued with `resume`, refused without it."""
-    check_writable(out)
-    check_checkpoint(out, resume)
-    return record_experts(model, tokenizer, texts, config, checkpoint=out)
+    return record_experts(model, tokenizer, texts, config, checkpoint=out, resume=resume)

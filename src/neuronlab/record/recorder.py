@@ -115,14 +115,7 @@ def record(
             raise NeuronlabError(f"group {group!r} has no text: give it at least one non-empty text")
 
     if checkpoint is not None:
-        check_checkpoint(checkpoint, resume)
-        check_writable(checkpoint)  # before any work: a bad path never costs a recorded group
-        rank, size = world()
-        if rank == 0:
-            remove_temps(checkpoint)  # what a run killed mid-write left beside its checkpoints
-        if size > 1:
-            remove_temps(rank_path(checkpoint, rank, size))
-        barrier()  # every rank has looked before any writes its rank file: no rank refuses another's fresh file
+        prepare_checkpoint(checkpoint, resume)
     settings = dict(max_length=max_length, truncate=truncate, max_tokens=max_tokens, count_special=count_special)
     top_k = top_k if contexts else 0
     if top_k:
@@ -163,6 +156,20 @@ def record_to_file(
     groups = dict(texts or {})
     merge_groups(groups, parse_group_datasets(list(datasets), split, column, subset, limit))
     return record(model, tokenizer, groups, config, checkpoint=out, resume=resume, progress=progress, **settings)
+
+
+def prepare_checkpoint(checkpoint: str | Path, resume: bool | None) -> None:
+    """Before any work, on every rank: refuse an existing checkpoint unless resuming (`check_checkpoint`), a path
+    that cannot be written, and clear what a run killed mid-write left; then wait for every rank, so no rank refuses
+    the fresh rank file of another."""
+    check_checkpoint(checkpoint, resume)
+    check_writable(checkpoint)  # before any work: a bad path never costs a recorded group
+    rank, size = world()
+    if rank == 0:
+        remove_temps(checkpoint)  # what a run killed mid-write left beside its checkpoints
+    if size > 1:
+        remove_temps(rank_path(checkpoint, rank, size))
+    barrier()
 
 
 def check_checkpoint(checkpoint: str | Path, resume: bool | None) -> None:

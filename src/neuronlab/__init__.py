@@ -39,10 +39,12 @@ from neuronlab.learn.runs import fit_task
 from neuronlab.learn.scalars import ScalingConfig, evaluate_scaling, train_scaling
 from neuronlab.models.arch import ARCH_SPECS, ArchSpec, register_arch
 from neuronlab.models.load import load_model, model_info
-from neuronlab.models.moe import check_experts, expert_neurons, experts_by_layer
+from neuronlab.models.moe import expert_neurons, experts_by_layer
+from neuronlab.models.moe_check import check_experts
 from neuronlab.models.resolve import arch_spec, set_arch
 from neuronlab.models.sites import Site, hooked, trace
-from neuronlab.record.moe import ExpertRecordConfig, ExpertStats, record_experts, record_experts_to_file
+from neuronlab.record.expert_stats import ExpertStats
+from neuronlab.record.moe import ExpertRecordConfig, record_experts, record_experts_to_file
 from neuronlab.record.recorder import RecordConfig, record
 from neuronlab.record.stats import Stats
 from neuronlab.select.attribution import Attribution, AttributionConfig, attribute, attribution_neurons

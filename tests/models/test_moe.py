@@ -13,9 +13,11 @@ import transformers
 
 import neuronlab as nl
 from neuronlab.errors import NeuronlabError
-from neuronlab.models.moe import check_experts, down_weight, expert_neurons, experts_by_layer
+from neuronlab.models.moe import down_weight, expert_neurons, experts_by_layer
+from neuronlab.models.moe_check import check_experts
 from neuronlab.models.sites import decoder_layers
-from neuronlab.record.moe import ExpertStats, record_experts
+from neuronlab.record.expert_stats import ExpertStats
+from neuronlab.record.moe import record_experts
 from neuronlab.select.moe import moe_lape
 from neuronlab.testing import char_tokenizer, tiny_causal_lm
 

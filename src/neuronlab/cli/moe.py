@@ -26,7 +26,7 @@ from neuronlab.cli.common import (
     texts,
     writable,
 )
-from neuronlab.evaluate.moe import check_how, expert_deactivation_to_file
+from neuronlab.evaluate.moe import expert_deactivation_to_file
 from neuronlab.intervene.moe import bake_experts_to_folder
 from neuronlab.record.moe import ExpertRecordConfig, record_experts_to_file
 from neuronlab.record.recorder import check_checkpoint
@@ -118,7 +118,6 @@ def deactivate(
     ] = "silence",
 ) -> None:
     """Silence (or forbid) each language's experts in turn and measure every language's perplexity."""
-    check_how(how)  # before the model loads
     writable(out)
     found = texts(text, text_dir, pattern, limit)
     loaded, tokenizer = model.load()

@@ -3,15 +3,15 @@
     spec = derive_spec(model)        # candidates by shape and name, chosen by what the numbers say
     verify_spec(model, spec)         # [] or the identities that failed (models/verify.py)
 
-Finding. The decoder layers are the ModuleList with `num_hidden_layers` entries; in layer 0 the attention block
-and the FFN block are children named like `attn`/`attention` and `mlp`/`ffn`/`feed_forward` (or the layer holds
-the FFN projections itself, as OPT does). Inside the FFN, the down projection is the Linear (or GPT-2 Conv1D)
-from d_ff to d_model, the up/gate projections go from d_model to d_ff (2 d_ff: fused), the activation is the
-parameter-free module between them. An FFN holding experts (3-D weights, an `experts` module) is a mixture of
-experts: its block output, the attention and the residual stream are served, its neurons are not (a neuron of
-expert e sees only the tokens routed to e; there is no one [batch, pos, d_ff] value to read). The block outputs
-added to the residual stream and the final norm are chosen among the candidates (the block, its last
-projection, a post-norm) by the identities below.
+Finding. The decoder layers are the ModuleList with `num_hidden_layers` entries; in each layer the token mixer and
+the FFN block are children named like `attn`/`attention` and `mlp`/`ffn`/`feed_forward` (by class name where the
+name says nothing; or the layer holds the FFN projections itself, as OPT does). Inside the FFN, the down
+projection is the Linear (or GPT-2 Conv1D) from d_ff to d_model, the up/gate projections go from d_model to d_ff
+(2 d_ff: fused), the activation is the parameter-free module between them. An FFN holding experts is a mixture of
+experts: its block is served, its expert neurons through `models/moe.py`. The block outputs added to the residual
+stream are chosen among the candidates (the block, its last projection, a post-norm; a hybrid's mixers of several
+names, `self_attn|mamba`) by the identities; where none adds up the layer is not h + attn + ffn, and the FFN's down
+projection is served alone (attn_out None). The head: `models/head.py`.
 
 Proving: `neuronlab.models.verify`.
 """
@@ -19,7 +19,7 @@ Proving: `neuronlab.models.verify`.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import torch
@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from neuronlab.errors import NeuronlabError
 from neuronlab.models.arch import ArchSpec, text_config
+from neuronlab.models.head import head_candidates, with_factors
 from neuronlab.models.verify import adds_up, capture, close, probe_inputs, tolerance
 
 ATTN = re.compile(r"att", re.I)
@@ -242,26 +243,8 @@ def _candidates(model: Any) -> Candidates:
     if unembed is None:
         raise NeuronlabError(f"{type(model).__name__} has no output embeddings (get_output_embeddings() is None)")
     out.unembed = _path(model, unembed)
-    out.final_norm = _heads(model, layers, unembed)
+    out.final_norm = head_candidates(model, layers, unembed, _is_norm)
     return out
-
-
-def _heads(model: nn.Module, layers: nn.ModuleList, unembed: nn.Module) -> list[str]:
-    """final_norm candidates, last first: each norm outside the layers, then the modules holding it (BERT's head
-    transform: dense, activation, norm) that hold neither the layers nor the unembedding."""
-    inside, embed = {id(m) for m in layers.modules()}, model.get_input_embeddings()
-    norms = [
-        n for n, m in model.named_modules() if n and id(m) not in inside and _is_norm(n, m) and not list(m.children())
-    ]
-    out: list[str] = []
-    for name in norms[::-1]:
-        parts = name.split(".")
-        for k in range(len(parts), 0, -1):
-            module = model.get_submodule(".".join(parts[:k]))
-            if any(m is layers or m is unembed or m is embed for m in module.modules()):
-                break
-            out.append(".".join(parts[:k]))
-    return list(dict.fromkeys(out))
 
 
 def derive_spec(model: nn.Module) -> ArchSpec:
@@ -344,16 +327,4 @@ def derive_spec(model: nn.Module) -> ArchSpec:
         router=c.router,
         flat_ffn="down_in" in seen and seen["down_in"].dim() == 2,
     )
-    scales = [None] + [k for k in ("logit_scale", "lm_head_multiplier") if _number(config, k)]
-    divisors = [None] + [k for k in ("logits_scaling",) if _number(config, k)]
-    fits = [  # the head's factors (Cohere and Falcon-H1 multiply the logits, Granite divides them)
-        replace(spec, logit_scale=s, logit_divisor=d)
-        for s in scales
-        for d in divisors
-        if close(replace(spec, logit_scale=s, logit_divisor=d).logits(config, seen["head"]), res.logits, tol)
-    ]
-    return fits[0] if fits else replace(spec, lens=False)  # no factor known here: the lens is refused
-
-
-def _number(config: Any, key: str) -> bool:
-    return isinstance(getattr(config, key, None), (int, float)) and not isinstance(getattr(config, key), bool)
+    return with_factors(spec, config, seen["head"], res.logits, tol)

@@ -1,170 +1,37 @@
-"""Statistics of a mixture of experts' neurons and routing, per group (language): what LAPE over experts and over
-expert neurons reads.
+"""Recording a mixture of experts' neurons and routing per group (language): what LAPE over experts and over expert
+neurons reads.
 
     stats = record_experts(model, tok, {"en": en_texts, "fr": fr_texts}, batch_size=8, max_length=512)
-    stats.usage()                    # routed / tokens: how often each expert is chosen, [groups, layers, experts]
-    stats.probability()              # active / routed: a neuron's firing rate given its expert, [g, l, e, d_ff]
-    stats.probability(routed=False)  # active / tokens: its rate over all tokens
-    stats.save("experts.safetensors"); ExpertStats.load(...); stats.merge(other)
+    stats.usage(); stats.probability()     # ExpertStats (`record/expert_stats.py`)
 
 Tokens are counted as `record` counts them (the same windows and batches; padding never, special tokens unless
 `count_special`). For each counted token the router's choice is read where the experts run (`models/moe.py`), so
 only the chosen experts compute, as in the model's own forward: per (layer, expert) the tokens routed and the sum of
 their router weights, per (layer, expert, neuron) how many of those tokens it fired on (value > 0) and the sum of
-its values. Counts are int64 and sums float64; stats of two runs on the same model add up (`merge`). Where the
-MoE layers hold a shared expert (`models/moe.py`, SHARED), its neurons, which every token reaches, are counted in
-`shared_active` and `shared_sum` [groups, layers, shared d_ff].
+its values. Where the MoE layers hold a shared expert (`models/moe.py`, SHARED), its neurons, which every token
+reaches, are counted in `shared_active` and `shared_sum` [groups, layers, shared d_ff].
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from neuronlab.artifacts import register_artifact
 from neuronlab.config import Config, configured, option
 from neuronlab.data.batching import batches, forward_takes, model_inputs, pad_id, windows
 from neuronlab.dist import Shard, all_reduce, hand_over, own_files, rank_path, world
 from neuronlab.errors import NeuronlabError
-from neuronlab.io import read_safetensors, write_safetensors
 from neuronlab.models.load import model_info, require_same_model
 from neuronlab.models.moe import SHARED, expert_neurons, experts_by_layer
 from neuronlab.progress import progress_bar
+from neuronlab.record.expert_stats import SHARED_TENSORS, SUMS, ExpertStats
 from neuronlab.record.recorder import prepare_checkpoint
-
-FORMAT = "neuronlab.expert-stats/1"
-TENSORS = ("tokens", "texts", "routed", "weight", "active", "sum")
-SHARED_TENSORS = ("shared_active", "shared_sum")  # where the layers hold a shared expert
-SUMS = ("routed", "weight", "active", "sum")  # per layer and expert (and neuron): what `record_experts` adds up
-
-
-@dataclass
-class ExpertStats:
-    """Counts and sums per group over the MoE layers `layers` (module doc)."""
-
-    groups: list[str]
-    layers: list[int]  # the model's MoE layers, in order: row i of each tensor is layer layers[i]
-    tokens: Tensor  # int64 [groups]
-    texts: Tensor  # int64 [groups]: texts complete (a resumed run starts after them)
-    routed: Tensor  # int64 [groups, layers, experts]: counted tokens routed to the expert
-    weight: Tensor  # float64 [groups, layers, experts]: the sum of their router weights
-    active: Tensor  # int64 [groups, layers, experts, d_ff]: routed tokens where the neuron's value > 0
-    sum: Tensor  # float64 [groups, layers, experts, d_ff]: the sum of its values over the routed tokens
-    meta: dict = field(default_factory=dict)
-    shared_active: Tensor | None = None  # int64 [groups, layers, shared d_ff]: tokens where a shared neuron > 0
-    shared_sum: Tensor | None = None  # float64 [groups, layers, shared d_ff]: the sum of its values
-
-    @classmethod
-    def empty(
-        cls, groups: Sequence[str], layers: Sequence[int], experts: int, d_ff: int, meta: dict, shared_d_ff: int = 0
-    ) -> ExpertStats:
-        g, n = len(groups), len(layers)
-        out = cls(
-            list(groups),
-            list(layers),
-            torch.zeros(g, dtype=torch.long),
-            torch.zeros(g, dtype=torch.long),
-            torch.zeros(g, n, experts, dtype=torch.long),
-            torch.zeros(g, n, experts, dtype=torch.float64),
-            torch.zeros(g, n, experts, d_ff, dtype=torch.long),
-            torch.zeros(g, n, experts, d_ff, dtype=torch.float64),
-            meta,
-        )
-        if shared_d_ff:
-            out.shared_active = torch.zeros(g, n, shared_d_ff, dtype=torch.long)
-            out.shared_sum = torch.zeros(g, n, shared_d_ff, dtype=torch.float64)
-        return out
-
-    def tensor_names(self) -> tuple[str, ...]:
-        """The tensors these stats hold: TENSORS, and SHARED_TENSORS where the layers hold a shared expert."""
-        return TENSORS + (SHARED_TENSORS if self.shared_active is not None else ())
-
-    def shared_probability(self) -> Tensor:
-        """A shared neuron's firing rate over all of a group's tokens, float64 [groups, layers, shared d_ff]."""
-        if self.shared_active is None:
-            raise NeuronlabError("these expert stats hold no shared expert")
-        return self.shared_active.double() / self.tokens.clamp(min=1).double()[:, None, None]
-
-    def usage(self) -> Tensor:
-        """routed / tokens: the share of a group's tokens that each expert gets, float64 [groups, layers, experts]."""
-        return self.routed.double() / self.tokens.clamp(min=1).double()[:, None, None]
-
-    def probability(self, routed: bool = True) -> Tensor:
-        """A neuron's firing rate, float64 [groups, layers, experts, d_ff]: over the tokens routed to its expert
-        (`routed`; 0 where a group sent its expert none), else over all of the group's tokens."""
-        base = self.routed.double()[..., None] if routed else self.tokens.double()[:, None, None, None]
-        return torch.nan_to_num(self.active.double() / base, nan=0.0)
-
-    def mean(self) -> Tensor:
-        """A neuron's mean value over the tokens routed to its expert, float64 [groups, layers, experts, d_ff]."""
-        return torch.nan_to_num(self.sum / self.routed.double()[..., None], nan=0.0)
-
-    def merge(self, other: ExpertStats) -> ExpertStats:
-        """The stats of both runs (same model, MoE layers and widths), groups in order of first appearance."""
-        require_same_model(self.meta.get("model"), other.meta.get("model") or {}, "these expert stats")
-        widths = [
-            (s.layers, s.active.shape[2:], None if s.shared_active is None else s.shared_active.shape[2])
-            for s in (self, other)
-        ]
-        if widths[0] != widths[1]:
-            raise NeuronlabError(
-                f"expert stats of different MoE layers or widths (layers, (experts, d_ff), shared d_ff: {widths[0]} "
-                f"and {widths[1]}) cannot be merged: a shared width of None is a file without the shared expert"
-            )
-        groups = list(dict.fromkeys(self.groups + other.groups))
-        experts, d_ff = self.active.shape[2:]
-        shared = 0 if self.shared_active is None else self.shared_active.shape[2]
-        out = ExpertStats.empty(groups, self.layers, experts, d_ff, dict(self.meta), shared)
-        for part in (self, other):
-            rows = torch.tensor([groups.index(g) for g in part.groups])
-            for k in self.tensor_names():
-                getattr(out, k).index_add_(0, rows, getattr(part, k))
-        return out
-
-    def save(self, path: str | Path) -> None:
-        """safetensors with the groups, layers and meta as JSON, written atomically."""
-        write_safetensors(
-            path,
-            {k: getattr(self, k) for k in self.tensor_names()},
-            FORMAT,
-            groups=json.dumps(self.groups),
-            layers=json.dumps(self.layers),
-            meta=json.dumps(self.meta),
-        )
-
-    @classmethod
-    def load(cls, path: str | Path) -> ExpertStats:
-        tensors, header = read_safetensors(path, FORMAT, "expert stats")
-        try:
-            groups, layers, meta = (json.loads(header[k]) for k in ("groups", "layers", "meta"))
-        except (KeyError, json.JSONDecodeError) as err:
-            raise NeuronlabError(f"{path}: the expert stats metadata is damaged ({err}); record them again") from None
-        missing = [k for k in TENSORS if k not in tensors]
-        if missing:
-            raise NeuronlabError(f"{path}: the expert stats lack {', '.join(missing)}; record them again")
-        t = tensors
-        out = cls(groups, layers, t["tokens"], t["texts"], t["routed"], t["weight"], t["active"], t["sum"], meta)
-        out.shared_active, out.shared_sum = t.get("shared_active"), t.get("shared_sum")
-        return out
-
-    def summary(self) -> str:
-        g, n, e, d = self.active.shape
-        model = self.meta.get("model", {}).get("name_or_path") or "(unnamed model)"
-        lines = [f"expert stats of {model}: {n} MoE layers x {e} experts x {d} neurons, {g} groups"]
-        if self.shared_active is not None:
-            lines[0] += f"; a shared expert of {self.shared_active.shape[2]} neurons a layer"
-        lines += [f"  {grp}: {int(t)} tokens" for grp, t in zip(self.groups, self.tokens.tolist(), strict=True)]
-        return "\n".join(lines)
-
-
-register_artifact("expert stats", [FORMAT], ExpertStats.load)
 
 
 @dataclass(frozen=True)

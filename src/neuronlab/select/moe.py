@@ -24,7 +24,7 @@ from neuronlab.config import configured
 from neuronlab.errors import NeuronlabError
 from neuronlab.io import check_writable, read_json, write_json
 from neuronlab.models.moe import SHARED
-from neuronlab.record.moe import ExpertStats
+from neuronlab.record.expert_stats import ExpertStats
 from neuronlab.select.lape import LapeConfig, lape_select
 
 

@@ -278,7 +278,7 @@ def derive_spec(model: nn.Module) -> ArchSpec:
         for f in c.ffn_out
         if a != f and all(f"attn_out:{i}:{a}" in seen and f"ffn_out:{i}:{f}" in seen for i in range(n))
     ]
-    chosen = next(
+    chosen: tuple[str | None, str] | None = next(
         (
             (a, f)
             for a, f in pairs

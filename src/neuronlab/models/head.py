@@ -29,7 +29,7 @@ def head_candidates(
     model: nn.Module, layers: nn.ModuleList, unembed: nn.Module, is_norm: Callable[[str, nn.Module], bool]
 ) -> list[str]:
     """final_norm candidates, last first: each norm outside the layers, then the modules holding it."""
-    inside, embed = {id(m) for m in layers.modules()}, model.get_input_embeddings()
+    inside, embed = {id(m) for m in layers.modules()}, model.get_input_embeddings()  # type: ignore[operator]
     norms = [
         n for n, m in model.named_modules() if n and id(m) not in inside and is_norm(n, m) and not list(m.children())
     ]

@@ -328,7 +328,8 @@ def down_weight(
     if expert == SHARED:
         if lay.shared is None:
             raise NeuronlabError(f"layer {layer} has no shared expert")
-        return decoder_layers(model)[layer].get_submodule(f"{lay.shared}.down_proj").weight, False
+        down: Any = decoder_layers(model)[layer].get_submodule(f"{lay.shared}.down_proj")
+        return down.weight, False
     module: Any = decoder_layers(model)[layer].get_submodule(lay.path)
     if lay.names is not None:
         return getattr(module[expert], lay.names[2]).weight, False

@@ -104,7 +104,8 @@ def _ranks(model, tokenizer, texts, stats: ExpertStats, checkpoint, checkpoint_e
     with own_files():
         local = _record(model, tokenizer, shards, local, mine, checkpoint_every, progress and rank == 0, True)
     shared = 0 if stats.shared_active is None else stats.shared_active.shape[2]
-    out = ExpertStats.empty(stats.groups, stats.layers, *stats.active.shape[2:], dict(local.meta), shared)
+    experts, d_ff = stats.active.shape[2:]
+    out = ExpertStats.empty(stats.groups, stats.layers, experts, d_ff, dict(local.meta), shared)
     for key in out.tensor_names():
         setattr(out, key, all_reduce(getattr(local, key)))
     empty = [g for g, n in zip(out.groups, out.tokens.tolist(), strict=True) if n == 0]

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from neuronlab.errors import NeuronlabError
-from neuronlab.models.hooks import check_layers, get_module
+from neuronlab.models.hooks import check_layers, get_module, router_experts
 from neuronlab.models.resolve import arch_spec
 from neuronlab.models.sites import decoder_layers
 
@@ -79,14 +79,6 @@ def _offsets(layer: int, edits: Mapping[int, str | float], experts: int) -> Tens
     return out
 
 
-def _experts(router: nn.Module, layer: int) -> int:
-    """The number of experts: the rows of the router's first 2-D weight (its own, or its gate's: HunYuan's gate.wg)."""
-    weight = next((w for w in router.parameters() if w.dim() == 2), None)
-    if weight is None:
-        raise NeuronlabError(f"the router of layer {layer} has no 2-D weight [experts, d_model]")
-    return int(weight.shape[0])
-
-
 def _bias(router: nn.Module) -> Tensor | None:
     """A router's correction bias (DeepSeek-V3's e_score_correction_bias, ERNIE's moe_statics): added to the scores
     that choose the experts but not to their weights, so an edit of the logits alone would not decide the choice."""
@@ -109,7 +101,7 @@ def route(model: Any, routes: Routes, where: Tensor | None = None) -> Iterator[N
             router = get_module(layers[int(layer)], spec.router)
         except NeuronlabError:
             raise NeuronlabError(f"layer {layer} has no router at {spec.router!r} (a dense layer?)") from None
-        offsets = _offsets(int(layer), edits, _experts(router, int(layer)))
+        offsets = _offsets(int(layer), edits, router_experts(router))
         bias = _bias(router)
         if bias is not None and where is not None:
             raise NeuronlabError(

@@ -27,18 +27,13 @@ from torch import Tensor, nn
 
 from neuronlab.errors import NeuronlabError
 from neuronlab.models.arch import ArchSpec, text_config
-from neuronlab.models.head import head_candidates, with_factors
+from neuronlab.models.head import head_candidates, is_norm, with_factors
 from neuronlab.models.verify import adds_up, capture, close, probe_inputs, tolerance
 
 ATTN = re.compile(r"att", re.I)
 FFN = re.compile(r"mlp|ffn|feed_?forward|moe", re.I)
 ACT = re.compile(r"act|gelu|silu|relu|swish|swiglu|tanh|sigmoid|mish|glu", re.I)
 POSITIONS = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length")
-
-
-def _is_norm(name: str, module: nn.Module) -> bool:
-    last = name.rsplit(".", 1)[-1].lower()
-    return bool(re.search(r"norm$", type(module).__name__, re.I) or re.search(r"norm|^ln(_|$)", last))
 
 
 def _has(root: nn.Module, path: str) -> bool:
@@ -78,7 +73,7 @@ def _kind(text: str) -> str | None:
 
 def _blocks(layer: nn.Module) -> dict[str, nn.Module]:
     """A layer's children that hold parameters and are not norms: its token mixer(s) and FFN block(s)."""
-    return {n: m for n, m in layer.named_children() if any(True for _ in m.parameters()) and not _is_norm(n, m)}
+    return {n: m for n, m in layer.named_children() if any(True for _ in m.parameters()) and not is_norm(n, m)}
 
 
 def _kinds(layer: nn.Module) -> dict[str, str | None]:
@@ -135,10 +130,10 @@ class Candidates:
     final_norm: list[str] = field(default_factory=list)
 
 
-def _mixers(layers: nn.ModuleList, ffn: str | None, d_model: int) -> list[str]:
-    """attn_out candidates by name: the attention child every layer has and its last projection to d_model; the one
-    token mixer each layer holds, attention or not (a hybrid's differing names as `self_attn|mamba`)."""
-    kids = [_kinds(lay) for lay in layers]
+def _mixers(layers: nn.ModuleList, kids: list[dict[str, str | None]], ffn: str | None, d_model: int) -> list[str]:
+    """attn_out candidates by name (`kids`: each layer's `_kinds`): the attention child every layer has and its last
+    projection to d_model; the one token mixer each layer holds, attention or not (a hybrid's differing names as
+    `self_attn|mamba`)."""
     attn = [[n for n, k in kind.items() if k == "attn"] for kind in kids]
     out = []
     if all(a and a[0] == attn[0][0] for a in attn):
@@ -159,12 +154,13 @@ def _candidates(model: Any) -> Candidates:
     layers = cast(nn.ModuleList, model.get_submodule(layers_path))
     layer = layers[0]
     children = dict(layer.named_children())
-    if not any("attn" in _kinds(lay).values() for lay in layers):
+    kids = [_kinds(lay) for lay in layers]
+    if not any("attn" in kinds.values() for kinds in kids):
         raise NeuronlabError(
             f"no layer of {type(layer).__name__} has an attention block (a child named like attn or attention among "
             f"{', '.join(children)}): not a transformer decoder"
         )
-    ffns = [next((n for n, k in _kinds(lay).items() if k == "ffn"), None) for lay in layers]
+    ffns = [next((n for n, k in kinds.items() if k == "ffn"), None) for kinds in kids]
     if len(set(ffns)) > 1:
         have = [str(i) for i, f in enumerate(ffns) if f]
         names = ", ".join(sorted({f for f in ffns if f}))
@@ -175,7 +171,7 @@ def _candidates(model: Any) -> Candidates:
             else f"the layers name their FFN blocks differently ({names}): give the model an ArchSpec of its own"
         )
     ffn = ffns[0]
-    attn = next((n for n, k in _kinds(layer).items() if k == "attn"), "")
+    attn = next((n for n, k in kids[0].items() if k == "attn"), "")
     box = layer.get_submodule(ffn) if ffn else layer
     prefix = f"{ffn}." if ffn else ""
     inside = {n: m for n, m in box.named_modules() if n and not (not ffn and (n == attn or n.startswith(attn + ".")))}
@@ -232,8 +228,8 @@ def _candidates(model: Any) -> Candidates:
             f"the FFN projection {lost[0]!r} found in layer 0 is not in every layer (no block named like mlp, ffn or "
             "feed_forward in each): FFN sites on some layers only are not served yet"
         )
-    norms = [n for n, m in children.items() if _is_norm(n, m)]
-    out.attn_out = _mixers(layers, ffn, d_model) + [p for p in norms if all(_has(lay, p) for lay in layers)]
+    norms = [n for n, m in children.items() if is_norm(n, m)]
+    out.attn_out = _mixers(layers, kids, ffn, d_model) + [p for p in norms if all(_has(lay, p) for lay in layers)]
     out.ffn_out = [
         p
         for p in ([ffn] if ffn else []) + ([out.down] if out.down else []) + norms
@@ -243,7 +239,7 @@ def _candidates(model: Any) -> Candidates:
     if unembed is None:
         raise NeuronlabError(f"{type(model).__name__} has no output embeddings (get_output_embeddings() is None)")
     out.unembed = _path(model, unembed)
-    out.final_norm = head_candidates(model, layers, unembed, _is_norm)
+    out.final_norm = head_candidates(model, layers, unembed)
     return out
 
 

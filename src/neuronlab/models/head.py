@@ -1,6 +1,6 @@
 """The head of a derived ArchSpec: what comes between the last layer's output and the logits.
 
-    candidates = head_candidates(model, layers, unembed, is_norm)   # final_norm candidates, last first
+    candidates = head_candidates(model, layers, unembed)   # final_norm candidates, last first
     spec = with_factors(spec, config, head_out, logits, tol)         # the logits' factors, or lens=False
 
 The final norm is a norm outside the layers, or a module holding one (BERT's head transform: dense, activation,
@@ -12,7 +12,7 @@ of the config; where no such factor gives the model's logits, the head does more
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -25,9 +25,13 @@ SCALES = ("logit_scale", "lm_head_multiplier")  # config numbers the logits are 
 DIVISORS = ("logits_scaling",)  # and divided by
 
 
-def head_candidates(
-    model: nn.Module, layers: nn.ModuleList, unembed: nn.Module, is_norm: Callable[[str, nn.Module], bool]
-) -> list[str]:
+def is_norm(name: str, module: nn.Module) -> bool:
+    """Whether a module is a norm, by its class name or its own name (`ln_f`, `final_layernorm`)."""
+    last = name.rsplit(".", 1)[-1].lower()
+    return bool(re.search(r"norm$", type(module).__name__, re.I) or re.search(r"norm|^ln(_|$)", last))
+
+
+def head_candidates(model: nn.Module, layers: nn.ModuleList, unembed: nn.Module) -> list[str]:
     """final_norm candidates, last first: each norm outside the layers, then the modules holding it."""
     inside, embed = {id(m) for m in layers.modules()}, model.get_input_embeddings()  # type: ignore[operator]
     norms = [

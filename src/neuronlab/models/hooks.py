@@ -122,21 +122,21 @@ def site_module_by(model: nn.Module, spec: ArchSpec, site: Site) -> tuple[nn.Mod
                 "layers?): record the router of the expert layers only"
             ) from None
     path = spec.down if site.kind == "neuron" else getattr(spec, site.kind)
-    if path is None and site.kind == "attn_out":
-        raise NeuronlabError(
-            f"site {site} is not served on this model: its layers are not h + attn + ffn (a post-norm, scaled or "
-            "several residual streams), so no attention output adds up to the next hidden state. resid and ffn_out"
-            + (" (the FFN's down projection) and the neuron sites are served" if spec.down else " are served")
-        )
     if path is None:
-        why = (
-            "its FFN is a mixture of experts: a neuron of expert e sees only the tokens routed to e, so there is "
-            "no one value per token"
-            if spec.down is None
-            else "it has no activation module (use `neuron`)"
-        )
+        if site.kind == "attn_out":
+            why = (
+                "its layers are not h + attn + ffn (a post-norm, scaled or several residual streams), so no attention "
+                "output adds up to the next hidden state"
+            )
+        elif spec.down is None:
+            why = (
+                "its FFN is a mixture of experts: a neuron of expert e sees only the tokens routed to e, so there is "
+                "no one value per token"
+            )
+        else:
+            why = "it has no activation module (use `neuron`)"
         kinds = (("neuron", spec.down), ("ffn_out", spec.ffn_out), ("attn_out", spec.attn_out), ("resid", "layer"))
-        served = ", ".join(k for k, path in kinds if path)
+        served = ", ".join(k for k, p in kinds if p)
         raise NeuronlabError(f"site {site} is not served on this model: {why}. Served: {served}")
     return get_module(layer, path), "input" if site.kind == "neuron" else "output"
 
@@ -152,14 +152,20 @@ def down_io_by(model: nn.Module, spec: ArchSpec) -> tuple[int, int]:
     return (weight.shape[0], weight.shape[1]) if spec.conv1d else (weight.shape[1], weight.shape[0])
 
 
+def router_experts(router: nn.Module) -> int:
+    """The number of experts a router chooses among: the rows of its first 2-D weight [experts, d_model] (its own,
+    or its gate's: HunYuan's gate.wg)."""
+    weight = next((w for w in router.parameters() if w.dim() == 2), None)
+    if weight is None:
+        raise NeuronlabError("the router has no 2-D weight [experts, d_model]; the ArchSpec does not match")
+    return int(weight.shape[0])
+
+
 def site_width_by(model: nn.Module, spec: ArchSpec, kind: str) -> int:
     """Number of values per token at a site kind: d_ff for `act`/`neuron`, the experts for `router`, else d_model."""
     if kind == "router":
         last = Site(len(layers_by(model, spec)) - 1, kind)
-        weight = getattr(site_module_by(model, spec, last)[0], "weight", None)
-        if weight is None or weight.dim() != 2:
-            raise NeuronlabError("the router has no 2-D weight [experts, d_model]; the ArchSpec does not match")
-        return int(weight.shape[0])
+        return router_experts(site_module_by(model, spec, last)[0])
     if spec.down is None and kind not in NEURON_KINDS:  # a mixture of experts
         return text_config(model).hidden_size
     d_ff, d_model = down_io_by(model, spec)

@@ -54,13 +54,7 @@ def check_experts(model: Any, input_ids: Tensor | None = None, atol: float = 1e-
 
         with expert_neurons(model, zero):
             zeroed = model(input_ids=input_ids).logits
-        down, transposed = down_weight(model, layer, seen[0], layouts)
-        saved = down.clone()
-        try:
-            (down[0] if transposed else down[:, 0]).zero_()
-            removed = model(input_ids=input_ids).logits
-        finally:
-            down.copy_(saved)
+    removed = _without_neuron_0(model, layer, seen[0], layouts, input_ids)
     if not torch.allclose(zeroed, removed, atol=atol, rtol=1e-4):
         raise NeuronlabError(f"{name}: a zeroed expert neuron is not its down-projection column removed")
     adds_up = _check_block(model, layouts, input_ids, name, atol)
@@ -73,7 +67,7 @@ def _check_block(model: Any, layouts: Mapping[int, ExpertsLayout], input_ids: Te
     expert MLPs (transformers 4), which weight their outputs inside the block where no hook sees them. Raises where
     a zeroed shared neuron is not its down column removed."""
     layer = min(layouts)
-    lay, root = layouts[layer], f"{arch_spec(model).layers}.{min(layouts)}"
+    lay, root = layouts[layer], f"{arch_spec(model).layers}.{layer}"
     paths = {"block": lay.path.rpartition(".")[0], "experts": lay.path, "shared": lay.shared, "gate": lay.shared_gate}
     full = {k: f"{root}.{p}" if p else root for k, p in paths.items() if p is not None}
     with torch.no_grad(), expert_neurons(model), capture(model, full) as seen:  # copies: Llama 4 adds in place
@@ -93,16 +87,24 @@ def _check_block(model: Any, layouts: Mapping[int, ExpertsLayout], input_ids: Te
     def zero(i: int, e: int, tokens: Tensor, weights: Tensor, h: Tensor) -> Tensor | None:
         return h.index_fill(-1, torch.tensor([0], device=h.device), 0.0) if (i, e) == (layer, SHARED) else None
 
-    with torch.no_grad():
-        with expert_neurons(model, zero, shared=True):
-            zeroed = model(input_ids=input_ids).logits
-        down, _ = down_weight(model, layer, SHARED, layouts)
-        saved = down.clone()
-        try:
-            down[:, 0] = 0
-            removed = model(input_ids=input_ids).logits
-        finally:
-            down.copy_(saved)
+    with torch.no_grad(), expert_neurons(model, zero, shared=True):
+        zeroed = model(input_ids=input_ids).logits
+    removed = _without_neuron_0(model, layer, SHARED, layouts, input_ids)
     if not torch.allclose(zeroed, removed, atol=atol, rtol=1e-4):
         raise NeuronlabError(f"{name}: a zeroed shared-expert neuron is not its down-projection column removed")
     return adds_up
+
+
+def _without_neuron_0(
+    model: Any, layer: int, expert: int, layouts: Mapping[int, ExpertsLayout], input_ids: Tensor
+) -> Tensor:
+    """The model's logits with neuron 0 of `expert` removed from its down projection (the weight restored after)."""
+    down, transposed = down_weight(model, layer, expert, layouts)
+    saved = down.clone()
+    try:
+        with torch.no_grad():
+            (down[0] if transposed else down[:, 0]).zero_()
+            return model(input_ids=input_ids).logits
+    finally:
+        with torch.no_grad():
+            down.copy_(saved)

@@ -85,6 +85,11 @@ def adds_up(h: Tensor, attn: Tensor, ffn: Tensor, resid: Tensor, tol: float) -> 
     return attn.shape == ffn.shape == h.shape == resid.shape and close(h + attn + ffn, resid, tol)
 
 
+def _same_for_every_token(value: Tensor, tol: float) -> bool:
+    v = value.flatten(0, -2)
+    return close(v, v[:1].expand_as(v), tol)
+
+
 def _constant(row: Tensor):
     """A hook that sets every token's value to `row`."""
     return lambda h: row.expand_as(h).clone()
@@ -123,8 +128,7 @@ def verify_spec(model: nn.Module, spec: ArchSpec) -> list[str]:
         with hooked_by(model, spec, zero), trace_by(model, spec, outs) as z, torch.no_grad():
             zeroed = model(**probe, use_cache=False).logits
         for i in range(n):
-            v = z[Site(i, "ffn_out")].flatten(0, -2)
-            if not close(v, v[:1].expand_as(v), tol):
+            if not _same_for_every_token(z[Site(i, "ffn_out")], tol):
                 failed.append(
                     f"with every neuron of layer {i} at zero, ffn_out({i}) still depends on the token: "
                     f"{spec.down!r} is not the only path from the neurons"
@@ -145,8 +149,7 @@ def verify_spec(model: nn.Module, spec: ArchSpec) -> list[str]:
                 for h in handles:
                     h.remove()
             for i in range(n):
-                v = u[Site(i, "neuron")].flatten(0, -2)
-                if not close(v, v[:1].expand_as(v), tol):
+                if not _same_for_every_token(u[Site(i, "neuron")], tol):
                     failed.append(
                         f"with the output of {spec.up!r} at zero, neuron({i}) still depends on the token: the neurons "
                         "are not the FFN's"

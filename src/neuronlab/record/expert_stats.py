@@ -67,9 +67,19 @@ class ExpertStats:
             out.shared_sum = torch.zeros(g, n, shared_d_ff, dtype=torch.float64)
         return out
 
+    @property
+    def shared_d_ff(self) -> int:
+        """The shared expert's neurons a layer (0: these stats hold none)."""
+        return 0 if self.shared_active is None else int(self.shared_active.shape[2])
+
+    def blank(self, groups: Sequence[str], meta: dict) -> ExpertStats:
+        """Empty stats of `groups` over the same MoE layers and widths."""
+        experts, d_ff = self.active.shape[2:]
+        return ExpertStats.empty(groups, self.layers, experts, d_ff, meta, self.shared_d_ff)
+
     def tensor_names(self) -> tuple[str, ...]:
         """The tensors these stats hold: TENSORS, and SHARED_TENSORS where the layers hold a shared expert."""
-        return TENSORS + (SHARED_TENSORS if self.shared_active is not None else ())
+        return TENSORS + (SHARED_TENSORS if self.shared_d_ff else ())
 
     def shared_probability(self) -> Tensor:
         """A shared neuron's firing rate over all of a group's tokens, float64 [groups, layers, shared d_ff]."""
@@ -94,19 +104,14 @@ class ExpertStats:
     def merge(self, other: ExpertStats) -> ExpertStats:
         """The stats of both runs (same model, MoE layers and widths), groups in order of first appearance."""
         require_same_model(self.meta.get("model"), other.meta.get("model") or {}, "these expert stats")
-        widths = [
-            (s.layers, s.active.shape[2:], None if s.shared_active is None else s.shared_active.shape[2])
-            for s in (self, other)
-        ]
+        widths = [(s.layers, tuple(s.active.shape[2:]), s.shared_d_ff) for s in (self, other)]
         if widths[0] != widths[1]:
             raise NeuronlabError(
                 f"expert stats of different MoE layers or widths (layers, (experts, d_ff), shared d_ff: {widths[0]} "
-                f"and {widths[1]}) cannot be merged: a shared width of None is a file without the shared expert"
+                f"and {widths[1]}) cannot be merged: a shared width of 0 is a file without the shared expert"
             )
         groups = list(dict.fromkeys(self.groups + other.groups))
-        experts, d_ff = self.active.shape[2:]
-        shared = 0 if self.shared_active is None else self.shared_active.shape[2]
-        out = ExpertStats.empty(groups, self.layers, experts, d_ff, dict(self.meta), shared)
+        out = self.blank(groups, dict(self.meta))
         for part in (self, other):
             rows = torch.tensor([groups.index(g) for g in part.groups])
             for k in self.tensor_names():

@@ -103,9 +103,7 @@ def _ranks(model, tokenizer, texts, stats: ExpertStats, checkpoint, checkpoint_e
     shards = {g: Shard(texts[g], rank, size) for g in stats.groups}
     with own_files():
         local = _record(model, tokenizer, shards, local, mine, checkpoint_every, progress and rank == 0, True)
-    shared = 0 if stats.shared_active is None else stats.shared_active.shape[2]
-    experts, d_ff = stats.active.shape[2:]
-    out = ExpertStats.empty(stats.groups, stats.layers, experts, d_ff, dict(local.meta), shared)
+    out = stats.blank(stats.groups, dict(local.meta))
     for key in out.tensor_names():
         setattr(out, key, all_reduce(getattr(local, key)))
     empty = [g for g, n in zip(out.groups, out.tokens.tolist(), strict=True) if n == 0]
@@ -135,7 +133,7 @@ def _record(
     g, counted = 0, torch.zeros(0, dtype=torch.bool)
     running: dict[int, dict[str, Tensor]] = {}  # per layer, on the experts' device: the sums since the last flush
 
-    sums = SUMS + (SHARED_TENSORS if stats.shared_active is not None else ())
+    sums = SUMS + (SHARED_TENSORS if stats.shared_d_ff else ())
 
     def add(layer: int, e: int, tokens: Tensor, weights: Tensor, h: Tensor) -> None:
         acc = running.get(layer)
@@ -161,7 +159,7 @@ def _record(
 
     bar = progress_bar(unit="tok", enabled=progress, unit_scale=True)
     last_save = time.monotonic()
-    with torch.no_grad(), expert_neurons(model, add, shared=stats.shared_active is not None):
+    with torch.no_grad(), expert_neurons(model, add, shared=bool(stats.shared_d_ff)):
         for g, group in enumerate(stats.groups):
             if group in stats.meta["complete"]:
                 continue

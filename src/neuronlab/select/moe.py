@@ -46,7 +46,7 @@ def moe_lape(
     shape = p.shape[1:]  # [layers, experts] or [layers, experts, d_ff]
     per_layer, routed_units = shape[1:].numel(), p[0].numel()
     units = p.flatten(1)
-    if over == "neurons" and stats.shared_active is not None:  # the shared neurons after the routed ones
+    if over == "neurons" and stats.shared_d_ff:  # the shared neurons after the routed ones
         units = torch.cat([units, stats.shared_probability().flatten(1)], dim=1)
     chosen, found = lape_select(units, cfg)
     languages: dict[str, dict[int, list]] = {}
@@ -54,8 +54,7 @@ def moe_lape(
         layers: dict[int, list] = {}
         for i in sorted(flat.tolist()):
             if i >= routed_units:
-                width = stats.shared_active.shape[2]  # type: ignore[union-attr]
-                layer, unit = divmod(i - routed_units, width)
+                layer, unit = divmod(i - routed_units, stats.shared_d_ff)
                 layers.setdefault(stats.layers[layer], []).append([SHARED, unit])
                 continue
             unit = i % per_layer
